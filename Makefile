@@ -1,0 +1,103 @@
+# alloy — build, test, demo.
+#
+#   make            liballoy.a, liballoy.so, alloy.pc and the alloy command, in build/
+#   make demo       installs dependencies, then trains a small model on local text and samples
+#   make test       installs dependencies (test oracles too), builds, runs every test
+#   make asan       the same tests, built with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make bench      benchmarks (bench/)
+#   make install    PREFIX=/usr/local
+
+BUILD    ?= build
+PREFIX   ?= /usr/local
+CC       ?= cc
+VERSION  := 0.1.0
+PKGS     := openblas libcjson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+OPT      ?= -O3 -march=native
+WARN     := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS   ?= $(OPT) -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fopenmp $(WARN) -Iinclude $(PKG_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS   := $(PKG_LIBS) -fopenmp -lm $(EXTRA_LDFLAGS)
+
+LIB_SRC  := $(sort $(wildcard src/*/*.c))
+CMD_SRC  := $(sort $(wildcard tools/alloy/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+HDRS     := $(wildcard include/alloy/*.h) $(wildcard src/*/*.h) $(wildcard tools/alloy/*.h) $(wildcard tests/*.h)
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all lib test asan demo bench install clean deps test-deps check-deps
+
+all: $(BUILD)/liballoy.a $(BUILD)/liballoy.so $(BUILD)/alloy.pc $(BUILD)/alloy
+
+lib: $(BUILD)/liballoy.a $(BUILD)/liballoy.so
+
+# Fails early with the command to run when a library is missing (make demo/test install them).
+check-deps:
+	@pkg-config --exists $(PKGS) || { echo "missing libraries: run scripts/install-deps.sh (as root)" >&2; exit 1; }
+
+$(BUILD)/obj/%.o: %.c $(HDRS) | check-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/liballoy.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/liballoy.so: $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,liballoy.so.0 -o $@ $^ $(LDLIBS)
+
+$(BUILD)/alloy.pc: Makefile
+	@mkdir -p $(BUILD)
+	@printf 'prefix=%s\nincludedir=$${prefix}/include\nlibdir=$${prefix}/lib\n\nName: alloy\nDescription: train, align, fuse and serve transformer language models on the CPU\nVersion: %s\nRequires.private: %s\nCflags: -I$${includedir} -fopenmp\nLibs: -L$${libdir} -lalloy\nLibs.private: -fopenmp -lm\n' \
+		'$(PREFIX)' '$(VERSION)' '$(PKGS)' > $@
+
+$(BUILD)/alloy: $(CMD_OBJ) $(BUILD)/liballoy.a
+	$(CC) $(ALL_CFLAGS) -o $@ $(CMD_OBJ) $(BUILD)/liballoy.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/liballoy.a $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(BUILD)/liballoy.a $(LDLIBS)
+
+deps:
+	@bash scripts/install-deps.sh
+
+test-deps:
+	@bash scripts/install-deps.sh --test
+
+test: test-deps
+	@$(MAKE) --no-print-directory all-tests
+	@BUILD=$(BUILD) bash tests/run.sh
+
+.PHONY: all-tests
+all-tests: all $(TESTS)
+
+asan: test-deps
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -march=native" \
+		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+		EXTRA_LDFLAGS="-fsanitize=address,undefined" all-tests
+	@BUILD=build/asan ALLOY_ASAN=1 bash tests/run.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash scripts/demo.sh
+
+bench: test-deps
+	@$(MAKE) --no-print-directory all
+	@bash bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/alloy
+	install -m 755 $(BUILD)/alloy $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(BUILD)/liballoy.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/liballoy.so $(DESTDIR)$(PREFIX)/lib/liballoy.so.0
+	ln -sf liballoy.so.0 $(DESTDIR)$(PREFIX)/lib/liballoy.so
+	install -m 644 include/alloy/*.h $(DESTDIR)$(PREFIX)/include/alloy/
+	install -m 644 $(BUILD)/alloy.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf build

@@ -1,0 +1,185 @@
+/*
+ * alloy/base.h — status values and error messages, allocation, RNG, files, JSON, progress.
+ *
+ * The bottom layer of liballoy: every other module reports failure through alloy_status and
+ * one message per thread, allocates through one hook, and writes files atomically.
+ *
+ *     alloy_file_map map;
+ *     if (alloy_file_map_open(&map, "shard.bin") != ALLOY_STATUS_OK) {
+ *         fprintf(stderr, "error: %s\n", alloy_last_error());  // "shard.bin: no such file"
+ *         return 1;
+ *     }
+ *     ...
+ *     alloy_file_map_close(&map);
+ */
+#ifndef ALLOY_BASE_H
+#define ALLOY_BASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status and errors ------------------------------------------------------------------ */
+
+typedef enum alloy_status {
+    ALLOY_STATUS_OK = 0,
+    ALLOY_STATUS_USAGE,    /* a bad argument or flag from the caller */
+    ALLOY_STATUS_IO,       /* a file that is missing, unreadable or unwritable */
+    ALLOY_STATUS_FORMAT,   /* a file whose content is malformed, truncated or corrupt */
+    ALLOY_STATUS_MISMATCH, /* well-formed inputs that do not fit together (config vs weights) */
+    ALLOY_STATUS_RANGE,    /* a value out of its range (a token id >= vocab size) */
+    ALLOY_STATUS_NOMEM,    /* an allocation failed */
+    ALLOY_STATUS_INTERNAL, /* a bug in alloy */
+} alloy_status;
+
+/* Sets this thread's error message (printf-style) and returns `status`, so that a failing
+ * function can `return alloy_fail(ALLOY_STATUS_FORMAT, "%s: bad magic", path);`. */
+alloy_status alloy_fail(alloy_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Prepends "prefix: " to this thread's current message (to add context on the way up). */
+void alloy_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* This thread's last error message ("" if none). Valid until the next alloy call. */
+const char *alloy_last_error(void);
+
+/* A short name for a status ("io", "format", ...). */
+const char *alloy_status_name(alloy_status status);
+
+/* Internal invariants only (never user input): prints and aborts. */
+#define ALLOY_ASSERT(cond)                                                                   \
+    do {                                                                                     \
+        if (!(cond)) alloy_assert_fail(#cond, __FILE__, __LINE__);                           \
+    } while (0)
+void alloy_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
+
+/* ---- allocation ------------------------------------------------------------------------- */
+
+/* All of liballoy allocates through these. They return NULL on failure (and set the error
+ * message); alloy_free(NULL) is a no-op. Allocations are 64-byte aligned. */
+void *alloy_malloc(size_t size);
+void *alloy_calloc(size_t count, size_t size);
+void *alloy_realloc(void *ptr, size_t old_size, size_t new_size);
+void alloy_free(void *ptr);
+char *alloy_strdup(const char *s);
+
+/* Test hook: the n-th allocation from now (1-based) and every one after it fail; 0 turns
+ * injection off. Not thread-safe: for single-threaded tests of out-of-memory paths. */
+void alloy_alloc_fail_after(long n);
+
+/* Multiplies sizes with an overflow check: returns false (and leaves *out alone) on overflow. */
+bool alloy_mul_size(size_t a, size_t b, size_t *out);
+
+/* ---- random numbers --------------------------------------------------------------------- */
+
+/* xoshiro256** seeded through splitmix64. The whole state is the four words, so a saved RNG
+ * resumes exactly. */
+typedef struct alloy_rng {
+    uint64_t s[4];
+} alloy_rng;
+
+void alloy_rng_seed(alloy_rng *rng, uint64_t seed);
+uint64_t alloy_rng_u64(alloy_rng *rng);
+double alloy_rng_uniform(alloy_rng *rng);       /* [0, 1) with 53 random bits */
+uint64_t alloy_rng_below(alloy_rng *rng, uint64_t n); /* uniform in [0, n), unbiased; n > 0 */
+double alloy_rng_normal(alloy_rng *rng);        /* standard normal (Box-Muller, no caching) */
+
+/* ---- files ------------------------------------------------------------------------------ */
+
+/* A read-only memory map of a whole file. An empty file maps to data == NULL, size == 0. */
+typedef struct alloy_file_map {
+    const uint8_t *data; /* the file's bytes (size) */
+    size_t size;         /* length of the file in bytes */
+} alloy_file_map;
+
+alloy_status alloy_file_map_open(alloy_file_map *map, const char *path);
+void alloy_file_map_close(alloy_file_map *map);
+
+/* Reads a whole (small) file into a NUL-terminated buffer the caller frees with alloy_free. */
+alloy_status alloy_file_read_all(const char *path, char **out, size_t *out_size);
+
+/* An atomic writer: bytes go to "<path>.tmp.<pid>"; commit fsyncs, renames it over `path`
+ * and fsyncs the folder, so readers see the old file or the whole new one, never a part.
+ * abort (or a crash) leaves `path` untouched. */
+typedef struct alloy_atomic_file {
+    FILE *fp;        /* the temporary file */
+    char *path;      /* final path */
+    char *tmp_path;  /* temporary path */
+    bool failed;     /* a write failed: commit will refuse */
+} alloy_atomic_file;
+
+alloy_status alloy_atomic_open(alloy_atomic_file *f, const char *path);
+alloy_status alloy_atomic_write(alloy_atomic_file *f, const void *data, size_t size);
+alloy_status alloy_atomic_printf(alloy_atomic_file *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+alloy_status alloy_atomic_commit(alloy_atomic_file *f); /* closes f either way */
+void alloy_atomic_abort(alloy_atomic_file *f);
+
+/* Writes a whole file atomically. */
+alloy_status alloy_write_file_atomic(const char *path, const void *data, size_t size);
+
+/* Creates a folder and its parents (like mkdir -p). */
+alloy_status alloy_mkdir_p(const char *path);
+/* fsyncs a folder so that renames inside it are durable. */
+alloy_status alloy_fsync_dir(const char *path);
+bool alloy_path_exists(const char *path);
+bool alloy_is_dir(const char *path);
+/* Removes a folder and the files in it (one level; for checkpoint folders). */
+alloy_status alloy_remove_dir(const char *path);
+/* Joins two path parts into a new string (alloy_free it). */
+char *alloy_path_join(const char *a, const char *b);
+
+/* ---- JSON (over cJSON) ------------------------------------------------------------------ */
+
+struct cJSON;
+/* Parses a JSON file; on error names the file and the byte offset. Free with cJSON_Delete. */
+alloy_status alloy_json_read_file(const char *path, struct cJSON **out);
+/* Writes JSON atomically, pretty-printed, with a trailing newline. */
+alloy_status alloy_json_write_file(const char *path, const struct cJSON *json);
+/* Typed field readers: fail with "<what>: field \"key\" ..." when absent or of the wrong type.
+ * The _opt variants leave *out alone when the key is absent. */
+alloy_status alloy_json_get_int(const struct cJSON *obj, const char *key, const char *what, int64_t *out);
+alloy_status alloy_json_get_double(const struct cJSON *obj, const char *key, const char *what, double *out);
+alloy_status alloy_json_get_string(const struct cJSON *obj, const char *key, const char *what, const char **out);
+alloy_status alloy_json_get_bool(const struct cJSON *obj, const char *key, const char *what, bool *out);
+alloy_status alloy_json_opt_int(const struct cJSON *obj, const char *key, const char *what, int64_t *out);
+alloy_status alloy_json_opt_double(const struct cJSON *obj, const char *key, const char *what, double *out);
+alloy_status alloy_json_opt_bool(const struct cJSON *obj, const char *key, const char *what, bool *out);
+
+/* ---- time and progress ------------------------------------------------------------------ */
+
+double alloy_time_now(void); /* monotonic seconds */
+
+/* A one-line progress display: on a terminal it redraws one line (\r); elsewhere it prints
+ * a line every `every` updates. */
+typedef struct alloy_progress {
+    FILE *out;      /* stderr by default */
+    bool tty;       /* out is a terminal */
+    int every;      /* non-terminal: print every n-th update */
+    int count;      /* updates so far */
+    int last_len;   /* length of the last drawn line */
+} alloy_progress;
+
+void alloy_progress_init(alloy_progress *p, FILE *out, int every);
+void alloy_progress_update(alloy_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints a line that stays (ends the current progress line first). */
+void alloy_progress_print(alloy_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void alloy_progress_done(alloy_progress *p);
+/* Formats seconds as "1h02m", "3m05s" or "12s". */
+void alloy_format_duration(double seconds, char *buf, size_t size);
+
+/* ---- hashing ---------------------------------------------------------------------------- */
+
+/* 64-bit FNV-1a, continued from `h` (start with ALLOY_FNV64_INIT). */
+#define ALLOY_FNV64_INIT 0xcbf29ce484222325ULL
+uint64_t alloy_fnv64(uint64_t h, const void *data, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ALLOY_BASE_H */

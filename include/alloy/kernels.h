@@ -1,0 +1,128 @@
+/*
+ * alloy/kernels.h — the numerical kernels of the transformer, on fp32 arrays.
+ *
+ * Each op is a `<op>_forward` / `<op>_backward` pair. Arguments come in the llm.c order:
+ * outputs first, then cached tensors, then inputs and weights, then dimensions. Shapes are
+ * given in comments, row-major. Kernels never allocate: callers pass every buffer, scratch
+ * included. Gradients of parameters and of inputs that feed several consumers are ACCUMULATED
+ * (+=), so callers zero them once per step; where a backward WRITES its output instead, its
+ * comment says so. Threads: OpenMP inside, on the outermost independent dimension; results
+ * are identical for a given thread count, and the reductions that feed parameter gradients
+ * are ordered the same whatever the thread count.
+ *
+ *     // y = x·Wᵀ + b for a Linear layer of 768 -> 2304 over 256 rows
+ *     matmul_forward(y, x, W, b, 256, 768, 2304, ALLOY_WEIGHT_OUT_IN, 0.0f);
+ */
+#ifndef ALLOY_KERNELS_H
+#define ALLOY_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* How a weight matrix is stored. */
+typedef enum alloy_weight_layout {
+    ALLOY_WEIGHT_OUT_IN = 0, /* (OC, IC): torch.nn.Linear, Llama */
+    ALLOY_WEIGHT_IN_OUT = 1, /* (IC, OC): GPT-2's Conv1D */
+} alloy_weight_layout;
+
+/* ---- matrix products (OpenBLAS) ---- */
+
+/* out (N, OC) = beta·out + inp (N, IC) · W + bias (OC); W as `layout` says; bias may be NULL;
+ * beta is 0 (overwrite) or 1 (accumulate, used to fuse a residual add). */
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int64_t N, int IC, int OC, alloy_weight_layout layout, float beta);
+/* dinp (N, IC) += dout·Wᵀ (dinp may be NULL); dweight += ; dbias (OC) += column sums of dout
+ * (may be NULL). */
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int IC, int OC, alloy_weight_layout layout);
+
+/* ---- embeddings ---- */
+
+/* out (B·T, C) = wte[tokens] + wpe[t] (wpe may be NULL); tokens (B, T) already range-checked */
+void embedding_forward(float *out, const int32_t *tokens, const float *wte, const float *wpe,
+                       int B, int T, int C);
+/* dwte (V, C) += , dwpe (maxT, C) += (may be NULL), from dout (B·T, C) */
+void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tokens,
+                        int B, int T, int C);
+
+/* ---- normalisation ---- */
+
+/* LayerNorm over the last dim: out, inp (N, C); mean, rstd (N); weight, bias (C) */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int64_t N, int C, float eps);
+/* dinp (N, C) += ; dweight, dbias (C) += */
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int64_t N, int C);
+
+/* RMSNorm (Llama): out = inp / sqrt(mean(inp²) + eps) · weight; rstd (N) */
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int64_t N, int C,
+                     float eps);
+/* dinp (N, C) += ; dweight (C) += */
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                      const float *rstd, int64_t N, int C);
+
+/* ---- attention ---- */
+
+/* Rotary position tables in the Hugging Face (rotate-half) convention:
+ * cos, sin (maxT, hd/2) with angle t · theta^(-2i/hd). */
+void rope_init_tables(float *cos_table, float *sin_table, int maxT, int hd, float theta);
+/* Rotates the q and k heads of qkv (B, T, (H + 2·KV)·hd) in place, position t = 0..T-1. */
+void rope_forward(float *qkv, const float *cos_table, const float *sin_table, int B, int T, int H, int KV,
+                  int hd);
+/* The transpose rotation, in place on the q and k parts of dqkv. */
+void rope_backward(float *dqkv, const float *cos_table, const float *sin_table, int B, int T, int H, int KV,
+                   int hd);
+
+/* Causal multi-head attention with grouped KV heads (H % KV == 0; query head h reads KV head
+ * h / (H/KV)). qkv (B, T, (H + 2·KV)·hd) holds per token [H q heads | KV k heads | KV v heads];
+ * out (B, T, H·hd); att (B, H, T, T) keeps the softmax probabilities (row t valid in [0, t]). */
+void attention_forward(float *out, float *att, const float *qkv, int B, int T, int H, int KV, int hd);
+/* dqkv (B, T, (H + 2·KV)·hd) is WRITTEN; scratch holds B·KV·T floats. */
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
+                        int B, int T, int H, int KV, int hd);
+
+/* ---- activations ---- */
+
+/* GELU, tanh approximation (GPT-2's "gelu_new"): out, inp (n) */
+void gelu_forward(float *out, const float *inp, int64_t n);
+/* dinp (n) is WRITTEN */
+void gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n);
+
+/* SwiGLU (Llama): out (N, F) = silu(gate)·up, where gu (N, 2F) holds [gate | up] per row */
+void swiglu_forward(float *out, const float *gu, int64_t N, int F);
+/* dgu (N, 2F) is WRITTEN */
+void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, int F);
+
+/* out (n) = a + b */
+void add_forward(float *out, const float *a, const float *b, int64_t n);
+
+/* ---- loss ---- */
+
+/* Softmax cross-entropy per row: losses (N) = -log softmax(logits)[target]. Rows whose target
+ * is negative are ignored (loss 0, gradient 0). If dlogits (N, V) is not NULL it is WRITTEN
+ * with (softmax - onehot(target))·row_scale[i] (row_scale NULL means 1); dlogits may alias
+ * logits. Targets must be < V (callers check). */
+void crossentropy_forward_backward(float *losses, float *dlogits, const float *logits, const int32_t *targets,
+                                   const float *row_scale, int64_t N, int V);
+
+/* probs (V) = softmax(logits / temperature); returns nothing; temperature > 0 */
+void softmax_forward(float *probs, const float *logits, int V, float temperature);
+
+/* ---- optimiser ---- */
+
+/* One AdamW step over n parameters, exactly as torch.optim.AdamW: decoupled decay
+ * p *= 1 - lr·wd, then the bias-corrected Adam update. g is multiplied by grad_scale first
+ * (the clipping coefficient). step is 1-based. */
+void adamw_update(float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, float grad_scale, int64_t step);
+
+/* Σ g² in double precision */
+double sum_squares(const float *g, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ALLOY_KERNELS_H */

@@ -1,0 +1,196 @@
+/*
+ * alloy/model.h — the decoder-only transformer: config, parameter table, forward, backward.
+ *
+ * Two families share one implementation:
+ *   GPT-2: LayerNorm with bias, learned positions, GELU (tanh), biases, tied embeddings,
+ *          Conv1D weights stored (in, out) as in Hugging Face's GPT2LMHeadModel;
+ *   Llama: RMSNorm, rotary positions, SwiGLU, grouped-query attention (n_kv_head <= n_head),
+ *          no biases, untied head, Linear weights stored (out, in) as in LlamaForCausalLM.
+ * All parameters live in one arena (params_memory) described by a table of named tensors in
+ * the Hugging Face naming; gradients mirror the arena. Activations are sized once at init for
+ * a maximum batch and sequence length.
+ *
+ *     alloy_config cfg;
+ *     alloy_config_preset(&cfg, "tiny-llama", 256);
+ *     alloy_model *m;
+ *     alloy_model_create(&m, &cfg, 8, 128);          // room for B=8, T=128
+ *     alloy_model_init_weights(m, 1337);
+ *     alloy_model_forward(m, tokens, 8, 128);         // m->acts.logits: (8, 128, V)
+ *     float loss = alloy_lm_loss(m, targets, NULL, 8, 128, 1.0f); // writes dlogits
+ *     alloy_model_zero_grad(m);
+ *     alloy_model_backward(m);                         // m->grads_memory
+ *     alloy_model_destroy(m);
+ */
+#ifndef ALLOY_MODEL_H
+#define ALLOY_MODEL_H
+
+#include "alloy/base.h"
+#include "alloy/kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct cJSON;
+
+typedef enum alloy_family {
+    ALLOY_FAMILY_GPT2 = 0,
+    ALLOY_FAMILY_LLAMA = 1,
+} alloy_family;
+
+/* What is saved in config.json (as Hugging Face's GPT2Config / LlamaConfig keys). */
+typedef struct alloy_config {
+    alloy_family family;
+    int vocab_size;     /* V */
+    int max_seq_len;    /* maximum T: n_positions / max_position_embeddings */
+    int n_layer;        /* L */
+    int n_head;         /* H */
+    int n_kv_head;      /* KV: H for GPT-2; divides H for Llama */
+    int d_model;        /* C = H · head_dim */
+    int d_ff;           /* F: MLP hidden width (4C for GPT-2 by default) */
+    double norm_eps;    /* LayerNorm / RMSNorm epsilon */
+    double rope_theta;  /* Llama only */
+    bool tie_embeddings;/* lm_head shares wte (always for GPT-2) */
+} alloy_config;
+
+/* Fills cfg from a named preset; vocab_size is set to `vocab_size`. Presets: tiny-gpt2,
+ * tiny-llama, small-gpt2, small-llama, gpt2 (124M), gpt2-medium, llama-110m. Returns USAGE
+ * with the list of names for an unknown one. */
+alloy_status alloy_config_preset(alloy_config *cfg, const char *name, int vocab_size);
+/* The preset names, NULL-terminated. */
+const char *const *alloy_config_preset_names(void);
+/* Checks sizes and their relations; the message names `what` (a file or flag). */
+alloy_status alloy_config_validate(const alloy_config *cfg, const char *what);
+/* Reads/writes a Hugging Face style config.json object. */
+alloy_status alloy_config_from_json(alloy_config *cfg, const struct cJSON *json, const char *what);
+struct cJSON *alloy_config_to_json(const alloy_config *cfg);
+alloy_status alloy_config_load(alloy_config *cfg, const char *path);
+alloy_status alloy_config_save(const alloy_config *cfg, const char *path);
+static inline int alloy_config_head_dim(const alloy_config *cfg) { return cfg->d_model / cfg->n_head; }
+const char *alloy_family_name(alloy_family family);
+
+/* ---- the parameter table ---- */
+
+#define ALLOY_MAX_NAME 96
+#define ALLOY_MAX_DIMS 4
+
+typedef struct alloy_tensor_info {
+    char name[ALLOY_MAX_NAME];     /* Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight */
+    int ndim;                      /* 1 or 2 */
+    int64_t shape[ALLOY_MAX_DIMS]; /* as stored (and as in the Hugging Face checkpoint) */
+    size_t offset;                 /* in floats from the start of the arena */
+    size_t numel;                  /* product of shape */
+    bool decay;                    /* AdamW weight decay applies (matrices and embeddings) */
+} alloy_tensor_info;
+
+/* Pointers into one arena (params, or grads with the same offsets). Shapes per family. */
+typedef struct alloy_layer_params {
+    float *ln1_w, *ln1_b;   /* (C); ln1_b NULL for Llama */
+    float *qkv_w, *qkv_b;   /* GPT-2 c_attn (C, 3C) + (3C); Llama q,k,v_proj stacked ((H+2KV)·hd, C) */
+    float *o_w, *o_b;       /* GPT-2 attn.c_proj (C, C) + (C); Llama o_proj (C, H·hd) */
+    float *ln2_w, *ln2_b;   /* (C) */
+    float *up_w, *up_b;     /* GPT-2 mlp.c_fc (C, F) + (F); Llama gate_proj,up_proj stacked (2F, C) */
+    float *down_w, *down_b; /* GPT-2 mlp.c_proj (F, C) + (C); Llama down_proj (C, F) */
+} alloy_layer_params;
+
+typedef struct alloy_params {
+    float *wte;                 /* (V, C) */
+    float *wpe;                 /* (maxT, C), GPT-2 only */
+    alloy_layer_params *layers; /* (L) */
+    float *lnf_w, *lnf_b;       /* (C); lnf_b GPT-2 only */
+    float *lm_head;             /* (V, C): wte when tied */
+} alloy_params;
+
+/* Activations for B·T ≤ max_B·max_T tokens. Per-layer buffers are stacked (L, ...). */
+typedef struct alloy_acts {
+    float *encoded;   /* (B·T, C) embedding output = residual stream into layer 0 */
+    float *ln1;       /* (L, B·T, C) */
+    float *ln1_mean;  /* (L, B·T) GPT-2 only */
+    float *ln1_rstd;  /* (L, B·T) */
+    float *qkv;       /* (L, B·T, (H+2KV)·hd), after RoPE */
+    float *att;       /* (L, B, H, T, T) softmax probabilities */
+    float *atty;      /* (L, B·T, H·hd) attention output before the projection */
+    float *res2;      /* (L, B·T, C) residual after attention */
+    float *ln2;       /* (L, B·T, C) */
+    float *ln2_mean;  /* (L, B·T) GPT-2 only */
+    float *ln2_rstd;  /* (L, B·T) */
+    float *fc;        /* (L, B·T, F or 2F) MLP pre-activation (Llama: [gate | up]) */
+    float *fc_act;    /* (L, B·T, F) after GELU / SwiGLU */
+    float *res3;      /* (L, B·T, C) layer output */
+    float *lnf;       /* (B·T, C) final hidden states (after the final norm) */
+    float *lnf_mean;  /* (B·T) GPT-2 only */
+    float *lnf_rstd;  /* (B·T) */
+    float *logits;    /* (B·T, V); an objective overwrites it with dlogits */
+    float *losses;    /* (B·T) per-token loss of the last alloy_lm_loss */
+    float *row_scale; /* (B·T) scratch for the loss */
+} alloy_acts;
+
+/* Gradient buffers of the activations: one layer's worth, reused down the stack. */
+typedef struct alloy_grad_acts {
+    float *dres;    /* (B·T, C) gradient of the residual stream */
+    float *dln;     /* (B·T, C) */
+    float *dqkv;    /* (B·T, (H+2KV)·hd) */
+    float *datty;   /* (B·T, H·hd) */
+    float *dfc;     /* (B·T, F or 2F) */
+    float *dfc_act; /* (B·T, F) */
+    float *scratch; /* (B·KV·T) attention backward */
+    float *dhidden; /* (B·T, C) gradient into the final hidden states from a head other than LM */
+} alloy_grad_acts;
+
+typedef struct alloy_model {
+    alloy_config config;
+    alloy_tensor_info *tensors; /* the parameter table, in arena order */
+    int n_tensors;
+    size_t num_params;          /* floats in the arena */
+    float *params_memory;       /* (num_params) */
+    float *grads_memory;        /* (num_params), allocated with the model */
+    alloy_params params;        /* pointers into params_memory */
+    alloy_params grads;         /* the same pointers into grads_memory */
+    int max_B, max_T;           /* activations are sized for these */
+    alloy_acts acts;
+    alloy_grad_acts gacts;
+    float *acts_memory;         /* one allocation for acts and gacts */
+    size_t acts_floats;
+    float *rope_cos, *rope_sin; /* (maxT, hd/2), Llama only */
+    int32_t *tokens;            /* (max_B·max_T) tokens of the last forward */
+    int B, T;                   /* shape of the last forward; 0 before any */
+    bool have_logits;           /* the last forward ran the LM head */
+    bool have_hidden_grad;      /* gacts.dhidden holds a gradient to add in the backward */
+} alloy_model;
+
+/* Builds the table and allocates params, grads and activations for max_B x max_T tokens
+ * (max_T ≤ cfg->max_seq_len). Weights are zero until init or load. */
+alloy_status alloy_model_create(alloy_model **out, const alloy_config *cfg, int max_B, int max_T);
+void alloy_model_destroy(alloy_model *m);
+/* GPT-2-style initialisation from a seed: N(0, 0.02) weights, residual projections scaled by
+ * 1/sqrt(2L), zero biases, unit norms. */
+void alloy_model_init_weights(alloy_model *m, uint64_t seed);
+/* The table entry with this name, or NULL. */
+const alloy_tensor_info *alloy_model_find_tensor(const alloy_model *m, const char *name);
+
+/* Runs the model on tokens (B, T) up to the final hidden states (acts.lnf) and, if
+ * `logits` is true, the LM head (acts.logits). Fails with RANGE for a token outside [0, V) and
+ * USAGE when B or T exceed what the model was created for. */
+alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B, int T, bool logits);
+static inline alloy_status alloy_model_forward(alloy_model *m, const int32_t *tokens, int B, int T) {
+    return alloy_model_forward_ex(m, tokens, B, T, true);
+}
+
+/* Softmax cross-entropy of acts.logits against targets (B, T) with an optional per-token mask
+ * (B, T) of weights (0 drops a token; NULL counts all); negative targets are ignored too.
+ * Returns the mean loss over counted tokens (0 if none). If grad_scale != 0, overwrites
+ * acts.logits with d(grad_scale · mean loss)/dlogits, ready for alloy_model_backward. */
+alloy_status alloy_lm_loss(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
+                           float grad_scale, float *out_loss);
+
+void alloy_model_zero_grad(alloy_model *m);
+/* Backpropagates from the gradient in acts.logits (as left by an objective) — and, when
+ * have_hidden_grad is set, from gacts.dhidden into the final hidden states — accumulating
+ * into grads_memory. Needs the activations of the last forward (same B, T). If the last
+ * forward skipped the logits, only dhidden is used. */
+alloy_status alloy_model_backward(alloy_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ALLOY_MODEL_H */

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages alloy needs to build, run and test.
+# A no-op when everything is present. Needs root (or sudo) only when something is missing.
+#
+#   scripts/install-deps.sh          build + run dependencies (make, make demo)
+#   scripts/install-deps.sh --test   also the test oracles (PyTorch from Debian)
+set -euo pipefail
+
+pkgs=(
+  build-essential pkg-config
+  libopenblas-openmp-dev    # GEMM (OpenMP flavour, so BLAS and our kernels share one thread pool)
+  libcjson-dev              # JSON (config.json, safetensors headers, metrics)
+  libpcre2-dev              # pre-tokenizer regex
+  libutf8proc-dev           # Unicode normalisation
+  jargon-text bible-kjv     # public-domain text for the demo
+)
+if [ "${1:-}" = "--test" ]; then
+  pkgs+=(python3 python3-torch python3-numpy)   # PyTorch twins in tests/reference
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+if [ "$(id -u)" -eq 0 ]; then
+  SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO="sudo"
+else
+  echo "install-deps: missing packages (${missing[*]}); run as root: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,61 @@
+/*
+ * activation.c — GELU (tanh form), SwiGLU, and the residual add.
+ */
+#include "alloy/kernels.h"
+
+#include <math.h>
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
+void gelu_forward(float *out, const float *inp, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float u = GELU_K * (x + 0.044715f * x * x * x);
+        out[i] = 0.5f * x * (1.0f + tanhf(u));
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float u = GELU_K * (x + 0.044715f * x * x * x);
+        float th = tanhf(u);
+        float sech2 = 1.0f - th * th;
+        float grad = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] = grad * dout[i];
+    }
+}
+
+void swiglu_forward(float *out, const float *gu, int64_t N, int F) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *g = gu + i * 2 * F, *u = g + F;
+        float *o = out + i * F;
+        for (int j = 0; j < F; j++) {
+            float sig = 1.0f / (1.0f + expf(-g[j]));
+            o[j] = g[j] * sig * u[j];
+        }
+    }
+}
+
+void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, int F) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const float *g = gu + i * 2 * F, *u = g + F;
+        const float *d = dout + i * F;
+        float *dg = dgu + i * 2 * F, *du = dg + F;
+        for (int j = 0; j < F; j++) {
+            float sig = 1.0f / (1.0f + expf(-g[j]));
+            float silu = g[j] * sig;
+            du[j] = d[j] * silu;
+            dg[j] = d[j] * u[j] * sig * (1.0f + g[j] * (1.0f - sig));
+        }
+    }
+}
+
+void add_forward(float *out, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}

@@ -1,0 +1,303 @@
+/*
+ * params.c — the parameter table and the model's memory: one arena for the parameters, one
+ * of the same shape for the gradients, one for the activations, all sized at creation.
+ */
+#include "alloy/model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+/* Table builder: appends tensors in arena order, checking every size for overflow. */
+typedef struct table_builder {
+    alloy_tensor_info *t;
+    int n, cap;
+    size_t total;
+    bool overflow;
+} table_builder;
+
+static void add_tensor(table_builder *tb, bool decay, int64_t d0, int64_t d1, const char *fmt, ...) {
+    if (tb->n >= tb->cap) {
+        tb->overflow = true;
+        return;
+    }
+    alloy_tensor_info *ti = &tb->t[tb->n++];
+    memset(ti, 0, sizeof *ti);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ti->name, sizeof ti->name, fmt, ap);
+    va_end(ap);
+    ti->ndim = d1 > 0 ? 2 : 1;
+    ti->shape[0] = d0;
+    ti->shape[1] = d1 > 0 ? d1 : 0;
+    size_t numel;
+    if (!alloy_mul_size((size_t)d0, (size_t)(d1 > 0 ? d1 : 1), &numel)) tb->overflow = true;
+    ti->numel = numel;
+    ti->offset = tb->total;
+    ti->decay = decay;
+    // keep every tensor 16-float (64-byte) aligned in the arena
+    size_t padded = (numel + 15) / 16 * 16;
+    if (__builtin_add_overflow(tb->total, padded, &tb->total)) tb->overflow = true;
+}
+
+static int table_capacity(const alloy_config *c) { return 16 * c->n_layer + 8; }
+
+static void build_table(table_builder *tb, const alloy_config *c) {
+    int64_t C = c->d_model, V = c->vocab_size, F = c->d_ff, hd = alloy_config_head_dim(c);
+    int64_t H = c->n_head, KV = c->n_kv_head;
+    if (c->family == ALLOY_FAMILY_GPT2) {
+        add_tensor(tb, true, V, C, "transformer.wte.weight");
+        add_tensor(tb, true, c->max_seq_len, C, "transformer.wpe.weight");
+        for (int l = 0; l < c->n_layer; l++) {
+            add_tensor(tb, false, C, 0, "transformer.h.%d.ln_1.weight", l);
+            add_tensor(tb, false, C, 0, "transformer.h.%d.ln_1.bias", l);
+            add_tensor(tb, true, C, 3 * C, "transformer.h.%d.attn.c_attn.weight", l);
+            add_tensor(tb, false, 3 * C, 0, "transformer.h.%d.attn.c_attn.bias", l);
+            add_tensor(tb, true, C, C, "transformer.h.%d.attn.c_proj.weight", l);
+            add_tensor(tb, false, C, 0, "transformer.h.%d.attn.c_proj.bias", l);
+            add_tensor(tb, false, C, 0, "transformer.h.%d.ln_2.weight", l);
+            add_tensor(tb, false, C, 0, "transformer.h.%d.ln_2.bias", l);
+            add_tensor(tb, true, C, F, "transformer.h.%d.mlp.c_fc.weight", l);
+            add_tensor(tb, false, F, 0, "transformer.h.%d.mlp.c_fc.bias", l);
+            add_tensor(tb, true, F, C, "transformer.h.%d.mlp.c_proj.weight", l);
+            add_tensor(tb, false, C, 0, "transformer.h.%d.mlp.c_proj.bias", l);
+        }
+        add_tensor(tb, false, C, 0, "transformer.ln_f.weight");
+        add_tensor(tb, false, C, 0, "transformer.ln_f.bias");
+    } else {
+        add_tensor(tb, true, V, C, "model.embed_tokens.weight");
+        for (int l = 0; l < c->n_layer; l++) {
+            add_tensor(tb, false, C, 0, "model.layers.%d.input_layernorm.weight", l);
+            // q, k, v and gate, up must be adjacent: the forward runs each group as one GEMM
+            add_tensor(tb, true, H * hd, C, "model.layers.%d.self_attn.q_proj.weight", l);
+            add_tensor(tb, true, KV * hd, C, "model.layers.%d.self_attn.k_proj.weight", l);
+            add_tensor(tb, true, KV * hd, C, "model.layers.%d.self_attn.v_proj.weight", l);
+            add_tensor(tb, true, C, H * hd, "model.layers.%d.self_attn.o_proj.weight", l);
+            add_tensor(tb, false, C, 0, "model.layers.%d.post_attention_layernorm.weight", l);
+            add_tensor(tb, true, F, C, "model.layers.%d.mlp.gate_proj.weight", l);
+            add_tensor(tb, true, F, C, "model.layers.%d.mlp.up_proj.weight", l);
+            add_tensor(tb, true, C, F, "model.layers.%d.mlp.down_proj.weight", l);
+        }
+        add_tensor(tb, false, C, 0, "model.norm.weight");
+        if (!c->tie_embeddings) add_tensor(tb, true, V, C, "lm_head.weight");
+    }
+}
+
+/* Points p's fields into `base` following the table (the same walk for params and grads). */
+static void point_params(alloy_params *p, float *base, const alloy_model *m) {
+    const alloy_config *c = &m->config;
+    const alloy_tensor_info *t = m->tensors;
+    int i = 0;
+#define NEXT() (base + t[i++].offset)
+    memset(p->layers, 0, sizeof(alloy_layer_params) * (size_t)c->n_layer);
+    p->wpe = p->lnf_b = NULL;
+    if (c->family == ALLOY_FAMILY_GPT2) {
+        p->wte = NEXT();
+        p->wpe = NEXT();
+        for (int l = 0; l < c->n_layer; l++) {
+            alloy_layer_params *lp = &p->layers[l];
+            lp->ln1_w = NEXT();
+            lp->ln1_b = NEXT();
+            lp->qkv_w = NEXT();
+            lp->qkv_b = NEXT();
+            lp->o_w = NEXT();
+            lp->o_b = NEXT();
+            lp->ln2_w = NEXT();
+            lp->ln2_b = NEXT();
+            lp->up_w = NEXT();
+            lp->up_b = NEXT();
+            lp->down_w = NEXT();
+            lp->down_b = NEXT();
+        }
+        p->lnf_w = NEXT();
+        p->lnf_b = NEXT();
+        p->lm_head = p->wte;
+    } else {
+        p->wte = NEXT();
+        for (int l = 0; l < c->n_layer; l++) {
+            alloy_layer_params *lp = &p->layers[l];
+            lp->ln1_w = NEXT();
+            lp->qkv_w = NEXT();
+            i += 2; // k_proj, v_proj follow q_proj in the arena
+            lp->o_w = NEXT();
+            lp->ln2_w = NEXT();
+            lp->up_w = NEXT(); // gate_proj, then up_proj right after it
+            i += 1;
+            lp->down_w = NEXT();
+        }
+        p->lnf_w = NEXT();
+        p->lm_head = c->tie_embeddings ? p->wte : NEXT();
+    }
+#undef NEXT
+    ALLOY_ASSERT(i == m->n_tensors);
+}
+
+/* The activation buffers, in one allocation: each entry is a pointer slot and its size. */
+typedef struct act_slot {
+    float **ptr;
+    size_t count;
+} act_slot;
+
+static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *total) {
+    const alloy_config *c = &m->config;
+    size_t L = (size_t)c->n_layer, N = (size_t)m->max_B * (size_t)m->max_T, C = (size_t)c->d_model;
+    size_t H = (size_t)c->n_head, KV = (size_t)c->n_kv_head, hd = (size_t)alloy_config_head_dim(c);
+    size_t F = (size_t)c->d_ff, V = (size_t)c->vocab_size, T = (size_t)m->max_T, B = (size_t)m->max_B;
+    size_t QKV = (H + 2 * KV) * hd;
+    size_t FF = c->family == ALLOY_FAMILY_LLAMA ? 2 * F : F;
+    bool gpt2 = c->family == ALLOY_FAMILY_GPT2;
+    bool ok = true;
+    size_t LN = 0, att = 0;
+    ok &= alloy_mul_size(L, N, &LN);
+    ok &= alloy_mul_size(L * B * H, T * T, &att) && L * B * H / (B * H) == L;
+    struct {
+        float **p;
+        size_t a, b;
+    } spec[] = {
+        {&m->acts.encoded, N, C},        {&m->acts.ln1, LN, C},
+        {&m->acts.ln1_mean, gpt2 ? LN : 0, 1}, {&m->acts.ln1_rstd, LN, 1},
+        {&m->acts.qkv, LN, QKV},         {&m->acts.att, att, 1},
+        {&m->acts.atty, LN, H * hd},     {&m->acts.res2, LN, C},
+        {&m->acts.ln2, LN, C},           {&m->acts.ln2_mean, gpt2 ? LN : 0, 1},
+        {&m->acts.ln2_rstd, LN, 1},      {&m->acts.fc, LN, FF},
+        {&m->acts.fc_act, LN, F},        {&m->acts.res3, LN, C},
+        {&m->acts.lnf, N, C},            {&m->acts.lnf_mean, gpt2 ? N : 0, 1},
+        {&m->acts.lnf_rstd, N, 1},       {&m->acts.logits, N, V},
+        {&m->acts.losses, N, 1},         {&m->acts.row_scale, N, 1},
+        {&m->gacts.dres, N, C},          {&m->gacts.dln, N, C},
+        {&m->gacts.dqkv, N, QKV},        {&m->gacts.datty, N, H * hd},
+        {&m->gacts.dfc, N, FF},          {&m->gacts.dfc_act, N, F},
+        {&m->gacts.scratch, B * KV, T},  {&m->gacts.dhidden, N, C},
+    };
+    size_t sum = 0;
+    int n = 0;
+    for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
+        size_t count;
+        ok &= alloy_mul_size(spec[i].a, spec[i].b, &count);
+        count = (count + 15) / 16 * 16;
+        slots[n].ptr = spec[i].p;
+        slots[n].count = count;
+        n++;
+        ok &= !__builtin_add_overflow(sum, count, &sum);
+    }
+    *n_slots = n;
+    *total = sum;
+    return ok;
+}
+
+alloy_status alloy_model_create(alloy_model **out, const alloy_config *cfg, int max_B, int max_T) {
+    *out = NULL;
+    alloy_status s = alloy_config_validate(cfg, "model config");
+    if (s) return s;
+    if (max_B < 1 || max_T < 1)
+        return alloy_fail(ALLOY_STATUS_USAGE, "batch size and sequence length must be at least 1");
+    if (max_T > cfg->max_seq_len)
+        return alloy_fail(ALLOY_STATUS_USAGE, "sequence length %d exceeds the model's maximum of %d", max_T,
+                          cfg->max_seq_len);
+    alloy_model *m = alloy_calloc(1, sizeof *m);
+    if (!m) return ALLOY_STATUS_NOMEM;
+    m->config = *cfg;
+    m->max_B = max_B;
+    m->max_T = max_T;
+
+    table_builder tb = {.cap = table_capacity(cfg)};
+    tb.t = alloy_calloc((size_t)tb.cap, sizeof *tb.t);
+    m->params.layers = alloy_calloc((size_t)cfg->n_layer, sizeof(alloy_layer_params));
+    m->grads.layers = alloy_calloc((size_t)cfg->n_layer, sizeof(alloy_layer_params));
+    if (!tb.t || !m->params.layers || !m->grads.layers) goto nomem;
+    build_table(&tb, cfg);
+    m->tensors = tb.t;
+    m->n_tensors = tb.n;
+    m->num_params = tb.total;
+    if (tb.overflow || tb.total > ((size_t)1 << 40)) {
+        alloy_model_destroy(m);
+        return alloy_fail(ALLOY_STATUS_USAGE, "model config: the model is too large");
+    }
+
+    act_slot slots[40];
+    int n_slots;
+    size_t act_total;
+    if (!act_slots(m, slots, &n_slots, &act_total) || act_total > ((size_t)1 << 40)) {
+        alloy_model_destroy(m);
+        return alloy_fail(ALLOY_STATUS_USAGE, "batch %d x sequence %d needs too much activation memory", max_B,
+                          max_T);
+    }
+    m->params_memory = alloy_calloc(m->num_params, sizeof(float));
+    m->grads_memory = alloy_calloc(m->num_params, sizeof(float));
+    m->acts_memory = alloy_calloc(act_total, sizeof(float));
+    m->tokens = alloy_calloc((size_t)max_B * (size_t)max_T, sizeof(int32_t));
+    if (!m->params_memory || !m->grads_memory || !m->acts_memory || !m->tokens) goto nomem;
+    m->acts_floats = act_total;
+    float *p = m->acts_memory;
+    for (int i = 0; i < n_slots; i++) {
+        *slots[i].ptr = slots[i].count ? p : NULL;
+        p += slots[i].count;
+    }
+    point_params(&m->params, m->params_memory, m);
+    point_params(&m->grads, m->grads_memory, m);
+    if (cfg->family == ALLOY_FAMILY_LLAMA) {
+        int half = alloy_config_head_dim(cfg) / 2;
+        m->rope_cos = alloy_malloc(sizeof(float) * (size_t)cfg->max_seq_len * (size_t)half);
+        m->rope_sin = alloy_malloc(sizeof(float) * (size_t)cfg->max_seq_len * (size_t)half);
+        if (!m->rope_cos || !m->rope_sin) goto nomem;
+        rope_init_tables(m->rope_cos, m->rope_sin, cfg->max_seq_len, alloy_config_head_dim(cfg),
+                         (float)cfg->rope_theta);
+    }
+    *out = m;
+    return ALLOY_STATUS_OK;
+nomem:
+    if (!m->tensors) alloy_free(tb.t);
+    alloy_model_destroy(m);
+    return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory creating the model (%zu parameters, batch %d x %d)",
+                      tb.total, max_B, max_T);
+}
+
+void alloy_model_destroy(alloy_model *m) {
+    if (!m) return;
+    alloy_free(m->tensors);
+    alloy_free(m->params.layers);
+    alloy_free(m->grads.layers);
+    alloy_free(m->params_memory);
+    alloy_free(m->grads_memory);
+    alloy_free(m->acts_memory);
+    alloy_free(m->tokens);
+    alloy_free(m->rope_cos);
+    alloy_free(m->rope_sin);
+    alloy_free(m);
+}
+
+const alloy_tensor_info *alloy_model_find_tensor(const alloy_model *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
+    return NULL;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+void alloy_model_init_weights(alloy_model *m, uint64_t seed) {
+    const alloy_config *c = &m->config;
+    float std = 0.02f;
+    float resid_std = std / sqrtf(2.0f * (float)c->n_layer);
+    memset(m->params_memory, 0, m->num_params * sizeof(float));
+    for (int i = 0; i < m->n_tensors; i++) {
+        const alloy_tensor_info *t = &m->tensors[i];
+        float *p = m->params_memory + t->offset;
+        if (t->ndim == 1) {
+            // norms start at one, biases at zero
+            float v = ends_with(t->name, ".bias") ? 0.0f : 1.0f;
+            for (size_t k = 0; k < t->numel; k++) p[k] = v;
+            continue;
+        }
+        // each tensor draws from its own stream (seed, name): adding a tensor elsewhere in the
+        // table does not change the others
+        alloy_rng rng;
+        alloy_rng_seed(&rng, seed ^ alloy_fnv64(ALLOY_FNV64_INIT, t->name, strlen(t->name)));
+        bool resid = ends_with(t->name, "attn.c_proj.weight") || ends_with(t->name, "mlp.c_proj.weight") ||
+                     ends_with(t->name, "o_proj.weight") || ends_with(t->name, "down_proj.weight");
+        float s = resid ? resid_std : std;
+        for (size_t k = 0; k < t->numel; k++) p[k] = s * (float)alloy_rng_normal(&rng);
+    }
+}

@@ -1,0 +1,198 @@
+/*
+ * transformer.c — forward and backward of the decoder-only transformer, and the LM loss.
+ *
+ * The forward calls one kernel per op, layer by layer; the backward is the same list in
+ * reverse. Per-layer activations are stored compactly for the current B·T, so a smaller batch
+ * than the model was created for costs nothing extra.
+ */
+#include "alloy/model.h"
+
+#include <string.h>
+
+/* Sizes used throughout one pass. */
+typedef struct dims {
+    int B, T, C, H, KV, hd, F, FF, V, QKV;
+    int64_t N;
+    alloy_weight_layout layout;
+    bool gpt2;
+} dims;
+
+static dims get_dims(const alloy_model *m, int B, int T) {
+    const alloy_config *c = &m->config;
+    dims d;
+    d.B = B;
+    d.T = T;
+    d.N = (int64_t)B * T;
+    d.C = c->d_model;
+    d.H = c->n_head;
+    d.KV = c->n_kv_head;
+    d.hd = alloy_config_head_dim(c);
+    d.F = c->d_ff;
+    d.gpt2 = c->family == ALLOY_FAMILY_GPT2;
+    d.FF = d.gpt2 ? d.F : 2 * d.F;
+    d.V = c->vocab_size;
+    d.QKV = (d.H + 2 * d.KV) * d.hd;
+    d.layout = d.gpt2 ? ALLOY_WEIGHT_IN_OUT : ALLOY_WEIGHT_OUT_IN;
+    return d;
+}
+
+/* Pointers to layer l's activations for the current B·T. */
+typedef struct layer_acts {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *fc, *fc_act, *res3;
+    const float *res_in;
+} layer_acts;
+
+static layer_acts get_layer_acts(const alloy_model *m, const dims *d, int l) {
+    const alloy_acts *a = &m->acts;
+    int64_t N = d->N;
+    layer_acts la;
+    la.ln1 = a->ln1 + l * N * d->C;
+    la.ln1_mean = a->ln1_mean ? a->ln1_mean + l * N : NULL;
+    la.ln1_rstd = a->ln1_rstd + l * N;
+    la.qkv = a->qkv + l * N * d->QKV;
+    la.att = a->att + (int64_t)l * d->B * d->H * (int64_t)d->T * d->T;
+    la.atty = a->atty + l * N * d->H * d->hd;
+    la.res2 = a->res2 + l * N * d->C;
+    la.ln2 = a->ln2 + l * N * d->C;
+    la.ln2_mean = a->ln2_mean ? a->ln2_mean + l * N : NULL;
+    la.ln2_rstd = a->ln2_rstd + l * N;
+    la.fc = a->fc + l * N * d->FF;
+    la.fc_act = a->fc_act + l * N * d->F;
+    la.res3 = a->res3 + l * N * d->C;
+    la.res_in = l == 0 ? a->encoded : a->res3 + (l - 1) * N * d->C;
+    return la;
+}
+
+static void norm_forward(const dims *d, float *out, float *mean, float *rstd, const float *inp, const float *w,
+                         const float *b, double eps) {
+    if (d->gpt2) layernorm_forward(out, mean, rstd, inp, w, b, d->N, d->C, (float)eps);
+    else rmsnorm_forward(out, rstd, inp, w, d->N, d->C, (float)eps);
+}
+
+static void norm_backward(const dims *d, float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                          const float *w, const float *mean, const float *rstd) {
+    if (d->gpt2) layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, d->N, d->C);
+    else rmsnorm_backward(dinp, dw, dout, inp, w, rstd, d->N, d->C);
+}
+
+alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B, int T, bool want_logits) {
+    if (B < 1 || T < 1 || B > m->max_B || T > m->max_T)
+        return alloy_fail(ALLOY_STATUS_USAGE, "batch %d x %d does not fit the model's buffers (%d x %d)", B, T,
+                          m->max_B, m->max_T);
+    const alloy_config *c = &m->config;
+    dims d = get_dims(m, B, T);
+    for (int64_t i = 0; i < d.N; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return alloy_fail(ALLOY_STATUS_RANGE, "token id %d at position %lld is outside the vocabulary [0, %d)",
+                              tokens[i], (long long)i, c->vocab_size);
+    }
+    memcpy(m->tokens, tokens, sizeof(int32_t) * (size_t)d.N);
+    m->B = B;
+    m->T = T;
+    m->have_logits = want_logits;
+    const alloy_params *p = &m->params;
+
+    embedding_forward(m->acts.encoded, tokens, p->wte, d.gpt2 ? p->wpe : NULL, B, T, d.C);
+    for (int l = 0; l < c->n_layer; l++) {
+        const alloy_layer_params *lp = &p->layers[l];
+        layer_acts la = get_layer_acts(m, &d, l);
+        // attention block: res2 = res_in + o(attn(norm1(res_in)))
+        norm_forward(&d, la.ln1, la.ln1_mean, la.ln1_rstd, la.res_in, lp->ln1_w, lp->ln1_b, c->norm_eps);
+        matmul_forward(la.qkv, la.ln1, lp->qkv_w, lp->qkv_b, d.N, d.C, d.QKV, d.layout, 0.0f);
+        if (!d.gpt2) rope_forward(la.qkv, m->rope_cos, m->rope_sin, B, T, d.H, d.KV, d.hd);
+        attention_forward(la.atty, la.att, la.qkv, B, T, d.H, d.KV, d.hd);
+        memcpy(la.res2, la.res_in, sizeof(float) * (size_t)(d.N * d.C));
+        matmul_forward(la.res2, la.atty, lp->o_w, lp->o_b, d.N, d.H * d.hd, d.C, d.layout, 1.0f);
+        // MLP block: res3 = res2 + down(act(up(norm2(res2))))
+        norm_forward(&d, la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lp->ln2_w, lp->ln2_b, c->norm_eps);
+        matmul_forward(la.fc, la.ln2, lp->up_w, lp->up_b, d.N, d.C, d.FF, d.layout, 0.0f);
+        if (d.gpt2) gelu_forward(la.fc_act, la.fc, d.N * d.F);
+        else swiglu_forward(la.fc_act, la.fc, d.N, d.F);
+        memcpy(la.res3, la.res2, sizeof(float) * (size_t)(d.N * d.C));
+        matmul_forward(la.res3, la.fc_act, lp->down_w, lp->down_b, d.N, d.F, d.C, d.layout, 1.0f);
+    }
+    const float *last = m->acts.res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
+    norm_forward(&d, m->acts.lnf, m->acts.lnf_mean, m->acts.lnf_rstd, last, p->lnf_w, p->lnf_b, c->norm_eps);
+    if (want_logits)
+        matmul_forward(m->acts.logits, m->acts.lnf, p->lm_head, NULL, d.N, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f);
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_lm_loss(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
+                           float grad_scale, float *out_loss) {
+    if (B != m->B || T != m->T || !m->have_logits)
+        return alloy_fail(ALLOY_STATUS_USAGE, "loss: no logits of shape %d x %d from the last forward", B, T);
+    int64_t N = (int64_t)B * T;
+    int V = m->config.vocab_size;
+    double count = 0.0;
+    for (int64_t i = 0; i < N; i++) {
+        if (targets[i] >= V)
+            return alloy_fail(ALLOY_STATUS_RANGE, "target id %d at position %lld is outside the vocabulary [0, %d)",
+                              targets[i], (long long)i, V);
+        if (mask && !(mask[i] >= 0.0f))
+            return alloy_fail(ALLOY_STATUS_RANGE, "mask weight at position %lld is negative or NaN", (long long)i);
+        if (targets[i] >= 0) count += mask ? mask[i] : 1.0f;
+    }
+    float *rs = m->acts.row_scale;
+    for (int64_t i = 0; i < N; i++) {
+        float w = targets[i] < 0 ? 0.0f : (mask ? mask[i] : 1.0f);
+        rs[i] = count > 0 ? (float)(grad_scale * w / count) : 0.0f;
+    }
+    crossentropy_forward_backward(m->acts.losses, grad_scale != 0.0f ? m->acts.logits : NULL, m->acts.logits,
+                                  targets, rs, N, V);
+    double sum = 0.0;
+    for (int64_t i = 0; i < N; i++) {
+        if (targets[i] >= 0) sum += (double)m->acts.losses[i] * (mask ? mask[i] : 1.0f);
+    }
+    *out_loss = count > 0 ? (float)(sum / count) : 0.0f;
+    return ALLOY_STATUS_OK;
+}
+
+void alloy_model_zero_grad(alloy_model *m) { memset(m->grads_memory, 0, sizeof(float) * m->num_params); }
+
+alloy_status alloy_model_backward(alloy_model *m) {
+    if (m->B == 0) return alloy_fail(ALLOY_STATUS_USAGE, "backward: no forward pass to go back through");
+    if (!m->have_logits && !m->have_hidden_grad)
+        return alloy_fail(ALLOY_STATUS_USAGE, "backward: no gradient (no logits and no hidden-state gradient)");
+    const alloy_config *c = &m->config;
+    dims d = get_dims(m, m->B, m->T);
+    const alloy_params *p = &m->params;
+    const alloy_params *g = &m->grads;
+    alloy_grad_acts *ga = &m->gacts;
+    size_t NC = sizeof(float) * (size_t)(d.N * d.C);
+
+    // LM head, plus any gradient a non-LM head put on the final hidden states
+    memset(ga->dln, 0, NC);
+    if (m->have_logits)
+        matmul_backward(ga->dln, g->lm_head, NULL, m->acts.logits, m->acts.lnf, p->lm_head, d.N, d.C, d.V,
+                        ALLOY_WEIGHT_OUT_IN);
+    if (m->have_hidden_grad) add_forward(ga->dln, ga->dln, ga->dhidden, d.N * d.C);
+    memset(ga->dres, 0, NC);
+    const float *last = m->acts.res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
+    norm_backward(&d, ga->dres, g->lnf_w, g->lnf_b, ga->dln, last, p->lnf_w, m->acts.lnf_mean, m->acts.lnf_rstd);
+
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        const alloy_layer_params *lp = &p->layers[l];
+        const alloy_layer_params *lg = &g->layers[l];
+        layer_acts la = get_layer_acts(m, &d, l);
+        // MLP block; dres holds d(res3) and, through the residual, becomes d(res2)
+        memset(ga->dfc_act, 0, sizeof(float) * (size_t)(d.N * d.F));
+        matmul_backward(ga->dfc_act, lg->down_w, lg->down_b, ga->dres, la.fc_act, lp->down_w, d.N, d.F, d.C,
+                        d.layout);
+        if (d.gpt2) gelu_backward(ga->dfc, la.fc, ga->dfc_act, d.N * d.F);
+        else swiglu_backward(ga->dfc, ga->dfc_act, la.fc, d.N, d.F);
+        memset(ga->dln, 0, NC);
+        matmul_backward(ga->dln, lg->up_w, lg->up_b, ga->dfc, la.ln2, lp->up_w, d.N, d.C, d.FF, d.layout);
+        norm_backward(&d, ga->dres, lg->ln2_w, lg->ln2_b, ga->dln, la.res2, lp->ln2_w, la.ln2_mean, la.ln2_rstd);
+        // attention block; dres becomes d(res_in)
+        memset(ga->datty, 0, sizeof(float) * (size_t)(d.N * d.H * d.hd));
+        matmul_backward(ga->datty, lg->o_w, lg->o_b, ga->dres, la.atty, lp->o_w, d.N, d.H * d.hd, d.C, d.layout);
+        attention_backward(ga->dqkv, ga->scratch, ga->datty, la.qkv, la.att, d.B, d.T, d.H, d.KV, d.hd);
+        if (!d.gpt2) rope_backward(ga->dqkv, m->rope_cos, m->rope_sin, d.B, d.T, d.H, d.KV, d.hd);
+        memset(ga->dln, 0, NC);
+        matmul_backward(ga->dln, lg->qkv_w, lg->qkv_b, ga->dqkv, la.ln1, lp->qkv_w, d.N, d.C, d.QKV, d.layout);
+        norm_backward(&d, ga->dres, lg->ln1_w, lg->ln1_b, ga->dln, la.res_in, lp->ln1_w, la.ln1_mean, la.ln1_rstd);
+    }
+    embedding_backward(g->wte, d.gpt2 ? g->wpe : NULL, ga->dres, m->tokens, d.B, d.T, d.C);
+    return ALLOY_STATUS_OK;
+}

@@ -1,0 +1,97 @@
+/*
+ * harness.h — the tiny test harness shared by tests/test_*.c.
+ *
+ * Each test case is a function; RUN(case) runs it and prints "ok - case" or "not ok - case"
+ * (TAP style), with the failed checks on stderr. harness_exit() returns 1 if anything failed,
+ * so the program's exit status is the verdict. tests/run.sh counts the ok / not ok lines.
+ *
+ *     static void test_roundtrip(void) { EXPECT(x == 1, "x is %d", x); }
+ *     int main(void) { RUN(test_roundtrip); return harness_exit(); }
+ */
+#ifndef ALLOY_TEST_HARNESS_H
+#define ALLOY_TEST_HARNESS_H
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int harness_failed_checks;  /* in the current case */
+static int harness_failed_cases;
+static int harness_passed_cases;
+
+#define EXPECT(cond, ...)                                                                    \
+    do {                                                                                     \
+        if (!(cond)) {                                                                       \
+            harness_failed_checks++;                                                         \
+            fprintf(stderr, "  %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);       \
+            fprintf(stderr, __VA_ARGS__);                                                    \
+            fputc('\n', stderr);                                                             \
+        }                                                                                    \
+    } while (0)
+
+/* Stops the current case (returns from it) when cond fails. */
+#define REQUIRE(cond, ...)                                                                   \
+    do {                                                                                     \
+        int before_ = harness_failed_checks;                                                 \
+        EXPECT(cond, __VA_ARGS__);                                                           \
+        if (harness_failed_checks != before_) return;                                        \
+    } while (0)
+
+#define RUN(fn) harness_run(#fn, fn)
+
+static inline void harness_run(const char *name, void (*fn)(void)) {
+    harness_failed_checks = 0;
+    fn();
+    if (harness_failed_checks) {
+        harness_failed_cases++;
+        printf("not ok - %s (%d failed checks)\n", name, harness_failed_checks);
+    } else {
+        harness_passed_cases++;
+        printf("ok - %s\n", name);
+    }
+    fflush(stdout);
+}
+
+static inline int harness_exit(void) {
+    printf("# %d passed, %d failed\n", harness_passed_cases, harness_failed_cases);
+    return harness_failed_cases ? 1 : 0;
+}
+
+/* |a - b| <= atol + rtol·|b| */
+static inline int harness_close(double a, double b, double rtol, double atol) {
+    return fabs(a - b) <= atol + rtol * fabs(b);
+}
+
+/* Largest |a-b| / (atol + |b|) over n values: <= rtol means "close" in the relative sense with
+ * a floor of atol for values near zero. */
+static inline double harness_max_rel(const float *a, const float *b, size_t n, double atol) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]) / (atol + fabs((double)b[i]));
+        if (e > worst || isnan(e)) worst = isnan(e) ? INFINITY : e;
+    }
+    return worst;
+}
+
+/* A fresh temporary folder (mkdtemp); the caller may remove it. */
+static inline const char *harness_tmpdir(void) {
+    static char buf[256];
+    const char *base = getenv("TMPDIR");
+    snprintf(buf, sizeof buf, "%s/alloy-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(buf)) {
+        perror("mkdtemp");
+        exit(2);
+    }
+    return buf;
+}
+
+/* The repository root (tests run from it; ALLOY_ROOT overrides). */
+static inline const char *harness_root(void) {
+    const char *r = getenv("ALLOY_ROOT");
+    return r && *r ? r : ".";
+}
+
+#endif /* ALLOY_TEST_HARNESS_H */
