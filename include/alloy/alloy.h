@@ -1,0 +1,15 @@
+/*
+ * alloy/alloy.h — everything in liballoy.
+ *
+ *     #include <alloy/alloy.h>     // cc prog.c $(pkg-config --cflags --libs alloy)
+ */
+#ifndef ALLOY_ALLOY_H
+#define ALLOY_ALLOY_H
+
+#include "alloy/base.h"
+#include "alloy/kernels.h"
+#include "alloy/model.h"
+#include "alloy/io.h"
+#include "alloy/train.h"
+
+#endif /* ALLOY_ALLOY_H */

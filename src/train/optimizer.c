@@ -1,0 +1,72 @@
+/*
+ * optimizer.c — AdamW over the parameter arena with global-norm clipping, and the learning
+ * rate schedule (linear warm-up, cosine decay).
+ *
+ * The moments mirror the arena, so one flat loop per tensor does the update; the table says
+ * which tensors decay (matrices and embeddings) and which do not (norms and biases).
+ */
+#include "alloy/train.h"
+
+#include <math.h>
+
+alloy_adamw_config alloy_adamw_defaults(void) {
+    alloy_adamw_config c = {.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
+    return c;
+}
+
+alloy_status alloy_optimizer_create(alloy_optimizer **out, const alloy_model *model, const alloy_adamw_config *cfg) {
+    *out = NULL;
+    if (!(cfg->beta1 >= 0.0f && cfg->beta1 < 1.0f) || !(cfg->beta2 >= 0.0f && cfg->beta2 < 1.0f))
+        return alloy_fail(ALLOY_STATUS_USAGE, "AdamW betas must lie in [0, 1)");
+    if (!(cfg->eps > 0.0f) || !(cfg->weight_decay >= 0.0f) || !(cfg->grad_clip >= 0.0f))
+        return alloy_fail(ALLOY_STATUS_USAGE, "AdamW eps must be > 0, weight decay and clip >= 0");
+    alloy_optimizer *o = alloy_calloc(1, sizeof *o);
+    if (!o) return ALLOY_STATUS_NOMEM;
+    o->cfg = *cfg;
+    o->n = model->num_params;
+    o->m = alloy_calloc(o->n, sizeof(float));
+    o->v = alloy_calloc(o->n, sizeof(float));
+    if (!o->m || !o->v) {
+        alloy_optimizer_destroy(o);
+        return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the optimiser state (%zu floats)", o->n);
+    }
+    *out = o;
+    return ALLOY_STATUS_OK;
+}
+
+void alloy_optimizer_destroy(alloy_optimizer *o) {
+    if (!o) return;
+    alloy_free(o->m);
+    alloy_free(o->v);
+    alloy_free(o);
+}
+
+alloy_status alloy_optimizer_step(alloy_optimizer *o, alloy_model *model, float lr, float *grad_norm) {
+    if (o->n != model->num_params) return alloy_fail(ALLOY_STATUS_INTERNAL, "optimiser does not match the model");
+    // padding between tensors stays zero in the grads, so the flat sum is the global norm
+    double norm = sqrt(sum_squares(model->grads_memory, (int64_t)model->num_params));
+    if (grad_norm) *grad_norm = (float)norm;
+    if (!isfinite(norm)) return alloy_fail(ALLOY_STATUS_RANGE, "gradient norm is not finite (%g): training diverged", norm);
+    float scale = 1.0f;
+    if (o->cfg.grad_clip > 0.0f) {
+        float coef = o->cfg.grad_clip / ((float)norm + 1e-6f);
+        if (coef < 1.0f) scale = coef;
+    }
+    o->step++;
+    for (int i = 0; i < model->n_tensors; i++) {
+        const alloy_tensor_info *t = &model->tensors[i];
+        adamw_update(model->params_memory + t->offset, model->grads_memory + t->offset, o->m + t->offset,
+                     o->v + t->offset, (int64_t)t->numel, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps,
+                     t->decay ? o->cfg.weight_decay : 0.0f, scale, o->step);
+    }
+    return ALLOY_STATUS_OK;
+}
+
+double alloy_schedule_lr(const alloy_schedule *s, int64_t step) {
+    if (step < s->warmup_steps) return s->max_lr * (double)(step + 1) / (double)s->warmup_steps;
+    int64_t decay_steps = s->total_steps - s->warmup_steps;
+    if (decay_steps <= 1) return s->max_lr;
+    double progress = (double)(step - s->warmup_steps) / (double)(decay_steps - 1);
+    if (progress > 1.0) progress = 1.0;
+    return s->min_lr + 0.5 * (s->max_lr - s->min_lr) * (1.0 + cos(M_PI * progress));
+}
