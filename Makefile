@@ -42,14 +42,17 @@ check-deps:
 
 $(BUILD)/obj/%.o: %.c $(HDRS) | check-deps
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	@echo "  CC    $<"
+	@$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/liballoy.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "  AR    $@"
+	@ar rcs $@ $^
 
 $(BUILD)/liballoy.so: $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,liballoy.so.0 -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"
+	@$(CC) -shared -Wl,-soname,liballoy.so.0 -o $@ $^ $(LDLIBS)
 
 $(BUILD)/alloy.pc: Makefile
 	@mkdir -p $(BUILD)
@@ -57,11 +60,13 @@ $(BUILD)/alloy.pc: Makefile
 		'$(PREFIX)' '$(VERSION)' '$(PKGS)' > $@
 
 $(BUILD)/alloy: $(CMD_OBJ) $(BUILD)/liballoy.a
-	$(CC) $(ALL_CFLAGS) -o $@ $(CMD_OBJ) $(BUILD)/liballoy.a $(LDLIBS)
+	@echo "  LD    $@"
+	@$(CC) $(ALL_CFLAGS) -o $@ $(CMD_OBJ) $(BUILD)/liballoy.a $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/liballoy.a $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(BUILD)/liballoy.a $(LDLIBS)
+	@echo "  TEST  $@"
+	@$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(BUILD)/liballoy.a $(LDLIBS)
 
 deps:
 	@bash scripts/install-deps.sh

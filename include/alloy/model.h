@@ -51,6 +51,8 @@ typedef struct alloy_config {
     double norm_eps;    /* LayerNorm / RMSNorm epsilon */
     double rope_theta;  /* Llama only */
     bool tie_embeddings;/* lm_head shares wte (always for GPT-2) */
+    char tokenizer[32]; /* the tokenizer the model was trained with ("bytes"), "" if unknown;
+                           saved as "alloy_tokenizer" */
 } alloy_config;
 
 /* Fills cfg from a named preset; vocab_size is set to `vocab_size`. Presets: tiny-gpt2,

@@ -59,6 +59,57 @@ typedef struct alloy_schedule {
 /* The learning rate of the 0-based step. */
 double alloy_schedule_lr(const alloy_schedule *s, int64_t step);
 
+/* ---- optimiser state on disk ---- */
+
+/* optimizer.safetensors: "exp_avg.<name>" and "exp_avg_sq.<name>" for every parameter, the
+ * step count and hyperparameters in the metadata. */
+alloy_status alloy_optimizer_save(const alloy_optimizer *opt, const alloy_model *model, const char *path);
+alloy_status alloy_optimizer_load(alloy_optimizer *opt, const alloy_model *model, const char *path);
+
+/* ---- the training loop ---- */
+
+#define ALLOY_PATH_MAX 1024
+
+typedef struct alloy_train_options {
+    char data_dir[ALLOY_PATH_MAX];    /* token shards (alloy prepare) */
+    char out_dir[ALLOY_PATH_MAX];     /* run folder: checkpoints/, latest, metrics.jsonl */
+    char preset[64];                  /* one of these three chooses the model */
+    char config_path[ALLOY_PATH_MAX]; /* a config.json */
+    char init_dir[ALLOY_PATH_MAX];    /* a checkpoint to start from */
+    int64_t steps;                    /* optimiser steps in all */
+    int batch, seq, grad_accum;       /* micro-batch B, sequence T, micro-batches per step */
+    double lr, min_lr;                /* peak and final learning rate */
+    int64_t warmup;                   /* warm-up steps */
+    alloy_adamw_config adamw;
+    uint64_t seed;                    /* initialisation and data order */
+    double val_fraction;              /* held out when the data has no val shards */
+    int64_t eval_every;               /* steps between held-out evaluations (0: only at the end) */
+    int eval_batches;                 /* batches per evaluation */
+    int64_t ckpt_every;               /* steps between checkpoints (0: only at the end) */
+    int keep_ckpts;                   /* checkpoints kept (the newest) */
+    int log_every;                    /* when stderr is not a terminal: a progress line every n steps */
+    bool quiet;                       /* no progress output */
+    volatile int *stop;               /* set (by a signal handler) to stop after the current step,
+                                         with a checkpoint */
+} alloy_train_options;
+
+alloy_train_options alloy_train_defaults(void);
+
+/* Where a resume starts: `dir` is a run folder (its `latest` checkpoint is used) or a
+ * checkpoint folder. Fills opt with the run's saved options and *ckpt (alloy_free it) with the
+ * checkpoint folder. */
+alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *opt, char **ckpt);
+
+/* Trains from scratch (resume_ckpt NULL) or from a checkpoint of this run, writing
+ * checkpoints to opt->out_dir/checkpoints/step-NNNNNNNN (then `latest`), metrics to
+ * opt->out_dir/metrics.jsonl, and progress to stderr. With one thread, a resumed run ends
+ * bitwise equal to an uninterrupted one. *final_val_loss (may be NULL) gets the last held-out
+ * loss. */
+alloy_status alloy_train_run(const alloy_train_options *opt, const char *resume_ckpt, float *final_val_loss);
+
+/* The run folder's latest checkpoint folder (alloy_free it), or an error naming the folder. */
+alloy_status alloy_run_latest(const char *run_dir, char **ckpt);
+
 #ifdef __cplusplus
 }
 #endif

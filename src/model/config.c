@@ -155,6 +155,12 @@ alloy_status alloy_config_from_json(alloy_config *cfg, const cJSON *j, const cha
     }
     cfg->norm_eps = eps;
     cfg->rope_theta = theta;
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(j, "alloy_tokenizer");
+    if (tok) {
+        if (!cJSON_IsString(tok) || strlen(tok->valuestring) >= sizeof cfg->tokenizer)
+            return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"alloy_tokenizer\" must be a short string", what);
+        strcpy(cfg->tokenizer, tok->valuestring);
+    }
     return alloy_config_validate(cfg, what);
 }
 
@@ -195,6 +201,7 @@ cJSON *alloy_config_to_json(const alloy_config *c) {
         cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
     }
     cJSON_AddStringToObject(j, "torch_dtype", "float32");
+    if (c->tokenizer[0]) cJSON_AddStringToObject(j, "alloy_tokenizer", c->tokenizer);
     return j;
 }
 

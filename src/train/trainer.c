@@ -1,0 +1,486 @@
+/*
+ * trainer.c — the training loop: data, model, AdamW, schedule, accumulation, clipping,
+ * held-out evaluation, metrics (JSONL), progress, checkpoints and exact resume.
+ *
+ * Exact resume rests on three things: the data order is a function of (seed, epoch) and the
+ * saved position; the optimiser state and step are saved with the weights; and every kernel's
+ * reductions are ordered the same way for a given thread count.
+ */
+#include "alloy/data.h"
+#include "alloy/io.h"
+#include "alloy/train.h"
+#include "internal.h"
+
+#include <cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALLOY_VERSION "0.1.0"
+
+alloy_train_options alloy_train_defaults(void) {
+    alloy_train_options o;
+    memset(&o, 0, sizeof o);
+    o.steps = 1000;
+    o.batch = 8;
+    o.seq = 128;
+    o.grad_accum = 1;
+    o.lr = 1e-3;
+    o.min_lr = 1e-4;
+    o.warmup = 100;
+    o.adamw = alloy_adamw_defaults();
+    o.seed = 1337;
+    o.val_fraction = 0.05;
+    o.eval_every = 100;
+    o.eval_batches = 20;
+    o.ckpt_every = 500;
+    o.keep_ckpts = 3;
+    o.log_every = 10;
+    return o;
+}
+
+/* ---- options <-> trainer_state.json ---- */
+
+static cJSON *options_to_json(const alloy_train_options *o) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "data", o->data_dir);
+    cJSON_AddStringToObject(j, "out", o->out_dir);
+    cJSON_AddStringToObject(j, "preset", o->preset);
+    cJSON_AddStringToObject(j, "config", o->config_path);
+    cJSON_AddStringToObject(j, "init", o->init_dir);
+    cJSON_AddNumberToObject(j, "steps", (double)o->steps);
+    cJSON_AddNumberToObject(j, "batch", o->batch);
+    cJSON_AddNumberToObject(j, "seq", o->seq);
+    cJSON_AddNumberToObject(j, "grad_accum", o->grad_accum);
+    cJSON_AddNumberToObject(j, "lr", o->lr);
+    cJSON_AddNumberToObject(j, "min_lr", o->min_lr);
+    cJSON_AddNumberToObject(j, "warmup", (double)o->warmup);
+    cJSON_AddNumberToObject(j, "beta1", o->adamw.beta1);
+    cJSON_AddNumberToObject(j, "beta2", o->adamw.beta2);
+    cJSON_AddNumberToObject(j, "eps", o->adamw.eps);
+    cJSON_AddNumberToObject(j, "weight_decay", o->adamw.weight_decay);
+    cJSON_AddNumberToObject(j, "grad_clip", o->adamw.grad_clip);
+    char seed[24];
+    snprintf(seed, sizeof seed, "%" PRIu64, o->seed); // as a string: a double would lose bits
+    cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddNumberToObject(j, "val_fraction", o->val_fraction);
+    cJSON_AddNumberToObject(j, "eval_every", (double)o->eval_every);
+    cJSON_AddNumberToObject(j, "eval_batches", o->eval_batches);
+    cJSON_AddNumberToObject(j, "ckpt_every", (double)o->ckpt_every);
+    cJSON_AddNumberToObject(j, "keep_ckpts", o->keep_ckpts);
+    return j;
+}
+
+static alloy_status get_str(const cJSON *j, const char *key, const char *what, char *dst, size_t cap) {
+    const char *v;
+    alloy_status s = alloy_json_get_string(j, key, what, &v);
+    if (s) return s;
+    if (strlen(v) >= cap) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"%s\" is too long", what, key);
+    strcpy(dst, v);
+    return ALLOY_STATUS_OK;
+}
+
+static alloy_status options_from_json(alloy_train_options *o, const cJSON *j, const char *what) {
+    alloy_status s;
+    int64_t i64;
+    double d;
+    const char *seed;
+    if ((s = get_str(j, "data", what, o->data_dir, sizeof o->data_dir)) ||
+        (s = get_str(j, "out", what, o->out_dir, sizeof o->out_dir)) ||
+        (s = get_str(j, "preset", what, o->preset, sizeof o->preset)) ||
+        (s = get_str(j, "config", what, o->config_path, sizeof o->config_path)) ||
+        (s = get_str(j, "init", what, o->init_dir, sizeof o->init_dir)))
+        return s;
+#define INT(key, field)                                                                      \
+    if ((s = alloy_json_get_int(j, key, what, &i64))) return s;                              \
+    o->field = i64;
+#define DBL(key, field)                                                                      \
+    if ((s = alloy_json_get_double(j, key, what, &d))) return s;                             \
+    o->field = d;
+    INT("steps", steps) INT("batch", batch) INT("seq", seq) INT("grad_accum", grad_accum)
+    DBL("lr", lr) DBL("min_lr", min_lr) INT("warmup", warmup)
+    DBL("beta1", adamw.beta1) DBL("beta2", adamw.beta2) DBL("eps", adamw.eps)
+    DBL("weight_decay", adamw.weight_decay) DBL("grad_clip", adamw.grad_clip)
+    DBL("val_fraction", val_fraction) INT("eval_every", eval_every) INT("eval_batches", eval_batches)
+    INT("ckpt_every", ckpt_every) INT("keep_ckpts", keep_ckpts)
+#undef INT
+#undef DBL
+    if ((s = alloy_json_get_string(j, "seed", what, &seed))) return s;
+    char *end;
+    o->seed = strtoull(seed, &end, 10);
+    if (*end || !*seed) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"seed\" is not a number", what);
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *opt, char **ckpt) {
+    *ckpt = NULL;
+    char *sp = alloy_path_join(dir, "trainer_state.json");
+    if (!sp) return ALLOY_STATUS_NOMEM;
+    alloy_status s = ALLOY_STATUS_OK;
+    if (alloy_path_exists(sp)) {
+        *ckpt = alloy_strdup(dir);
+    } else {
+        s = alloy_run_latest(dir, ckpt);
+        alloy_free(sp);
+        sp = s ? NULL : alloy_path_join(*ckpt, "trainer_state.json");
+        if (!s && !sp) s = ALLOY_STATUS_NOMEM;
+    }
+    cJSON *state = NULL;
+    if (!s) s = alloy_json_read_file(sp, &state);
+    if (!s) {
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(state, "options");
+        if (!cJSON_IsObject(o)) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: missing \"options\"", sp);
+        else s = options_from_json(opt, o, sp);
+    }
+    cJSON_Delete(state);
+    alloy_free(sp);
+    if (s) {
+        alloy_free(*ckpt);
+        *ckpt = NULL;
+    }
+    return s;
+}
+
+/* ---- the run ---- */
+
+typedef struct run {
+    const alloy_train_options *opt;
+    alloy_dataset *ds;
+    alloy_model *model;
+    alloy_optimizer *optim;
+    alloy_loader *train, *val;
+    alloy_schedule sched;
+    alloy_rng rng;       /* for objectives that sample; saved and restored with the run */
+    int64_t step;        /* completed optimiser steps */
+    double tokens_seen;
+    double elapsed;      /* training seconds, accumulated across resumes */
+    FILE *metrics;
+    alloy_progress prog;
+    float last_val;
+} run;
+
+static cJSON *state_to_json(const run *r) {
+    cJSON *j = cJSON_CreateObject();
+    char buf[96];
+    cJSON_AddNumberToObject(j, "step", (double)r->step);
+    cJSON_AddNumberToObject(j, "epoch", (double)r->train->epoch);
+    cJSON_AddNumberToObject(j, "cursor", (double)r->train->cursor);
+    snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, r->rng.s[0], r->rng.s[1],
+             r->rng.s[2], r->rng.s[3]);
+    cJSON_AddStringToObject(j, "rng", buf);
+    snprintf(buf, sizeof buf, "%016" PRIx64, r->ds->fingerprint);
+    cJSON_AddStringToObject(j, "data_fingerprint", buf);
+    cJSON_AddNumberToObject(j, "tokens_seen", r->tokens_seen);
+    cJSON_AddNumberToObject(j, "elapsed_s", r->elapsed);
+    cJSON_AddNumberToObject(j, "last_val_loss", r->last_val);
+    cJSON_AddStringToObject(j, "alloy_version", ALLOY_VERSION);
+    cJSON_AddItemToObject(j, "options", options_to_json(r->opt));
+    return j;
+}
+
+static alloy_status state_from_json(run *r, const char *ckpt) {
+    char *sp = alloy_path_join(ckpt, "trainer_state.json");
+    if (!sp) return ALLOY_STATUS_NOMEM;
+    cJSON *j;
+    alloy_status s = alloy_json_read_file(sp, &j);
+    if (s) {
+        alloy_free(sp);
+        return s;
+    }
+    int64_t step = 0, epoch = 0, cursor = 0;
+    const char *rng = NULL, *fp = NULL;
+    double v = 0;
+    if (!s) s = alloy_json_get_int(j, "step", sp, &step);
+    if (!s) s = alloy_json_get_int(j, "epoch", sp, &epoch);
+    if (!s) s = alloy_json_get_int(j, "cursor", sp, &cursor);
+    if (!s) s = alloy_json_get_string(j, "rng", sp, &rng);
+    if (!s) s = alloy_json_get_string(j, "data_fingerprint", sp, &fp);
+    if (!s) s = alloy_json_opt_double(j, "tokens_seen", sp, &r->tokens_seen);
+    if (!s) s = alloy_json_opt_double(j, "elapsed_s", sp, &r->elapsed);
+    if (!s) s = alloy_json_opt_double(j, "last_val_loss", sp, &v);
+    if (!s && (strlen(rng) != 64 || strspn(rng, "0123456789abcdef") != 64))
+        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: \"rng\" must be 64 hex digits", sp);
+    if (!s) {
+        for (int i = 0; i < 4; i++) {
+            char part[17];
+            memcpy(part, rng + 16 * i, 16);
+            part[16] = '\0';
+            r->rng.s[i] = strtoull(part, NULL, 16);
+        }
+        char want[24];
+        snprintf(want, sizeof want, "%016" PRIx64, r->ds->fingerprint);
+        if (strcmp(fp, want) != 0)
+            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the data in %s has changed since this run started", sp, r->ds->dir);
+    }
+    if (!s && step < 0) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: negative step", sp);
+    if (!s) s = alloy_loader_seek(r->train, epoch, cursor);
+    if (s && s != ALLOY_STATUS_MISMATCH) alloy_error_prefix("%s", sp);
+    if (!s) {
+        r->step = step;
+        r->last_val = (float)v;
+    }
+    cJSON_Delete(j);
+    alloy_free(sp);
+    return s;
+}
+
+/* Mean held-out loss over the first eval_batches batches of the val split (always the same). */
+static alloy_status evaluate(run *r, float *out) {
+    alloy_loader *l = r->val;
+    int64_t max_batches = (l->n_windows + l->B - 1) / l->B;
+    int64_t nb = r->opt->eval_batches < max_batches ? r->opt->eval_batches : max_batches;
+    alloy_loader_seek(l, 0, 0);
+    double sum = 0.0;
+    for (int64_t b = 0; b < nb; b++) {
+        alloy_loader_next(l);
+        float loss;
+        alloy_status s = alloy_model_forward(r->model, l->inputs, l->B, l->T);
+        if (!s) s = alloy_lm_loss(r->model, l->targets, NULL, l->B, l->T, 0.0f, &loss);
+        if (s) return s;
+        sum += loss;
+    }
+    *out = (float)(sum / (double)nb);
+    return ALLOY_STATUS_OK;
+}
+
+/* On resume: keeps the metrics lines up to the checkpoint's step (a killed run may have
+ * logged steps past its last checkpoint, and those will be run again). */
+static alloy_status trim_metrics(const char *path, int64_t step) {
+    if (!alloy_path_exists(path)) return ALLOY_STATUS_OK;
+    char *text;
+    alloy_status s = alloy_file_read_all(path, &text, NULL);
+    if (s) return s;
+    alloy_atomic_file f;
+    s = alloy_atomic_open(&f, path);
+    for (char *line = text, *next; !s && line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *st = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
+        if (cJSON_IsNumber(st) && st->valuedouble <= (double)step) s = alloy_atomic_printf(&f, "%s\n", line);
+        cJSON_Delete(j);
+    }
+    if (!s) s = alloy_atomic_commit(&f);
+    else if (f.fp) alloy_atomic_abort(&f);
+    alloy_free(text);
+    return s;
+}
+
+static alloy_status save_checkpoint(run *r) {
+    cJSON *state = state_to_json(r);
+    if (!state) return ALLOY_STATUS_NOMEM;
+    alloy_status s = alloy_train_save_checkpoint(r->opt->out_dir, r->step, r->model, r->optim, state, r->opt->keep_ckpts);
+    cJSON_Delete(state);
+    return s;
+}
+
+static alloy_status check_options(const alloy_train_options *o) {
+    if (o->steps < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--steps must be at least 1");
+    if (o->batch < 1 || o->batch > 65536) return alloy_fail(ALLOY_STATUS_USAGE, "--batch must lie in [1, 65536]");
+    if (o->seq < 1 || o->seq > (1 << 20)) return alloy_fail(ALLOY_STATUS_USAGE, "--seq must lie in [1, 1048576]");
+    if (o->grad_accum < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--grad-accum must be at least 1");
+    if (!(o->lr > 0.0 && o->lr < 10.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--lr must lie in (0, 10)");
+    if (!(o->min_lr >= 0.0 && o->min_lr <= o->lr)) return alloy_fail(ALLOY_STATUS_USAGE, "--min-lr must lie in [0, lr]");
+    if (o->warmup < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--warmup must be >= 0");
+    if (o->eval_every < 0 || o->ckpt_every < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--eval-every and --ckpt-every must be >= 0");
+    if (o->eval_batches < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--eval-batches must be at least 1");
+    if (o->keep_ckpts < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--keep must be at least 1");
+    if (!o->data_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--data is required");
+    if (!o->out_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--out is required");
+    int models = !!o->preset[0] + !!o->config_path[0] + !!o->init_dir[0];
+    if (models != 1) return alloy_fail(ALLOY_STATUS_USAGE, "give exactly one of --preset, --config or --init");
+    return ALLOY_STATUS_OK;
+}
+
+/* Chooses the model's config: the resumed checkpoint's, the init checkpoint's, a config file,
+ * or a preset sized to the data's vocabulary. */
+static alloy_status choose_config(const alloy_train_options *o, const char *resume, uint32_t data_vocab, alloy_config *cfg) {
+    alloy_status s;
+    const char *dir = resume ? resume : (o->init_dir[0] ? o->init_dir : NULL);
+    if (dir) {
+        char *p = alloy_path_join(dir, "config.json");
+        s = p ? alloy_config_load(cfg, p) : ALLOY_STATUS_NOMEM;
+        alloy_free(p);
+    } else if (o->config_path[0]) {
+        s = alloy_config_load(cfg, o->config_path);
+    } else {
+        s = alloy_config_preset(cfg, o->preset, (int)data_vocab);
+    }
+    if (s) return s;
+    if (!cfg->tokenizer[0]) {
+        // a new model takes the tokenizer its data was made with
+        char *mp = alloy_path_join(o->data_dir, "manifest.json");
+        cJSON *man = NULL;
+        if (mp && alloy_path_exists(mp) && alloy_json_read_file(mp, &man) == ALLOY_STATUS_OK) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(man, "tokenizer");
+            if (cJSON_IsString(t) && strlen(t->valuestring) < sizeof cfg->tokenizer) strcpy(cfg->tokenizer, t->valuestring);
+        }
+        cJSON_Delete(man);
+        alloy_free(mp);
+    }
+    if ((uint32_t)cfg->vocab_size < data_vocab)
+        return alloy_fail(ALLOY_STATUS_MISMATCH, "the data's vocabulary (%u) is larger than the model's (%d)", data_vocab,
+                          cfg->vocab_size);
+    if (o->seq > cfg->max_seq_len)
+        return alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", o->seq, cfg->max_seq_len);
+    return ALLOY_STATUS_OK;
+}
+
+static void format_count(double n, char *buf, size_t size) {
+    if (n >= 1e9) snprintf(buf, size, "%.2fB", n / 1e9);
+    else if (n >= 1e6) snprintf(buf, size, "%.2fM", n / 1e6);
+    else if (n >= 1e3) snprintf(buf, size, "%.1fk", n / 1e3);
+    else snprintf(buf, size, "%.0f", n);
+}
+
+static alloy_status train_loop(run *r, float *final_val) {
+    const alloy_train_options *o = r->opt;
+    alloy_model *m = r->model;
+    int B = o->batch, T = o->seq;
+    double tokens_per_step = (double)B * T * o->grad_accum;
+    double t_start = alloy_time_now(), elapsed0 = r->elapsed;
+    int64_t first_step = r->step;
+    alloy_status s = ALLOY_STATUS_OK;
+    bool stopped = false;
+    while (r->step < o->steps) {
+        double t0 = alloy_time_now();
+        alloy_model_zero_grad(m);
+        double loss = 0.0;
+        for (int a = 0; a < o->grad_accum && !s; a++) {
+            alloy_loader_next(r->train);
+            float l = 0.0f;
+            s = alloy_model_forward(m, r->train->inputs, B, T);
+            if (!s) s = alloy_lm_loss(m, r->train->targets, NULL, B, T, 1.0f / (float)o->grad_accum, &l);
+            if (!s) s = alloy_model_backward(m);
+            loss += l / o->grad_accum;
+        }
+        if (s) return s;
+        float lr = (float)alloy_schedule_lr(&r->sched, r->step);
+        float gnorm;
+        if ((s = alloy_optimizer_step(r->optim, m, lr, &gnorm))) {
+            alloy_error_prefix("step %lld", (long long)r->step + 1);
+            return s;
+        }
+        r->step++;
+        r->tokens_seen += tokens_per_step;
+        double now = alloy_time_now();
+        r->elapsed = elapsed0 + (now - t_start);
+        double step_time = now - t0;
+        double rate = (double)(r->step - first_step) * tokens_per_step / (now - t_start);
+        fprintf(r->metrics,
+                "{\"type\":\"train\",\"step\":%lld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens\":%.0f,"
+                "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"elapsed_s\":%.3f}\n",
+                (long long)r->step, loss, (double)lr, (double)gnorm, r->tokens_seen, tokens_per_step / step_time, step_time,
+                r->elapsed);
+        fflush(r->metrics);
+        bool last = r->step == o->steps;
+        if (o->stop && *o->stop) stopped = true;
+        if (!o->quiet) {
+            char eta[32], rbuf[32];
+            alloy_format_duration((double)(o->steps - r->step) * tokens_per_step / rate, eta, sizeof eta);
+            format_count(rate, rbuf, sizeof rbuf);
+            if (r->prog.tty || r->step % o->log_every == 0 || last || r->step == first_step + 1)
+                alloy_progress_update(&r->prog, "step %lld/%lld | loss %.4f | lr %.2e | norm %.2f | %s tok/s | ETA %s",
+                                      (long long)r->step, (long long)o->steps, loss, (double)lr, (double)gnorm, rbuf, eta);
+        }
+        if ((o->eval_every > 0 && r->step % o->eval_every == 0) || last) {
+            float vl;
+            if ((s = evaluate(r, &vl))) return s;
+            r->last_val = vl;
+            fprintf(r->metrics, "{\"type\":\"eval\",\"step\":%lld,\"val_loss\":%.6f,\"val_ppl\":%.4f,\"tokens\":%.0f}\n",
+                    (long long)r->step, (double)vl, exp((double)vl), r->tokens_seen);
+            fflush(r->metrics);
+            if (!o->quiet)
+                alloy_progress_print(&r->prog, "step %lld: held-out loss %.4f (perplexity %.2f)", (long long)r->step,
+                                     (double)vl, exp((double)vl));
+        }
+        if ((o->ckpt_every > 0 && r->step % o->ckpt_every == 0) || last || stopped) {
+            if ((s = save_checkpoint(r))) return s;
+        }
+        if (stopped) {
+            if (!o->quiet) alloy_progress_print(&r->prog, "stopped at step %lld; checkpoint saved (resume with --resume %s)",
+                                                (long long)r->step, o->out_dir);
+            break;
+        }
+    }
+    if (!o->quiet) alloy_progress_done(&r->prog);
+    if (final_val) *final_val = r->last_val;
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, float *final_val) {
+    alloy_status s = check_options(o);
+    if (s) return s;
+    run r;
+    memset(&r, 0, sizeof r);
+    r.opt = o;
+    alloy_rng_seed(&r.rng, o->seed ^ 0x5eed5eed5eed5eedULL);
+    alloy_progress_init(&r.prog, stderr, 1);
+    r.sched = (alloy_schedule){.max_lr = o->lr, .min_lr = o->min_lr, .warmup_steps = o->warmup, .total_steps = o->steps};
+    alloy_config cfg;
+    char *mpath = NULL;
+    if ((s = alloy_dataset_open(&r.ds, o->data_dir, o->val_fraction))) goto done;
+    if ((s = choose_config(o, resume, r.ds->vocab_size, &cfg))) goto done;
+    if ((s = alloy_model_create(&r.model, &cfg, o->batch, o->seq))) goto done;
+    if (resume || o->init_dir[0]) {
+        char *wp = alloy_path_join(resume ? resume : o->init_dir, "model.safetensors");
+        s = wp ? alloy_model_load_weights(r.model, wp) : ALLOY_STATUS_NOMEM;
+        alloy_free(wp);
+        if (s) goto done;
+    } else {
+        alloy_model_init_weights(r.model, o->seed);
+    }
+    if ((s = alloy_optimizer_create(&r.optim, r.model, &o->adamw))) goto done;
+    if ((s = alloy_loader_create(&r.train, r.ds, ALLOY_SPLIT_TRAIN, o->batch, o->seq, o->seed))) goto done;
+    if ((s = alloy_loader_create(&r.val, r.ds, ALLOY_SPLIT_VAL, o->batch, o->seq, o->seed))) goto done;
+    if (resume) {
+        char *op = alloy_path_join(resume, "optimizer.safetensors");
+        s = op ? alloy_optimizer_load(r.optim, r.model, op) : ALLOY_STATUS_NOMEM;
+        alloy_free(op);
+        if (!s) s = state_from_json(&r, resume);
+        if (!s && r.optim->step != r.step)
+            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: optimizer step %lld does not match trainer step %lld", resume,
+                           (long long)r.optim->step, (long long)r.step);
+        if (s) goto done;
+    }
+    if ((s = alloy_mkdir_p(o->out_dir))) goto done;
+    mpath = alloy_path_join(o->out_dir, "metrics.jsonl");
+    if (!mpath) {
+        s = ALLOY_STATUS_NOMEM;
+        goto done;
+    }
+    if ((s = resume ? trim_metrics(mpath, r.step) : alloy_write_file_atomic(mpath, "", 0))) goto done;
+    r.metrics = fopen(mpath, "a");
+    if (!r.metrics) {
+        s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot open for writing", mpath);
+        goto done;
+    }
+    if (!o->quiet) {
+        char np[32], nt[32], nv[32];
+        format_count((double)r.model->num_params, np, sizeof np);
+        format_count((double)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_TRAIN), nt, sizeof nt);
+        format_count((double)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_VAL), nv, sizeof nv);
+        double h = alloy_dataset_unigram_entropy(r.ds, 100000000ULL);
+        alloy_progress_print(&r.prog, "model: %s, %s parameters (L=%d C=%d H=%d KV=%d F=%d V=%d); data: %s train / %s held-out tokens",
+                             alloy_family_name(cfg.family), np, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.d_ff,
+                             cfg.vocab_size, nt, nv);
+        alloy_progress_print(&r.prog, "unigram entropy of the data: %.4f nats/token (a model that learns nothing beyond token frequencies scores this)", h);
+        if (resume) alloy_progress_print(&r.prog, "resuming from %s at step %lld", resume, (long long)r.step);
+    }
+    if (r.step >= o->steps) {
+        s = alloy_fail(ALLOY_STATUS_USAGE, "the run is already at step %lld of %lld; pass a larger --steps to continue",
+                       (long long)r.step, (long long)o->steps);
+        goto done;
+    }
+    s = train_loop(&r, final_val);
+done:
+    if (r.metrics) fclose(r.metrics);
+    alloy_free(mpath);
+    alloy_loader_destroy(r.train);
+    alloy_loader_destroy(r.val);
+    alloy_optimizer_destroy(r.optim);
+    alloy_model_destroy(r.model);
+    alloy_dataset_close(r.ds);
+    return s;
+}

@@ -1,0 +1,55 @@
+/*
+ * cli.h — what the verbs of the alloy command share: a flag parser and error reporting.
+ *
+ * Each verb declares its flags in a table; cli_parse fills them from argv and reports an
+ * unknown flag, a missing value or a bad number as a usage error (exit status 2). Library
+ * errors are printed as one line "alloy VERB: error: MESSAGE" and exit with status 1.
+ */
+#ifndef ALLOY_CLI_H
+#define ALLOY_CLI_H
+
+#include "alloy/alloy.h"
+
+typedef enum cli_kind {
+    CLI_STR,   /* const char *: the next argument */
+    CLI_LIST,  /* cli_list: one or more arguments up to the next flag; repeatable */
+    CLI_INT,   /* int */
+    CLI_I64,   /* int64_t */
+    CLI_U64,   /* uint64_t */
+    CLI_DBL,   /* double */
+    CLI_FLOAT, /* float */
+    CLI_BOOL,  /* bool: set to true, takes no value */
+} cli_kind;
+
+typedef struct cli_list {
+    const char **items;
+    int n;
+} cli_list;
+
+typedef struct cli_flag {
+    const char *name; /* without the leading "--" */
+    cli_kind kind;
+    void *dst;
+    bool seen;        /* set by cli_parse */
+} cli_flag;
+
+/* Parses argv[1..] (argv[0] is the verb). Positional arguments go to *positional (may be
+ * NULL: then none are allowed). Returns 0 to go on, 1 if --help was printed (exit 0), 2 on a
+ * usage error (already printed). */
+int cli_parse(const char *verb, int argc, char **argv, cli_flag *flags, int n_flags, const char *help,
+              cli_list *positional);
+/* The flag of that name (to ask whether it was given). */
+const cli_flag *cli_find(const cli_flag *flags, int n_flags, const char *name);
+/* Prints "alloy VERB: error: <last error>" and returns the exit status for the status. */
+int cli_fail(const char *verb, alloy_status s);
+/* Prints a usage error and returns 2. */
+int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Applies --threads (0: leave the default). */
+void cli_set_threads(int threads);
+
+int cmd_prepare(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+
+#endif

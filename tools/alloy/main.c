@@ -1,0 +1,60 @@
+/*
+ * main.c — the alloy command: dispatches `alloy VERB ...` to one file per verb.
+ *
+ * OpenBLAS (0.3.21) takes modern AVX-512 CPUs for Haswell and runs its AVX2 kernels; it reads
+ * OPENBLAS_CORETYPE only as it loads, so when the CPU has AVX-512 and the variable is unset,
+ * the command sets it and re-executes itself once (ALLOY_NO_REEXEC=1 turns this off).
+ */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ALLOY_VERSION "0.1.0"
+
+static const char usage[] =
+    "usage: alloy <verb> [flags]    (alloy <verb> --help for each)\n"
+    "\n"
+    "  prepare   text files or folders -> token shards (byte-level tokenizer)\n"
+    "  train     train a GPT-2 or Llama-family model on token shards (resumable)\n"
+    "  sample    generate text from a trained model\n"
+    "  inspect   print the header and tensor table of a checkpoint, safetensors file or shard\n"
+    "\n"
+    "  alloy --version\n";
+
+static void choose_blas_kernels(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE") || getenv("ALLOY_NO_REEXEC")) return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) return;
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    execv("/proc/self/exe", argv); // only returns on failure: then run with the defaults
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *verb = argv[1];
+    if (!strcmp(verb, "--help") || !strcmp(verb, "-h") || !strcmp(verb, "help")) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (!strcmp(verb, "--version")) {
+        printf("alloy %s\n", ALLOY_VERSION);
+        return 0;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sample", cmd_sample}, {"inspect", cmd_inspect}};
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
+        if (!strcmp(verb, verbs[i].name)) {
+            choose_blas_kernels(argv);
+            return verbs[i].fn(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "alloy: unknown verb '%s'\n\n%s", verb, usage);
+    return 2;
+}

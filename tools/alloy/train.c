@@ -1,0 +1,162 @@
+/*
+ * train.c — `alloy train`: the command face of alloy_train_run, with --resume and a clean
+ * stop on Ctrl-C (finish the step, save a checkpoint, exit).
+ */
+#include "cli.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char help[] =
+    "usage: alloy train --data DIR (--preset NAME | --config config.json | --init CKPT) --out DIR [flags]\n"
+    "       alloy train --resume RUN_OR_CKPT [--steps N] [--threads N]\n"
+    "\n"
+    "Trains a decoder-only transformer on token shards (alloy prepare). Writes RUN/metrics.jsonl\n"
+    "(one JSON object per step and per evaluation), checkpoints RUN/checkpoints/step-N/\n"
+    "(model.safetensors, config.json, optimizer.safetensors, trainer_state.json) and RUN/latest.\n"
+    "Ctrl-C stops after the current step with a checkpoint. A resumed run continues exactly where\n"
+    "the interrupted one would have gone (bitwise with --threads 1).\n"
+    "\n"
+    "model (exactly one):\n"
+    "  --preset NAME         tiny-gpt2, tiny-llama, small-gpt2, small-llama, gpt2 (124M),\n"
+    "                        gpt2-medium, llama-110m; the vocabulary is taken from the data\n"
+    "  --config FILE         a Hugging Face style config.json (model_type gpt2 or llama)\n"
+    "  --init CKPT           start from a checkpoint's weights (continued pretraining)\n"
+    "data and run:\n"
+    "  --data DIR            token shards (train-*.bin; val-*.bin held out)\n"
+    "  --out DIR             run folder\n"
+    "  --steps N             optimiser steps (default 1000)\n"
+    "  --batch B             sequences per micro-batch (default 8)\n"
+    "  --seq T               tokens per sequence (default 128)\n"
+    "  --grad-accum K        micro-batches per step (default 1)\n"
+    "  --seed S              initialisation and data order (default 1337)\n"
+    "  --val-fraction X      held-out share when the data has no val shards (default 0.05)\n"
+    "optimiser (AdamW, linear warm-up then cosine decay):\n"
+    "  --lr X                peak learning rate (default 1e-3)\n"
+    "  --min-lr X            final learning rate (default lr/10)\n"
+    "  --warmup N            warm-up steps (default 100, at most steps/10 by default)\n"
+    "  --weight-decay X      on matrices and embeddings, not norms or biases (default 0.1)\n"
+    "  --beta1 X --beta2 X   (default 0.9, 0.95)\n"
+    "  --eps X               (default 1e-8)\n"
+    "  --grad-clip X         global gradient norm limit, 0 = off (default 1.0)\n"
+    "evaluation, checkpoints, output:\n"
+    "  --eval-every N        steps between held-out evaluations (default 100; 0 = at the end)\n"
+    "  --eval-batches N      batches per evaluation (default 20)\n"
+    "  --ckpt-every N        steps between checkpoints (default 500; 0 = at the end)\n"
+    "  --keep N              checkpoints kept (default 3)\n"
+    "  --log-every N         progress line every N steps when not on a terminal (default 10)\n"
+    "  --threads N           OpenMP threads (default: all cores)\n"
+    "  --quiet               no progress output\n"
+    "  --resume DIR          continue a run (its folder, or one checkpoint folder)\n";
+
+static volatile int stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+int cmd_train(int argc, char **argv) {
+    alloy_train_options o = alloy_train_defaults();
+    const char *data = NULL, *out = NULL, *preset = NULL, *config = NULL, *init = NULL, *resume = NULL;
+    int threads = 0;
+    cli_flag flags[] = {
+        {"data", CLI_STR, &data, false},
+        {"out", CLI_STR, &out, false},
+        {"preset", CLI_STR, &preset, false},
+        {"config", CLI_STR, &config, false},
+        {"init", CLI_STR, &init, false},
+        {"resume", CLI_STR, &resume, false},
+        {"steps", CLI_I64, &o.steps, false},
+        {"batch", CLI_INT, &o.batch, false},
+        {"seq", CLI_INT, &o.seq, false},
+        {"grad-accum", CLI_INT, &o.grad_accum, false},
+        {"seed", CLI_U64, &o.seed, false},
+        {"val-fraction", CLI_DBL, &o.val_fraction, false},
+        {"lr", CLI_DBL, &o.lr, false},
+        {"min-lr", CLI_DBL, &o.min_lr, false},
+        {"warmup", CLI_I64, &o.warmup, false},
+        {"weight-decay", CLI_FLOAT, &o.adamw.weight_decay, false},
+        {"beta1", CLI_FLOAT, &o.adamw.beta1, false},
+        {"beta2", CLI_FLOAT, &o.adamw.beta2, false},
+        {"eps", CLI_FLOAT, &o.adamw.eps, false},
+        {"grad-clip", CLI_FLOAT, &o.adamw.grad_clip, false},
+        {"eval-every", CLI_I64, &o.eval_every, false},
+        {"eval-batches", CLI_INT, &o.eval_batches, false},
+        {"ckpt-every", CLI_I64, &o.ckpt_every, false},
+        {"keep", CLI_INT, &o.keep_ckpts, false},
+        {"log-every", CLI_INT, &o.log_every, false},
+        {"threads", CLI_INT, &threads, false},
+        {"quiet", CLI_BOOL, &o.quiet, false},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]);
+    int r = cli_parse("train", argc, argv, flags, nf, help, NULL);
+    if (r) return r == 1 ? 0 : r;
+    if (threads < 0) return cli_usage("train", "--threads must be >= 0");
+    if (o.log_every < 1) return cli_usage("train", "--log-every must be at least 1");
+    cli_set_threads(threads);
+
+    char *ckpt = NULL;
+    if (resume) {
+        // everything comes from the run; only these may change on resume
+        static const char *const may_change[] = {"resume", "steps", "threads", "quiet", "log-every",
+                                                 "eval-every", "eval-batches", "ckpt-every", "keep"};
+        for (int i = 0; i < nf; i++) {
+            bool ok = false;
+            for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
+            if (flags[i].seen && !ok)
+                return cli_usage("train", "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
+        }
+        alloy_train_options saved = alloy_train_defaults();
+        alloy_status s = alloy_train_resume_options(resume, &saved, &ckpt);
+        if (s) return cli_fail("train", s);
+        saved.quiet = o.quiet;
+        saved.log_every = o.log_every;
+        if (cli_find(flags, nf, "steps")->seen) saved.steps = o.steps;
+        if (cli_find(flags, nf, "eval-every")->seen) saved.eval_every = o.eval_every;
+        if (cli_find(flags, nf, "eval-batches")->seen) saved.eval_batches = o.eval_batches;
+        if (cli_find(flags, nf, "ckpt-every")->seen) saved.ckpt_every = o.ckpt_every;
+        if (cli_find(flags, nf, "keep")->seen) saved.keep_ckpts = o.keep_ckpts;
+        o = saved;
+    } else {
+        struct {
+            const char *v;
+            char *dst;
+            size_t cap;
+            const char *flag;
+        } strs[] = {{data, o.data_dir, sizeof o.data_dir, "data"},
+                    {out, o.out_dir, sizeof o.out_dir, "out"},
+                    {preset, o.preset, sizeof o.preset, "preset"},
+                    {config, o.config_path, sizeof o.config_path, "config"},
+                    {init, o.init_dir, sizeof o.init_dir, "init"}};
+        for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+            if (!strs[i].v) continue;
+            if (strlen(strs[i].v) >= strs[i].cap) return cli_usage("train", "--%s: value too long", strs[i].flag);
+            strcpy(strs[i].dst, strs[i].v);
+        }
+        if (!data || !out) return cli_usage("train", "--data and --out are required (or --resume)");
+        if (!!preset + !!config + !!init != 1) return cli_usage("train", "give exactly one of --preset, --config or --init");
+        if (!cli_find(flags, nf, "min-lr")->seen) o.min_lr = o.lr / 10.0;
+        if (!cli_find(flags, nf, "warmup")->seen) o.warmup = o.steps / 10 < 100 ? o.steps / 10 : 100;
+        if (alloy_path_exists(o.out_dir)) {
+            char *latest = alloy_path_join(o.out_dir, "latest");
+            bool taken = latest && alloy_path_exists(latest);
+            alloy_free(latest);
+            if (taken)
+                return cli_usage("train", "--out %s already holds a run; continue it with --resume %s or choose another folder",
+                                 o.out_dir, o.out_dir);
+        }
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.stop = &stop_requested;
+    float val = 0.0f;
+    alloy_status s = alloy_train_run(&o, ckpt, &val);
+    alloy_free(ckpt);
+    if (s) return cli_fail("train", s);
+    return stop_requested ? 130 : 0;
+}
