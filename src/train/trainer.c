@@ -444,6 +444,11 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
                            (long long)r.optim->step, (long long)r.step);
         if (s) goto done;
     }
+    if (r.step >= o->steps) { // before anything on disk is touched
+        s = alloy_fail(ALLOY_STATUS_USAGE, "the run is already at step %lld of %lld; pass a larger --steps to continue",
+                       (long long)r.step, (long long)o->steps);
+        goto done;
+    }
     if ((s = alloy_mkdir_p(o->out_dir))) goto done;
     mpath = alloy_path_join(o->out_dir, "metrics.jsonl");
     if (!mpath) {
@@ -467,11 +472,6 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
                              cfg.vocab_size, nt, nv);
         alloy_progress_print(&r.prog, "unigram entropy of the data: %.4f nats/token (a model that learns nothing beyond token frequencies scores this)", h);
         if (resume) alloy_progress_print(&r.prog, "resuming from %s at step %lld", resume, (long long)r.step);
-    }
-    if (r.step >= o->steps) {
-        s = alloy_fail(ALLOY_STATUS_USAGE, "the run is already at step %lld of %lld; pass a larger --steps to continue",
-                       (long long)r.step, (long long)o->steps);
-        goto done;
     }
     s = train_loop(&r, final_val);
 done:

@@ -163,7 +163,11 @@ int cmd_inspect(int argc, char **argv) {
         alloy_file_map map;
         s = alloy_file_map_open(&map, path);
         if (!s) {
-            bool shard = map.size >= 8 && !memcmp(map.data, ALLOY_SHARD_MAGIC, 8);
+            // by content first; a .bin name means a shard even when its magic is damaged
+            size_t n = strlen(path);
+            bool st_name = n >= 12 && !strcmp(path + n - 12, ".safetensors");
+            bool shard = !st_name && ((map.size >= 8 && !memcmp(map.data, ALLOY_SHARD_MAGIC, 8)) ||
+                                      (n >= 4 && !strcmp(path + n - 4, ".bin")));
             alloy_file_map_close(&map);
             s = shard ? inspect_shard(path) : inspect_safetensors(path);
         }

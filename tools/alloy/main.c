@@ -33,7 +33,7 @@ static void choose_blas_kernels(char **argv) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fputs(usage, stderr);
+        fputs("usage: alloy <verb> [flags] (alloy --help lists the verbs)\n", stderr);
         return 2;
     }
     const char *verb = argv[1];
@@ -55,6 +55,6 @@ int main(int argc, char **argv) {
             return verbs[i].fn(argc - 1, argv + 1);
         }
     }
-    fprintf(stderr, "alloy: unknown verb '%s'\n\n%s", verb, usage);
+    fprintf(stderr, "alloy: unknown verb '%s' (alloy --help lists the verbs)\n", verb);
     return 2;
 }

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The alloy command end to end: usage errors, bad files, and crash safety of training.
+# Every failure must be one line on stderr naming the file or flag, exit status 1 (2 for
+# usage), no sanitizer report, and nothing already on disk changed.
+set -u
+ALLOY=${ALLOY:-build/alloy}
+ROOT=${ALLOY_ROOT:-.}
+SHARED="$ROOT/../shared/data"
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+n=0
+ok() { echo "ok - $*"; }
+nok() { echo "not ok - $*"; }
+
+# expect CODE NAME PATTERN cmd...: exit status CODE, exactly one stderr line matching PATTERN
+expect() {
+  local code=$1 name=$2 pat=$3; shift 3
+  "$@" >"$T/out" 2>"$T/err"; local rc=$?
+  local lines=$(grep -vc '^$' "$T/err")
+  if [ "$rc" -ne "$code" ]; then nok "$name: exit $rc, expected $code: $(head -c 300 "$T/err")"; return; fi
+  if grep -qE 'Sanitizer|runtime error|Segmentation|core dumped' "$T/err"; then nok "$name: sanitizer report"; return; fi
+  if [ "$code" -ne 0 ] && [ "$lines" -ne 1 ]; then nok "$name: $lines lines on stderr: $(head -c 300 "$T/err")"; return; fi
+  if ! grep -qE -- "$pat" "$T/err" "$T/out"; then nok "$name: output lacks /$pat/: $(head -c 300 "$T/err")"; return; fi
+  ok "$name"
+}
+tree_sum() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum; }
+
+# ---- data to work with ----
+mkdir -p "$T/src"
+head -c 300000 "$SHARED/prose/tinyshakespeare.txt" >"$T/src/a.txt"
+head -c 100000 "$SHARED/stories/tinystories_valid.txt" >"$T/src/b.txt"
+printf 'bin\0ary' >"$T/src/c.bin"
+expect 0 "prepare writes shards" "prepared .*2 files \(1 skipped" "$ALLOY" prepare --input "$T/src" --out "$T/data"
+[ -f "$T/data/train-00000.bin" ] && [ -f "$T/data/val-00000.bin" ] && [ -f "$T/data/manifest.json" ] \
+  && ok "prepare layout" || nok "prepare layout"
+
+# ---- usage errors: exit 2 ----
+expect 2 "no verb" "usage: alloy <verb>" "$ALLOY"
+expect 2 "unknown verb" "unknown verb 'frobnicate'" "$ALLOY" frobnicate
+expect 2 "unknown flag" "unknown flag --bogus" "$ALLOY" train --bogus 3
+expect 2 "missing value" "--steps needs a value" "$ALLOY" train --data "$T/data" --steps
+expect 2 "bad integer" "--steps expects an integer, got 'ten'" "$ALLOY" train --data "$T/data" --out "$T/r" --preset tiny-gpt2 --steps ten
+expect 2 "bad number" "--lr expects a number" "$ALLOY" train --data "$T/data" --out "$T/r" --preset tiny-gpt2 --lr 1e-3x
+expect 2 "two models" "exactly one of --preset, --config or --init" "$ALLOY" train --data "$T/data" --out "$T/r" --preset tiny-gpt2 --config x.json
+expect 2 "unknown preset" "unknown preset 'gpt5'" "$ALLOY" train --data "$T/data" --out "$T/r" --preset gpt5
+expect 2 "seq too long" "--seq 4096 exceeds the model's maximum sequence length 128" "$ALLOY" train --data "$T/data" --out "$T/r" --preset tiny-gpt2 --seq 4096
+expect 2 "negative steps" "--steps must be at least 1" "$ALLOY" train --data "$T/data" --out "$T/r" --preset tiny-gpt2 --steps -5
+expect 2 "prepare without out" "--input and --out are required" "$ALLOY" prepare --input "$T/src"
+expect 2 "prepare into shards" "already holds token shards" "$ALLOY" prepare --input "$T/src" --out "$T/data"
+expect 2 "inspect two paths" "expects one PATH" "$ALLOY" inspect a b
+expect 2 "sample bad temperature" "--temperature expects a number" "$ALLOY" sample --model x --temperature hot
+for v in prepare train sample inspect; do expect 0 "$v --help" "usage: alloy $v" "$ALLOY" $v --help; done
+
+# ---- missing and bad files: exit 1 ----
+expect 1 "missing input" "$T/nope.txt: No such file" "$ALLOY" prepare --input "$T/nope.txt" --out "$T/d2"
+expect 1 "missing data folder" "$T/nodata: no such folder" "$ALLOY" train --data "$T/nodata" --out "$T/r" --preset tiny-gpt2
+mkdir -p "$T/empty"
+expect 1 "data folder without shards" "no token shards" "$ALLOY" train --data "$T/empty" --out "$T/r" --preset tiny-gpt2
+cp -r "$T/data" "$T/trunc"; truncate -s -1000 "$T/trunc/train-00000.bin"
+expect 1 "truncated shard" "train-00000.bin: header says .* \(truncated\?\)" "$ALLOY" train --data "$T/trunc" --out "$T/r" --preset tiny-gpt2
+cp -r "$T/data" "$T/flip"; printf '\x41' | dd of="$T/flip/train-00000.bin" bs=1 seek=5000 conv=notrunc 2>/dev/null
+expect 1 "corrupted shard" "train-00000.bin: checksum mismatch" "$ALLOY" train --data "$T/flip" --out "$T/r" --preset tiny-gpt2
+cp -r "$T/data" "$T/magic"; printf 'XXXX' | dd of="$T/magic/val-00000.bin" bs=1 seek=0 conv=notrunc 2>/dev/null
+expect 1 "bad shard magic" "val-00000.bin: not a token shard \(bad magic\)" "$ALLOY" inspect "$T/magic/val-00000.bin"
+expect 1 "inspect garbage" "garbage.safetensors: (too short|header length)" bash -c "printf 'hello world' >'$T/garbage.safetensors'; '$ALLOY' inspect '$T/garbage.safetensors'"
+
+# ---- a short run to have checkpoints ----
+expect 0 "train tiny" "held-out loss" "$ALLOY" train --data "$T/data" --out "$T/run" --preset tiny-gpt2 --steps 6 --batch 2 --seq 32 --eval-every 3 --ckpt-every 3 --threads 1
+expect 2 "out holds a run" "already holds a run; continue it with --resume" "$ALLOY" train --data "$T/data" --out "$T/run" --preset tiny-gpt2
+expect 2 "resume cannot change lr" "--lr cannot change when resuming" "$ALLOY" train --resume "$T/run" --lr 0.1
+expect 2 "resume at the end" "already at step 6 of 6" "$ALLOY" train --resume "$T/run"
+CK="$T/run/checkpoints/step-00000006"
+expect 0 "sample" "ROMEO" "$ALLOY" sample --model "$T/run" --prompt "ROMEO" --tokens 5
+expect 0 "inspect run" "transformer.h.1.mlp.c_proj.weight +F32 +\[256, 64\]" "$ALLOY" inspect "$T/run"
+expect 0 "inspect shard" "token shard v1, [0-9]+ tokens of 2 bytes" "$ALLOY" inspect "$T/data/train-00000.bin"
+
+before=$(tree_sum "$T/run")
+cp -r "$CK" "$T/ck_trunc"; truncate -s 10000 "$T/ck_trunc/model.safetensors"
+expect 1 "truncated checkpoint" "ck_trunc/model.safetensors: tensor .* lies outside" "$ALLOY" sample --model "$T/ck_trunc" --prompt x
+cp -r "$CK" "$T/ck_cfg"; sed -i 's/"n_layer":[[:space:]]*2/"n_layer": 3/' "$T/ck_cfg/config.json"
+expect 1 "config does not match weights" "missing tensor \"transformer.h.2.ln_1.weight\"" "$ALLOY" sample --model "$T/ck_cfg" --prompt x
+cp -r "$CK" "$T/ck_emb"; sed -i 's/"n_embd":[[:space:]]*64/"n_embd": 32/' "$T/ck_emb/config.json"
+expect 1 "config shape mismatch" "has shape \[256, 64\] but config.json implies \[256, 32\]" "$ALLOY" sample --model "$T/ck_emb" --prompt x
+cp -r "$CK" "$T/ck_json"; echo '{"model_type": "gpt2", ' >"$T/ck_json/config.json"
+expect 1 "corrupt config.json" "ck_json/config.json: invalid JSON" "$ALLOY" sample --model "$T/ck_json" --prompt x
+cp -r "$CK" "$T/ck_nocfg"; rm "$T/ck_nocfg/config.json"
+expect 1 "missing config.json" "ck_nocfg/config.json: cannot open" "$ALLOY" sample --model "$T/ck_nocfg" --prompt x
+expect 1 "missing model" "$T/nomodel: no such folder" "$ALLOY" sample --model "$T/nomodel" --prompt x
+cp -r "$T/run" "$T/run_opt"; truncate -s 100 "$T/run_opt/checkpoints/step-00000006/optimizer.safetensors"
+sum_opt=$(tree_sum "$T/run_opt")
+expect 1 "truncated optimizer state" "optimizer.safetensors: header length" "$ALLOY" train --resume "$T/run_opt" --steps 9
+[ "$(tree_sum "$T/run_opt")" = "$sum_opt" ] && ok "failed resume leaves the run untouched" || nok "failed resume changed the run"
+cp -r "$T/run" "$T/run_state"; echo '{"step": 6}' >"$T/run_state/checkpoints/step-00000006/trainer_state.json"
+expect 1 "bad trainer_state.json" "trainer_state.json: missing \"options\"" "$ALLOY" train --resume "$T/run_state" --steps 9
+cp -r "$T/run" "$T/run_data"; 
+expect 1 "resume with changed data" "the data in .* has changed" bash -c "sed -i 's#\"data\":[[:space:]]*\"[^\"]*\"#\"data\": \"$T/flip2\"#' '$T/run_data/checkpoints/step-00000006/trainer_state.json'; cp -r '$T/data' '$T/flip2'; rm '$T/flip2/val-00000.bin'; '$ALLOY' train --resume '$T/run_data' --steps 9"
+cp -r "$T/data" "$T/bigvocab"
+expect 1 "token id out of range for the model" "data's vocabulary \(256\) is larger than the model's \(100\)" bash -c "sed -e 's/\"vocab_size\":[[:space:]]*256/\"vocab_size\": 100/' '$CK/config.json' >'$T/small.json'; '$ALLOY' train --data '$T/bigvocab' --out '$T/r3' --config '$T/small.json' --steps 2"
+[ "$(tree_sum "$T/run")" = "$before" ] && ok "bad inputs left the run untouched" || nok "a bad input changed the run"
+
+# ---- kill -9 during training, then resume: bitwise equal to an uninterrupted run ----
+TR=(train --data "$T/data" --preset tiny-llama --batch 4 --seq 32 --steps 40 --eval-every 10 --ckpt-every 4 --keep 2 --threads 1 --quiet)
+OMP_NUM_THREADS=1 "$ALLOY" "${TR[@]}" --out "$T/full" 2>/dev/null
+OMP_NUM_THREADS=1 "$ALLOY" "${TR[@]}" --out "$T/killed" 2>/dev/null &
+pid=$!
+for i in $(seq 1 400); do  # wait for a checkpoint past step 8, then kill at once
+  if grep -qE 'step-000000(1[2-9]|[2-3][0-9])' "$T/killed/latest" 2>/dev/null; then break; fi
+  sleep 0.02
+done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+if grep -q 'step-00000040' "$T/killed/latest" 2>/dev/null; then
+  nok "kill -9: the run finished before it could be killed"
+else
+  ok "kill -9 landed at $(cat "$T/killed/latest")"
+fi
+expect 0 "latest checkpoint after kill -9 is whole" "checkpoint, llama family" "$ALLOY" inspect "$T/killed"
+OMP_NUM_THREADS=1 "$ALLOY" train --resume "$T/killed" --quiet 2>/dev/null
+cmp -s "$T/full/checkpoints/step-00000040/model.safetensors" "$T/killed/checkpoints/step-00000040/model.safetensors" \
+  && ok "kill -9 + resume: weights bitwise equal" || nok "kill -9 + resume: weights differ"
+cmp -s "$T/full/checkpoints/step-00000040/optimizer.safetensors" "$T/killed/checkpoints/step-00000040/optimizer.safetensors" \
+  && ok "kill -9 + resume: optimizer state bitwise equal" || nok "kill -9 + resume: optimizer state differs"
+diff -q <(grep -o '"step":[0-9]*,"loss":[0-9.]*' "$T/full/metrics.jsonl") <(grep -o '"step":[0-9]*,"loss":[0-9.]*' "$T/killed/metrics.jsonl") >/dev/null \
+  && ok "kill -9 + resume: the same 40 losses, each step once" || nok "kill -9 + resume: loss history differs"
+
+# ---- killed while writing a checkpoint: the last good one survives ----
+{ OMP_NUM_THREADS=1 ALLOY_TEST_CRASH_IN_CHECKPOINT=12 "$ALLOY" "${TR[@]}" --out "$T/mid"; rc=$?; } 2>/dev/null
+[ $rc -eq 137 ] && [ "$(cat "$T/mid/latest")" = "checkpoints/step-00000008" ] && [ -d "$T/mid/checkpoints/.tmp-step-00000012" ] \
+  && ok "crash inside checkpoint 12: latest still names step 8" || nok "crash inside checkpoint: rc=$rc latest=$(cat "$T/mid/latest" 2>&1)"
+expect 0 "checkpoint 8 is whole after the crash" "trainer_state.json" "$ALLOY" inspect "$T/mid"
+OMP_NUM_THREADS=1 "$ALLOY" train --resume "$T/mid" --quiet 2>/dev/null
+cmp -s "$T/full/checkpoints/step-00000040/model.safetensors" "$T/mid/checkpoints/step-00000040/model.safetensors" \
+  && ok "crash in checkpoint + resume: weights bitwise equal" || nok "crash in checkpoint + resume: weights differ"
+[ ! -e "$T/mid/checkpoints/.tmp-step-00000012" ] && [ "$(ls "$T/mid/checkpoints" | wc -l)" -eq 2 ] \
+  && ok "leftovers pruned, --keep 2 honoured" || nok "checkpoints folder: $(ls -a "$T/mid/checkpoints")"
