@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The main job on data every Debian machine can have: public-domain text from Debian packages
+# (the Jargon File, the King James Bible) and the C library's headers, made into byte-level
+# token shards; a small GPT-2-family model trained on them for a few minutes; samples.
+#
+#   DEMO_OUT=runs/demo DEMO_STEPS=600 DEMO_PRESET=small-gpt2 bash scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ALLOY=${ALLOY:-build/alloy}
+OUT=${DEMO_OUT:-runs/demo}
+STEPS=${DEMO_STEPS:-600}
+PRESET=${DEMO_PRESET:-small-gpt2}
+
+rm -rf "$OUT"
+mkdir -p "$OUT/text"
+echo "== gathering text (jargon-text, bible-kjv, /usr/include)"
+zcat /usr/share/doc/jargon-text/jargon.txt.gz >"$OUT/text/jargon.txt"
+bible 'gen1:1-rev22:21' >"$OUT/text/bible-kjv.txt"
+mkdir -p "$OUT/text/include"
+cp /usr/include/stdio.h /usr/include/stdlib.h /usr/include/string.h /usr/include/math.h /usr/include/unistd.h \
+   /usr/include/signal.h /usr/include/time.h /usr/include/pthread.h /usr/include/fcntl.h /usr/include/errno.h \
+   /usr/include/ctype.h /usr/include/wchar.h /usr/include/locale.h /usr/include/setjmp.h /usr/include/stdint.h \
+   "$OUT/text/include/" 2>/dev/null || true
+
+echo "== alloy prepare"
+"$ALLOY" prepare --input "$OUT/text" --out "$OUT/data"
+
+echo "== alloy train ($PRESET, $STEPS steps)"
+"$ALLOY" train --data "$OUT/data" --preset "$PRESET" --out "$OUT/run" --steps "$STEPS" --batch 16 --seq 128 \
+  --lr 2e-3 --warmup 50 --eval-every 100 --eval-batches 20 --ckpt-every 200
+
+echo "== alloy sample"
+for prompt in "And God said unto Moses, " "hacker n. " "#include <"; do
+  echo "--- prompt: $prompt"
+  "$ALLOY" sample --model "$OUT/run" --prompt "$prompt" --tokens 240 --temperature 0.7 --top-k 20
+done
+
+echo "== result"
+val=$(grep '"type":"eval"' "$OUT/run/metrics.jsonl" | tail -1 | sed 's/.*"val_loss":\([0-9.]*\).*/\1/')
+first=$(grep '"type":"train"' "$OUT/run/metrics.jsonl" | head -1 | sed 's/.*"loss":\([0-9.]*\).*/\1/')
+awk -v v="$val" -v f="$first" 'BEGIN {
+  printf "first training loss %.3f nats/byte; final held-out loss %.3f nats/byte (%.2f bits/byte)\n", f, v, v / log(2) }'
+echo "(compare: the unigram entropy printed at the start of training; a model that learns only byte frequencies"
+echo " cannot go below it.) Metrics: $OUT/run/metrics.jsonl; model: $OUT/run (alloy inspect $OUT/run)"
