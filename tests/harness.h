@@ -11,6 +11,7 @@
 #ifndef ALLOY_TEST_HARNESS_H
 #define ALLOY_TEST_HARNESS_H
 
+#include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -76,7 +77,24 @@ static inline double harness_max_rel(const float *a, const float *b, size_t n, d
     return worst;
 }
 
-/* A fresh temporary folder (mkdtemp); the caller may remove it. */
+/* Temporary folders made by harness_tmpdir, removed at exit unless ALLOY_KEEP_TMP is set. */
+static char harness_tmp_list[64][256];
+static int harness_tmp_count;
+
+static int harness_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void harness_tmp_cleanup(void) {
+    if (getenv("ALLOY_KEEP_TMP")) return;
+    for (int i = 0; i < harness_tmp_count; i++) nftw(harness_tmp_list[i], harness_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A fresh temporary folder (mkdtemp), removed when the program exits. The returned buffer is
+ * reused by the next call: copy the path if you need two. */
 static inline const char *harness_tmpdir(void) {
     static char buf[256];
     const char *base = getenv("TMPDIR");
@@ -85,6 +103,8 @@ static inline const char *harness_tmpdir(void) {
         perror("mkdtemp");
         exit(2);
     }
+    if (harness_tmp_count == 0) atexit(harness_tmp_cleanup);
+    if (harness_tmp_count < 64) snprintf(harness_tmp_list[harness_tmp_count++], sizeof harness_tmp_list[0], "%s", buf);
     return buf;
 }
 
