@@ -140,8 +140,11 @@ alloy_status alloy_safetensors_open(alloy_safetensors **out, const char *path) {
         s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: header contains a NUL byte", path);
         goto fail;
     }
-    root = cJSON_ParseWithLength(hdr, (size_t)n);
-    if (!cJSON_IsObject(root)) {
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(hdr, (size_t)n, &end, false);
+    bool only_padding = end != NULL;
+    for (const char *q = end; only_padding && q < hdr + n; q++) only_padding = *q == ' ';
+    if (!cJSON_IsObject(root) || !only_padding) {
         s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: header is not a valid JSON object", path);
         goto fail;
     }
