@@ -36,8 +36,8 @@ for prompt in "And God said unto Moses, " "hacker n. " "#include <"; do
 done
 
 echo "== result"
-val=$(grep '"type":"eval"' "$OUT/run/metrics.jsonl" | tail -1 | sed 's/.*"val_loss":\([0-9.]*\).*/\1/')
-first=$(grep '"type":"train"' "$OUT/run/metrics.jsonl" | head -1 | sed 's/.*"loss":\([0-9.]*\).*/\1/')
+val=$(awk -F'"val_loss":' '/"type":"eval"/ { split($2, a, ","); v = a[1] } END { print v }' "$OUT/run/metrics.jsonl")
+first=$(awk -F'"loss":' '/"type":"train"/ { split($2, a, ","); print a[1]; exit }' "$OUT/run/metrics.jsonl")
 awk -v v="$val" -v f="$first" 'BEGIN {
   printf "first training loss %.3f nats/byte; final held-out loss %.3f nats/byte (%.2f bits/byte)\n", f, v, v / log(2) }'
 echo "(compare: the unigram entropy printed at the start of training; a model that learns only byte frequencies"

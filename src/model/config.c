@@ -118,7 +118,9 @@ alloy_status alloy_config_from_json(alloy_config *cfg, const cJSON *j, const cha
             (s = get_int_field(j, "n_head", what, &cfg->n_head, false)) ||
             (s = get_int_field(j, "n_embd", what, &cfg->d_model, false)))
             return s;
-        cfg->d_ff = 4 * cfg->d_model; // n_inner: null means 4·n_embd
+        // n_inner: null means 4·n_embd (clamped so that a huge n_embd fails validation instead of
+        // overflowing int)
+        cfg->d_ff = cfg->d_model <= (1 << 28) ? 4 * cfg->d_model : 1 << 30;
         if ((s = get_int_field(j, "n_inner", what, &cfg->d_ff, true))) return s;
         cfg->n_kv_head = cfg->n_head;
         if ((s = alloy_json_opt_double(j, "layer_norm_epsilon", what, &eps))) return s;
@@ -147,7 +149,7 @@ alloy_status alloy_config_from_json(alloy_config *cfg, const cJSON *j, const cha
         if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
             return alloy_fail(ALLOY_STATUS_FORMAT, "%s: hidden_act must be \"silu\"", what);
         const cJSON *hd = cJSON_GetObjectItemCaseSensitive(j, "head_dim");
-        if (hd && cJSON_IsNumber(hd) && cfg->n_head > 0 && hd->valueint * cfg->n_head != cfg->d_model)
+        if (hd && cJSON_IsNumber(hd) && cfg->n_head > 0 && hd->valuedouble * cfg->n_head != cfg->d_model)
             return alloy_fail(ALLOY_STATUS_FORMAT, "%s: head_dim must equal hidden_size / num_attention_heads", what);
     } else {
         return alloy_fail(ALLOY_STATUS_FORMAT, "%s: unsupported model_type \"%s\" (expected gpt2 or llama)", what,

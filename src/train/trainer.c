@@ -306,6 +306,9 @@ static alloy_status choose_config(const alloy_train_options *o, const char *resu
         s = alloy_config_load(cfg, o->config_path);
     } else {
         s = alloy_config_preset(cfg, o->preset, (int)data_vocab);
+        // a new model is made for the context it trains on: positions it never sees would stay
+        // untrained (learned positions) or untested (RoPE)
+        if (!s && o->seq < cfg->max_seq_len) cfg->max_seq_len = o->seq;
     }
     if (s) return s;
     if (!cfg->tokenizer[0]) {
