@@ -71,6 +71,8 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
                 for (int t2 = 0; t2 <= t; t2++) {
                     const float *k = base + (int64_t)t2 * width + (int64_t)(H + kvh) * hd;
                     float dot = 0.0f;
+                    // simd reduction: a fixed, compile-time order of partial sums, so still deterministic
+#pragma omp simd reduction(+ : dot)
                     for (int d = 0; d < hd; d++) dot += q[d] * k[d];
                     dot *= scale;
                     a[t2] = dot;
@@ -127,6 +129,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                         const float *v = base + (int64_t)t2 * width + (int64_t)(H + KV + kvh) * hd;
                         float *dv = dbase + (int64_t)t2 * width + (int64_t)(H + KV + kvh) * hd;
                         float s = 0.0f;
+#pragma omp simd reduction(+ : s)
                         for (int j = 0; j < hd; j++) s += d[j] * v[j];
                         datt[t2] = s;
                         dot_sum += s * a[t2];
