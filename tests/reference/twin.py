@@ -1,60 +1,154 @@
-#!/usr/bin/python3
-"""PyTorch twins of alloy's two model families, used as the oracle of tests/test_model.c.
+#!/usr/bin/env python3
+"""twin.py — a PyTorch twin of alloy's two model families, the oracle of tests/test_model.c.
 
-Written from the Hugging Face conventions, not from alloy's code: it reads a checkpoint folder
-(config.json with Hugging Face keys + model.safetensors, parsed here from the format's spec)
-and builds GPT2LMHeadModel-style or LlamaForCausalLM-style computations with plain torch ops
-and autograd. Given inputs (tokens, targets, an optional mask, and a batch per training step),
-it writes a safetensors file with:
+Written from scratch on torch alone (no `transformers`, no `safetensors` package), in the
+conventions of Hugging Face's GPT2LMHeadModel and LlamaForCausalLM: the modules are named so
+that named_parameters() yields the Hugging Face tensor names, and the model is built from the
+Hugging Face keys of config.json. It loads a checkpoint folder written by alloy
+(config.json + model.safetensors) strictly — a missing, unexpected or misshapen tensor is an
+error — and writes a safetensors file of reference outputs for one batch:
 
-  logits (B,T,V), hidden (B,T,C) final hidden states, loss (1), masked_loss (1),
-  grad.<param> for every parameter (of the plain loss), traj_losses (S): the losses of S
-  AdamW steps (torch.optim.AdamW, decay on tensors with ndim >= 2, clip_grad_norm_,
-  linear warm-up then cosine decay as alloy_schedule_lr).
+    logits            (B, T, V)  F32
+    hidden            (B, T, C)  F32   final hidden states (output of the final norm)
+    losses            (B, T)     F32   per-token cross-entropy, 0 where the target is negative
+    loss              (1)        F32   mean loss over counted tokens (mask-weighted)
+    <parameter name>  as stored  F32   d loss / d parameter, for every parameter
+    train_losses      (steps)    F32   loss before each AdamW step, on the same batch
+    train_grad_norms  (steps)    F32   global gradient norm before clipping
+    train_lrs         (steps)    F32   learning rate of each step
 
-Run with Debian's PyTorch: /usr/bin/python3 tests/reference/twin.py --model DIR --inputs F --out F
+An inputs file holds tokens (B, T) I32, targets (B, T) I32 (negative: ignored) and optionally
+mask (B, T) F32 (per-token weights; 0 drops a token). Several --inputs (with as many --out) run
+in turn, each from the checkpoint's weights, so that one start-up of torch serves them all.
+
+Training: torch.optim.AdamW (decoupled decay) with two parameter groups — weight decay on
+tensors with ndim >= 2, none on the rest — torch.nn.utils.clip_grad_norm_, and alloy's schedule
+(linear warm-up, then cosine decay to --min-lr over --total-steps). Hyperparameters are rounded
+to float32, as alloy's C API receives them.
+
+    /usr/bin/python3 tests/reference/twin.py --model DIR --inputs in.safetensors [...] \
+        --out ref.safetensors [...] --steps 10 --lr 1e-2 --min-lr 1e-3 --warmup 3 --wd 0.1 \
+        --clip 1.0 --beta1 0.9 --beta2 0.95 --eps 1e-8
+
+Exit status 0 on success; 1 with a message on stderr for any problem (bad checkpoint,
+missing torch, ...). Deterministic: one thread, deterministic algorithms, float32 throughout.
 """
 import argparse
 import json
 import math
+import os
 import struct
 import sys
 
-import numpy as np
-import torch
 
-DTYPES = {"F32": np.float32, "I32": np.int32, "F64": np.float64, "I64": np.int64}
+def fail(msg):
+    sys.stderr.write("twin.py: %s\n" % msg)
+    sys.exit(1)
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n].decode("utf-8"))
-    base = 8 + n
-    out = {}
+try:
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError as e:  # the C test shows this message when the twin cannot run
+    fail("needs PyTorch and NumPy (%s); on Debian/Ubuntu: apt-get install python3-torch python3-numpy" % e)
+
+
+# ---- safetensors: 8-byte little-endian header length N, N bytes of JSON header, data ----
+
+ST_DTYPES = {
+    "F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "F16": np.dtype("<f2"),
+    "I32": np.dtype("<i4"), "I64": np.dtype("<i8"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+}
+NP_TO_ST = {v.str: k for k, v in ST_DTYPES.items()}
+
+
+def st_read(path):
+    """Returns ({name: torch tensor}, metadata dict), checking the layout against the file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        fail("%s: %s" % (path, e))
+    if len(raw) < 8:
+        fail("%s: too short for a safetensors header" % path)
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > len(raw) - 8:
+        fail("%s: header length %d exceeds the file" % (path, n))
+    try:
+        header = json.loads(raw[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        fail("%s: bad JSON header (%s)" % (path, e))
+    if not isinstance(header, dict):
+        fail("%s: header is not a JSON object" % path)
+    meta = header.pop("__metadata__", None) or {}
+    data = memoryview(raw)[8 + n:]
+    tensors, spans = {}, []
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        arr = np.frombuffer(data[base + b:base + e], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
-        out[name] = torch.from_numpy(arr.copy())
-    return out
+        try:
+            dt = ST_DTYPES[info["dtype"]]
+            shape = [int(d) for d in info["shape"]]
+            begin, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            fail("%s: tensor %r has a bad or unsupported entry %r" % (path, name, info))
+        numel = 1
+        for d in shape:
+            numel *= d
+        if not (0 <= begin <= end <= len(data)) or end - begin != numel * dt.itemsize:
+            fail("%s: tensor %r: offsets [%d, %d) do not fit its shape %s or the file"
+                 % (path, name, begin, end, shape))
+        arr = np.frombuffer(data[begin:end], dtype=dt).reshape(shape)
+        tensors[name] = torch.from_numpy(arr.astype(dt.newbyteorder("=")))  # a native-order copy
+        spans.append((begin, end))
+    pos = 0
+    for begin, end in sorted(spans):
+        if begin != pos:
+            fail("%s: tensors do not tile the data buffer (hole or overlap at byte %d)" % (path, begin))
+        pos = end
+    if pos != len(data):
+        fail("%s: %d bytes after the last tensor" % (path, len(data) - pos))
+    return tensors, meta
 
 
-def write_safetensors(path, tensors):
+def st_write(path, tensors, meta=None):
+    """Writes {name: tensor} in insertion order (atomically: temporary file, then rename)."""
     header, blobs, off = {}, [], 0
     for name, t in tensors.items():
         a = t.detach().cpu().contiguous().numpy()
-        dt = {np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}[a.dtype]
-        raw = a.tobytes()
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+        a = a.astype(a.dtype.newbyteorder("<"))
+        b = a.tobytes()
+        header[name] = {"dtype": NP_TO_ST[a.dtype.str], "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    if meta:
+        header["__metadata__"] = {str(k): str(v) for k, v in meta.items()}
+    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    h += b" " * (-len(h) % 8)  # the data buffer starts 8-byte aligned
+    tmp = path + ".tmp.%d" % os.getpid()
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+# ---- GPT-2, as transformers' GPT2LMHeadModel (no dropout) ----
+
+class Conv1D(nn.Module):
+    """GPT-2's linear layer: weight stored (in, out); y = x·W + b."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.zeros(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        shape = x.shape[:-1] + (self.nf,)
+        return torch.addmm(self.bias, x.reshape(-1, x.size(-1)), self.weight).view(shape)
 
 
 def gelu_new(x):
@@ -62,189 +156,361 @@ def gelu_new(x):
 
 
 def causal_attention(q, k, v):
-    # q (B,H,T,hd), k/v (B,H,T,hd)
-    T, hd = q.shape[2], q.shape[3]
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)
-    mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
-    att = att.masked_fill(~mask, float("-inf"))
-    return torch.softmax(att, dim=-1) @ v
+    """q, k, v (B, H, T, hd) -> (B, H, T, hd): eager softmax attention with a causal mask."""
+    T, hd = q.size(-2), q.size(-1)
+    w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(hd)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    w = torch.where(causal, w, torch.tensor(torch.finfo(w.dtype).min, dtype=w.dtype))
+    return torch.matmul(F.softmax(w, dim=-1), v)
 
 
-class GPT2Twin:
-    """GPT2LMHeadModel: Conv1D weights (in, out), LayerNorm with bias, learned positions, tied head."""
+class GPT2Attention(nn.Module):
+    def __init__(self, C, H):
+        super().__init__()
+        self.H, self.hd = H, C // H
+        self.c_attn = Conv1D(3 * C, C)
+        self.c_proj = Conv1D(C, C)
 
-    def __init__(self, cfg, p):
-        self.c, self.p = cfg, p
-        self.L, self.H, self.C = cfg["n_layer"], cfg["n_head"], cfg["n_embd"]
-        self.eps = cfg.get("layer_norm_epsilon", 1e-5)
-        expected = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias"]
-        for l in range(self.L):
-            for s in ["ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
-                      "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
-                      "mlp.c_proj.weight", "mlp.c_proj.bias"]:
-                expected.append(f"transformer.h.{l}.{s}")
-        check_names(p, expected)
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
 
-    def forward(self, tok):
-        p, B, T = self.p, tok.shape[0], tok.shape[1]
-        x = p["transformer.wte.weight"][tok] + p["transformer.wpe.weight"][:T][None]
-        hd = self.C // self.H
-        for l in range(self.L):
-            g = lambda s: p[f"transformer.h.{l}.{s}"]
-            h = torch.nn.functional.layer_norm(x, (self.C,), g("ln_1.weight"), g("ln_1.bias"), self.eps)
-            qkv = h @ g("attn.c_attn.weight") + g("attn.c_attn.bias")
-            q, k, v = qkv.split(self.C, dim=2)
-            heads = lambda t: t.view(B, T, self.H, hd).transpose(1, 2)
-            y = causal_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape(B, T, self.C)
-            x = x + y @ g("attn.c_proj.weight") + g("attn.c_proj.bias")
-            h = torch.nn.functional.layer_norm(x, (self.C,), g("ln_2.weight"), g("ln_2.bias"), self.eps)
-            x = x + gelu_new(h @ g("mlp.c_fc.weight") + g("mlp.c_fc.bias")) @ g("mlp.c_proj.weight") + g("mlp.c_proj.bias")
-        hidden = torch.nn.functional.layer_norm(x, (self.C,), p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], self.eps)
-        return hidden @ p["transformer.wte.weight"].T, hidden
+        def heads(t):
+            return t.view(B, T, self.H, self.hd).permute(0, 2, 1, 3)
+
+        y = causal_attention(heads(q), heads(k), heads(v))
+        return self.c_proj(y.permute(0, 2, 1, 3).contiguous().view(B, T, C))
 
 
-def rms_norm(x, w, eps):
-    # LlamaRMSNorm
-    var = x.pow(2).mean(-1, keepdim=True)
-    return w * (x * torch.rsqrt(var + eps))
+class GPT2MLP(nn.Module):
+    def __init__(self, C, Fd):
+        super().__init__()
+        self.c_fc = Conv1D(Fd, C)
+        self.c_proj = Conv1D(C, Fd)
+
+    def forward(self, x):
+        return self.c_proj(gelu_new(self.c_fc(x)))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, C, H, Fd, eps):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(C, eps=eps)
+        self.attn = GPT2Attention(C, H)
+        self.ln_2 = nn.LayerNorm(C, eps=eps)
+        self.mlp = GPT2MLP(C, Fd)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT2Model(nn.Module):
+    def __init__(self, V, maxT, L, C, H, Fd, eps):
+        super().__init__()
+        self.wte = nn.Embedding(V, C)
+        self.wpe = nn.Embedding(maxT, C)
+        self.h = nn.ModuleList([GPT2Block(C, H, Fd, eps) for _ in range(L)])
+        self.ln_f = nn.LayerNorm(C, eps=eps)
+
+    def forward(self, tokens):
+        pos = torch.arange(tokens.size(1), dtype=torch.long)
+        x = self.wte(tokens) + self.wpe(pos)[None]
+        for block in self.h:
+            x = block(x)
+        return self.ln_f(x)
+
+
+class GPT2LMHeadModel(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        need = ["vocab_size", "n_positions", "n_layer", "n_head", "n_embd"]
+        V, maxT, L, H, C = (int(cfg[k]) for k in need)
+        Fd = cfg.get("n_inner")
+        Fd = 4 * C if Fd is None else int(Fd)
+        if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+            fail("config.json: unsupported activation_function %r" % cfg["activation_function"])
+        if not cfg.get("tie_word_embeddings", True):
+            fail("config.json: the GPT-2 twin expects tied embeddings")
+        if C % H:
+            fail("config.json: n_embd %d is not a multiple of n_head %d" % (C, H))
+        self.transformer = GPT2Model(V, maxT, L, C, H, Fd, float(cfg.get("layer_norm_epsilon", 1e-5)))
+        self.lm_head = nn.Linear(C, V, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied
+
+    def forward(self, tokens):
+        hidden = self.transformer(tokens)
+        return hidden, self.lm_head(hidden)
+
+
+# ---- Llama, as transformers' LlamaForCausalLM ----
+
+class LlamaRMSNorm(nn.Module):
+    def __init__(self, C, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(C))
+        self.eps = eps
+
+    def forward(self, x):
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(variance + self.eps))
 
 
 def rotate_half(x):
-    h = x.shape[-1] // 2
-    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
 
 
-class LlamaTwin:
-    """LlamaForCausalLM: Linear weights (out, in), RMSNorm, rotary (rotate-half), SwiGLU, GQA."""
-
-    def __init__(self, cfg, p):
-        self.c, self.p = cfg, p
-        self.L, self.H, self.C = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["hidden_size"]
-        self.KV = cfg.get("num_key_value_heads", self.H)
-        self.eps = cfg.get("rms_norm_eps", 1e-6)
-        self.theta = cfg.get("rope_theta", 10000.0)
-        self.tied = cfg.get("tie_word_embeddings", False)
-        expected = ["model.embed_tokens.weight", "model.norm.weight"] + ([] if self.tied else ["lm_head.weight"])
-        for l in range(self.L):
-            for s in ["input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                      "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-                      "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]:
-                expected.append(f"model.layers.{l}.{s}")
-        check_names(p, expected)
-
-    def forward(self, tok):
-        p, B, T = self.p, tok.shape[0], tok.shape[1]
-        H, KV, hd = self.H, self.KV, self.C // self.H
-        x = p["model.embed_tokens.weight"][tok]
-        inv_freq = 1.0 / (self.theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-        freqs = torch.outer(torch.arange(T, dtype=torch.float32), inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-        for l in range(self.L):
-            g = lambda s: p[f"model.layers.{l}.{s}"]
-            h = rms_norm(x, g("input_layernorm.weight"), self.eps)
-            q = (h @ g("self_attn.q_proj.weight").T).view(B, T, H, hd).transpose(1, 2)
-            k = (h @ g("self_attn.k_proj.weight").T).view(B, T, KV, hd).transpose(1, 2)
-            v = (h @ g("self_attn.v_proj.weight").T).view(B, T, KV, hd).transpose(1, 2)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
-            k = k.repeat_interleave(H // KV, dim=1)  # query head h reads kv head h // (H/KV)
-            v = v.repeat_interleave(H // KV, dim=1)
-            y = causal_attention(q, k, v).transpose(1, 2).reshape(B, T, H * hd)
-            x = x + y @ g("self_attn.o_proj.weight").T
-            h = rms_norm(x, g("post_attention_layernorm.weight"), self.eps)
-            gate, up = h @ g("mlp.gate_proj.weight").T, h @ g("mlp.up_proj.weight").T
-            x = x + (torch.nn.functional.silu(gate) * up) @ g("mlp.down_proj.weight").T
-        hidden = rms_norm(x, p["model.norm.weight"], self.eps)
-        head = p["model.embed_tokens.weight"] if self.tied else p["lm_head.weight"]
-        return hidden @ head.T, hidden
+def rope_cos_sin(T, hd, theta):
+    """cos, sin (T, hd) as LlamaRotaryEmbedding: inv_freq = 1 / theta^(2i/hd), angles duplicated."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    freqs = torch.outer(torch.arange(T, dtype=torch.int64).float(), inv_freq)  # (T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
 
 
-def check_names(p, expected):
-    missing = sorted(set(expected) - set(p))
-    extra = sorted(set(p) - set(expected))
-    if missing or extra:
-        sys.exit(f"twin.py: checkpoint names do not match the Hugging Face layout: missing {missing}, unexpected {extra}")
+class LlamaAttention(nn.Module):
+    def __init__(self, C, H, KV, theta):
+        super().__init__()
+        self.H, self.KV, self.hd, self.theta = H, KV, C // H, theta
+        self.q_proj = nn.Linear(C, H * self.hd, bias=False)
+        self.k_proj = nn.Linear(C, KV * self.hd, bias=False)
+        self.v_proj = nn.Linear(C, KV * self.hd, bias=False)
+        self.o_proj = nn.Linear(H * self.hd, C, bias=False)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.H, self.hd).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.KV, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.KV, self.hd).transpose(1, 2)
+        cos, sin = rope_cos_sin(T, self.hd, self.theta)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        # repeat_kv: query head h reads kv head h // (H / KV)
+        rep = self.H // self.KV
+        k = k[:, :, None].expand(B, self.KV, rep, T, self.hd).reshape(B, self.H, T, self.hd)
+        v = v[:, :, None].expand(B, self.KV, rep, T, self.hd).reshape(B, self.H, T, self.hd)
+        y = causal_attention(q, k, v)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.H * self.hd))
 
 
-def lm_loss(logits, targets, mask=None):
-    V = logits.shape[-1]
-    per = torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1).long(), reduction="none",
-                                            ignore_index=-1)
-    w = (targets.reshape(-1) >= 0).float()
-    if mask is not None:
-        w = w * mask.reshape(-1)
-    return (per * w).sum() / w.sum()
+class LlamaMLP(nn.Module):
+    def __init__(self, C, Fd):
+        super().__init__()
+        self.gate_proj = nn.Linear(C, Fd, bias=False)
+        self.up_proj = nn.Linear(C, Fd, bias=False)
+        self.down_proj = nn.Linear(Fd, C, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-def schedule(step, max_lr, min_lr, warmup, total):
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, C, H, KV, Fd, eps, theta):
+        super().__init__()
+        self.self_attn = LlamaAttention(C, H, KV, theta)
+        self.mlp = LlamaMLP(C, Fd)
+        self.input_layernorm = LlamaRMSNorm(C, eps)
+        self.post_attention_layernorm = LlamaRMSNorm(C, eps)
+
+    def forward(self, x):
+        x = x + self.self_attn(self.input_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, V, L, C, H, KV, Fd, eps, theta):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(V, C)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(C, H, KV, Fd, eps, theta) for _ in range(L)])
+        self.norm = LlamaRMSNorm(C, eps)
+
+    def forward(self, tokens):
+        x = self.embed_tokens(tokens)
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        need = ["vocab_size", "max_position_embeddings", "num_hidden_layers", "num_attention_heads",
+                "hidden_size", "intermediate_size"]
+        V, _, L, H, C, Fd = (int(cfg[k]) for k in need)
+        KV = int(cfg.get("num_key_value_heads") or H)
+        if cfg.get("hidden_act", "silu") != "silu":
+            fail("config.json: unsupported hidden_act %r" % cfg["hidden_act"])
+        if cfg.get("attention_bias", False) or cfg.get("mlp_bias", False):
+            fail("config.json: the twin has no attention or MLP biases")
+        if C % H or H % KV or (C // H) % 2:
+            fail("config.json: hidden_size %d, heads %d, kv heads %d do not fit together" % (C, H, KV))
+        if cfg.get("head_dim") not in (None, C // H):
+            fail("config.json: head_dim %r is not hidden_size / num_attention_heads" % cfg["head_dim"])
+        if cfg.get("rope_scaling"):
+            fail("config.json: rope_scaling is not supported")
+        self.model = LlamaModel(V, L, C, H, KV, Fd, float(cfg.get("rms_norm_eps", 1e-6)),
+                                float(cfg.get("rope_theta", 10000.0)))
+        self.lm_head = nn.Linear(C, V, bias=False)
+        if cfg.get("tie_word_embeddings", False):
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(self, tokens):
+        hidden = self.model(tokens)
+        return hidden, self.lm_head(hidden)
+
+
+def build_model(folder):
+    """The twin of the checkpoint folder, its weights loaded; any name or shape mismatch fails."""
+    cpath = os.path.join(folder, "config.json")
+    try:
+        with open(cpath) as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        fail("%s: %s" % (cpath, e))
+    kind = cfg.get("model_type")
+    try:
+        if kind == "gpt2":
+            model = GPT2LMHeadModel(cfg)
+        elif kind == "llama":
+            model = LlamaForCausalLM(cfg)
+        else:
+            fail("%s: unsupported model_type %r" % (cpath, kind))
+    except (KeyError, TypeError, ValueError) as e:
+        fail("%s: missing or bad field (%s)" % (cpath, e))
+    wpath = os.path.join(folder, "model.safetensors")
+    weights, _ = st_read(wpath)
+    params = dict(model.named_parameters())  # a tied weight appears once, under its first name
+    missing = [n for n in params if n not in weights]
+    unexpected = [n for n in weights if n not in params]
+    if missing or unexpected:
+        fail("%s: tensor names do not match the %s layout: missing %s, unexpected %s"
+             % (wpath, kind, missing or "none", unexpected or "none"))
+    with torch.no_grad():
+        for name, p in params.items():
+            w = weights[name]
+            if w.dtype != torch.float32 or tuple(w.shape) != tuple(p.shape):
+                fail("%s: tensor %r is %s %s, expected float32 %s"
+                     % (wpath, name, w.dtype, list(w.shape), list(p.shape)))
+            p.copy_(w)
+    return model
+
+
+# ---- loss, schedule, training ----
+
+def lm_loss(logits, targets, mask):
+    """Mean cross-entropy over counted tokens, weighted by mask (1 if None) and 0 for negative
+    targets. Returns (mean loss, per-token losses with 0 where the target is negative)."""
+    V = logits.size(-1)
+    valid = (targets >= 0).float()
+    w = valid if mask is None else valid * mask
+    ce = F.cross_entropy(logits.reshape(-1, V), targets.clamp(min=0).reshape(-1), reduction="none")
+    ce = ce.view(targets.shape) * valid
+    count = w.sum()
+    loss = (ce * w).sum() / count if count.item() > 0 else (ce * 0.0).sum()
+    return loss, ce
+
+
+def schedule_lr(step, max_lr, min_lr, warmup, total):
+    """alloy_schedule_lr: linear warm-up (step+1)/warmup, then cosine to min_lr at the last step."""
     if step < warmup:
         return max_lr * (step + 1) / warmup
-    decay = total - warmup
-    if decay <= 1:
+    decay_steps = total - warmup
+    if decay_steps <= 1:
         return max_lr
-    prog = min((step - warmup) / (decay - 1), 1.0)
-    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * prog))
+    progress = min(1.0, (step - warmup) / (decay_steps - 1))
+    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def f32(x):
+    return float(np.float32(x))
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--inputs", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--lr", type=float, default=1e-2)
-    ap.add_argument("--min-lr", type=float, default=1e-3)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap = argparse.ArgumentParser(description="PyTorch twin of alloy's GPT-2 and Llama models")
+    ap.add_argument("--model", required=True, help="checkpoint folder (config.json + model.safetensors)")
+    ap.add_argument("--inputs", required=True, nargs="+",
+                    help="safetensors with tokens, targets[, mask]; several: one run each, from the checkpoint")
+    ap.add_argument("--out", required=True, nargs="+", help="safetensors of reference outputs, one per --inputs")
+    ap.add_argument("--steps", type=int, default=0, help="AdamW steps on the batch (0: none)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    ap.add_argument("--min-lr", type=float, default=0.0, help="learning rate at the last step")
+    ap.add_argument("--warmup", type=int, default=0, help="warm-up steps")
+    ap.add_argument("--total-steps", type=int, default=0, help="schedule length (0: --steps)")
+    ap.add_argument("--wd", type=float, default=0.1, help="weight decay of tensors with ndim >= 2")
+    ap.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip (0: off)")
     ap.add_argument("--beta1", type=float, default=0.9)
     ap.add_argument("--beta2", type=float, default=0.95)
     ap.add_argument("--eps", type=float, default=1e-8)
-    ap.add_argument("--wd", type=float, default=0.1)
-    ap.add_argument("--clip", type=float, default=1.0)
-    a = ap.parse_args()
+    args = ap.parse_args()
+
+    if len(args.inputs) != len(args.out):
+        fail("--inputs and --out need the same number of files")
     torch.set_num_threads(1)
-    torch.manual_seed(0)
+    torch.use_deterministic_algorithms(True)
+    for inputs, out in zip(args.inputs, args.out):
+        run(args, inputs, out)
 
-    cfg = json.load(open(f"{a.model}/config.json"))
-    weights = read_safetensors(f"{a.model}/model.safetensors")
-    params = {k: v.float().clone().requires_grad_(True) for k, v in weights.items()}
-    Twin = {"gpt2": GPT2Twin, "llama": LlamaTwin}[cfg["model_type"]]
-    model = Twin(cfg, params)
-    inp = read_safetensors(a.inputs)
-    tok, tgt = inp["tokens"].long(), inp["targets"]
+
+def run(args, inputs_path, out_path):
+    """One batch: forward, backward and the training run, from the checkpoint's weights."""
+    torch.manual_seed(0)  # module construction draws initial values; all are overwritten
+    model = build_model(args.model)
+    inputs, _ = st_read(inputs_path)
+    for key in ("tokens", "targets"):
+        if key not in inputs or inputs[key].dim() != 2:
+            fail("%s: needs a 2-D tensor %r" % (inputs_path, key))
+    tokens = inputs["tokens"].long()
+    targets = inputs["targets"].long()
+    mask = inputs.get("mask")
+    if targets.shape != tokens.shape or (mask is not None and mask.shape != tokens.shape):
+        fail("%s: tokens, targets and mask must share one shape" % inputs_path)
+    if mask is not None:
+        mask = mask.float()
+
+    params = dict(model.named_parameters())
     out = {}
-
-    logits, hidden = model.forward(tok)
-    loss = lm_loss(logits, tgt)
+    hidden, logits = model(tokens)
+    loss, losses = lm_loss(logits, targets, mask)
     loss.backward()
-    out["logits"], out["hidden"], out["loss"] = logits, hidden, loss.reshape(1)
-    for k, v in params.items():
-        out["grad." + k] = v.grad.clone()
-        v.grad = None
-    with torch.no_grad():
-        out["masked_loss"] = lm_loss(model.forward(tok)[0], inp["mask_targets"], inp["mask"]).reshape(1)
+    out["logits"] = logits.detach()
+    out["hidden"] = hidden.detach()
+    out["losses"] = losses.detach()
+    out["loss"] = loss.detach().reshape(1)
+    for name, p in params.items():
+        if name in out:
+            fail("parameter name %r collides with an output" % name)
+        out[name] = p.grad.detach().clone()
 
-    # the AdamW trajectory
-    traj_tok, traj_tgt = inp["traj_tokens"].long(), inp["traj_targets"]
-    S = traj_tok.shape[0]
-    decay = [v for v in params.values() if v.ndim >= 2]
-    no_decay = [v for v in params.values() if v.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=a.lr, betas=(a.beta1, a.beta2), eps=a.eps)
-    losses, norms = [], []
-    for s in range(S):
-        lr = schedule(s, a.lr, a.min_lr, a.warmup, S)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad()
-        l = lm_loss(model.forward(traj_tok[s])[0], traj_tgt[s])
-        l.backward()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(list(params.values()), a.clip)))
-        opt.step()
-        losses.append(float(l))
-    out["traj_losses"] = torch.tensor(losses, dtype=torch.float32)
-    out["traj_norms"] = torch.tensor(norms, dtype=torch.float32)
-    write_safetensors(a.out, out)
+    if args.steps > 0:
+        decay = [p for p in params.values() if p.dim() >= 2]
+        no_decay = [p for p in params.values() if p.dim() < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": f32(args.wd)}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=f32(args.lr), betas=(f32(args.beta1), f32(args.beta2)), eps=f32(args.eps), foreach=False)
+        total = args.total_steps or args.steps
+        tl, tn, tr = [], [], []
+        for step in range(args.steps):
+            lr = f32(schedule_lr(step, args.lr, args.min_lr, args.warmup, total))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            _, logits = model(tokens)
+            loss, _ = lm_loss(logits, targets, mask)
+            loss.backward()
+            if args.clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(list(params.values()), f32(args.clip))
+            else:
+                norm = torch.norm(torch.stack([torch.norm(p.grad, 2.0) for p in params.values()]), 2.0)
+            opt.step()
+            tl.append(loss.item())
+            tn.append(float(norm))
+            tr.append(lr)
+        out["train_losses"] = torch.tensor(tl, dtype=torch.float32)
+        out["train_grad_norms"] = torch.tensor(tn, dtype=torch.float32)
+        out["train_lrs"] = torch.tensor(tr, dtype=torch.float32)
 
+    st_write(out_path, out, {"producer": "tests/reference/twin.py", "torch": torch.__version__})
 
 if __name__ == "__main__":
     main()
