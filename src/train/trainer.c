@@ -464,16 +464,23 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
         s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot open for writing", mpath);
         goto done;
     }
+    double unigram = alloy_dataset_unigram_entropy(r.ds, 100000000ULL);
+    fprintf(r.metrics,
+            "{\"type\":\"start\",\"step\":%lld,\"resumed\":%s,\"params\":%zu,\"train_tokens\":%llu,"
+            "\"val_tokens\":%llu,\"unigram_entropy\":%.6f,\"tokens_per_step\":%d}\n",
+            (long long)r.step, resume ? "true" : "false", r.model->num_params,
+            (unsigned long long)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_TRAIN),
+            (unsigned long long)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_VAL), unigram, o->batch * o->seq * o->grad_accum);
+    fflush(r.metrics);
     if (!o->quiet) {
         char np[32], nt[32], nv[32];
         format_count((double)r.model->num_params, np, sizeof np);
         format_count((double)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_TRAIN), nt, sizeof nt);
         format_count((double)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_VAL), nv, sizeof nv);
-        double h = alloy_dataset_unigram_entropy(r.ds, 100000000ULL);
         alloy_progress_print(&r.prog, "model: %s, %s parameters (L=%d C=%d H=%d KV=%d F=%d V=%d); data: %s train / %s held-out tokens",
                              alloy_family_name(cfg.family), np, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.d_ff,
                              cfg.vocab_size, nt, nv);
-        alloy_progress_print(&r.prog, "unigram entropy of the data: %.4f nats/token (a model that learns nothing beyond token frequencies scores this)", h);
+        alloy_progress_print(&r.prog, "unigram entropy of the data: %.4f nats/token (a model that learns nothing beyond token frequencies scores this)", unigram);
         if (resume) alloy_progress_print(&r.prog, "resuming from %s at step %lld", resume, (long long)r.step);
     }
     s = train_loop(&r, final_val);
