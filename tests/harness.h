@@ -11,6 +11,7 @@
 #ifndef ALLOY_TEST_HARNESS_H
 #define ALLOY_TEST_HARNESS_H
 
+#include <dirent.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
@@ -107,6 +108,20 @@ static inline const char *harness_tmpdir(void) {
     if (harness_tmp_count < 64) snprintf(harness_tmp_list[harness_tmp_count++], sizeof harness_tmp_list[0], "%s", buf);
     return buf;
 }
+
+/* Entries of a folder other than "." and "..", or -1 if it cannot be read. */
+static inline int harness_count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+/* The library's last error message contains `needle` (alloy/base.h must be included). */
+#define says(needle) (strstr(alloy_last_error(), (needle)) != NULL)
 
 /* The repository root (tests run from it; ALLOY_ROOT overrides). */
 static inline const char *harness_root(void) {

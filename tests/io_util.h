@@ -53,20 +53,8 @@ static inline void write_st(const char *path, uint64_t len, const char *hdr, siz
     free(buf);
 }
 
-/* The error message contains `needle`. */
-static inline int says(const char *needle) { return strstr(alloy_last_error(), needle) != NULL; }
 /* The error message is one line. */
 static inline int one_line(void) { return strchr(alloy_last_error(), '\n') == NULL && alloy_last_error()[0] != '\0'; }
-
-static inline int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
 
 static inline char *copy_tmpdir(void) { return alloy_strdup(harness_tmpdir()); }
 

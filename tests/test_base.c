@@ -27,20 +27,6 @@ static char *slurp(const char *path) {
     return text;
 }
 
-/* Entries of a folder other than "." and "..". */
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
-    closedir(d);
-    return n;
-}
-
-/* The error message contains `needle`. */
-static int says(const char *needle) { return strstr(alloy_last_error(), needle) != NULL; }
-
 /* ---- errors ----------------------------------------------------------------------------- */
 
 static void test_errors(void) {
@@ -260,7 +246,7 @@ static void test_alloc(void) {
     st = alloy_mkdir_p(dir);
     alloy_alloc_fail_after(0);
     EXPECT(st == ALLOY_STATUS_NOMEM, "mkdir_p under OOM: status %d", st);
-    EXPECT(count_entries(dir) == 1, "the OOM paths left %d entries", count_entries(dir));
+    EXPECT(harness_count_entries(dir) == 1, "the OOM paths left %d entries", harness_count_entries(dir));
     alloy_free(path);
 }
 
@@ -280,7 +266,7 @@ static void test_atomic_write(void) {
     t = slurp(path);
     EXPECT(t && !strcmp(t, "second version"), "content after replace '%s'", t ? t : "(null)");
     alloy_free(t);
-    EXPECT(count_entries(dir) == 1, "folder holds %d entries after two writes", count_entries(dir));
+    EXPECT(harness_count_entries(dir) == 1, "folder holds %d entries after two writes", harness_count_entries(dir));
 
     // a zero-byte file
     char *empty = alloy_path_join(dir, "empty");
@@ -295,12 +281,12 @@ static void test_atomic_write(void) {
     REQUIRE(alloy_atomic_open(&f, path) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     EXPECT(alloy_atomic_write(&f, "half-written", 12) == ALLOY_STATUS_OK, "write");
     EXPECT(alloy_atomic_printf(&f, " %d", 42) == ALLOY_STATUS_OK, "printf");
-    EXPECT(count_entries(dir) == 2, "while writing: %d entries (target + temp)", count_entries(dir));
+    EXPECT(harness_count_entries(dir) == 2, "while writing: %d entries (target + temp)", harness_count_entries(dir));
     alloy_atomic_abort(&f);
     t = slurp(path);
     EXPECT(t && !strcmp(t, "second version"), "abort changed the file: '%s'", t ? t : "(null)");
     alloy_free(t);
-    EXPECT(count_entries(dir) == 1, "abort left %d entries", count_entries(dir));
+    EXPECT(harness_count_entries(dir) == 1, "abort left %d entries", harness_count_entries(dir));
 
     // printf then commit
     REQUIRE(alloy_atomic_open(&f, path) == ALLOY_STATUS_OK, "%s", alloy_last_error());
@@ -338,8 +324,8 @@ static void test_atomic_write(void) {
     EXPECT(s == ALLOY_STATUS_IO && says(target_dir), "replacing a folder: status %d '%s'", s, alloy_last_error());
     EXPECT(alloy_is_dir(target_dir), "the folder must survive");
     alloy_free(target_dir);
-    EXPECT(count_entries(dir) == 3, "leftover temporary files: %d entries (want data.txt, moved, adir)",
-           count_entries(dir));
+    EXPECT(harness_count_entries(dir) == 3, "leftover temporary files: %d entries (want data.txt, moved, adir)",
+           harness_count_entries(dir));
     t = slurp(path);
     EXPECT(t && !strcmp(t, "n=7 s=x"), "the earlier file changed: '%s'", t ? t : "(null)");
     alloy_free(t);
@@ -484,7 +470,7 @@ static void test_json_files(void) {
     EXPECT(alloy_json_get_int(j, "n", "c.json", &n) == ALLOY_STATUS_OK && n == 5, "n = %lld", (long long)n);
     EXPECT(alloy_json_get_string(j, "s", "c.json", &str) == ALLOY_STATUS_OK && !strcmp(str, "text"), "s");
     cJSON_Delete(j);
-    EXPECT(count_entries(dir) == 1, "write left %d entries", count_entries(dir));
+    EXPECT(harness_count_entries(dir) == 1, "write left %d entries", harness_count_entries(dir));
     alloy_free(path);
     alloy_free(dir);
 }

@@ -42,7 +42,7 @@ static void test_model_roundtrip(void) {
         char *ck = alloy_path_join(dir, presets[p]);
         char *nested = alloy_path_join(ck, "deeper/final");
         REQUIRE(alloy_model_save(m, nested) == ALLOY_STATUS_OK, "save %s: %s", presets[p], alloy_last_error());
-        EXPECT(count_entries(nested) == 2, "%s: %d files in the checkpoint", presets[p], count_entries(nested));
+        EXPECT(harness_count_entries(nested) == 2, "%s: %d files in the checkpoint", presets[p], harness_count_entries(nested));
         alloy_model *l = NULL;
         REQUIRE(alloy_model_load(&l, nested, 1, 0) == ALLOY_STATUS_OK, "load %s: %s", presets[p], alloy_last_error());
         const alloy_config *a = &m->config, *b = &l->config;
@@ -74,7 +74,7 @@ static void test_model_roundtrip(void) {
         alloy_model_destroy(l);
         REQUIRE(alloy_model_load(&l, nested, 2, 8) == ALLOY_STATUS_OK, "reload: %s", alloy_last_error());
         EXPECT(model_diff(m, l) == 0 && l->max_B == 2 && l->max_T == 8, "%s: resave", presets[p]);
-        EXPECT(count_entries(nested) == 2, "%s: %d files after a resave", presets[p], count_entries(nested));
+        EXPECT(harness_count_entries(nested) == 2, "%s: %d files after a resave", presets[p], harness_count_entries(nested));
         alloy_model_destroy(l);
         alloy_model_destroy(m);
         alloy_free(w);
@@ -393,9 +393,9 @@ static void test_model_failed_save(void) {
     s = alloy_model_save(m, blocked);
     EXPECT(s == ALLOY_STATUS_IO && says(bw), "save over a folder named model.safetensors: %s '%s'",
            alloy_status_name(s), alloy_last_error());
-    EXPECT(count_entries(blocked) == 1 && alloy_is_dir(bw), "the blocked save left %d entries", count_entries(blocked));
+    EXPECT(harness_count_entries(blocked) == 1 && alloy_is_dir(bw), "the blocked save left %d entries", harness_count_entries(blocked));
     // the good checkpoint elsewhere is untouched by the failed saves and loads as the first weights
-    EXPECT(same_file(gw, w, nw) && same_file(gc, c, nc) && count_entries(good) == 2,
+    EXPECT(same_file(gw, w, nw) && same_file(gc, c, nc) && harness_count_entries(good) == 2,
            "failed saves elsewhere changed the good checkpoint");
     alloy_model *l = NULL, *first = make_model("tiny-llama", 6);
     REQUIRE(first, "create");
@@ -419,7 +419,7 @@ static void test_model_failed_save(void) {
         if (s == ALLOY_STATUS_OK) break;
         fails++;
         EXPECT(s == ALLOY_STATUS_NOMEM, "save, allocation %d: %s '%s'", k, alloy_status_name(s), alloy_last_error());
-        EXPECT(count_entries(good) == 2, "save, allocation %d: %d files", k, count_entries(good));
+        EXPECT(harness_count_entries(good) == 2, "save, allocation %d: %d files", k, harness_count_entries(good));
         EXPECT((same_file(gw, w, nw) || same_file(gw, w2, nw2)) && same_file(gc, c, nc),
                "save, allocation %d: a file of the checkpoint is neither the old nor the new one", k);
         alloy_model *any = NULL;

@@ -36,7 +36,7 @@ static void test_st_roundtrip(void) {
     int n = (int)(sizeof e / sizeof e[0]);
     const char *meta[] = {"format", "pt", "note", "hello \"world\"", NULL};
     REQUIRE(alloy_safetensors_write(path, e, n, meta) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    EXPECT(count_entries(dir) == 1, "the writer left %d files", count_entries(dir));
+    EXPECT(harness_count_entries(dir) == 1, "the writer left %d files", harness_count_entries(dir));
 
     alloy_safetensors *st;
     REQUIRE(alloy_safetensors_open(&st, path) == ALLOY_STATUS_OK, "%s", alloy_last_error());
@@ -523,7 +523,7 @@ static void test_st_oom(void) {
         if (s == ALLOY_STATUS_OK) break;
         fails += s == ALLOY_STATUS_NOMEM;
         EXPECT(s == ALLOY_STATUS_NOMEM, "write, allocation %d: status %s", k, alloy_status_name(s));
-        EXPECT(count_entries(dir) == 1, "write, allocation %d: %d files left", k, count_entries(dir));
+        EXPECT(harness_count_entries(dir) == 1, "write, allocation %d: %d files left", k, harness_count_entries(dir));
     }
     EXPECT(fails >= 1 && fails == k - 1, "write: %d clean failures of %d", fails, k - 1);
     alloy_free(other);
