@@ -173,6 +173,22 @@ void alloy_progress_done(alloy_progress *p);
 /* Formats seconds as "1h02m", "3m05s" or "12s". */
 void alloy_format_duration(double seconds, char *buf, size_t size);
 
+/* ---- UTF-8 ------------------------------------------------------------------------------ */
+
+/* The length of the longest valid UTF-8 prefix of s (n if all of it is valid). Valid means
+ * shortest-form encodings of scalar values: no surrogates, nothing above U+10FFFF. */
+size_t alloy_utf8_valid_prefix(const char *s, size_t n);
+
+/* Copies s to out, replacing each invalid UTF-8 sequence by U+FFFD (EF BF BD) following the
+ * "maximal subpart" practice of Unicode §3.9 — as the WHATWG decoder (JavaScript's
+ * TextDecoder, Node's Buffer.toString) and Python's errors="replace" do. out must hold 3·n
+ * bytes. Returns the bytes written; *replaced (may be NULL) gets the number of U+FFFD added. */
+size_t alloy_utf8_repair(const char *s, size_t n, char *out, size_t *replaced);
+
+/* Decodes one valid UTF-8 character at s (n > 0 bytes available) into *cp; returns its length,
+ * or 0 if the bytes there are not a valid character. */
+size_t alloy_utf8_decode(const char *s, size_t n, uint32_t *cp);
+
 /* ---- hashing ---------------------------------------------------------------------------- */
 
 /* 64-bit FNV-1a, continued from `h` (start with ALLOY_FNV64_INIT). */
