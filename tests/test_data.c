@@ -318,9 +318,10 @@ static void test_byte_tokenizer(void) {
     EXPECT(alloy_tokenizer_vocab_size(tok) == 256, "vocab");
     char all[256];
     for (int i = 0; i < 256; i++) all[i] = (char)i;
-    int32_t *ids;
-    size_t n;
-    REQUIRE(alloy_tokenizer_encode(tok, all, 256, &ids, &n) == ALLOY_STATUS_OK && n == 256, "encode");
+    alloy_ids enc = {0};
+    REQUIRE(alloy_tokenizer_encode(tok, all, 256, 0, &enc) == ALLOY_STATUS_OK && enc.n == 256, "encode");
+    int32_t *ids = enc.data;
+    size_t n = enc.n;
     int bad = 0;
     for (int i = 0; i < 256; i++) bad += ids[i] != i;
     EXPECT(bad == 0, "ids are byte values");
@@ -331,7 +332,7 @@ static void test_byte_tokenizer(void) {
     alloy_free(back);
     ids[3] = 256;
     EXPECT(alloy_tokenizer_decode(tok, ids, n, &back, &len) == ALLOY_STATUS_RANGE, "id 256 must be refused");
-    alloy_free(ids);
+    alloy_ids_free(&enc);
     alloy_tokenizer_destroy(tok);
     EXPECT(alloy_tokenizer_create(&tok, "sentencepiece") == ALLOY_STATUS_USAGE, "unknown tokenizer");
 }

@@ -173,6 +173,24 @@ void alloy_progress_done(alloy_progress *p);
 /* Formats seconds as "1h02m", "3m05s" or "12s". */
 void alloy_format_duration(double seconds, char *buf, size_t size);
 
+/* ---- a hash map of 64-bit keys to 64-bit values ------------------------------------------ */
+
+/* Open addressing with linear probing; the key UINT64_MAX is reserved. Not thread-safe for
+ * writes; concurrent reads are fine. */
+typedef struct alloy_map64 {
+    uint64_t *keys;   /* (cap) UINT64_MAX marks an empty slot */
+    uint64_t *vals;   /* (cap) */
+    size_t cap;       /* a power of two */
+    size_t count;     /* keys stored */
+} alloy_map64;
+
+alloy_status alloy_map64_init(alloy_map64 *m, size_t expected);
+void alloy_map64_free(alloy_map64 *m);
+/* Inserts or replaces. */
+alloy_status alloy_map64_put(alloy_map64 *m, uint64_t key, uint64_t val);
+bool alloy_map64_get(const alloy_map64 *m, uint64_t key, uint64_t *val);
+void alloy_map64_clear(alloy_map64 *m);
+
 /* ---- UTF-8 ------------------------------------------------------------------------------ */
 
 /* The length of the longest valid UTF-8 prefix of s (n if all of it is valid). Valid means

@@ -1,15 +1,22 @@
 /*
- * alloy/tokenizer.h — turning text into token ids and back.
+ * alloy/tokenizer.h — text to token ids and back: the byte tokenizer and byte-level BPE.
  *
- * For now one kind: the byte-level tokenizer (vocabulary 256, id = byte value), which needs
- * no files and round-trips any byte string. Byte-level BPE (GPT-2) joins it later behind the
- * same interface.
+ * Byte-level BPE as GPT-2 defines it: text is split into pieces by a pre-tokenizer regex (run by
+ * PCRE2 with JIT), each piece's UTF-8 bytes start as one token per byte, and the merges are
+ * applied lowest rank first (leftmost first among equals). Loads GPT-2's encoder.json + vocab.bpe
+ * and Hugging Face tokenizer.json (byte-level BPE models); saves tokenizer.json. Encodes exactly as
+ * js-tiktoken's "gpt2" encoding (tests/test_tiktoken.sh).
+ *
+ * Input rules: invalid UTF-8 is replaced by U+FFFD first (alloy_utf8_repair, as JavaScript and
+ * Python decode text). Special tokens (<|endoftext|>, chat markers) come out of text only with
+ * ALLOY_ENCODE_ALLOW_SPECIAL; otherwise their text is encoded like any other text (tiktoken's
+ * encode_ordinary).
  *
  *     alloy_tokenizer *tok;
- *     alloy_tokenizer_create(&tok, "bytes");
- *     int32_t *ids; size_t n;
- *     alloy_tokenizer_encode(tok, "hello", 5, &ids, &n);   // 104 101 108 108 111
- *     alloy_free(ids);
+ *     alloy_tokenizer_load(&tok, "gpt2/");               // encoder.json + vocab.bpe
+ *     alloy_ids ids = {0};
+ *     alloy_tokenizer_encode(tok, "Hello world", 11, 0, &ids);   // 15496 995
+ *     alloy_ids_free(&ids);
  *     alloy_tokenizer_destroy(tok);
  */
 #ifndef ALLOY_TOKENIZER_H
@@ -23,18 +30,76 @@ extern "C" {
 
 typedef struct alloy_tokenizer alloy_tokenizer;
 
-/* Creates a tokenizer by name ("bytes"). USAGE for an unknown name. */
+/* A growable array of token ids. Zero-initialise; alloy_ids_free releases it. */
+typedef struct alloy_ids {
+    int32_t *data; /* (n) */
+    size_t n;      /* ids stored */
+    size_t cap;    /* ids allocated */
+} alloy_ids;
+
+alloy_status alloy_ids_reserve(alloy_ids *ids, size_t n);
+alloy_status alloy_ids_push(alloy_ids *ids, int32_t id);
+void alloy_ids_free(alloy_ids *ids);
+
+/* "bytes": the byte tokenizer (vocabulary 256, id = byte). */
 alloy_status alloy_tokenizer_create(alloy_tokenizer **out, const char *name);
+/* "bytes", a tokenizer.json, or a folder holding tokenizer.json or encoder.json + vocab.bpe.
+ * A file of another kind (WordPiece, Unigram, a BPE that is not byte-level) is refused with a
+ * message that says what it is. */
+alloy_status alloy_tokenizer_load(alloy_tokenizer **out, const char *path);
+/* Writes a Hugging Face tokenizer.json (atomically). BPE only. */
+alloy_status alloy_tokenizer_save(const alloy_tokenizer *tok, const char *path);
 void alloy_tokenizer_destroy(alloy_tokenizer *tok);
-const char *alloy_tokenizer_name(const alloy_tokenizer *tok);
+
+const char *alloy_tokenizer_name(const alloy_tokenizer *tok); /* "bytes" or "bpe" */
 int alloy_tokenizer_vocab_size(const alloy_tokenizer *tok);
-/* Encodes n bytes of text into a new array of ids (alloy_free it). */
-alloy_status alloy_tokenizer_encode(const alloy_tokenizer *tok, const char *text, size_t n, int32_t **ids,
-                                    size_t *n_ids);
-/* Decodes ids into a new NUL-terminated buffer of *len bytes (alloy_free it); RANGE for an id
+/* A fingerprint of everything that decides the encoding (vocabulary, merges, specials, regex). */
+uint64_t alloy_tokenizer_hash(const alloy_tokenizer *tok);
+/* The id of a special token by its text, or -1. */
+int32_t alloy_tokenizer_special_id(const alloy_tokenizer *tok, const char *text);
+/* The bytes of token id (*len of them), or NULL for an id outside the vocabulary. */
+const char *alloy_tokenizer_token(const alloy_tokenizer *tok, int32_t id, size_t *len);
+/* The pre-tokenizer's regex (PCRE2 syntax), or NULL for the byte tokenizer. */
+const char *alloy_tokenizer_pattern(const alloy_tokenizer *tok);
+
+#define ALLOY_ENCODE_ALLOW_SPECIAL 1u
+
+/* Encodes n bytes of text, appending ids. Thread-safe (each call has its own state); for many
+ * calls from one thread an alloy_encoder is faster. */
+alloy_status alloy_tokenizer_encode(const alloy_tokenizer *tok, const char *text, size_t n, unsigned flags,
+                                    alloy_ids *ids);
+/* Encodes a large text with `threads` OpenMP threads (0: the default), cutting it only where
+ * the pieces cannot change; the result equals alloy_tokenizer_encode's. */
+alloy_status alloy_tokenizer_encode_parallel(const alloy_tokenizer *tok, const char *text, size_t n,
+                                             unsigned flags, int threads, alloy_ids *ids);
+/* Decodes ids into a new NUL-terminated buffer (alloy_free it) of *len bytes; RANGE for an id
  * outside the vocabulary. */
 alloy_status alloy_tokenizer_decode(const alloy_tokenizer *tok, const int32_t *ids, size_t n, char **text,
                                     size_t *len);
+
+/* Per-thread encoding state: regex match data and a cache of encoded pieces. */
+typedef struct alloy_encoder alloy_encoder;
+alloy_status alloy_encoder_create(alloy_encoder **out, const alloy_tokenizer *tok);
+void alloy_encoder_destroy(alloy_encoder *enc);
+alloy_status alloy_encoder_encode(alloy_encoder *enc, const char *text, size_t n, unsigned flags, alloy_ids *ids);
+
+/* ---- training ---- */
+
+typedef struct alloy_bpe_train_options {
+    int vocab_size;                   /* final size, special tokens included (>= 256 + specials) */
+    const char *const *special_tokens;/* added after the merges, in order (may be NULL) */
+    int n_special;
+    int min_frequency;                /* a pair must occur this often to be merged (default 2) */
+    bool quiet;                       /* no progress on stderr */
+} alloy_bpe_train_options;
+
+/* Collects pre-tokenized piece counts from text fed to it, then learns merges. */
+typedef struct alloy_bpe_trainer alloy_bpe_trainer;
+alloy_status alloy_bpe_trainer_create(alloy_bpe_trainer **out, const alloy_bpe_train_options *opt);
+alloy_status alloy_bpe_trainer_feed(alloy_bpe_trainer *tr, const char *text, size_t n);
+/* Learns the merges and builds the tokenizer; deterministic for the same text and options. */
+alloy_status alloy_bpe_trainer_finish(alloy_bpe_trainer *tr, alloy_tokenizer **out);
+void alloy_bpe_trainer_destroy(alloy_bpe_trainer *tr);
 
 #ifdef __cplusplus
 }

@@ -186,15 +186,16 @@ alloy_status alloy_prepare(const alloy_prepare_options *opt, const alloy_tokeniz
         uint64_t tr0 = tr.tokens, va0 = va.tokens;
         for (size_t off = 0; off < map.size && !s; off += CHUNK) {
             size_t n = map.size - off < CHUNK ? map.size - off : CHUNK;
-            int32_t *ids;
-            size_t n_ids;
-            s = alloy_tokenizer_encode(tok, (const char *)map.data + off, n, &ids, &n_ids);
+            alloy_ids out = {0};
+            s = alloy_tokenizer_encode(tok, (const char *)map.data + off, n, 0, &out);
+            int32_t *ids = out.data;
+            size_t n_ids = out.n;
             if (s) break;
             // byte-level: token k is byte off + k, so the cut falls between tokens exactly
             size_t k = cut > off ? (cut - off < n_ids ? cut - off : n_ids) : 0;
             s = split_add(&tr, ids, k);
             if (!s) s = split_add(&va, ids + k, n_ids - k);
-            alloy_free(ids);
+            alloy_ids_free(&out);
             done_bytes += n;
             double now = alloy_time_now();
             if (!opt->quiet && prog.tty && now - last_draw > 0.2) {

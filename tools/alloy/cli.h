@@ -51,5 +51,9 @@ int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
+/* `alloy tokenizer train`: learns a BPE from the files and folders given (tokenizer_train.c). */
+int cmd_tokenizer_train(const char *const *inputs, int n_inputs, int vocab_size, const char *const *specials, int n_specials,
+                        int min_frequency, bool quiet, const char *out);
 
 #endif

@@ -20,6 +20,7 @@ static const char usage[] =
     "  train     train a GPT-2 or Llama-family model on token shards (resumable)\n"
     "  sample    generate text from a trained model\n"
     "  inspect   print the header and tensor table of a checkpoint, safetensors file or shard\n"
+    "  tokenizer encode, decode, train or describe a tokenizer (byte-level BPE, GPT-2's)\n"
     "\n"
     "  alloy --version\n";
 
@@ -48,7 +49,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sample", cmd_sample}, {"inspect", cmd_inspect}};
+    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sample", cmd_sample}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (!strcmp(verb, verbs[i].name)) {
             choose_blas_kernels(argv);

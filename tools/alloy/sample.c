@@ -96,9 +96,10 @@ int cmd_sample(int argc, char **argv) {
         return cli_fail("sample", ALLOY_STATUS_MISMATCH);
     }
     s = alloy_tokenizer_create(&tok, c->tokenizer);
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    if (!s) s = alloy_tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids);
+    alloy_ids enc = {0};
+    if (!s) s = alloy_tokenizer_encode(tok, prompt, strlen(prompt), 0, &enc);
+    int32_t *ids = enc.data;
+    size_t n_ids = enc.n;
     if (!s && n_ids == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "--prompt: encodes to no tokens");
     size_t cap = n_ids + (size_t)n_tokens;
     int32_t *seq = s ? NULL : alloy_malloc(sizeof(int32_t) * cap);
@@ -132,7 +133,7 @@ int cmd_sample(int argc, char **argv) {
         putchar('\n');
     }
     alloy_free(seq);
-    alloy_free(ids);
+    alloy_ids_free(&enc);
     alloy_free(probs);
     alloy_free(sorted);
     alloy_tokenizer_destroy(tok);

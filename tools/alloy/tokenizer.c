@@ -1,0 +1,211 @@
+/*
+ * tokenizer.c — `alloy tokenizer encode | decode | train | info`.
+ */
+#include "cli.h"
+#include "alloy/data.h"
+#include "alloy/tokenizer.h"
+
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char help[] =
+    "usage: alloy tokenizer encode --tokenizer PATH [--input FILE] [--allow-special] [--threads N]\n"
+    "       alloy tokenizer decode --tokenizer PATH [--input FILE]\n"
+    "       alloy tokenizer train --input PATH... --vocab-size N --out tokenizer.json [flags]\n"
+    "       alloy tokenizer info --tokenizer PATH\n"
+    "\n"
+    "PATH is a tokenizer.json, a folder holding tokenizer.json or GPT-2's encoder.json + vocab.bpe,\n"
+    "or \"bytes\". Text is read as bytes; invalid UTF-8 is replaced by U+FFFD before encoding.\n"
+    "\n"
+    "encode   prints the ids of FILE (default: standard input) as one JSON array\n"
+    "  --allow-special       special tokens in the text (<|endoftext|>) become their ids; without it\n"
+    "                        their text is encoded like any other text\n"
+    "  --threads N           encode a large input with N threads (same ids)\n"
+    "decode   reads a JSON array of ids from FILE (default: standard input), prints the text\n"
+    "train    learns a byte-level BPE (GPT-2's pre-tokenizer) from files or folders\n"
+    "  --vocab-size N        final vocabulary, special tokens included\n"
+    "  --special TEXT...     special tokens to add (default: <|endoftext|>)\n"
+    "  --min-frequency N     merge only pairs seen this often (default 2)\n"
+    "  --quiet               no progress\n"
+    "info     prints the kind, vocabulary size, merges, special tokens, regex and fingerprint\n";
+
+/* The whole of FILE, or of standard input when path is NULL or "-". */
+static alloy_status read_input(const char *path, char **text, size_t *n) {
+    if (path && strcmp(path, "-") != 0) return alloy_file_read_all(path, text, n);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = alloy_malloc(cap);
+    if (!buf) return ALLOY_STATUS_NOMEM;
+    for (;;) {
+        if (len + 1 >= cap) {
+            char *nb = alloy_realloc(buf, len, 2 * cap);
+            if (!nb) {
+                alloy_free(buf);
+                return ALLOY_STATUS_NOMEM;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = read(0, buf + len, cap - len - 1);
+        if (r < 0) {
+            alloy_free(buf);
+            return alloy_fail(ALLOY_STATUS_IO, "standard input: read error");
+        }
+        if (r == 0) break;
+        len += (size_t)r;
+    }
+    buf[len] = '\0';
+    *text = buf;
+    *n = len;
+    return ALLOY_STATUS_OK;
+}
+
+/* Writes ids as a compact JSON array ("[1,2,3]", as JavaScript's JSON.stringify). */
+static void print_ids(const alloy_ids *ids) {
+    size_t cap = 1 << 16, k = 0;
+    char *buf = malloc(cap);
+    if (!buf) return;
+    buf[k++] = '[';
+    for (size_t i = 0; i < ids->n; i++) {
+        if (k + 16 > cap) {
+            fwrite(buf, 1, k, stdout);
+            k = 0;
+        }
+        k += (size_t)snprintf(buf + k, cap - k, i ? ",%d" : "%d", ids->data[i]);
+    }
+    buf[k++] = ']';
+    buf[k++] = '\n';
+    fwrite(buf, 1, k, stdout);
+    free(buf);
+}
+
+static int do_encode(alloy_tokenizer *tok, const char *input, bool allow_special, int threads) {
+    char *text;
+    size_t n;
+    alloy_status s = read_input(input, &text, &n);
+    if (s) return cli_fail("tokenizer", s);
+    alloy_ids ids = {0};
+    s = alloy_tokenizer_encode_parallel(tok, text, n, allow_special ? ALLOY_ENCODE_ALLOW_SPECIAL : 0, threads, &ids);
+    alloy_free(text);
+    if (s) return cli_fail("tokenizer", s);
+    print_ids(&ids);
+    alloy_ids_free(&ids);
+    return 0;
+}
+
+static int do_decode(alloy_tokenizer *tok, const char *input) {
+    char *text;
+    size_t n;
+    alloy_status s = read_input(input, &text, &n);
+    if (s) return cli_fail("tokenizer", s);
+    const char *what = input && strcmp(input, "-") ? input : "standard input";
+    cJSON *arr = cJSON_ParseWithLength(text, n);
+    alloy_free(text);
+    if (!cJSON_IsArray(arr)) {
+        cJSON_Delete(arr);
+        alloy_fail(ALLOY_STATUS_FORMAT, "%s: expected a JSON array of token ids", what);
+        return cli_fail("tokenizer", ALLOY_STATUS_FORMAT);
+    }
+    alloy_ids ids = {0};
+    size_t i = 0;
+    for (const cJSON *it = arr->child; it && !s; it = it->next, i++) {
+        if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int32_t)it->valuedouble)
+            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: element %zu is not an integer id", what, i);
+        else s = alloy_ids_push(&ids, (int32_t)it->valuedouble);
+    }
+    cJSON_Delete(arr);
+    char *out = NULL;
+    size_t len = 0;
+    if (!s) s = alloy_tokenizer_decode(tok, ids.data, ids.n, &out, &len);
+    alloy_ids_free(&ids);
+    if (s) return cli_fail("tokenizer", s);
+    fwrite(out, 1, len, stdout);
+    alloy_free(out);
+    return 0;
+}
+
+static int do_info(const alloy_tokenizer *tok) {
+    printf("kind: %s\nvocabulary: %d\nfingerprint: %016llx\n", alloy_tokenizer_name(tok), alloy_tokenizer_vocab_size(tok),
+           (unsigned long long)alloy_tokenizer_hash(tok));
+    const char *pat = alloy_tokenizer_pattern(tok);
+    if (pat) printf("pre-tokenizer regex: %s\n", pat);
+    for (int32_t id = 0; id < alloy_tokenizer_vocab_size(tok); id++) {
+        size_t len;
+        const char *b = alloy_tokenizer_token(tok, id, &len);
+        if (b && alloy_tokenizer_special_id(tok, "") < 0 && len < 64) {
+            char txt[65];
+            memcpy(txt, b, len);
+            txt[len] = '\0';
+            if (alloy_tokenizer_special_id(tok, txt) == id) printf("special token %d: %s\n", id, txt);
+        }
+    }
+    return 0;
+}
+
+int cmd_tokenizer(int argc, char **argv) {
+    if (argc < 2 || argv[1][0] == '-') {
+        if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+            fputs(help, stdout);
+            return 0;
+        }
+        return cli_usage("tokenizer", "expects encode, decode, train or info");
+    }
+    const char *sub = argv[1];
+    const char *tok_path = NULL, *input = NULL, *out = NULL;
+    bool allow_special = false, quiet = false;
+    int threads = 0, vocab_size = 0, min_freq = 2;
+    cli_list inputs = {0}, specials = {0};
+    cli_flag flags[] = {
+        {"tokenizer", CLI_STR, &tok_path, false}, {"input", CLI_LIST, &inputs, false},
+        {"allow-special", CLI_BOOL, &allow_special, false}, {"threads", CLI_INT, &threads, false},
+        {"out", CLI_STR, &out, false},            {"vocab-size", CLI_INT, &vocab_size, false},
+        {"special", CLI_LIST, &specials, false},  {"min-frequency", CLI_INT, &min_freq, false},
+        {"quiet", CLI_BOOL, &quiet, false},
+    };
+    int r = cli_parse("tokenizer", argc - 1, argv + 1, flags, (int)(sizeof flags / sizeof flags[0]), help, NULL);
+    int rc = 0;
+    if (r) {
+        rc = r == 1 ? 0 : r;
+        goto done;
+    }
+    if (threads < 0) {
+        rc = cli_usage("tokenizer", "--threads must be >= 0");
+        goto done;
+    }
+    if (!strcmp(sub, "train")) {
+        if (!inputs.n || !out || vocab_size <= 0) {
+            rc = cli_usage("tokenizer", "train needs --input, --vocab-size and --out");
+            goto done;
+        }
+        rc = cmd_tokenizer_train(inputs.items, inputs.n, vocab_size, specials.items, specials.n, min_freq, quiet, out);
+        goto done;
+    }
+    if (strcmp(sub, "encode") && strcmp(sub, "decode") && strcmp(sub, "info")) {
+        rc = cli_usage("tokenizer", "unknown subcommand '%s' (encode, decode, train, info)", sub);
+        goto done;
+    }
+    if (!tok_path) {
+        rc = cli_usage("tokenizer", "--tokenizer is required");
+        goto done;
+    }
+    if (inputs.n > 1) {
+        rc = cli_usage("tokenizer", "%s reads one --input", sub);
+        goto done;
+    }
+    input = inputs.n ? inputs.items[0] : NULL;
+    alloy_tokenizer *tok;
+    alloy_status s = alloy_tokenizer_load(&tok, tok_path);
+    if (s) {
+        rc = cli_fail("tokenizer", s);
+        goto done;
+    }
+    if (!strcmp(sub, "encode")) rc = do_encode(tok, input, allow_special, threads);
+    else if (!strcmp(sub, "decode")) rc = do_decode(tok, input);
+    else rc = do_info(tok);
+    alloy_tokenizer_destroy(tok);
+done:
+    free(inputs.items);
+    free(specials.items);
+    return rc;
+}
