@@ -303,6 +303,7 @@ static const char *find_special(const alloy_tokenizer *t, const char *text, size
 static alloy_status encode_impl(alloy_encoder *e, const char *text, size_t n, unsigned flags, bool at_start,
                                 alloy_ids *ids) {
     const alloy_tokenizer *t = e->tok;
+    if (t->kind == TOK_BYTES) return encode_ordinary(e, text, n, ids); // bytes are bytes: no repair
     bool prefix = at_start && t->add_prefix_space && !(n > 0 && text[0] == ' ');
     if (alloy_utf8_valid_prefix(text, n) != n || prefix) { // repair into the buffer
         if (!grow_buf((void **)&e->buf, &e->buf_cap, 3 * n + 2, 1)) return ALLOY_STATUS_NOMEM;
