@@ -29,7 +29,7 @@ mkdir -p "$T/src"
 head -c 300000 "$SHARED/prose/tinyshakespeare.txt" >"$T/src/a.txt"
 head -c 100000 "$SHARED/stories/tinystories_valid.txt" >"$T/src/b.txt"
 printf 'bin\0ary' >"$T/src/c.bin"
-expect 0 "prepare writes shards" "prepared .*2 files \(1 skipped" "$ALLOY" prepare --input "$T/src" --out "$T/data"
+expect 0 "prepare writes shards" "prepared .*2 files \(1 binary skipped\)" "$ALLOY" prepare --input "$T/src" --out "$T/data"
 [ -f "$T/data/train-00000.bin" ] && [ -f "$T/data/val-00000.bin" ] && [ -f "$T/data/manifest.json" ] \
   && ok "prepare layout" || nok "prepare layout"
 

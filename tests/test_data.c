@@ -1,5 +1,5 @@
 /*
- * test_data.c — token shards, datasets, the loader, prepare, the byte tokenizer.
+ * test_data.c — token shards, datasets, the loader, the byte tokenizer (prepare: test_prepare.c).
  */
 #include "alloy/data.h"
 #include "harness.h"
@@ -248,70 +248,6 @@ static void test_dataset_val_shards(void) {
     EXPECT(alloy_dataset_open(&ds, dir, 1.5) == ALLOY_STATUS_USAGE, "val fraction 1.5 must be refused");
 }
 
-static void test_prepare(void) {
-    const char *base = harness_tmpdir();
-    char *src = join(base, "src"), *sub = join(base, "src/sub"), *out = join(base, "out");
-    alloy_mkdir_p(sub);
-    char *f1 = join(src, "b.txt"), *f2 = join(sub, "a.txt"), *f3 = join(src, "c.dat"), *f4 = join(src, "empty.txt");
-    char text1[2000];
-    for (int i = 0; i < 2000; i++) text1[i] = i % 50 == 49 ? '\n' : (char)('a' + i % 26);
-    write_bytes(f1, text1, sizeof text1);
-    const char *text2 = "line one\nline two\n\xff\xfe invalid utf-8 kept as bytes\n";
-    write_bytes(f2, text2, strlen(text2));
-    write_bytes(f3, "x\0y", 3);
-    write_bytes(f4, "", 0);
-    alloy_tokenizer *tok;
-    REQUIRE(alloy_tokenizer_create(&tok, "bytes") == ALLOY_STATUS_OK, "tok");
-    const char *inputs[] = {src};
-    alloy_prepare_options o = {inputs, 1, out, 0.1, 1024, true};
-    alloy_prepare_report rep;
-    REQUIRE(alloy_prepare(&o, tok, &rep) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    EXPECT(rep.files == 2 && rep.skipped_files == 2, "files %llu skipped %llu", (unsigned long long)rep.files,
-           (unsigned long long)rep.skipped_files);
-    EXPECT(rep.train_tokens + rep.val_tokens == 2000 + strlen(text2), "every byte becomes one token (%llu + %llu)",
-           (unsigned long long)rep.train_tokens, (unsigned long long)rep.val_tokens);
-    EXPECT(rep.train_shards == 2, "1024 tokens per shard: %d train shards", rep.train_shards);
-    // the val part of b.txt starts at a line: val tokens of b.txt = bytes after the cut
-    alloy_dataset *ds;
-    REQUIRE(alloy_dataset_open(&ds, out, 0.0) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    REQUIRE(ds->n_val == 1, "val shards %d", ds->n_val);
-    // walk order is b.txt, then sub/a.txt (scandir in name order: "b.txt" < "c.dat" < "empty" < "sub")
-    const alloy_shard *vs = ds->val[0];
-    size_t cut = 2000 - 200;
-    while (text1[cut - 1] != '\n') cut++;
-    size_t val_b = 2000 - cut;
-    int bad = 0;
-    for (size_t i = 0; i < val_b; i++) bad += alloy_shard_token(vs, i) != (uint8_t)text1[cut + i];
-    EXPECT(bad == 0 && alloy_shard_token(vs, 0) != '\n', "val tail of b.txt must start at a line (%d differ)", bad);
-    uint64_t tr = 0;
-    for (int i = 0; i < ds->n_train; i++) tr += ds->train[i]->count;
-    EXPECT(alloy_shard_token(ds->train[0], 0) == 'a' && tr == rep.train_tokens, "train content");
-    alloy_dataset_close(ds);
-    char *man = join(out, "manifest.json");
-    char *mtext;
-    REQUIRE(alloy_file_read_all(man, &mtext, NULL) == ALLOY_STATUS_OK, "manifest");
-    EXPECT(strstr(mtext, "\"tokenizer\":\t\"bytes\"") && strstr(mtext, "sub/a.txt") && strstr(mtext, "checksum_fnv1a64"),
-           "manifest content");
-    alloy_free(mtext);
-    // a second prepare into the same folder is refused, and the first one's files stay
-    EXPECT(alloy_prepare(&o, tok, &rep) == ALLOY_STATUS_USAGE && strstr(alloy_last_error(), "already holds token shards"),
-           "%s", alloy_last_error());
-    EXPECT(alloy_path_exists(man), "manifest kept");
-    const char *missing[] = {"/nonexistent/file.txt"};
-    alloy_prepare_options o2 = {missing, 1, out, 0.1, 1024, true};
-    EXPECT(alloy_prepare(&o2, tok, &rep) == ALLOY_STATUS_IO && strstr(alloy_last_error(), "/nonexistent/file.txt"), "%s",
-           alloy_last_error());
-    alloy_tokenizer_destroy(tok);
-    alloy_free(man);
-    alloy_free(src);
-    alloy_free(sub);
-    alloy_free(out);
-    alloy_free(f1);
-    alloy_free(f2);
-    alloy_free(f3);
-    alloy_free(f4);
-}
-
 static void test_byte_tokenizer(void) {
     alloy_tokenizer *tok;
     REQUIRE(alloy_tokenizer_create(&tok, "bytes") == ALLOY_STATUS_OK, "create");
@@ -342,7 +278,6 @@ int main(void) {
     RUN(test_shard_corrupt);
     RUN(test_loader);
     RUN(test_dataset_val_shards);
-    RUN(test_prepare);
     RUN(test_byte_tokenizer);
     return harness_exit();
 }

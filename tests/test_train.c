@@ -180,7 +180,13 @@ static const char *shakespeare_data(void) {
     alloy_tokenizer *tok;
     alloy_tokenizer_create(&tok, "bytes");
     const char *inputs[] = {txt};
-    alloy_prepare_options o = {inputs, 1, dir, 0.1, 100000000ULL, true};
+    alloy_prepare_source source = {"shakespeare", inputs, 1, 1.0};
+    alloy_prepare_options o = alloy_prepare_defaults();
+    o.sources = &source;
+    o.n_sources = 1;
+    o.out_dir = dir;
+    o.val_fraction = 0.1;
+    o.quiet = true;
     alloy_prepare_report rep;
     alloy_status s = alloy_prepare(&o, tok, &rep);
     alloy_tokenizer_destroy(tok);

@@ -9,6 +9,9 @@
 #include "alloy/base.h"
 #include "alloy/kernels.h"
 #include "alloy/model.h"
+#include "alloy/tokenizer.h"
+#include "alloy/dedup.h"
+#include "alloy/data.h"
 #include "alloy/io.h"
 #include "alloy/train.h"
 

@@ -25,6 +25,7 @@
 #define ALLOY_DATA_H
 
 #include "alloy/base.h"
+#include "alloy/dedup.h"
 #include "alloy/tokenizer.h"
 
 #ifdef __cplusplus
@@ -121,24 +122,92 @@ void alloy_loader_next(alloy_loader *l);
 /* Moves to a saved position (epoch, cursor). */
 alloy_status alloy_loader_seek(alloy_loader *l, int64_t epoch, int64_t cursor);
 
-/* ---- prepare ---- */
+/* ---- readers: documents from text files, folders, JSONL and JSON arrays ---- */
+
+typedef enum alloy_doc_format {
+    ALLOY_DOC_AUTO = 0, /* by extension: .jsonl/.ndjson JSONL, .json a JSON array, else text */
+    ALLOY_DOC_TEXT,     /* a file is a document (or several, cut at `separator`) */
+    ALLOY_DOC_JSONL,    /* one JSON object per line */
+    ALLOY_DOC_JSON,     /* one JSON array of objects (read whole) */
+} alloy_doc_format;
+
+typedef struct alloy_reader_options {
+    alloy_doc_format format;
+    const char *field;     /* JSON: the string field(s) that make the text, comma-separated and
+                              joined by a blank line ("instruction,response"); default "text" */
+    const char *separator; /* text: cut documents at this string (e.g. "<|endoftext|>"); NULL: none */
+    size_t max_doc;        /* text: a longer document is cut at a line end (default 8 MiB) */
+} alloy_reader_options;
+
+typedef struct alloy_reader_stats {
+    uint64_t files;          /* files read */
+    uint64_t skipped_binary; /* files skipped: a NUL byte in their first 8 KiB */
+    uint64_t docs;           /* documents produced */
+    uint64_t bytes;          /* bytes of documents produced */
+    uint64_t malformed;      /* JSON lines or elements skipped: not valid JSON or not an object */
+    uint64_t missing_field;  /* JSON objects skipped: the field is absent or not a string */
+    char first_bad[256];     /* "file:line: what" of the first skipped record, "" if none */
+} alloy_reader_stats;
+
+/* Streams documents from files and folders (walked recursively in name order; symlinked
+ * folders are not followed). Memory: one document at a time (a JSON array file: the file). */
+typedef struct alloy_reader alloy_reader;
+
+alloy_status alloy_reader_open(alloy_reader **out, const char *const *paths, int n_paths, const alloy_reader_options *opt);
+/* The next document: *doc (valid until the next call) and *n; *end is set when there are no
+ * more. Skips (binary files, malformed JSON records) are counted, not errors; a missing or
+ * unreadable path is an IO error naming it. */
+alloy_status alloy_reader_next(alloy_reader *r, const char **doc, size_t *n, bool *end);
+/* Where the last document came from: "file" or "file:line". */
+const char *alloy_reader_where(const alloy_reader *r);
+const alloy_reader_stats *alloy_reader_get_stats(const alloy_reader *r);
+void alloy_reader_close(alloy_reader *r);
+
+/* ---- prepare: sources -> clean, deduplicated, mixed token shards ---- */
+
+/* One source: named files and folders, and its weight in the mix. */
+typedef struct alloy_prepare_source {
+    const char *name;          /* as in --mix and the manifest */
+    const char *const *paths;  /* files or folders */
+    int n_paths;
+    double weight;             /* share of the output's tokens (with mix); ignored otherwise */
+} alloy_prepare_source;
 
 typedef struct alloy_prepare_options {
-    const char *const *inputs; /* files or folders (searched recursively, sorted, binary files skipped) */
-    int n_inputs;
-    const char *out_dir;
-    double val_fraction;       /* the tail of each input (cut at a line end) goes to val shards */
-    uint64_t shard_tokens;     /* tokens per shard at most */
-    bool quiet;                /* no progress on stderr */
+    const alloy_prepare_source *sources;
+    int n_sources;
+    const char *out_dir;         /* must not hold shards yet */
+    alloy_reader_options reader;
+    alloy_norm_form norm;        /* NFC by default */
+    bool dedup_exact;            /* drop exact duplicates (across all sources) */
+    bool dedup_minhash;          /* drop near duplicates (MinHash LSH) */
+    alloy_dedup_options dedup;   /* shingles, permutations, bands, threshold */
+    const char *dedup_log;       /* JSONL of every dropped document and what it duplicates; NULL: none */
+    bool mix;                    /* sources are mixed by their weights (else: by their sizes) */
+    uint64_t mix_tokens;         /* with mix: training tokens to write (0: as many as the data gives
+                                    without repeating any source) */
+    double val_fraction;         /* held out: documents by a hash of their text; the tail of large ones */
+    uint64_t seed;               /* the held-out choice, document order and the mix */
+    uint64_t shard_tokens;       /* tokens per shard at most */
+    bool eot;                    /* put the tokenizer's <|endoftext|> after every document */
+    bool quiet;                  /* no progress on stderr */
 } alloy_prepare_options;
 
+alloy_prepare_options alloy_prepare_defaults(void);
+
 typedef struct alloy_prepare_report {
-    uint64_t files, skipped_files, bytes, train_tokens, val_tokens;
+    uint64_t files, skipped_files, docs, bytes;
+    uint64_t dropped_empty, dropped_exact, dropped_near, malformed;
+    uint64_t train_tokens, val_tokens; /* written */
     int train_shards, val_shards;
+    double seconds;
 } alloy_prepare_report;
 
-/* Tokenizes the inputs with `tok` into out_dir/train-NNNNN.bin, val-NNNNN.bin and
- * manifest.json (sources, counts, shard checksums, tokenizer). */
+/* Reads every source, normalises, deduplicates, splits, tokenizes with `tok` and writes
+ * out_dir/train-NNNNN.bin, val-NNNNN.bin, manifest.json (every source's counts, what was dropped
+ * and why, the tokenizer's fingerprint) and, for a BPE tokenizer, tokenizer.json. Memory is
+ * bounded by the number of documents (dedup signatures, offsets), not their size: tokens wait
+ * in temporary files until they are mixed. */
 alloy_status alloy_prepare(const alloy_prepare_options *opt, const alloy_tokenizer *tok, alloy_prepare_report *report);
 
 #ifdef __cplusplus

@@ -164,7 +164,8 @@ static void maybe_crash(int64_t step) {
 }
 
 alloy_status alloy_train_save_checkpoint(const char *run_dir, int64_t step, const alloy_model *model,
-                                         const alloy_optimizer *opt, const cJSON *state, int keep) {
+                                         const alloy_optimizer *opt, const cJSON *state, int keep,
+                                         const char *tokenizer_json, size_t tokenizer_len) {
     char name[64], tmpname[80], rel[96];
     snprintf(name, sizeof name, "step-%08lld", (long long)step);
     snprintf(tmpname, sizeof tmpname, ".tmp-%s", name);
@@ -182,6 +183,11 @@ alloy_status alloy_train_save_checkpoint(const char *run_dir, int64_t step, cons
     if (!s) {
         p = alloy_path_join(tmp, "optimizer.safetensors");
         s = p ? alloy_optimizer_save(opt, model, p) : ALLOY_STATUS_NOMEM;
+        alloy_free(p);
+    }
+    if (!s && tokenizer_json) {
+        p = alloy_path_join(tmp, "tokenizer.json");
+        s = p ? alloy_write_file_atomic(p, tokenizer_json, tokenizer_len) : ALLOY_STATUS_NOMEM;
         alloy_free(p);
     }
     if (!s) {

@@ -158,6 +158,8 @@ typedef struct run {
     FILE *metrics;
     alloy_progress prog;
     float last_val;
+    char *tokenizer_json; /* the data's tokenizer.json, copied into every checkpoint; NULL if none */
+    size_t tokenizer_len;
 } run;
 
 static cJSON *state_to_json(const run *r) {
@@ -270,7 +272,8 @@ static alloy_status trim_metrics(const char *path, int64_t step) {
 static alloy_status save_checkpoint(run *r) {
     cJSON *state = state_to_json(r);
     if (!state) return ALLOY_STATUS_NOMEM;
-    alloy_status s = alloy_train_save_checkpoint(r->opt->out_dir, r->step, r->model, r->optim, state, r->opt->keep_ckpts);
+    alloy_status s = alloy_train_save_checkpoint(r->opt->out_dir, r->step, r->model, r->optim, state, r->opt->keep_ckpts,
+                                                 r->tokenizer_json, r->tokenizer_len);
     cJSON_Delete(state);
     return s;
 }
@@ -328,6 +331,37 @@ static alloy_status choose_config(const alloy_train_options *o, const char *resu
     if (o->seq > cfg->max_seq_len)
         return alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", o->seq, cfg->max_seq_len);
     return ALLOY_STATUS_OK;
+}
+
+/* The data's tokenizer (its tokenizer.json, or "bytes") must be the model's when the model
+ * already exists (--init, --resume): otherwise the ids mean different text. Loads the data's
+ * tokenizer.json for copying into checkpoints. */
+static alloy_status check_tokenizer(run *r, const char *model_dir) {
+    char *dj = alloy_path_join(r->opt->data_dir, "tokenizer.json");
+    if (!dj) return ALLOY_STATUS_NOMEM;
+    alloy_status s = ALLOY_STATUS_OK;
+    if (alloy_path_exists(dj)) s = alloy_file_read_all(dj, &r->tokenizer_json, &r->tokenizer_len);
+    if (!s && model_dir) {
+        char *mj = alloy_path_join(model_dir, "tokenizer.json");
+        alloy_tokenizer *a = NULL, *b = NULL;
+        s = mj ? ALLOY_STATUS_OK : ALLOY_STATUS_NOMEM;
+        bool data_bpe = r->tokenizer_json != NULL, model_bpe = mj && alloy_path_exists(mj);
+        if (!s && data_bpe != model_bpe && (data_bpe || !strcmp(r->model->config.tokenizer, "bpe")))
+            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s was tokenized with %s but the model %s uses %s", r->opt->data_dir,
+                           data_bpe ? "a BPE tokenizer" : "bytes", model_dir, model_bpe ? "a BPE tokenizer" : "bytes");
+        if (!s && data_bpe && model_bpe) {
+            s = alloy_tokenizer_load(&a, dj);
+            if (!s) s = alloy_tokenizer_load(&b, mj);
+            if (!s && alloy_tokenizer_hash(a) != alloy_tokenizer_hash(b))
+                s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s was tokenized with a different tokenizer than the model in %s",
+                               r->opt->data_dir, model_dir);
+        }
+        alloy_tokenizer_destroy(a);
+        alloy_tokenizer_destroy(b);
+        alloy_free(mj);
+    }
+    alloy_free(dj);
+    return s;
 }
 
 static void format_count(double n, char *buf, size_t size) {
@@ -434,6 +468,7 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
     } else {
         alloy_model_init_weights(r.model, o->seed);
     }
+    if ((s = check_tokenizer(&r, resume ? resume : (o->init_dir[0] ? o->init_dir : NULL)))) goto done;
     if ((s = alloy_optimizer_create(&r.optim, r.model, &o->adamw))) goto done;
     if ((s = alloy_loader_create(&r.train, r.ds, ALLOY_SPLIT_TRAIN, o->batch, o->seq, o->seed))) goto done;
     if ((s = alloy_loader_create(&r.val, r.ds, ALLOY_SPLIT_VAL, o->batch, o->seq, o->seed))) goto done;
@@ -492,5 +527,6 @@ done:
     alloy_optimizer_destroy(r.optim);
     alloy_model_destroy(r.model);
     alloy_dataset_close(r.ds);
+    alloy_free(r.tokenizer_json);
     return s;
 }

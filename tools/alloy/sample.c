@@ -13,7 +13,8 @@ static const char help[] =
     "usage: alloy sample --model DIR --prompt TEXT [--tokens N] [flags]\n"
     "\n"
     "Generates text from a model: DIR is a checkpoint folder or a run folder (its latest\n"
-    "checkpoint). Prints the prompt, then the continuation as it is sampled.\n"
+    "checkpoint), with its tokenizer.json (or the byte tokenizer). Prints the prompt, then the\n"
+    "continuation as it is sampled; stops early if the model produces <|endoftext|>.\n"
     "\n"
     "  --model DIR           checkpoint or run folder\n"
     "  --prompt TEXT         text to continue (default: a newline)\n"
@@ -85,17 +86,21 @@ int cmd_sample(int argc, char **argv) {
     if (s) return cli_fail("sample", s);
     alloy_model *m;
     s = alloy_model_load(&m, dir, 1, 0);
-    alloy_free(dir);
-    if (s) return cli_fail("sample", s);
-    const alloy_config *c = &m->config;
-    alloy_tokenizer *tok = NULL;
-    if (strcmp(c->tokenizer, "bytes") != 0) {
-        alloy_model_destroy(m);
-        alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the model names no tokenizer this version can use (alloy_tokenizer \"%s\" in config.json)",
-                   model_dir, c->tokenizer);
-        return cli_fail("sample", ALLOY_STATUS_MISMATCH);
+    if (s) {
+        alloy_free(dir);
+        return cli_fail("sample", s);
     }
-    s = alloy_tokenizer_create(&tok, c->tokenizer);
+    const alloy_config *c = &m->config;
+    // the checkpoint's tokenizer.json, or the byte tokenizer its config names
+    alloy_tokenizer *tok = NULL;
+    char *tj = alloy_path_join(dir, "tokenizer.json");
+    if (tj && alloy_path_exists(tj)) s = alloy_tokenizer_load(&tok, tj);
+    else if (!strcmp(c->tokenizer, "bytes")) s = alloy_tokenizer_create(&tok, "bytes");
+    else s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: no tokenizer.json and config.json names no tokenizer", dir);
+    alloy_free(tj);
+    if (!s && alloy_tokenizer_vocab_size(tok) > c->vocab_size)
+        s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has %d tokens but the model only %d", dir,
+                       alloy_tokenizer_vocab_size(tok), c->vocab_size);
     alloy_ids enc = {0};
     if (!s) s = alloy_tokenizer_encode(tok, prompt, strlen(prompt), 0, &enc);
     int32_t *ids = enc.data;
@@ -112,6 +117,7 @@ int cmd_sample(int argc, char **argv) {
         fflush(stdout);
         alloy_rng rng;
         alloy_rng_seed(&rng, seed);
+        int32_t eot = alloy_tokenizer_special_id(tok, "<|endoftext|>");
         size_t n = n_ids;
         for (int k = 0; k < n_tokens && !s; k++) {
             // the model sees at most its context length: the most recent tokens
@@ -119,7 +125,9 @@ int cmd_sample(int argc, char **argv) {
             s = alloy_model_forward(m, seq + n - T, 1, (int)T);
             if (s) break;
             const float *logits = m->acts.logits + (T - 1) * (size_t)c->vocab_size;
-            int32_t next = pick(logits, c->vocab_size, temperature, top_k, &rng, probs, sorted);
+            // only ids the tokenizer knows (a model's vocabulary may be padded beyond it)
+            int32_t next = pick(logits, alloy_tokenizer_vocab_size(tok), temperature, top_k, &rng, probs, sorted);
+            if (next == eot) break; // the model ended the text
             seq[n++] = next;
             char *text;
             size_t len;
@@ -138,5 +146,6 @@ int cmd_sample(int argc, char **argv) {
     alloy_free(sorted);
     alloy_tokenizer_destroy(tok);
     alloy_model_destroy(m);
+    alloy_free(dir);
     return s ? cli_fail("sample", s) : 0;
 }
