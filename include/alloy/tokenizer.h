@@ -99,6 +99,9 @@ alloy_status alloy_bpe_trainer_create(alloy_bpe_trainer **out, const alloy_bpe_t
 alloy_status alloy_bpe_trainer_feed(alloy_bpe_trainer *tr, const char *text, size_t n);
 /* Learns the merges and builds the tokenizer; deterministic for the same text and options. */
 alloy_status alloy_bpe_trainer_finish(alloy_bpe_trainer *tr, alloy_tokenizer **out);
+/* What the trainer has seen and done (any pointer may be NULL): bytes fed, distinct pieces,
+ * merges learned (after finish). */
+void alloy_bpe_trainer_stats(const alloy_bpe_trainer *tr, uint64_t *bytes_fed, uint64_t *distinct_pieces, int *merges);
 void alloy_bpe_trainer_destroy(alloy_bpe_trainer *tr);
 
 #ifdef __cplusplus

@@ -53,16 +53,15 @@ static void bytes_to_unicode(const char *b, size_t n, char *out) {
 
 /* Sets the tokens of a vocab object {"string": id, ...}. */
 static alloy_status set_vocab(alloy_tokenizer *t, const cJSON *vocab, const char *what) {
-    char buf[65536];
     for (const cJSON *it = vocab->child; it; it = it->next) {
         size_t n;
         if (!cJSON_IsNumber(it))
             return alloy_fail(ALLOY_STATUS_FORMAT, "%s: vocabulary entry \"%.40s\" has no integer id", what, it->string);
-        if (strlen(it->string) > sizeof buf || !unicode_to_bytes(it->string, buf, &n)) {
-            // not a byte-level string: acceptable only for a special token named in added_tokens
-            continue;
-        }
-        alloy_status s = tok_set(t, (int32_t)it->valuedouble, buf, n, false, what);
+        char *buf = alloy_malloc(strlen(it->string) + 1);
+        if (!buf) return ALLOY_STATUS_NOMEM;
+        alloy_status s = ALLOY_STATUS_OK;
+        if (unicode_to_bytes(it->string, buf, &n)) s = tok_set(t, (int32_t)it->valuedouble, buf, n, false, what);
+        alloy_free(buf); // a string not in byte-level form is skipped: the caller checks coverage
         if (s) return s;
     }
     return ALLOY_STATUS_OK;
@@ -71,21 +70,30 @@ static alloy_status set_vocab(alloy_tokenizer *t, const cJSON *vocab, const char
 /* Parses "a b" (or ["a", "b"]) and adds the merge. */
 static alloy_status add_merge_text(alloy_tokenizer *t, const char *a, size_t na, const char *b, size_t nb, long line,
                                    const char *what) {
-    char x[1024], y[1024], bx[1024], by[1024];
+    if (na == 0 || nb == 0) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: merge %ld is malformed", what, line);
+    char *x = alloy_malloc(na + 1), *y = alloy_malloc(nb + 1), *bx = alloy_malloc(na + 1), *by = alloy_malloc(nb + 1);
+    alloy_status s = (!x || !y || !bx || !by) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
     size_t nx, ny;
-    if (na == 0 || nb == 0 || na >= sizeof x || nb >= sizeof y)
-        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: merge %ld is malformed", what, line);
-    memcpy(x, a, na);
-    x[na] = '\0';
-    memcpy(y, b, nb);
-    y[nb] = '\0';
-    if (!unicode_to_bytes(x, bx, &nx) || !unicode_to_bytes(y, by, &ny))
-        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: merge %ld (\"%s %s\") is not in byte-level form", what, line, x, y);
-    int32_t l = tok_lookup(t, bx, nx), r = tok_lookup(t, by, ny);
-    if (l < 0 || r < 0)
-        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: merge %ld (\"%s %s\") names a token that is not in the vocabulary", what,
-                          line, x, y);
-    return tok_add_merge(t, l, r, what);
+    if (!s) {
+        memcpy(x, a, na);
+        x[na] = '\0';
+        memcpy(y, b, nb);
+        y[nb] = '\0';
+        if (!unicode_to_bytes(x, bx, &nx) || !unicode_to_bytes(y, by, &ny))
+            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: merge %ld (\"%.64s %.64s\") is not in byte-level form", what, line, x, y);
+    }
+    if (!s) {
+        int32_t l = tok_lookup(t, bx, nx), r = tok_lookup(t, by, ny);
+        if (l < 0 || r < 0)
+            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: merge %ld (\"%.64s %.64s\") names a token that is not in the vocabulary",
+                           what, line, x, y);
+        else s = tok_add_merge(t, l, r, what);
+    }
+    alloy_free(x);
+    alloy_free(y);
+    alloy_free(bx);
+    alloy_free(by);
+    return s;
 }
 
 static int32_t max_id(const cJSON *vocab, const cJSON *added) {
@@ -232,12 +240,14 @@ static alloy_status load_tokenizer_json(alloy_tokenizer **out, const cJSON *j, c
         if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < t->n_tokens &&
             (t->flags[(int32_t)it->valuedouble] & TOKEN_USED))
             continue;
-        char buf[65536];
         size_t n;
-        if (!cJSON_IsNumber(it)) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: vocabulary entry \"%.40s\" has no id", what, it->string);
-        else if (strlen(it->string) > sizeof buf || !unicode_to_bytes(it->string, buf, &n))
+        char *buf = alloy_malloc(strlen(it->string) + 1);
+        if (!buf) s = ALLOY_STATUS_NOMEM;
+        else if (!cJSON_IsNumber(it)) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: vocabulary entry \"%.40s\" has no id", what, it->string);
+        else if (!unicode_to_bytes(it->string, buf, &n))
             s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: vocabulary entry \"%.40s\" is not in byte-level form", what, it->string);
         else s = tok_set(t, (int32_t)it->valuedouble, buf, n, false, what);
+        alloy_free(buf);
     }
     if (!s) s = tok_index(t, what);
     long line = 0;
@@ -386,7 +396,7 @@ alloy_status alloy_tokenizer_save(const alloy_tokenizer *t, const char *path) {
     cJSON_AddBoolToObject(model, "fuse_unk", false);
     cJSON_AddBoolToObject(model, "byte_fallback", false);
     cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
-    char *buf = alloy_malloc(2 * 65536 + 1);
+    char *buf = alloy_malloc(4 * 65536 + 2); // two tokens of up to 65536 bytes, 2 UTF-8 bytes each
     if (!buf) {
         cJSON_Delete(j);
         return ALLOY_STATUS_NOMEM;

@@ -26,7 +26,7 @@ static const char help[] =
     "decode   reads a JSON array of ids from FILE (default: standard input), prints the text\n"
     "train    learns a byte-level BPE (GPT-2's pre-tokenizer) from files or folders\n"
     "  --vocab-size N        final vocabulary, special tokens included\n"
-    "  --special TEXT...     special tokens to add (default: <|endoftext|>)\n"
+    "  --special TEXT...     special tokens to add (default: <|endoftext|>; --special \"\" for none)\n"
     "  --min-frequency N     merge only pairs seen this often (default 2)\n"
     "  --quiet               no progress\n"
     "info     prints the kind, vocabulary size, merges, special tokens, regex and fingerprint\n";
