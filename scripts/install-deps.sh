@@ -3,7 +3,7 @@
 # A no-op when everything is present. Needs root (or sudo) only when something is missing.
 #
 #   scripts/install-deps.sh          build + run dependencies (make, make demo)
-#   scripts/install-deps.sh --test   also the test oracles (PyTorch from Debian)
+#   scripts/install-deps.sh --test   also the test oracles: PyTorch from Debian, js-tiktoken from npm
 set -euo pipefail
 
 pkgs=(
@@ -18,13 +18,29 @@ if [ "${1:-}" = "--test" ]; then
   pkgs+=(python3 python3-torch python3-numpy)   # PyTorch twins in tests/reference
 fi
 
+if [ "${1:-}" = "--test" ] && ! command -v node >/dev/null 2>&1; then
+  pkgs+=(nodejs npm)   # Debian's, when the machine has no Node.js of its own
+fi
+
+# npm oracles for the tests (js-tiktoken), pinned by tests/js/package-lock.json
+npm_oracles() {
+  [ "${1:-}" = "--test" ] || return 0
+  local here; here=$(cd "$(dirname "$0")/.." && pwd)
+  [ -d "$here/tests/js/node_modules/js-tiktoken" ] && return 0
+  echo "install-deps: npm ci in tests/js" >&2
+  (cd "$here/tests/js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  npm_oracles "${1:-}"
+  exit 0
+fi
 
 echo "install-deps: installing ${missing[*]}" >&2
 if [ "$(id -u)" -eq 0 ]; then
@@ -38,3 +54,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+npm_oracles "${1:-}"
