@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ALLOY=${ALLOY:-build/alloy}
 OUT=${DEMO_OUT:-runs/demo}
-STEPS=${DEMO_STEPS:-600}
+STEPS=${DEMO_STEPS:-450}
 PRESET=${DEMO_PRESET:-small-gpt2}
+VOCAB=${DEMO_VOCAB:-4096}
 
 rm -rf "$OUT"
 mkdir -p "$OUT/text"
@@ -22,17 +23,21 @@ cp /usr/include/stdio.h /usr/include/stdlib.h /usr/include/string.h /usr/include
    /usr/include/ctype.h /usr/include/wchar.h /usr/include/locale.h /usr/include/setjmp.h /usr/include/stdint.h \
    "$OUT/text/include/" 2>/dev/null || true
 
-echo "== alloy prepare"
-"$ALLOY" prepare --input "$OUT/text" --out "$OUT/data"
+echo "== alloy tokenizer train (byte-level BPE, $VOCAB tokens)"
+"$ALLOY" tokenizer train --input "$OUT/text" --vocab-size "$VOCAB" --out "$OUT/tokenizer.json" --quiet
+
+echo "== alloy prepare (normalise, deduplicate, tokenize, mix)"
+"$ALLOY" prepare --input jargon="$OUT/text/jargon.txt" bible="$OUT/text/bible-kjv.txt" headers="$OUT/text/include" \
+  --tokenizer "$OUT/tokenizer.json" --dedup exact,minhash --out "$OUT/data"
 
 echo "== alloy train ($PRESET, $STEPS steps)"
 "$ALLOY" train --data "$OUT/data" --preset "$PRESET" --out "$OUT/run" --steps "$STEPS" --batch 16 --seq 128 \
   --lr 2e-3 --warmup 50 --eval-every 100 --eval-batches 20 --ckpt-every 200
 
 echo "== alloy sample"
-for prompt in "And God said unto Moses, " "hacker n. " "#include <"; do
+for prompt in "And God said unto Moses" "The hacker" "#include"; do
   echo "--- prompt: $prompt"
-  "$ALLOY" sample --model "$OUT/run" --prompt "$prompt" --tokens 240 --temperature 0.7 --top-k 20
+  "$ALLOY" sample --model "$OUT/run" --prompt "$prompt" --tokens 80 --temperature 0.7 --top-k 20
 done
 
 echo "== result"
@@ -40,6 +45,6 @@ val=$(awk -F'"val_loss":' '/"type":"eval"/ { split($2, a, ","); v = a[1] } END {
 first=$(awk -F'"loss":' '/"type":"train"/ { split($2, a, ","); print a[1]; exit }' "$OUT/run/metrics.jsonl")
 uni=$(awk -F'"unigram_entropy":' '/"type":"start"/ { split($2, a, ","); print a[1]; exit }' "$OUT/run/metrics.jsonl")
 awk -v v="$val" -v f="$first" -v u="$uni" 'BEGIN {
-  printf "held-out loss %.3f nats/byte (%.2f bits/byte), from %.3f at the first step;\n", v, v / log(2), f
-  printf "the unigram entropy of the data is %.3f nats/byte: the model is %.0f%% below what byte frequencies alone give.\n", u, 100 * (u - v) / u }'
+  printf "held-out loss %.3f nats/token, from %.3f at the first step;\n", v, f
+  printf "the unigram entropy of the data is %.3f nats/token: the model is %.2f nats below what token frequencies alone give.\n", u, u - v }'
 echo "Metrics: $OUT/run/metrics.jsonl; model: $OUT/run (alloy inspect $OUT/run; alloy sample --model $OUT/run --prompt ...)"
