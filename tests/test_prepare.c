@@ -81,10 +81,12 @@ static void test_readers(void) {
     write_text(js, "[{\"instruction\": \"Do X\", \"input\": \"\", \"response\": \"Done\"}, 7, "
                    "{\"instruction\": \"Do Y\", \"input\": \"with Z\", \"response\": \"Ok\"}, {\"instruction\": \"no response\"}]");
     o.field = "instruction,input,response";
+    free(all);
     all = read_all_docs((const char *[]){js}, 1, &o, &st);
     EXPECT(all && !strcmp(all, "Do X\n\nDone|Do Y\n\nwith Z\n\nOk"), "JSON fields: '%s'", all);
     EXPECT(st.malformed == 1 && st.missing_field == 1, "JSON array skips %llu/%llu", (unsigned long long)st.malformed,
            (unsigned long long)st.missing_field);
+    free(all);
     write_text(js, "{\"text\": \"an object, not an array\"}");
     alloy_reader *r;
     REQUIRE(alloy_reader_open(&r, (const char *[]){js}, 1, &o) == ALLOY_STATUS_OK, "open");

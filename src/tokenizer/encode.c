@@ -396,6 +396,7 @@ alloy_status alloy_tokenizer_encode_parallel(const alloy_tokenizer *t, const cha
         for (int b = 0; b < blocks; b++) total += part[b].n;
         if (!s) s = alloy_ids_reserve(ids, total);
         for (int b = 0; b < blocks && !s; b++) {
+            if (!part[b].n) continue; // an empty block has no array at all
             memcpy(ids->data + ids->n, part[b].data, part[b].n * sizeof(int32_t));
             ids->n += part[b].n;
         }
