@@ -72,6 +72,10 @@ alloy_status alloy_tokenizer_encode(const alloy_tokenizer *tok, const char *text
  * the pieces cannot change; the result equals alloy_tokenizer_encode's. */
 alloy_status alloy_tokenizer_encode_parallel(const alloy_tokenizer *tok, const char *text, size_t n,
                                              unsigned flags, int threads, alloy_ids *ids);
+/* The first position >= from where text may be cut without changing the pieces of GPT-2's
+ * pre-tokenizer on either side (just after a newline with a printable ASCII character on each
+ * side), or n if there is none. Used to split large texts for threads, units and blocks. */
+size_t alloy_tokenizer_safe_cut(const char *text, size_t n, size_t from);
 /* Decodes ids into a new NUL-terminated buffer (alloy_free it) of *len bytes; RANGE for an id
  * outside the vocabulary. */
 alloy_status alloy_tokenizer_decode(const alloy_tokenizer *tok, const int32_t *ids, size_t n, char **text,

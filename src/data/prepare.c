@@ -93,24 +93,13 @@ static bool goes_to_val(const pass1 *p, const char *text, size_t n) {
     return (double)(h >> 11) * 0x1.0p-53 < p->opt->val_fraction;
 }
 
-/* The first place at or after `from` where text can be cut without changing its tokens: just
- * after a newline with a printable ASCII character on each side (see encode.c); n if none. */
-static size_t safe_cut(const char *text, size_t n, size_t from) {
-    for (size_t i = from < 2 ? 2 : from; i < n; i++) {
-        if (text[i - 1] != '\n') continue;
-        unsigned char a = (unsigned char)text[i - 2], b = (unsigned char)text[i];
-        if (a > 0x20 && a < 0x7F && b > 0x20 && b < 0x7F) return i;
-    }
-    return n;
-}
-
 /* Tokenizes a document into f, as units of about MIX_UNIT bytes (the mix takes whole units,
  * so a source made of one large file can still be mixed at any share); the end-of-text token
  * follows the last unit. */
 static alloy_status encode_to(pass1 *p, tokfile *f, const char *text, size_t n) {
     size_t off = 0;
     while (off < n) {
-        size_t end = n - off > 2 * MIX_UNIT ? safe_cut(text, n, off + MIX_UNIT) : n;
+        size_t end = n - off > 2 * MIX_UNIT ? alloy_tokenizer_safe_cut(text, n, off + MIX_UNIT) : n;
         p->ids.n = 0;
         alloy_status s = alloy_encoder_encode(p->enc, text + off, end - off, 0, &p->ids);
         if (!s && end == n && p->eot >= 0) s = alloy_ids_push(&p->ids, p->eot);

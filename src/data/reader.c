@@ -70,7 +70,7 @@ static alloy_status walk(alloy_reader *r, const char *path, bool top) {
     alloy_status s = ALLOY_STATUS_OK;
     struct dirent *e;
     while (!s && (e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (e->d_name[0] == '.') continue; // ".", "..", and hidden entries (.git)
         if (n == cap) {
             size_t nc = cap ? 2 * cap : 64;
             char **nn = alloy_realloc(names, sizeof(char *) * cap, sizeof(char *) * nc);

@@ -340,10 +340,10 @@ alloy_status alloy_tokenizer_encode(const alloy_tokenizer *t, const char *text, 
     return s;
 }
 
-/* A place to cut text so that the pieces on both sides are those of the whole: just after a
- * newline that has a printable ASCII character on each side (a whitespace run of exactly one
- * "\n", which every branch of the pattern ends at). Returns n if there is none from `from`. */
-static size_t safe_cut(const char *text, size_t n, size_t from) {
+/* Just after a newline with a printable ASCII character on each side, the whitespace run is
+ * exactly "\n", which every branch of the pattern ends at: the pieces on both sides are those of
+ * the whole. */
+size_t alloy_tokenizer_safe_cut(const char *text, size_t n, size_t from) {
     for (size_t p = from < 2 ? 2 : from; p < n; p++) {
         if (text[p - 1] != '\n') continue;
         unsigned char a = (unsigned char)text[p - 2], b = (unsigned char)text[p];
@@ -377,7 +377,7 @@ alloy_status alloy_tokenizer_encode_parallel(const alloy_tokenizer *t, const cha
     for (int k = 0; k < nt && !s; k++) s = alloy_encoder_create(&enc[k], t);
     if (!s) {
         for (int b = 1; b < blocks; b++) {
-            size_t c = safe_cut(text, n, n / (size_t)blocks * (size_t)b);
+            size_t c = alloy_tokenizer_safe_cut(text, n, n / (size_t)blocks * (size_t)b);
             cut[b] = c < cut[b - 1] ? cut[b - 1] : c;
         }
         cut[blocks] = n;
