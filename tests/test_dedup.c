@@ -832,9 +832,12 @@ static void test_minhash_recall(void) {
         const alloy_dedup_verdict *x = &v[2 * N_BASE + e];
         exact_ok += x->kind == ALLOY_DEDUP_EXACT && x->match_id == (uint64_t)c.copy_of[e];
     }
-    int hi_pairs = 0, hi_flagged = 0;
-    for (int b = 0; b < NB; b++)
+    int hi_pairs = 0, hi_flagged = 0, at_pairs = 0, at_flagged = 0;
+    for (int b = 0; b < NB; b++) {
         if (edges[b] >= 0.85) hi_pairs += pairs[b], hi_flagged += flagged[b];
+        if (edges[b] >= 0.80) at_pairs += pairs[b], at_flagged += flagged[b];
+    }
+    double recall_at = at_pairs ? (double)at_flagged / at_pairs : 0;
     double recall_hi = hi_pairs ? (double)hi_flagged / hi_pairs : 0;
     double fp_rate = (double)base_dropped / N_BASE;
 
@@ -849,9 +852,8 @@ static void test_minhash_recall(void) {
         printf("# [%.2f, %.2f)  %5d  %7d  %.3f\n", edges[b], edges[b + 1] > 1 ? 1.0 : edges[b + 1], pairs[b], flagged[b],
                pairs[b] ? (double)flagged[b] / pairs[b] : 0.0);
     int mid = 5; // [0.80, 0.85)
-    printf("# recall at true J >= 0.85 (threshold 0.80 + margin 0.05): %d/%d = %.4f (required >= 0.95)\n", hi_flagged,
-           hi_pairs, recall_hi);
-    printf("# recall at 0.80 <= true J < 0.85: %d/%d = %.3f (not required: the estimate's s.d. is ~0.035 there)\n",
+    printf("# recall at true J >= 0.80 (the threshold): %d/%d = %.4f (required >= 0.95)\n", at_flagged, at_pairs, recall_at);
+    printf("# recall at true J >= 0.85: %d/%d = %.4f; at 0.80 <= J < 0.85: %d/%d = %.3f\n", hi_flagged, hi_pairs, recall_hi,
            flagged[mid], pairs[mid], pairs[mid] ? (double)flagged[mid] / pairs[mid] : 0.0);
     printf("# false positives: unrelated base docs dropped %d/%d = %.4f (required < 0.01); near duplicates matched to "
            "the wrong doc: %d\n",
@@ -864,7 +866,8 @@ static void test_minhash_recall(void) {
     printf("# check() throughput: %.1f MB/s (%.3f s for %.1f MB, %d docs)\n", c.bytes / 1e6 / secs, secs, c.bytes / 1e6,
            c.n_docs);
 
-    EXPECT(recall_hi >= 0.95, "recall at J >= 0.85 is %.4f", recall_hi);
+    EXPECT(recall_at >= 0.95, "recall at J >= 0.80 is %.4f", recall_at);
+    EXPECT(recall_hi >= 0.99, "recall at J >= 0.85 is %.4f", recall_hi);
     EXPECT(fp_rate < 0.01, "false-positive rate %.4f", fp_rate);
     EXPECT(wrong_match == 0, "%d near duplicates matched an unrelated document", wrong_match);
     EXPECT(exact_as_near == 0, "%d re-punctuated variants were exact", exact_as_near);

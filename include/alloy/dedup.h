@@ -71,7 +71,9 @@ typedef struct alloy_dedup_options {
     int permutations;    /* MinHash signature length: 1..1024 (default 128) */
     int bands;           /* LSH bands (default 16) */
     int rows;            /* signature slots per band; bands·rows == permutations (default 8) */
-    double threshold;    /* near duplicate when the estimated Jaccard >= this: (0, 1] (default 0.8) */
+    double threshold;    /* Jaccard similarity from which pairs are near duplicates: (0, 1] (default
+                            0.8). A candidate counts when its estimate is >= threshold − 2σ, σ the
+                            estimate's standard error there (0.035 for 0.8 and 128 permutations) */
     uint64_t seed;       /* draws the permutations (a_i, b_i); same seed, same verdicts */
 } alloy_dedup_options;
 
@@ -83,7 +85,7 @@ alloy_dedup_options alloy_dedup_defaults(void);
 typedef enum alloy_dedup_kind {
     ALLOY_DEDUP_KEEP = 0, /* new: kept and remembered */
     ALLOY_DEDUP_EXACT,    /* the same bytes as a kept document (by 128-bit hash) */
-    ALLOY_DEDUP_NEAR,     /* estimated Jaccard >= threshold with a kept document */
+    ALLOY_DEDUP_NEAR,     /* estimated Jaccard >= threshold − 2σ with a kept document */
 } alloy_dedup_kind;
 
 typedef struct alloy_dedup_verdict {

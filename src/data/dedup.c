@@ -9,7 +9,10 @@
  *           hash h to (a_i·h + b_i) mod (2^61 − 1) and signature slot i keeps the minimum
  *           (its low 32 bits). The signature is cut into `bands` bands of `rows` slots; kept
  *           documents sharing a whole band are candidates, and the candidate with most
- *           agreeing slots decides: NEAR when agreeing/permutations >= threshold.
+ *           agreeing slots decides: NEAR when agreeing/permutations >= threshold − 2σ, where
+ *           σ = sqrt(t(1 − t)/permutations) is the estimate's standard error at the threshold
+ *           (0.035 for 0.8 and 128): the threshold is the similarity at which pairs are caught,
+ *           not one that the estimate's noise halves.
  * Only kept documents are stored, and only their hash, signature and band entries, never
  * their text: memory grows with the number kept, whatever their length.
  *
@@ -37,7 +40,7 @@ typedef struct lsh_entry {
 struct alloy_dedup {
     alloy_dedup_options opt; /* as validated at create */
     int k;                 /* permutations */
-    int min_agree;         /* agreeing slots needed for NEAR: ceil(threshold·k) */
+    int min_agree;         /* agreeing slots needed for NEAR: ceil((t − 2σ)·k) */
     uint32_t *perm_al;     /* (k) low 32 bits of the multipliers a_i in [1, p) */
     uint32_t *perm_ah;     /* (k) their high 29 bits */
     uint64_t *perm_b;      /* (k) offsets in [0, p) */
@@ -251,7 +254,8 @@ alloy_status alloy_dedup_create(alloy_dedup **out, const alloy_dedup_options *op
     if (!d) return ALLOY_STATUS_NOMEM;
     d->opt = o;
     d->k = o.permutations;
-    d->min_agree = (int)ceil(o.threshold * d->k - 1e-9); // 0.8 · 128 = 102.4: 103 slots
+    double sigma = sqrt(o.threshold * (1.0 - o.threshold) / d->k);
+    d->min_agree = (int)ceil((o.threshold - 2.0 * sigma) * d->k - 1e-9); // 0.8, 128: (0.8 − 0.071)·128 → 94 slots
     if (d->min_agree < 1) d->min_agree = 1;
     d->stamp = 1;
     size_t k = (size_t)d->k;

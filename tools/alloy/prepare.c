@@ -34,7 +34,7 @@ static const char help[] =
     "  --minhash-shingle N   words per shingle (default 5)\n"
     "  --minhash-perm N      signature length (default 128)\n"
     "  --minhash-bands N     LSH bands; rows = perm / bands (default 16)\n"
-    "  --minhash-threshold X estimated Jaccard similarity that counts as a duplicate (default 0.8)\n"
+    "  --minhash-threshold X Jaccard similarity from which documents are duplicates (default 0.8)\n"
     "  --dedup-log FILE      JSONL: every dropped document and the one it duplicates\n"
     "tokens and shards:\n"
     "  --tokenizer PATH      bytes (default), a tokenizer.json, or a folder with one or with GPT-2's\n"
