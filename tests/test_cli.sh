@@ -63,6 +63,27 @@ cp -r "$T/data" "$T/magic"; printf 'XXXX' | dd of="$T/magic/val-00000.bin" bs=1 
 expect 1 "bad shard magic" "val-00000.bin: not a token shard \(bad magic\)" "$ALLOY" inspect "$T/magic/val-00000.bin"
 expect 1 "inspect garbage" "garbage.safetensors: (too short|header length)" bash -c "printf 'hello world' >'$T/garbage.safetensors'; '$ALLOY' inspect '$T/garbage.safetensors'"
 
+# ---- the data pipeline and tokenizers through the command ----
+printf '{"text": "one"}\nnot json\n{"body": "x"}\n{"text": "caf\xff\xfe two"}\n' >"$T/bad.jsonl"
+expect 0 "prepare counts malformed JSONL" "2 documents.*skipped 2 malformed records" "$ALLOY" prepare --input "$T/bad.jsonl" --out "$T/dj" --val-fraction 0
+grep -q '"first_skipped":[[:space:]]*".*bad.jsonl:2: not a JSON object"' "$T/dj/manifest.json" && ok "manifest names the first skipped line" \
+  || nok "manifest lacks first_skipped"
+grep -q '"invalid_utf8_replaced":[[:space:]]*2' "$T/dj/manifest.json" && ok "invalid UTF-8 counted (2 bytes, 2 U+FFFD)" || nok "invalid UTF-8 not counted"
+: >"$T/empty.txt"
+expect 2 "prepare of empty input" "no text left to train on" "$ALLOY" prepare --input "$T/empty.txt" --out "$T/de"
+echo '{"model": {"type": "WordPiece", "vocab": {}}}' >"$T/wp.json"
+expect 1 "tokenizer of the wrong kind" "wp.json: a WordPiece model, not byte-level BPE" "$ALLOY" prepare --input "$T/src" --out "$T/dw" --tokenizer "$T/wp.json"
+expect 2 "mix names an unknown source" "--mix names zz" "$ALLOY" prepare --input a="$T/src" --mix zz:1 --out "$T/dm"
+expect 0 "tokenizer train" "vocabulary 300 \(256 bytes, 43 merges, 1 special\)" "$ALLOY" tokenizer train --input "$T/src" --vocab-size 300 --out "$T/tok.json" --quiet
+printf 'Hello, world! <|endoftext|> again' >"$T/hello.txt"
+"$ALLOY" tokenizer encode --tokenizer "$T/tok.json" --input "$T/hello.txt" --allow-special >"$T/ids.json" 2>"$T/err" &&
+  "$ALLOY" tokenizer decode --tokenizer "$T/tok.json" --input "$T/ids.json" >"$T/back.txt" 2>>"$T/err" &&
+  cmp -s "$T/hello.txt" "$T/back.txt" && grep -q ',299,' "$T/ids.json" && ok "encode/decode round trip, special id 299" || nok "round trip: $(cat "$T/err")"
+echo '[1, "x"]' >"$T/badids.json"
+expect 1 "decode of a bad id list" "badids.json: element 1 is not an integer id" "$ALLOY" tokenizer decode --tokenizer "$T/tok.json" --input "$T/badids.json"
+expect 1 "decode of an id out of range" "token id 300 at position 0 is outside the vocabulary" bash -c "echo '[300]' | '$ALLOY' tokenizer decode --tokenizer '$T/tok.json'"
+expect 2 "tokenizer without a subcommand" "expects encode, decode, train or info" "$ALLOY" tokenizer
+
 # ---- a short run to have checkpoints ----
 expect 0 "train tiny" "held-out loss" "$ALLOY" train --data "$T/data" --out "$T/run" --preset tiny-gpt2 --steps 6 --batch 2 --seq 32 --eval-every 3 --ckpt-every 3 --threads 1
 expect 2 "out holds a run" "already holds a run; continue it with --resume" "$ALLOY" train --data "$T/data" --out "$T/run" --preset tiny-gpt2
