@@ -16,6 +16,7 @@
 #ifndef ALLOY_KERNELS_H
 #define ALLOY_KERNELS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -38,6 +39,25 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
  * (may be NULL). */
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int IC, int OC, alloy_weight_layout layout);
+
+/* ---- bf16 matrix products (own AVX-512 BF16 kernels, src/kernels/gemm_bf16.c) ---- */
+
+/* The element type of the matrix products. */
+typedef enum alloy_precision {
+    ALLOY_PRECISION_F32 = 0,  /* fp32 through OpenBLAS sgemm */
+    ALLOY_PRECISION_BF16 = 1, /* inputs rounded to bf16 (nearest even), fp32 accumulation: gemm_bf16 */
+} alloy_precision;
+
+/* True when this CPU executes the avx512_bf16 instructions (vdpbf16ps). */
+bool gemm_bf16_supported(void);
+/* Row-major C (M, N) = alpha·op(A)·op(B) + beta·C with the meaning of cblas_sgemm(CblasRowMajor,
+ * ...): op(A) is (M, K), A stored (M, K) with leading dimension lda, or (K, M) when trans_a;
+ * op(B) is (K, N), B stored (K, N) with ldb, or (N, K) when trans_b. A and B are fp32 and are
+ * rounded to bf16 while packed; products are summed in fp32. beta 0 overwrites C (NaNs in C
+ * are not read). Threads: OpenMP inside; the result does not depend on the thread count.
+ * Needs gemm_bf16_supported(). */
+void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
 
 /* ---- embeddings ---- */
 

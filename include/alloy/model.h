@@ -139,8 +139,16 @@ typedef struct alloy_grad_acts {
     float *dhidden; /* (B·T, C) gradient into the final hidden states from a head other than LM */
 } alloy_grad_acts;
 
+/* How the model computes (not what it computes). */
+typedef struct alloy_model_options {
+    alloy_precision precision; /* matrix products: ALLOY_PRECISION_F32 (default) or ALLOY_PRECISION_BF16 (bf16
+                          inputs, fp32 accumulation and fp32 master weights) */
+    bool recompute;    /* keep only each layer's input and recompute the rest in the backward */
+} alloy_model_options;
+
 typedef struct alloy_model {
     alloy_config config;
+    alloy_model_options opts;
     alloy_tensor_info *tensors; /* the parameter table, in arena order */
     int n_tensors;
     size_t num_params;          /* floats in the arena */
@@ -163,6 +171,10 @@ typedef struct alloy_model {
 /* Builds the table and allocates params, grads and activations for max_B x max_T tokens
  * (max_T ≤ cfg->max_seq_len). Weights are zero until init or load. */
 alloy_status alloy_model_create(alloy_model **out, const alloy_config *cfg, int max_B, int max_T);
+/* The same with options (NULL: the defaults). BF16 fails with USAGE on a CPU without
+ * avx512_bf16. */
+alloy_status alloy_model_create_ex(alloy_model **out, const alloy_config *cfg, int max_B, int max_T,
+                                   const alloy_model_options *opts);
 void alloy_model_destroy(alloy_model *m);
 /* GPT-2-style initialisation from a seed: N(0, 0.02) weights, residual projections scaled by
  * 1/sqrt(2L), zero biases, unit norms. */

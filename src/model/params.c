@@ -186,7 +186,17 @@ static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *tot
 }
 
 alloy_status alloy_model_create(alloy_model **out, const alloy_config *cfg, int max_B, int max_T) {
+    return alloy_model_create_ex(out, cfg, max_B, max_T, NULL);
+}
+
+alloy_status alloy_model_create_ex(alloy_model **out, const alloy_config *cfg, int max_B, int max_T,
+                                   const alloy_model_options *opts) {
     *out = NULL;
+    alloy_model_options o = opts ? *opts : (alloy_model_options){0};
+    if (o.precision == ALLOY_PRECISION_BF16 && !gemm_bf16_supported())
+        return alloy_fail(ALLOY_STATUS_USAGE, "bf16 needs a CPU with the avx512_bf16 instructions; this one lacks them");
+    if (o.precision != ALLOY_PRECISION_F32 && o.precision != ALLOY_PRECISION_BF16)
+        return alloy_fail(ALLOY_STATUS_USAGE, "unknown precision %d", (int)o.precision);
     alloy_status s = alloy_config_validate(cfg, "model config");
     if (s) return s;
     if (max_B < 1 || max_T < 1)
@@ -197,6 +207,7 @@ alloy_status alloy_model_create(alloy_model **out, const alloy_config *cfg, int 
     alloy_model *m = alloy_calloc(1, sizeof *m);
     if (!m) return ALLOY_STATUS_NOMEM;
     m->config = *cfg;
+    m->opts = o;
     m->max_B = max_B;
     m->max_T = max_T;
 
