@@ -4,7 +4,7 @@
 #   make demo       installs dependencies, then trains a small model on local text and samples
 #   make test       installs dependencies (test oracles too), builds, runs every test
 #   make asan       the same tests, built with AddressSanitizer + UndefinedBehaviorSanitizer
-#   make bench      benchmarks (bench/)
+#   make bench      benchmarks (bench/*_bench.sh; C programs bench/*.c are built in build/bench/)
 #   make install    PREFIX=/usr/local
 
 BUILD    ?= build
@@ -24,11 +24,13 @@ LDLIBS   := $(PKG_LIBS) -fopenmp -lm $(EXTRA_LDFLAGS)
 LIB_SRC  := $(sort $(wildcard src/*/*.c))
 CMD_SRC  := $(sort $(wildcard tools/alloy/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
+BENCH_SRC := $(sort $(wildcard bench/*.c))
 HDRS     := $(wildcard include/alloy/*.h) $(wildcard src/*/*.h) $(wildcard tools/alloy/*.h) $(wildcard tests/*.h)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib test asan demo bench install clean deps test-deps check-deps
 
@@ -37,7 +39,12 @@ all: $(BUILD)/liballoy.a $(BUILD)/liballoy.so $(BUILD)/alloy.pc $(BUILD)/alloy
 lib: $(BUILD)/liballoy.a $(BUILD)/liballoy.so
 
 # Fails early with the command to run when a library is missing (make demo/test install them).
-check-deps:
+check-$(BUILD)/bench/%: bench/%.c $(BUILD)/liballoy.a $(HDRS)
+	@mkdir -p $(dir $@)
+	@echo "  BENCH $@"
+	@$(CC) $(ALL_CFLAGS) -Ibench -o $@ $< $(BUILD)/liballoy.a $(LDLIBS)
+
+deps:
 	@pkg-config --exists $(PKGS) || { echo "missing libraries: run scripts/install-deps.sh (as root)" >&2; exit 1; }
 
 $(BUILD)/obj/%.o: %.c $(HDRS) | check-deps
@@ -92,7 +99,7 @@ demo: deps
 	@bash scripts/demo.sh
 
 bench: test-deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BENCHES)
 	@bash bench/run.sh
 
 install: all
