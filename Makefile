@@ -39,12 +39,7 @@ all: $(BUILD)/liballoy.a $(BUILD)/liballoy.so $(BUILD)/alloy.pc $(BUILD)/alloy
 lib: $(BUILD)/liballoy.a $(BUILD)/liballoy.so
 
 # Fails early with the command to run when a library is missing (make demo/test install them).
-check-$(BUILD)/bench/%: bench/%.c $(BUILD)/liballoy.a $(HDRS)
-	@mkdir -p $(dir $@)
-	@echo "  BENCH $@"
-	@$(CC) $(ALL_CFLAGS) -Ibench -o $@ $< $(BUILD)/liballoy.a $(LDLIBS)
-
-deps:
+check-deps:
 	@pkg-config --exists $(PKGS) || { echo "missing libraries: run scripts/install-deps.sh (as root)" >&2; exit 1; }
 
 $(BUILD)/obj/%.o: %.c $(HDRS) | check-deps
@@ -74,6 +69,11 @@ $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/liballoy.a $(HDRS)
 	@mkdir -p $(dir $@)
 	@echo "  TEST  $@"
 	@$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(BUILD)/liballoy.a $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/liballoy.a $(HDRS)
+	@mkdir -p $(dir $@)
+	@echo "  BENCH $@"
+	@$(CC) $(ALL_CFLAGS) -Ibench -o $@ $< $(BUILD)/liballoy.a $(LDLIBS)
 
 deps:
 	@bash scripts/install-deps.sh
