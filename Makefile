@@ -45,7 +45,10 @@ check-deps:
 $(BUILD)/obj/%.o: %.c $(HDRS) | check-deps
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
-	@$(CC) $(ALL_CFLAGS) -c $< -o $@
+	@$(CC) $(ALL_CFLAGS) $(KFLAGS) -c $< -o $@
+
+# the attention blocks are written for fused multiply-adds (C11 mode turns contraction off)
+$(BUILD)/obj/src/kernels/attention.o: KFLAGS := -ffp-contract=fast
 
 $(BUILD)/liballoy.a: $(LIB_OBJ)
 	@rm -f $@

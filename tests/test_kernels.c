@@ -508,18 +508,20 @@ static void test_rope(void) {
 
 /* ---- attention ---- */
 
-static void ref_attention(double *out, double *att, const double *qkv, int B, int T, int H, int KV, int hd) {
+/* The naive algorithm in double: all probabilities att (B, H, T, T) kept; lse (B, H, T). */
+static void ref_attention(double *out, double *att, double *lse, const double *qkv, int B, int T, int H, int KV,
+                          int hd) {
     int width = (H + 2 * KV) * hd, group = H / KV;
     double scale = 1.0 / sqrt((double)hd);
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             int kvh = h / group;
             for (int t = 0; t < T; t++) {
-                const double *q = qkv + (b * T + t) * width + h * hd;
-                double *a = att + ((b * H + h) * T + t) * T;
+                const double *q = qkv + ((size_t)b * T + t) * width + h * hd;
+                double *a = att + (((size_t)b * H + h) * T + t) * T;
                 double maxv = -INFINITY, sum = 0.0;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    const double *k = qkv + (b * T + t2) * width + (H + kvh) * hd;
+                    const double *k = qkv + ((size_t)b * T + t2) * width + (H + kvh) * hd;
                     double s = 0.0;
                     for (int j = 0; j < hd; j++) s += q[j] * k[j];
                     a[t2] = s * scale;
@@ -527,15 +529,52 @@ static void ref_attention(double *out, double *att, const double *qkv, int B, in
                 }
                 for (int t2 = 0; t2 <= t; t2++) sum += (a[t2] = exp(a[t2] - maxv));
                 for (int t2 = 0; t2 <= t; t2++) a[t2] /= sum;
-                double *o = out + (b * T + t) * H * hd + h * hd;
+                for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0;
+                if (lse) lse[((size_t)b * H + h) * T + t] = maxv + log(sum);
+                double *o = out + ((size_t)b * T + t) * H * hd + h * hd;
                 for (int j = 0; j < hd; j++) {
                     double s = 0.0;
                     for (int t2 = 0; t2 <= t; t2++)
-                        s += a[t2] * qkv[(b * T + t2) * width + (H + KV + kvh) * hd + j];
+                        s += a[t2] * qkv[((size_t)b * T + t2) * width + (H + KV + kvh) * hd + j];
                     o[j] = s;
                 }
             }
         }
+}
+
+/* The analytic gradient in double from the stored probabilities: dqkv (WRITTEN). */
+static void ref_attention_backward(double *dqkv, const double *dout, const double *qkv, const double *att, int B,
+                                   int T, int H, int KV, int hd) {
+    int width = (H + 2 * KV) * hd, group = H / KV;
+    double scale = 1.0 / sqrt((double)hd);
+    memset(dqkv, 0, sizeof(double) * (size_t)B * T * width);
+    double *datt = malloc(sizeof(double) * (size_t)T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int kvh = h / group;
+            for (int t = 0; t < T; t++) {
+                const double *a = att + (((size_t)b * H + h) * T + t) * T;
+                const double *d = dout + ((size_t)b * T + t) * H * hd + h * hd;
+                const double *q = qkv + ((size_t)b * T + t) * width + h * hd;
+                double *dq = dqkv + ((size_t)b * T + t) * width + h * hd;
+                double dot_sum = 0.0;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const double *v = qkv + ((size_t)b * T + t2) * width + (H + KV + kvh) * hd;
+                    double *dv = dqkv + ((size_t)b * T + t2) * width + (H + KV + kvh) * hd;
+                    double s = 0.0;
+                    for (int j = 0; j < hd; j++) s += d[j] * v[j], dv[j] += a[t2] * d[j];
+                    datt[t2] = s;
+                    dot_sum += s * a[t2];
+                }
+                for (int t2 = 0; t2 <= t; t2++) {
+                    double dpre = a[t2] * (datt[t2] - dot_sum) * scale;
+                    const double *k = qkv + ((size_t)b * T + t2) * width + (H + kvh) * hd;
+                    double *dk = dqkv + ((size_t)b * T + t2) * width + (H + kvh) * hd;
+                    for (int j = 0; j < hd; j++) dq[j] += dpre * k[j], dk[j] += dpre * q[j];
+                }
+            }
+        }
+    free(datt);
 }
 
 typedef struct attention_ctx {
@@ -546,8 +585,31 @@ typedef struct attention_ctx {
 
 static double attention_loss(void *p) {
     attention_ctx *c = p;
-    ref_attention(c->out, c->att, c->qkv, c->B, c->T, c->H, c->KV, c->hd);
+    ref_attention(c->out, c->att, NULL, c->qkv, c->B, c->T, c->H, c->KV, c->hd);
     return dot(c->out, c->R, (size_t)c->B * c->T * c->H * c->hd);
+}
+
+/* Checks the q, k and v parts of dqkv against want, separately. */
+static void check_dqkv(const float *dqkv, const double *want, int B, int T, int H, int KV, int hd, double rtol,
+                       bool long_sums, const char *against) {
+    int width = (H + 2 * KV) * hd;
+    const char *part_name[3] = {"dq", "dk", "dv"};
+    int part_lo[3] = {0, H * hd, (H + KV) * hd}, part_len[3] = {H * hd, KV * hd, KV * hd};
+    char name[96];
+    for (int part = 0; part < 3; part++) {
+        size_t n = (size_t)B * T * part_len[part];
+        float *got = fzeros(n);
+        double *w = dzeros(n);
+        for (size_t r = 0; r < (size_t)B * T; r++)
+            for (int j = 0; j < part_len[part]; j++) {
+                got[r * part_len[part] + j] = dqkv[r * width + part_lo[part] + j];
+                w[r * part_len[part] + j] = want[r * width + part_lo[part] + j];
+            }
+        snprintf(name, sizeof name, "attention_backward %s B%d T%d H%d KV%d hd%d (%s)", part_name[part], B, T, H,
+                 KV, hd, against);
+        // long sums (hundreds of keys) are held to the tensor's scale, as in tests/test_model.c
+        check_close(name, got, NULL, w, n, long_sums ? rms(w, n) : 1e-2 * fmax(1.0, rms(w, n)), rtol);
+    }
 }
 
 static void test_attention(void) {
@@ -555,14 +617,20 @@ static void test_attention(void) {
         int B, T, H, KV, hd;
         double std;   /* of q, k, v */
         double slack; /* tolerance multiplier */
+        bool fd;      /* also against finite differences (small cases only) */
     } cfgs[] = {
-        {2, 7, 3, 3, 10, 1.0, 1},  // multi-head
-        {2, 7, 6, 2, 10, 1.0, 1},  // grouped-query
-        {1, 5, 4, 1, 8, 1.0, 1},   // multi-query
-        {2, 1, 2, 1, 4, 1.0, 1},   // one token
+        {2, 7, 3, 3, 10, 1.0, 1, true},  // multi-head
+        {2, 7, 6, 2, 10, 1.0, 1, true},  // grouped-query
+        {1, 5, 4, 1, 8, 1.0, 1, true},   // multi-query
+        {2, 1, 2, 1, 4, 1.0, 1, true},   // one token
         // scores ~ ±100: expf overflows unless the row max is taken out; the fp32 rounding of
         // such scores (~1e-5) moves the probabilities by ~1e-5 relative, hence the slack
-        {1, 6, 4, 2, 6, 6.0, 20},
+        {1, 6, 4, 2, 6, 6.0, 20, true},
+        // several 64-row blocks with ragged ends; hd 64 and 32 take the vectorised paths
+        {1, 150, 2, 1, 64, 1.0, 1, false},
+        {2, 129, 4, 2, 32, 1.0, 1, false},
+        {1, 64, 2, 2, 48, 2.0, 3, false},
+        {1, 200, 3, 1, 10, 1.0, 1, false},
     };
     alloy_rng_seed(&rng, 501);
     char name[96];
@@ -570,43 +638,34 @@ static void test_attention(void) {
         int B = cfgs[k].B, T = cfgs[k].T, H = cfgs[k].H, KV = cfgs[k].KV, hd = cfgs[k].hd;
         double slack = cfgs[k].slack;
         size_t nqkv = (size_t)B * T * (H + 2 * KV) * hd, nout = (size_t)B * T * H * hd;
-        size_t natt = (size_t)B * H * T * T;
-        float *qkv = frandn(nqkv, 0, cfgs[k].std), *out = ffill(nout, NAN), *att = ffill(natt, NAN);
-        double *qkv_d = widen(qkv, nqkv), *want = dzeros(nout), *want_att = dzeros(natt);
-        ref_attention(want, want_att, qkv_d, B, T, H, KV, hd);
-        attention_forward(out, att, qkv, B, T, H, KV, hd);
+        size_t natt = (size_t)B * H * T * T, nlse = (size_t)B * H * T;
+        float *qkv = frandn(nqkv, 0, cfgs[k].std), *out = ffill(nout, NAN), *lse = ffill(nlse, NAN);
+        double *qkv_d = widen(qkv, nqkv), *want = dzeros(nout), *want_att = dzeros(natt), *want_lse = dzeros(nlse);
+        ref_attention(want, want_att, want_lse, qkv_d, B, T, H, KV, hd);
+        attention_forward(out, lse, qkv, B, T, H, KV, hd);
         snprintf(name, sizeof name, "attention_forward out B%d T%d H%d KV%d hd%d", B, T, H, KV, hd);
-        check_close(name, out, NULL, want, nout, 1e-2 * fmax(1.0, rms(want, nout)), 1e-4 * slack);
-        // the probabilities: only row t's entries [0, t] are defined
-        float *att_got = fzeros(natt);
-        for (size_t r = 0; r < (size_t)B * H * T; r++)
-            for (int t2 = 0; t2 < T; t2++)
-                att_got[r * T + t2] = t2 <= (int)(r % T) ? att[r * T + t2] : 0.0f;
-        snprintf(name, sizeof name, "attention_forward att B%d T%d H%d KV%d hd%d", B, T, H, KV, hd);
-        check_close(name, att_got, NULL, want_att, natt, 1e-6, 1e-5 * slack);
+        check_close(name, out, NULL, want, nout, cfgs[k].fd ? 1e-2 * fmax(1.0, rms(want, nout)) : rms(want, nout),
+                    1e-4 * slack);
+        snprintf(name, sizeof name, "attention_forward lse B%d T%d H%d KV%d hd%d", B, T, H, KV, hd);
+        check_close(name, lse, NULL, want_lse, nlse, 1.0, 1e-5 * slack);
 
         float *dout = frandn(nout, 0, 1);
-        attention_ctx c = {qkv_d, widen(dout, nout), dzeros(nout), dzeros(natt), B, T, H, KV, hd};
+        double *dout_d = widen(dout, nout);
+        float *dqkv = ffill(nqkv, NAN); // WRITTEN
+        attention_backward(dqkv, dout, qkv, out, lse, B, T, H, KV, hd);
         double *g = dzeros(nqkv);
-        fd_grad(g, qkv_d, nqkv, attention_loss, &c);
-        float *dqkv = ffill(nqkv, NAN), *scratch = ffill((size_t)B * KV * T, NAN); // WRITTEN
-        attention_backward(dqkv, scratch, dout, qkv, att, B, T, H, KV, hd);
-        int width = (H + 2 * KV) * hd;
-        // the q, k and v parts of each token, separately
-        const char *part_name[3] = {"dq", "dk", "dv"};
-        int part_lo[3] = {0, H * hd, (H + KV) * hd}, part_len[3] = {H * hd, KV * hd, KV * hd};
-        for (int part = 0; part < 3; part++) {
-            size_t n = (size_t)B * T * part_len[part];
-            float *got = fzeros(n);
-            double *fd = dzeros(n);
-            for (int r = 0; r < B * T; r++)
-                for (int j = 0; j < part_len[part]; j++) {
-                    got[(size_t)r * part_len[part] + j] = dqkv[(size_t)r * width + part_lo[part] + j];
-                    fd[(size_t)r * part_len[part] + j] = g[(size_t)r * width + part_lo[part] + j];
-                }
-            snprintf(name, sizeof name, "attention_backward %s B%d T%d H%d KV%d hd%d", part_name[part], B, T,
-                     H, KV, hd);
-            check_close(name, got, NULL, fd, n, 1e-2 * fmax(1.0, rms(fd, n)), 1e-4 * slack);
+        ref_attention_backward(g, dout_d, qkv_d, want_att, B, T, H, KV, hd);
+        check_dqkv(dqkv, g, B, T, H, KV, hd, 1e-4 * slack, !cfgs[k].fd, "analytic");
+        if (cfgs[k].fd) {
+            attention_ctx c = {qkv_d, dout_d, dzeros(nout), dzeros(natt), B, T, H, KV, hd};
+            double *fd = dzeros(nqkv);
+            fd_grad(fd, qkv_d, nqkv, attention_loss, &c);
+            check_dqkv(dqkv, fd, B, T, H, KV, hd, 1e-4 * slack, false, "finite differences");
+            // the analytic reference agrees with the finite differences too
+            float *gf = fzeros(nqkv);
+            for (size_t i = 0; i < nqkv; i++) gf[i] = (float)g[i];
+            check_close("reference attention backward vs finite differences", gf, NULL, fd, nqkv,
+                        1e-2 * fmax(1.0, rms(fd, nqkv)), 1e-4 * slack);
         }
     }
 }

@@ -98,10 +98,12 @@ void rope_backward(float *dqkv, const float *cos_table, const float *sin_table, 
 
 /* Causal multi-head attention with grouped KV heads (H % KV == 0; query head h reads KV head
  * h / (H/KV)). qkv (B, T, (H + 2·KV)·hd) holds per token [H q heads | KV k heads | KV v heads];
- * out (B, T, H·hd); att (B, H, T, T) keeps the softmax probabilities (row t valid in [0, t]). */
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int H, int KV, int hd);
-/* dqkv (B, T, (H + 2·KV)·hd) is WRITTEN; scratch holds B·KV·T floats. */
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
+ * out (B, T, H·hd) is WRITTEN; lse (B, H, T) is WRITTEN with each query row's log-sum-exp of
+ * its scaled scores, all the backward needs besides out (FlashAttention-style: no (T, T)
+ * matrix is stored). hd ≤ 512. */
+void attention_forward(float *out, float *lse, const float *qkv, int B, int T, int H, int KV, int hd);
+/* dqkv (B, T, (H + 2·KV)·hd) is WRITTEN from dout (B, T, H·hd) and the forward's qkv, out, lse. */
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out, const float *lse,
                         int B, int T, int H, int KV, int hd);
 
 /* ---- activations ---- */

@@ -110,7 +110,7 @@ typedef struct alloy_acts {
     float *ln1_mean;  /* (L, B·T) GPT-2 only */
     float *ln1_rstd;  /* (L, B·T) */
     float *qkv;       /* (L, B·T, (H+2KV)·hd), after RoPE */
-    float *att;       /* (L, B, H, T, T) softmax probabilities */
+    float *att_lse;   /* (L, B, H, T) log-sum-exp of each attention row */
     float *atty;      /* (L, B·T, H·hd) attention output before the projection */
     float *res2;      /* (L, B·T, C) residual after attention */
     float *ln2;       /* (L, B·T, C) */
@@ -135,7 +135,6 @@ typedef struct alloy_grad_acts {
     float *datty;   /* (B·T, H·hd) */
     float *dfc;     /* (B·T, F or 2F) */
     float *dfc_act; /* (B·T, F) */
-    float *scratch; /* (B·KV·T) attention backward */
     float *dhidden; /* (B·T, C) gradient into the final hidden states from a head other than LM */
 } alloy_grad_acts;
 

@@ -1,15 +1,23 @@
 /*
  * attention.c — causal multi-head / grouped-query attention and rotary position embeddings.
  *
- * The forward keeps the softmax probabilities (B, H, T, T) for the backward. Work is split
- * over (batch, KV head) groups: a group owns its k and v gradients, so no two threads ever
- * add into the same place.
+ * Attention is computed in blocks of 64 queries × 64 keys, as in FlashAttention-2: the forward
+ * keeps a running maximum and sum per query row and stores only the row's log-sum-exp; the
+ * backward recomputes each block's probabilities from it. Memory is O(T) per head, never
+ * O(T²). The block products are small matrix products vectorised over 16 columns (v16f) with
+ * 4 rows at a time. Work is split over (batch, head) in the forward and over (batch, KV head)
+ * groups in the backward: a group owns its q, k and v gradients, so no two threads ever add
+ * into the same place and the result does not depend on the thread count.
  */
 #include "alloy/kernels.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
+#include "simd.h"
+
+#define BLK 64
 void rope_init_tables(float *cos_table, float *sin_table, int maxT, int hd, float theta) {
     int half = hd / 2;
     for (int i = 0; i < half; i++) {
@@ -55,59 +63,129 @@ void rope_backward(float *dqkv, const float *cos_table, const float *sin_table, 
     rope_apply(dqkv, cos_table, sin_table, B, T, H, KV, hd, -1.0f);
 }
 
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int H, int KV, int hd) {
+/* c (M, N) = [c +] a (M, K) · b (K, N): row-major with row strides; the block products. */
+static void mm(float *restrict c, int ldc, const float *restrict a, int lda, const float *restrict b, int ldb,
+               int M, int N, int K, bool acc) {
+    int n = 0;
+    for (; n + 64 <= N; n += 64) {
+        for (int r = 0; r < M; r += 4) {
+            int rows = M - r < 4 ? M - r : 4;
+            const float *ar[4];
+            for (int i = 0; i < 4; i++) ar[i] = a + (int64_t)(r + (i < rows ? i : 0)) * lda;
+            v16f z[4][4];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++)
+                    z[i][j] = acc && i < rows ? v16_load(c + (int64_t)(r + i) * ldc + n + 16 * j) : v16_set1(0.0f);
+            for (int k = 0; k < K; k++) {
+                const float *bk = b + (int64_t)k * ldb + n;
+                v16f b0 = v16_load(bk), b1 = v16_load(bk + 16), b2 = v16_load(bk + 32), b3 = v16_load(bk + 48);
+                for (int i = 0; i < 4; i++) {
+                    float x = ar[i][k];
+                    z[i][0] += x * b0;
+                    z[i][1] += x * b1;
+                    z[i][2] += x * b2;
+                    z[i][3] += x * b3;
+                }
+            }
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < 4; j++) v16_store(c + (int64_t)(r + i) * ldc + n + 16 * j, z[i][j]);
+        }
+    }
+    for (; n + 16 <= N; n += 16) {
+        for (int r = 0; r < M; r++) {
+            const float *ar = a + (int64_t)r * lda;
+            v16f z = acc ? v16_load(c + (int64_t)r * ldc + n) : v16_set1(0.0f);
+            for (int k = 0; k < K; k++) z += ar[k] * v16_load(b + (int64_t)k * ldb + n);
+            v16_store(c + (int64_t)r * ldc + n, z);
+        }
+    }
+    for (; n < N; n++) {
+        for (int r = 0; r < M; r++) {
+            const float *ar = a + (int64_t)r * lda;
+            float z = acc ? c[(int64_t)r * ldc + n] : 0.0f;
+            for (int k = 0; k < K; k++) z += ar[k] * b[(int64_t)k * ldb + n];
+            c[(int64_t)r * ldc + n] = z;
+        }
+    }
+}
+
+/* dst (cols, ld_dst) = srcᵀ for src (rows, cols) with stride ld_src; columns of dst past `rows`
+ * up to ld_dst are zeroed. */
+static void transpose(float *restrict dst, int ld_dst, const float *restrict src, int ld_src, int rows, int cols) {
+    for (int c = 0; c < cols; c++) {
+        float *d = dst + (int64_t)c * ld_dst;
+        for (int r = 0; r < rows; r++) d[r] = src[(int64_t)r * ld_src + c];
+        for (int r = rows; r < ld_dst; r++) d[r] = 0.0f;
+    }
+}
+
+static inline int round16(int x) { return (x + 15) & ~15; }
+
+void attention_forward(float *out, float *lse, const float *qkv, int B, int T, int H, int KV, int hd) {
     int width = (H + 2 * KV) * hd;
     int group = H / KV;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
             int kvh = h / group;
             const float *base = qkv + (int64_t)b * T * width;
-            for (int t = 0; t < T; t++) {
-                const float *q = base + (int64_t)t * width + (int64_t)h * hd;
-                float *a = att + (((int64_t)b * H + h) * T + t) * T;
-                float maxv = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = base + (int64_t)t2 * width + (int64_t)(H + kvh) * hd;
-                    float dot = 0.0f;
-                    // simd reduction: a fixed, compile-time order of partial sums, so still deterministic
-#pragma omp simd reduction(+ : dot)
-                    for (int d = 0; d < hd; d++) dot += q[d] * k[d];
-                    dot *= scale;
-                    a[t2] = dot;
-                    if (dot > maxv) maxv = dot;
+            const float *q = base + (int64_t)h * hd, *k = base + (int64_t)(H + kvh) * hd,
+                        *v = base + (int64_t)(H + KV + kvh) * hd;
+            float kt[hd * BLK], s[BLK * BLK], o[BLK * hd], mx[BLK], sum[BLK];
+            for (int i0 = 0; i0 < T; i0 += BLK) {
+                int mi = T - i0 < BLK ? T - i0 : BLK;
+                for (int r = 0; r < mi; r++) mx[r] = -INFINITY, sum[r] = 0.0f;
+                memset(o, 0, sizeof(float) * (size_t)(mi * hd));
+                for (int j0 = 0; j0 <= i0; j0 += BLK) {
+                    int nj = i0 + mi - j0 < BLK ? i0 + mi - j0 : BLK; // keys that some row may see
+                    int njp = round16(nj);
+                    transpose(kt, njp, k + (int64_t)j0 * width, width, nj, hd);
+                    mm(s, njp, q + (int64_t)i0 * width, width, kt, njp, mi, njp, hd, false);
+                    for (int r = 0; r < mi; r++) {
+                        int valid = i0 + r - j0 + 1 < nj ? i0 + r - j0 + 1 : nj; // causal
+                        float *sr = s + r * njp;
+                        float m = mx[r];
+                        for (int c = 0; c < valid; c++) {
+                            sr[c] *= scale;
+                            m = sr[c] > m ? sr[c] : m;
+                        }
+                        float corr = vexpf(mx[r] - m), rs = 0.0f;
+#pragma omp simd reduction(+ : rs)
+                        for (int c = 0; c < valid; c++) {
+                            float e = vexpf(sr[c] - m);
+                            sr[c] = e;
+                            rs += e;
+                        }
+                        for (int c = valid; c < njp; c++) sr[c] = 0.0f;
+                        sum[r] = sum[r] * corr + rs;
+                        mx[r] = m;
+                        if (corr != 1.0f)
+                            for (int d = 0; d < hd; d++) o[r * hd + d] *= corr;
+                    }
+                    mm(o, hd, s, njp, v + (int64_t)j0 * width, width, mi, hd, nj, true);
                 }
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    float e = expf(a[t2] - maxv);
-                    a[t2] = e;
-                    sum += e;
-                }
-                float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
-                for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0.0f;
-                float *o = out + ((int64_t)b * T + t) * H * hd + (int64_t)h * hd;
-                for (int d = 0; d < hd; d++) o[d] = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = base + (int64_t)t2 * width + (int64_t)(H + KV + kvh) * hd;
-                    float w = a[t2];
-                    for (int d = 0; d < hd; d++) o[d] += w * v[d];
+                for (int r = 0; r < mi; r++) {
+                    int t = i0 + r;
+                    float inv = 1.0f / sum[r];
+                    float *dst = out + ((int64_t)b * T + t) * H * hd + (int64_t)h * hd;
+                    for (int d = 0; d < hd; d++) dst[d] = o[r * hd + d] * inv;
+                    lse[((int64_t)b * H + h) * T + t] = mx[r] + logf(sum[r]);
                 }
             }
         }
     }
 }
 
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *out, const float *lse,
                         int B, int T, int H, int KV, int hd) {
     int width = (H + 2 * KV) * hd;
     int group = H / KV;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(2) schedule(static)
+    int64_t ow = (int64_t)H * hd; // row stride of out and dout
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
         for (int kvh = 0; kvh < KV; kvh++) {
-            float *datt = scratch + ((int64_t)b * KV + kvh) * T; // (T) one row at a time
             const float *base = qkv + (int64_t)b * T * width;
             float *dbase = dqkv + (int64_t)b * T * width;
             // this group owns: q heads [kvh·group, (kvh+1)·group), k head kvh, v head kvh
@@ -117,35 +195,59 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                 memset(row + (int64_t)(H + kvh) * hd, 0, sizeof(float) * hd);
                 memset(row + (int64_t)(H + KV + kvh) * hd, 0, sizeof(float) * hd);
             }
+            const float *k = base + (int64_t)(H + kvh) * hd, *v = base + (int64_t)(H + KV + kvh) * hd;
+            float *dk = dbase + (int64_t)(H + kvh) * hd, *dv = dbase + (int64_t)(H + KV + kvh) * hd;
+            float kt[hd * BLK], vt[hd * BLK], p[BLK * BLK], pt[BLK * BLK], dp[BLK * BLK];
+            float dka[BLK * hd], dva[BLK * hd], D[T];
             for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-                for (int t = 0; t < T; t++) {
-                    const float *a = att + (((int64_t)b * H + h) * T + t) * T;
-                    const float *d = dout + ((int64_t)b * T + t) * H * hd + (int64_t)h * hd;
-                    const float *q = base + (int64_t)t * width + (int64_t)h * hd;
-                    float *dq = dbase + (int64_t)t * width + (int64_t)h * hd;
-                    // datt = dout·v; dv += att·dout
-                    float dot_sum = 0.0f;
-                    for (int t2 = 0; t2 <= t; t2++) {
-                        const float *v = base + (int64_t)t2 * width + (int64_t)(H + KV + kvh) * hd;
-                        float *dv = dbase + (int64_t)t2 * width + (int64_t)(H + KV + kvh) * hd;
-                        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                        for (int j = 0; j < hd; j++) s += d[j] * v[j];
-                        datt[t2] = s;
-                        dot_sum += s * a[t2];
-                        float w = a[t2];
-                        for (int j = 0; j < hd; j++) dv[j] += w * d[j];
-                    }
-                    // softmax backward, then the scaled q·k product
-                    for (int t2 = 0; t2 <= t; t2++) {
-                        float dpre = a[t2] * (datt[t2] - dot_sum) * scale;
-                        const float *k = base + (int64_t)t2 * width + (int64_t)(H + kvh) * hd;
-                        float *dk = dbase + (int64_t)t2 * width + (int64_t)(H + kvh) * hd;
-                        for (int j = 0; j < hd; j++) {
-                            dq[j] += dpre * k[j];
-                            dk[j] += dpre * q[j];
+                const float *q = base + (int64_t)h * hd;
+                float *dq = dbase + (int64_t)h * hd;
+                const float *o = out + (int64_t)b * T * ow + (int64_t)h * hd;
+                const float *dO = dout + (int64_t)b * T * ow + (int64_t)h * hd;
+                const float *L = lse + ((int64_t)b * H + h) * T;
+                for (int t = 0; t < T; t++) { // D = rowsum(dO ∘ O)
+                    float acc = 0.0f;
+                    for (int d = 0; d < hd; d++) acc += dO[(int64_t)t * ow + d] * o[(int64_t)t * ow + d];
+                    D[t] = acc;
+                }
+                for (int j0 = 0; j0 < T; j0 += BLK) {
+                    int nj = T - j0 < BLK ? T - j0 : BLK;
+                    int njp = round16(nj);
+                    transpose(kt, njp, k + (int64_t)j0 * width, width, nj, hd);
+                    transpose(vt, njp, v + (int64_t)j0 * width, width, nj, hd);
+                    memset(dka, 0, sizeof(float) * (size_t)(nj * hd));
+                    memset(dva, 0, sizeof(float) * (size_t)(nj * hd));
+                    for (int i0 = j0; i0 < T; i0 += BLK) {
+                        int mi = T - i0 < BLK ? T - i0 : BLK;
+                        // P = exp(scale·Q·Kᵀ − lse), causal
+                        mm(p, njp, q + (int64_t)i0 * width, width, kt, njp, mi, njp, hd, false);
+                        for (int r = 0; r < mi; r++) {
+                            int valid = i0 + r - j0 + 1 < nj ? i0 + r - j0 + 1 : nj;
+                            float *pr = p + r * njp, l = L[i0 + r];
+#pragma omp simd
+                            for (int c = 0; c < valid; c++) pr[c] = vexpf(pr[c] * scale - l);
+                            for (int c = valid; c < njp; c++) pr[c] = 0.0f;
                         }
+                        // dV += Pᵀ·dO
+                        transpose(pt, BLK, p, njp, mi, nj);
+                        mm(dva, hd, pt, BLK, dO + (int64_t)i0 * ow, (int)ow, nj, hd, mi, true);
+                        // dP = dO·Vᵀ; dS = P ∘ (dP − D)·scale (kept in p)
+                        mm(dp, njp, dO + (int64_t)i0 * ow, (int)ow, vt, njp, mi, njp, hd, false);
+                        for (int r = 0; r < mi; r++) {
+                            float *pr = p + r * njp, *dpr = dp + r * njp, Dr = D[i0 + r];
+#pragma omp simd
+                            for (int c = 0; c < njp; c++) pr[c] = pr[c] * (dpr[c] - Dr) * scale;
+                        }
+                        // dQ += dS·K; dK += dSᵀ·Q
+                        mm(dq + (int64_t)i0 * width, width, p, njp, k + (int64_t)j0 * width, width, mi, hd, nj, true);
+                        transpose(pt, BLK, p, njp, mi, nj);
+                        mm(dka, hd, pt, BLK, q + (int64_t)i0 * width, width, nj, hd, mi, true);
                     }
+                    for (int r = 0; r < nj; r++)
+                        for (int d = 0; d < hd; d++) {
+                            dk[(int64_t)(j0 + r) * width + d] += dka[r * hd + d];
+                            dv[(int64_t)(j0 + r) * width + d] += dva[r * hd + d];
+                        }
                 }
             }
         }

@@ -4,6 +4,9 @@
 #include "alloy/kernels.h"
 
 #include <math.h>
+#include <string.h>
+
+#include "simd.h"
 
 void crossentropy_forward_backward(float *losses, float *dlogits, const float *logits, const int32_t *targets,
                                    const float *row_scale, int64_t N, int V) {
@@ -13,28 +16,33 @@ void crossentropy_forward_backward(float *losses, float *dlogits, const float *l
         int32_t y = targets[i];
         if (y < 0) {
             losses[i] = 0.0f;
-            if (dlogits) {
-                float *dx = dlogits + i * V;
-                for (int v = 0; v < V; v++) dx[v] = 0.0f;
-            }
+            if (dlogits) memset(dlogits + i * V, 0, sizeof(float) * (size_t)V);
             continue;
         }
         float maxv = -INFINITY;
+#pragma omp simd reduction(max : maxv)
         for (int v = 0; v < V; v++) maxv = x[v] > maxv ? x[v] : maxv;
+        float xy = x[y]; // read before an in-place write may overwrite it
         double sum = 0.0;
-        for (int v = 0; v < V; v++) sum += exp((double)(x[v] - maxv));
-        double logz = log(sum) + maxv;
-        losses[i] = (float)(logz - x[y]);
         if (dlogits) {
-            float scale = row_scale ? row_scale[i] : 1.0f;
+            // one exp per logit: e = exp(x - max) is kept in dlogits, then scaled by 1/sum
             float *dx = dlogits + i * V;
-            float xy = x[y]; // read before the in-place write may overwrite it
+#pragma omp simd reduction(+ : sum)
             for (int v = 0; v < V; v++) {
-                float p = (float)exp((double)x[v] - logz);
-                dx[v] = p * scale;
+                float e = vexpf(x[v] - maxv);
+                dx[v] = e;
+                sum += e;
             }
-            dx[y] = (float)(exp((double)xy - logz) - 1.0) * scale;
+            float scale = row_scale ? row_scale[i] : 1.0f;
+            float k = (float)(scale / sum);
+#pragma omp simd
+            for (int v = 0; v < V; v++) dx[v] *= k;
+            dx[y] = (float)(exp((double)xy - maxv) / sum - 1.0) * scale;
+        } else {
+#pragma omp simd reduction(+ : sum)
+            for (int v = 0; v < V; v++) sum += vexpf(x[v] - maxv);
         }
+        losses[i] = (float)(log(sum) + maxv - xy);
     }
 }
 

@@ -149,14 +149,14 @@ static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *tot
     bool ok = true;
     size_t LN = 0, att = 0;
     ok &= alloy_mul_size(L, N, &LN);
-    ok &= alloy_mul_size(L * B * H, T * T, &att) && L * B * H / (B * H) == L;
+    ok &= alloy_mul_size(L * B * H, T, &att);
     struct {
         float **p;
         size_t a, b;
     } spec[] = {
         {&m->acts.encoded, N, C},        {&m->acts.ln1, LN, C},
         {&m->acts.ln1_mean, gpt2 ? LN : 0, 1}, {&m->acts.ln1_rstd, LN, 1},
-        {&m->acts.qkv, LN, QKV},         {&m->acts.att, att, 1},
+        {&m->acts.qkv, LN, QKV},         {&m->acts.att_lse, att, 1},
         {&m->acts.atty, LN, H * hd},     {&m->acts.res2, LN, C},
         {&m->acts.ln2, LN, C},           {&m->acts.ln2_mean, gpt2 ? LN : 0, 1},
         {&m->acts.ln2_rstd, LN, 1},      {&m->acts.fc, LN, FF},
@@ -167,7 +167,7 @@ static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *tot
         {&m->gacts.dres, N, C},          {&m->gacts.dln, N, C},
         {&m->gacts.dqkv, N, QKV},        {&m->gacts.datty, N, H * hd},
         {&m->gacts.dfc, N, FF},          {&m->gacts.dfc_act, N, F},
-        {&m->gacts.scratch, B * KV, T},  {&m->gacts.dhidden, N, C},
+        {&m->gacts.dhidden, N, C},
     };
     size_t sum = 0;
     int n = 0;

@@ -38,7 +38,7 @@ static dims get_dims(const alloy_model *m, int B, int T) {
 
 /* Pointers to layer l's activations for the current B·T. */
 typedef struct layer_acts {
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *fc, *fc_act, *res3;
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *lse, *atty, *res2, *ln2, *ln2_mean, *ln2_rstd, *fc, *fc_act, *res3;
     const float *res_in;
 } layer_acts;
 
@@ -50,7 +50,7 @@ static layer_acts get_layer_acts(const alloy_model *m, const dims *d, int l) {
     la.ln1_mean = a->ln1_mean ? a->ln1_mean + l * N : NULL;
     la.ln1_rstd = a->ln1_rstd + l * N;
     la.qkv = a->qkv + l * N * d->QKV;
-    la.att = a->att + (int64_t)l * d->B * d->H * (int64_t)d->T * d->T;
+    la.lse = a->att_lse + (int64_t)l * d->B * d->H * d->T;
     la.atty = a->atty + l * N * d->H * d->hd;
     la.res2 = a->res2 + l * N * d->C;
     la.ln2 = a->ln2 + l * N * d->C;
@@ -100,7 +100,7 @@ alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B
         norm_forward(&d, la.ln1, la.ln1_mean, la.ln1_rstd, la.res_in, lp->ln1_w, lp->ln1_b, c->norm_eps);
         matmul_forward(la.qkv, la.ln1, lp->qkv_w, lp->qkv_b, d.N, d.C, d.QKV, d.layout, 0.0f);
         if (!d.gpt2) rope_forward(la.qkv, m->rope_cos, m->rope_sin, B, T, d.H, d.KV, d.hd);
-        attention_forward(la.atty, la.att, la.qkv, B, T, d.H, d.KV, d.hd);
+        attention_forward(la.atty, la.lse, la.qkv, B, T, d.H, d.KV, d.hd);
         memcpy(la.res2, la.res_in, sizeof(float) * (size_t)(d.N * d.C));
         matmul_forward(la.res2, la.atty, lp->o_w, lp->o_b, d.N, d.H * d.hd, d.C, d.layout, 1.0f);
         // MLP block: res3 = res2 + down(act(up(norm2(res2))))
@@ -187,7 +187,7 @@ alloy_status alloy_model_backward(alloy_model *m) {
         // attention block; dres becomes d(res_in)
         memset(ga->datty, 0, sizeof(float) * (size_t)(d.N * d.H * d.hd));
         matmul_backward(ga->datty, lg->o_w, lg->o_b, ga->dres, la.atty, lp->o_w, d.N, d.H * d.hd, d.C, d.layout);
-        attention_backward(ga->dqkv, ga->scratch, ga->datty, la.qkv, la.att, d.B, d.T, d.H, d.KV, d.hd);
+        attention_backward(ga->dqkv, ga->datty, la.qkv, la.atty, la.lse, d.B, d.T, d.H, d.KV, d.hd);
         if (!d.gpt2) rope_backward(ga->dqkv, m->rope_cos, m->rope_sin, d.B, d.T, d.H, d.KV, d.hd);
         memset(ga->dln, 0, NC);
         matmul_backward(ga->dln, lg->qkv_w, lg->qkv_b, ga->dqkv, la.ln1, lp->qkv_w, d.N, d.C, d.QKV, d.layout);
