@@ -324,6 +324,34 @@ static void compare_case(const char *label, const char *model_dir, const char *r
         EXPECT(e <= TOL_FWD, "%s: hidden states without logits differ: error %.3g", label, e);
     }
 
+    // the chunked loss (the training path: no logits buffer; the head's backward fused in), in
+    // ragged chunks of 3 rows: the same loss and every gradient
+    m->loss_chunk_rows = 3;
+    alloy_model_zero_grad(m);
+    s = alloy_model_forward_ex(m, tokens, B, T, false);
+    float closs = 0.0f;
+    if (!s) s = alloy_lm_loss_chunked(m, targets, mk, B, T, 1.0f, &closs);
+    if (!s) s = alloy_model_backward(m);
+    EXPECT(s == ALLOY_STATUS_OK, "%s: chunked loss and backward: %s", label, alloy_last_error());
+    if ((r = ref_tensor(ref, "loss", 1, buf))) {
+        double e = harness_max_rel(&closs, r, 1, 0.0);
+        note(&err->loss, e);
+        EXPECT(e <= TOL_FWD, "%s: chunked loss %.8g vs twin %.8g (rel error %.3g)", label, closs, r[0], e);
+    }
+    if ((r = ref_tensor(ref, "losses", N, buf))) {
+        double sc, e = compare(m->acts.losses, r, N, TOL_FWD, &sc);
+        note(&err->losses, e);
+        EXPECT(e <= TOL_FWD, "%s: chunked per-token losses differ: error %.3g", label, e);
+    }
+    for (int i = 0; i < m->n_tensors; i++) {
+        const alloy_tensor_info *ti = &m->tensors[i];
+        if (!(r = ref_tensor(ref, ti->name, ti->numel, buf))) continue;
+        double sc, e = compare(m->grads_memory + ti->offset, r, ti->numel, TOL_GRAD, &sc);
+        note(&err->grads, e);
+        EXPECT(e <= TOL_GRAD, "%s: chunked loss: gradient of %s differs: error %.3g", label, ti->name, e);
+    }
+    m->loss_chunk_rows = 256;
+
     // 10 AdamW steps on the same batch
     float ref_losses[STEPS], ref_norms[STEPS], ref_lrs[STEPS];
     if (ref_tensor(ref, "train_losses", STEPS, ref_losses) && ref_tensor(ref, "train_grad_norms", STEPS, ref_norms) &&

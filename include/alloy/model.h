@@ -122,7 +122,9 @@ typedef struct alloy_acts {
     float *lnf;       /* (B·T, C) final hidden states (after the final norm) */
     float *lnf_mean;  /* (B·T) GPT-2 only */
     float *lnf_rstd;  /* (B·T) */
-    float *logits;    /* (B·T, V); an objective overwrites it with dlogits */
+    float *logits;    /* (B·T, V); an objective overwrites it with dlogits. Allocated by the first
+                         forward that asks for logits (training through alloy_lm_loss_chunked
+                         never does) */
     float *losses;    /* (B·T) per-token loss of the last alloy_lm_loss */
     float *row_scale; /* (B·T) scratch for the loss */
 } alloy_acts;
@@ -165,6 +167,10 @@ typedef struct alloy_model {
     int B, T;                   /* shape of the last forward; 0 before any */
     bool have_logits;           /* the last forward ran the LM head */
     bool have_hidden_grad;      /* gacts.dhidden holds a gradient to add in the backward */
+    float *loss_chunk;          /* (loss_chunk_rows, V) logits of alloy_lm_loss_chunked, allocated
+                                   at its first call */
+    int loss_chunk_rows;        /* rows of the LM head per chunk there (default 256) */
+    int loss_chunk_cap;         /* rows loss_chunk has room for */
 } alloy_model;
 
 /* Builds the table and allocates params, grads and activations for max_B x max_T tokens
@@ -195,6 +201,18 @@ static inline alloy_status alloy_model_forward(alloy_model *m, const int32_t *to
  * acts.logits with d(grad_scale · mean loss)/dlogits, ready for alloy_model_backward. */
 alloy_status alloy_lm_loss(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
                            float grad_scale, float *out_loss);
+
+/* The same loss without the (B·T, V) logits: after a forward with or without logits, the LM
+ * head runs over chunks of loss_chunk_rows rows; each chunk's softmax cross-entropy gradient
+ * goes at once into the head's backward, ACCUMULATING the head's weight gradient into
+ * grads_memory (so zero the gradients before, not after) and writing the gradient of the final
+ * hidden states into gacts.dhidden for alloy_model_backward. grad_scale 0 computes the loss
+ * alone. Equal to forward with logits + alloy_lm_loss + the head's part of the backward, with
+ * a fraction of the memory. */
+alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
+                                   float grad_scale, float *out_loss);
+/* Bytes of activation memory allocated now (buffers, logits and loss chunk). */
+size_t alloy_model_activation_bytes(const alloy_model *m);
 
 void alloy_model_zero_grad(alloy_model *m);
 /* Backpropagates from the gradient in acts.logits (as left by an objective) — and, when

@@ -285,8 +285,11 @@ TARGET_BF16 static void gemm_bf16_avx512(bool trans_a, bool trans_b, int M, int 
     nt = omp_get_max_threads();
     if (2.0 * M * N * K < 4e6) nt = 1;  // too small to pay for waking the team
 #endif
-    // tasks: MT rows of C × a range of B panels; ranges of panels only when rows are too few
-    int mtasks = (M + MT - 1) / MT;
+    // tasks: mt rows of C (at most MT, fewer so that every thread gets about 4) × a range of B
+    // panels, ranges of panels only when rows are too few
+    int mt = (M + 4 * nt - 1) / (4 * nt);
+    mt = mt < 32 ? 32 : mt > MT ? MT : (mt + 15) / 16 * 16;
+    int mtasks = (M + mt - 1) / mt;
     int ntasks = 1;
     if (mtasks < 4 * nt) ntasks = imin((4 * nt + mtasks - 1) / mtasks, npan_blk);
     int tasks = mtasks * ntasks;
@@ -322,7 +325,7 @@ TARGET_BF16 static void gemm_bf16_avx512(bool trans_a, bool trans_b, int M, int 
                 // tasks in any order on any thread: each C tile is computed the same way
 #pragma omp for schedule(dynamic, 1)
                 for (int task = 0; task < tasks; task++) {
-                    int i0 = (task / ntasks) * MT, mc = imin(MT, M - i0);
+                    int i0 = (task / ntasks) * mt, mc = imin(mt, M - i0);
                     int nq = task % ntasks, q0 = npan * nq / ntasks, q1 = npan * (nq + 1) / ntasks;
                     int mpan = (mc + MR - 1) / MR;
                     if (q0 == q1) continue;

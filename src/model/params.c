@@ -142,7 +142,7 @@ static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *tot
     const alloy_config *c = &m->config;
     size_t L = (size_t)c->n_layer, N = (size_t)m->max_B * (size_t)m->max_T, C = (size_t)c->d_model;
     size_t H = (size_t)c->n_head, KV = (size_t)c->n_kv_head, hd = (size_t)alloy_config_head_dim(c);
-    size_t F = (size_t)c->d_ff, V = (size_t)c->vocab_size, T = (size_t)m->max_T, B = (size_t)m->max_B;
+    size_t F = (size_t)c->d_ff, T = (size_t)m->max_T, B = (size_t)m->max_B;
     size_t QKV = (H + 2 * KV) * hd;
     size_t FF = c->family == ALLOY_FAMILY_LLAMA ? 2 * F : F;
     bool gpt2 = c->family == ALLOY_FAMILY_GPT2;
@@ -162,7 +162,7 @@ static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *tot
         {&m->acts.ln2_rstd, LN, 1},      {&m->acts.fc, LN, FF},
         {&m->acts.fc_act, LN, F},        {&m->acts.res3, LN, C},
         {&m->acts.lnf, N, C},            {&m->acts.lnf_mean, gpt2 ? N : 0, 1},
-        {&m->acts.lnf_rstd, N, 1},       {&m->acts.logits, N, V},
+        {&m->acts.lnf_rstd, N, 1},
         {&m->acts.losses, N, 1},         {&m->acts.row_scale, N, 1},
         {&m->gacts.dres, N, C},          {&m->gacts.dln, N, C},
         {&m->gacts.dqkv, N, QKV},        {&m->gacts.datty, N, H * hd},
@@ -239,6 +239,7 @@ alloy_status alloy_model_create_ex(alloy_model **out, const alloy_config *cfg, i
     m->tokens = alloy_calloc((size_t)max_B * (size_t)max_T, sizeof(int32_t));
     if (!m->params_memory || !m->grads_memory || !m->acts_memory || !m->tokens) goto nomem;
     m->acts_floats = act_total;
+    m->loss_chunk_rows = 256;
     float *p = m->acts_memory;
     for (int i = 0; i < n_slots; i++) {
         *slots[i].ptr = slots[i].count ? p : NULL;
@@ -271,6 +272,8 @@ void alloy_model_destroy(alloy_model *m) {
     alloy_free(m->params_memory);
     alloy_free(m->grads_memory);
     alloy_free(m->acts_memory);
+    alloy_free(m->acts.logits);
+    alloy_free(m->loss_chunk);
     alloy_free(m->tokens);
     alloy_free(m->rope_cos);
     alloy_free(m->rope_sin);

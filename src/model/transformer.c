@@ -86,10 +86,16 @@ alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B
             return alloy_fail(ALLOY_STATUS_RANGE, "token id %d at position %lld is outside the vocabulary [0, %d)",
                               tokens[i], (long long)i, c->vocab_size);
     }
+    if (want_logits && !m->acts.logits) {
+        size_t n = (size_t)m->max_B * (size_t)m->max_T * (size_t)d.V;
+        if (!(m->acts.logits = alloy_malloc(sizeof(float) * n)))
+            return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the logits (%zu floats)", n);
+    }
     memcpy(m->tokens, tokens, sizeof(int32_t) * (size_t)d.N);
     m->B = B;
     m->T = T;
     m->have_logits = want_logits;
+    m->have_hidden_grad = false;
     const alloy_params *p = &m->params;
 
     embedding_forward(m->acts.encoded, tokens, p->wte, d.gpt2 ? p->wpe : NULL, B, T, d.C);
@@ -118,11 +124,9 @@ alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B
     return ALLOY_STATUS_OK;
 }
 
-alloy_status alloy_lm_loss(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
-                           float grad_scale, float *out_loss) {
-    if (B != m->B || T != m->T || !m->have_logits)
-        return alloy_fail(ALLOY_STATUS_USAGE, "loss: no logits of shape %d x %d from the last forward", B, T);
-    int64_t N = (int64_t)B * T;
+/* Checks targets and mask and fills row_scale with each row's weight in the mean, scaled. */
+static alloy_status loss_weights(alloy_model *m, const int32_t *targets, const float *mask, int64_t N,
+                                 float grad_scale, double *count_out) {
     int V = m->config.vocab_size;
     double count = 0.0;
     for (int64_t i = 0; i < N; i++) {
@@ -138,14 +142,76 @@ alloy_status alloy_lm_loss(alloy_model *m, const int32_t *targets, const float *
         float w = targets[i] < 0 ? 0.0f : (mask ? mask[i] : 1.0f);
         rs[i] = count > 0 ? (float)(grad_scale * w / count) : 0.0f;
     }
-    crossentropy_forward_backward(m->acts.losses, grad_scale != 0.0f ? m->acts.logits : NULL, m->acts.logits,
-                                  targets, rs, N, V);
+    *count_out = count;
+    return ALLOY_STATUS_OK;
+}
+
+static float mean_loss(const alloy_model *m, const int32_t *targets, const float *mask, int64_t N, double count) {
     double sum = 0.0;
     for (int64_t i = 0; i < N; i++) {
         if (targets[i] >= 0) sum += (double)m->acts.losses[i] * (mask ? mask[i] : 1.0f);
     }
-    *out_loss = count > 0 ? (float)(sum / count) : 0.0f;
+    return count > 0 ? (float)(sum / count) : 0.0f;
+}
+
+alloy_status alloy_lm_loss(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
+                           float grad_scale, float *out_loss) {
+    if (B != m->B || T != m->T || !m->have_logits)
+        return alloy_fail(ALLOY_STATUS_USAGE, "loss: no logits of shape %d x %d from the last forward", B, T);
+    int64_t N = (int64_t)B * T;
+    double count;
+    alloy_status s = loss_weights(m, targets, mask, N, grad_scale, &count);
+    if (s) return s;
+    crossentropy_forward_backward(m->acts.losses, grad_scale != 0.0f ? m->acts.logits : NULL, m->acts.logits,
+                                  targets, m->acts.row_scale, N, m->config.vocab_size);
+    *out_loss = mean_loss(m, targets, mask, N, count);
     return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
+                                   float grad_scale, float *out_loss) {
+    if (B != m->B || T != m->T)
+        return alloy_fail(ALLOY_STATUS_USAGE, "loss: the last forward was not of shape %d x %d", B, T);
+    dims d = get_dims(m, B, T);
+    int64_t R = m->loss_chunk_rows > 0 ? m->loss_chunk_rows : 256;
+    if (R > d.N) R = d.N;
+    if (R > m->loss_chunk_cap) {
+        size_t n = (size_t)R * (size_t)d.V;
+        alloy_free(m->loss_chunk);
+        m->loss_chunk_cap = 0;
+        if (!(m->loss_chunk = alloy_malloc(sizeof(float) * n)))
+            return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the loss chunk (%zu floats)", n);
+        m->loss_chunk_cap = (int)R;
+    }
+    double count;
+    alloy_status s = loss_weights(m, targets, mask, d.N, grad_scale, &count);
+    if (s) return s;
+    const alloy_params *p = &m->params;
+    bool grad = grad_scale != 0.0f;
+    if (grad) memset(m->gacts.dhidden, 0, sizeof(float) * (size_t)(d.N * d.C));
+    for (int64_t r0 = 0; r0 < d.N; r0 += R) {
+        int64_t rows = d.N - r0 < R ? d.N - r0 : R;
+        const float *h = m->acts.lnf + r0 * d.C;
+        matmul_forward(m->loss_chunk, h, p->lm_head, NULL, rows, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f);
+        crossentropy_forward_backward(m->acts.losses + r0, grad ? m->loss_chunk : NULL, m->loss_chunk,
+                                      targets + r0, m->acts.row_scale + r0, rows, d.V);
+        if (grad)
+            matmul_backward(m->gacts.dhidden + r0 * d.C, m->grads.lm_head, NULL, m->loss_chunk, h, p->lm_head, rows,
+                            d.C, d.V, ALLOY_WEIGHT_OUT_IN);
+    }
+    if (grad) {
+        m->have_logits = false; // the head's part of the backward is done
+        m->have_hidden_grad = true;
+    }
+    *out_loss = mean_loss(m, targets, mask, d.N, count);
+    return ALLOY_STATUS_OK;
+}
+
+size_t alloy_model_activation_bytes(const alloy_model *m) {
+    size_t n = m->acts_floats;
+    if (m->acts.logits) n += (size_t)m->max_B * (size_t)m->max_T * (size_t)m->config.vocab_size;
+    n += (size_t)m->loss_chunk_cap * (size_t)m->config.vocab_size;
+    return n * sizeof(float);
 }
 
 void alloy_model_zero_grad(alloy_model *m) { memset(m->grads_memory, 0, sizeof(float) * m->num_params); }

@@ -237,8 +237,8 @@ static alloy_status evaluate(run *r, float *out) {
     for (int64_t b = 0; b < nb; b++) {
         alloy_loader_next(l);
         float loss;
-        alloy_status s = alloy_model_forward(r->model, l->inputs, l->B, l->T);
-        if (!s) s = alloy_lm_loss(r->model, l->targets, NULL, l->B, l->T, 0.0f, &loss);
+        alloy_status s = alloy_model_forward_ex(r->model, l->inputs, l->B, l->T, false);
+        if (!s) s = alloy_lm_loss_chunked(r->model, l->targets, NULL, l->B, l->T, 0.0f, &loss);
         if (s) return s;
         sum += loss;
     }
@@ -387,8 +387,8 @@ static alloy_status train_loop(run *r, float *final_val) {
         for (int a = 0; a < o->grad_accum && !s; a++) {
             alloy_loader_next(r->train);
             float l = 0.0f;
-            s = alloy_model_forward(m, r->train->inputs, B, T);
-            if (!s) s = alloy_lm_loss(m, r->train->targets, NULL, B, T, 1.0f / (float)o->grad_accum, &l);
+            s = alloy_model_forward_ex(m, r->train->inputs, B, T, false);
+            if (!s) s = alloy_lm_loss_chunked(m, r->train->targets, NULL, B, T, 1.0f / (float)o->grad_accum, &l);
             if (!s) s = alloy_model_backward(m);
             loss += l / o->grad_accum;
         }
