@@ -217,7 +217,7 @@ static void test_matmul_forward(void) {
                 } else {
                     for (int i = 0; i < N * OC; i++) out[i] = NAN; // beta 0 must not read out
                 }
-                matmul_forward(out, inp, w, has_bias ? bias : NULL, N, IC, OC, lay, (float)beta);
+                matmul_forward(out, inp, w, has_bias ? bias : NULL, N, IC, OC, lay, (float)beta, ALLOY_PRECISION_F32);
                 snprintf(name, sizeof name, "matmul_forward %s bias=%d beta=%d", layout_name(lay), has_bias,
                          beta);
                 check_close(name, out, NULL, want, N * OC, 1e-2, 1e-4);
@@ -242,7 +242,7 @@ static void test_matmul_backward(void) {
 
         // every gradient accumulates into what is already there
         float *dinp = fcopy(p_inp, N * IC), *dw = fcopy(p_w, OC * IC), *db = fcopy(p_b, OC);
-        matmul_backward(dinp, dw, db, dout, inp, w, N, IC, OC, lay);
+        matmul_backward(dinp, dw, db, dout, inp, w, N, IC, OC, lay, ALLOY_PRECISION_F32);
         snprintf(name, sizeof name, "matmul_backward %s dinp (+=)", layout_name(lay));
         check_close(name, dinp, p_inp, g_inp, N * IC, 1e-2, 1e-4);
         snprintf(name, sizeof name, "matmul_backward %s dweight (+=)", layout_name(lay));
@@ -252,7 +252,7 @@ static void test_matmul_backward(void) {
 
         // dinp and dbias are optional
         float *dw2 = fcopy(p_w, OC * IC);
-        matmul_backward(NULL, dw2, NULL, dout, inp, w, N, IC, OC, lay);
+        matmul_backward(NULL, dw2, NULL, dout, inp, w, N, IC, OC, lay, ALLOY_PRECISION_F32);
         snprintf(name, sizeof name, "matmul_backward %s dweight, dinp=dbias=NULL", layout_name(lay));
         check_close(name, dw2, p_w, g_w, OC * IC, 1e-2, 1e-4);
     }
@@ -942,7 +942,7 @@ static void det_run(det_outputs *o, const det_inputs *in) {
     layernorm_backward(o->ln_dinp, o->ln_dw, o->ln_db, in->dout, in->inp, in->w, in->mean, in->rstd, N, C);
     rmsnorm_backward(o->rms_dinp, o->rms_dw, in->dout, in->inp, in->w, in->rms_rstd, N, C);
     matmul_backward(NULL, o->mm_dw, o->mm_db, in->mm_dout, in->inp, in->mm_w, N, C, in->OC,
-                    ALLOY_WEIGHT_OUT_IN);
+                    ALLOY_WEIGHT_OUT_IN, ALLOY_PRECISION_F32);
     embedding_backward(o->dwte, o->dwpe, in->emb_dout, in->tokens, in->B, in->T, C);
     o->ss = sum_squares(in->emb_dout, (int64_t)in->B * in->T * C);
 }

@@ -110,6 +110,49 @@ static void test_accumulation_and_mask(void) {
     }
 }
 
+/* Activation recomputation changes memory, not results: three AdamW steps with and without
+ * it end bitwise equal, for both families, and the buffers shrink. */
+static void test_recompute(void) {
+    const char *presets[] = {"tiny-gpt2", "tiny-llama"};
+    for (int p = 0; p < 2; p++) {
+        int B = 3, T = 24;
+        alloy_config c;
+        ALLOY_ASSERT(alloy_config_preset(&c, presets[p], 64) == ALLOY_STATUS_OK);
+        c.n_layer = 8; // deep enough for the layers' activations to dominate
+        alloy_model *m[2];
+        alloy_optimizer *opt[2];
+        float losses[2][3];
+        for (int k = 0; k < 2; k++) {
+            alloy_model_options o = {.recompute = k == 1};
+            REQUIRE(alloy_model_create_ex(&m[k], &c, B, T, &o) == ALLOY_STATUS_OK, "create: %s", alloy_last_error());
+            alloy_model_init_weights(m[k], 7);
+            alloy_adamw_config ac = alloy_adamw_defaults();
+            REQUIRE(alloy_optimizer_create(&opt[k], m[k], &ac) == ALLOY_STATUS_OK, "optimizer");
+            for (int step = 0; step < 3; step++) {
+                int32_t in[3 * 24], tg[3 * 24];
+                fill_tokens(in, B * T, 10 + step);
+                fill_tokens(tg, B * T, 20 + step);
+                alloy_model_zero_grad(m[k]);
+                alloy_status s = alloy_model_forward_ex(m[k], in, B, T, false);
+                if (!s) s = alloy_lm_loss_chunked(m[k], tg, NULL, B, T, 1.0f, &losses[k][step]);
+                if (!s) s = alloy_model_backward(m[k]);
+                if (!s) s = alloy_optimizer_step(opt[k], m[k], 1e-3f, NULL);
+                EXPECT(s == ALLOY_STATUS_OK, "%s step %d: %s", presets[p], step, alloy_last_error());
+            }
+        }
+        EXPECT(!memcmp(losses[0], losses[1], sizeof losses[0]), "%s: losses differ with recompute: %.9g vs %.9g",
+               presets[p], losses[0][2], losses[1][2]);
+        EXPECT(!memcmp(m[0]->params_memory, m[1]->params_memory, sizeof(float) * m[0]->num_params),
+               "%s: parameters differ with recompute", presets[p]);
+        EXPECT(m[1]->acts_floats * 2 < m[0]->acts_floats, "%s: recompute keeps %zu of %zu activation floats",
+               presets[p], m[1]->acts_floats, m[0]->acts_floats);
+        for (int k = 0; k < 2; k++) {
+            alloy_optimizer_destroy(opt[k]);
+            alloy_model_destroy(m[k]);
+        }
+    }
+}
+
 static void test_optimizer_guards(void) {
     alloy_model *m = tiny("tiny-gpt2", 1, 8, 1);
     alloy_adamw_config c = alloy_adamw_defaults();
@@ -303,6 +346,7 @@ static void test_learns(void) {
 int main(void) {
     RUN(test_schedule);
     RUN(test_accumulation_and_mask);
+    RUN(test_recompute);
     RUN(test_optimizer_guards);
     RUN(test_out_of_memory);
     RUN(test_resume_exact);

@@ -29,17 +29,6 @@ typedef enum alloy_weight_layout {
     ALLOY_WEIGHT_IN_OUT = 1, /* (IC, OC): GPT-2's Conv1D */
 } alloy_weight_layout;
 
-/* ---- matrix products (OpenBLAS) ---- */
-
-/* out (N, OC) = beta·out + inp (N, IC) · W + bias (OC); W as `layout` says; bias may be NULL;
- * beta is 0 (overwrite) or 1 (accumulate, used to fuse a residual add). */
-void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
-                    int64_t N, int IC, int OC, alloy_weight_layout layout, float beta);
-/* dinp (N, IC) += dout·Wᵀ (dinp may be NULL); dweight += ; dbias (OC) += column sums of dout
- * (may be NULL). */
-void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                     const float *weight, int64_t N, int IC, int OC, alloy_weight_layout layout);
-
 /* ---- bf16 matrix products (own AVX-512 BF16 kernels, src/kernels/gemm_bf16.c) ---- */
 
 /* The element type of the matrix products. */
@@ -58,6 +47,19 @@ bool gemm_bf16_supported(void);
  * Needs gemm_bf16_supported(). */
 void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ---- matrix products (OpenBLAS) ---- */
+
+/* out (N, OC) = beta·out + inp (N, IC) · W + bias (OC); W as `layout` says; bias may be NULL;
+ * beta is 0 (overwrite) or 1 (accumulate, used to fuse a residual add). prec BF16 rounds inp
+ * and W to bfloat16 for the product (fp32 sums; needs gemm_bf16_supported()). */
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int64_t N, int IC, int OC, alloy_weight_layout layout, float beta, alloy_precision prec);
+/* dinp (N, IC) += dout·Wᵀ (dinp may be NULL); dweight += ; dbias (OC) += column sums of dout
+ * (may be NULL, always fp32). */
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int64_t N, int IC, int OC, alloy_weight_layout layout,
+                     alloy_precision prec);
 
 /* ---- embeddings ---- */
 

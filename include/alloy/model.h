@@ -165,6 +165,7 @@ typedef struct alloy_model {
     float *rope_cos, *rope_sin; /* (maxT, hd/2), Llama only */
     int32_t *tokens;            /* (max_B·max_T) tokens of the last forward */
     int B, T;                   /* shape of the last forward; 0 before any */
+    int layer_in_buffers;       /* with recompute: the layer whose activations the shared buffers hold */
     bool have_logits;           /* the last forward ran the LM head */
     bool have_hidden_grad;      /* gacts.dhidden holds a gradient to add in the backward */
     float *loss_chunk;          /* (loss_chunk_rows, V) logits of alloy_lm_loss_chunked, allocated

@@ -88,6 +88,8 @@ typedef struct alloy_train_options {
     int64_t ckpt_every;               /* steps between checkpoints (0: only at the end) */
     int keep_ckpts;                   /* checkpoints kept (the newest) */
     int log_every;                    /* when stderr is not a terminal: a progress line every n steps */
+    alloy_precision precision;        /* matrix products: F32 (default) or BF16 */
+    bool recompute;                   /* activation recomputation (same results, less memory) */
     bool quiet;                       /* no progress output */
     volatile int *stop;               /* set (by a signal handler) to stop after the current step,
                                          with a checkpoint */

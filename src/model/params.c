@@ -147,20 +147,23 @@ static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *tot
     size_t FF = c->family == ALLOY_FAMILY_LLAMA ? 2 * F : F;
     bool gpt2 = c->family == ALLOY_FAMILY_GPT2;
     bool ok = true;
-    size_t LN = 0, att = 0;
+    // with recompute, the layers share one set of buffers (LS rows) and only the layer outputs
+    // res3 are kept for every layer (LN rows)
+    size_t LN = 0, LS = 0, att = 0, Ls = m->opts.recompute ? 1 : L;
     ok &= alloy_mul_size(L, N, &LN);
-    ok &= alloy_mul_size(L * B * H, T, &att);
+    ok &= alloy_mul_size(Ls, N, &LS);
+    ok &= alloy_mul_size(Ls * B * H, T, &att);
     struct {
         float **p;
         size_t a, b;
     } spec[] = {
-        {&m->acts.encoded, N, C},        {&m->acts.ln1, LN, C},
-        {&m->acts.ln1_mean, gpt2 ? LN : 0, 1}, {&m->acts.ln1_rstd, LN, 1},
-        {&m->acts.qkv, LN, QKV},         {&m->acts.att_lse, att, 1},
-        {&m->acts.atty, LN, H * hd},     {&m->acts.res2, LN, C},
-        {&m->acts.ln2, LN, C},           {&m->acts.ln2_mean, gpt2 ? LN : 0, 1},
-        {&m->acts.ln2_rstd, LN, 1},      {&m->acts.fc, LN, FF},
-        {&m->acts.fc_act, LN, F},        {&m->acts.res3, LN, C},
+        {&m->acts.encoded, N, C},        {&m->acts.ln1, LS, C},
+        {&m->acts.ln1_mean, gpt2 ? LS : 0, 1}, {&m->acts.ln1_rstd, LS, 1},
+        {&m->acts.qkv, LS, QKV},         {&m->acts.att_lse, att, 1},
+        {&m->acts.atty, LS, H * hd},     {&m->acts.res2, LS, C},
+        {&m->acts.ln2, LS, C},           {&m->acts.ln2_mean, gpt2 ? LS : 0, 1},
+        {&m->acts.ln2_rstd, LS, 1},      {&m->acts.fc, LS, FF},
+        {&m->acts.fc_act, LS, F},        {&m->acts.res3, LN, C},
         {&m->acts.lnf, N, C},            {&m->acts.lnf_mean, gpt2 ? N : 0, 1},
         {&m->acts.lnf_rstd, N, 1},
         {&m->acts.losses, N, 1},         {&m->acts.row_scale, N, 1},

@@ -14,6 +14,7 @@ typedef struct dims {
     int B, T, C, H, KV, hd, F, FF, V, QKV;
     int64_t N;
     alloy_weight_layout layout;
+    alloy_precision prec;
     bool gpt2;
 } dims;
 
@@ -33,6 +34,7 @@ static dims get_dims(const alloy_model *m, int B, int T) {
     d.V = c->vocab_size;
     d.QKV = (d.H + 2 * d.KV) * d.hd;
     d.layout = d.gpt2 ? ALLOY_WEIGHT_IN_OUT : ALLOY_WEIGHT_OUT_IN;
+    d.prec = m->opts.precision;
     return d;
 }
 
@@ -45,6 +47,8 @@ typedef struct layer_acts {
 static layer_acts get_layer_acts(const alloy_model *m, const dims *d, int l) {
     const alloy_acts *a = &m->acts;
     int64_t N = d->N;
+    int lr = l;       // the layer's res3 (kept for every layer)
+    if (m->opts.recompute) l = 0; // the rest: one shared set, refilled by recompute
     layer_acts la;
     la.ln1 = a->ln1 + l * N * d->C;
     la.ln1_mean = a->ln1_mean ? a->ln1_mean + l * N : NULL;
@@ -58,8 +62,8 @@ static layer_acts get_layer_acts(const alloy_model *m, const dims *d, int l) {
     la.ln2_rstd = a->ln2_rstd + l * N;
     la.fc = a->fc + l * N * d->FF;
     la.fc_act = a->fc_act + l * N * d->F;
-    la.res3 = a->res3 + l * N * d->C;
-    la.res_in = l == 0 ? a->encoded : a->res3 + (l - 1) * N * d->C;
+    la.res3 = a->res3 + lr * N * d->C;
+    la.res_in = lr == 0 ? a->encoded : a->res3 + (lr - 1) * N * d->C;
     return la;
 }
 
@@ -73,6 +77,29 @@ static void norm_backward(const dims *d, float *dinp, float *dw, float *db, cons
                           const float *w, const float *mean, const float *rstd) {
     if (d->gpt2) layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, d->N, d->C);
     else rmsnorm_backward(dinp, dw, dout, inp, w, rstd, d->N, d->C);
+}
+
+static void layer_forward(alloy_model *m, const dims *d_, int l) {
+    const alloy_config *c = &m->config;
+    const dims d = *d_;
+    int B = d.B, T = d.T;
+const alloy_layer_params *lp = &m->params.layers[l];
+    layer_acts la = get_layer_acts(m, &d, l);
+    // attention block: res2 = res_in + o(attn(norm1(res_in)))
+    norm_forward(&d, la.ln1, la.ln1_mean, la.ln1_rstd, la.res_in, lp->ln1_w, lp->ln1_b, c->norm_eps);
+    matmul_forward(la.qkv, la.ln1, lp->qkv_w, lp->qkv_b, d.N, d.C, d.QKV, d.layout, 0.0f, d.prec);
+    if (!d.gpt2) rope_forward(la.qkv, m->rope_cos, m->rope_sin, B, T, d.H, d.KV, d.hd);
+    attention_forward(la.atty, la.lse, la.qkv, B, T, d.H, d.KV, d.hd);
+    memcpy(la.res2, la.res_in, sizeof(float) * (size_t)(d.N * d.C));
+    matmul_forward(la.res2, la.atty, lp->o_w, lp->o_b, d.N, d.H * d.hd, d.C, d.layout, 1.0f, d.prec);
+    // MLP block: res3 = res2 + down(act(up(norm2(res2))))
+    norm_forward(&d, la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lp->ln2_w, lp->ln2_b, c->norm_eps);
+    matmul_forward(la.fc, la.ln2, lp->up_w, lp->up_b, d.N, d.C, d.FF, d.layout, 0.0f, d.prec);
+    if (d.gpt2) gelu_forward(la.fc_act, la.fc, d.N * d.F);
+    else swiglu_forward(la.fc_act, la.fc, d.N, d.F);
+    memcpy(la.res3, la.res2, sizeof(float) * (size_t)(d.N * d.C));
+    matmul_forward(la.res3, la.fc_act, lp->down_w, lp->down_b, d.N, d.F, d.C, d.layout, 1.0f, d.prec);
+    m->layer_in_buffers = l;
 }
 
 alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B, int T, bool want_logits) {
@@ -99,28 +126,11 @@ alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B
     const alloy_params *p = &m->params;
 
     embedding_forward(m->acts.encoded, tokens, p->wte, d.gpt2 ? p->wpe : NULL, B, T, d.C);
-    for (int l = 0; l < c->n_layer; l++) {
-        const alloy_layer_params *lp = &p->layers[l];
-        layer_acts la = get_layer_acts(m, &d, l);
-        // attention block: res2 = res_in + o(attn(norm1(res_in)))
-        norm_forward(&d, la.ln1, la.ln1_mean, la.ln1_rstd, la.res_in, lp->ln1_w, lp->ln1_b, c->norm_eps);
-        matmul_forward(la.qkv, la.ln1, lp->qkv_w, lp->qkv_b, d.N, d.C, d.QKV, d.layout, 0.0f);
-        if (!d.gpt2) rope_forward(la.qkv, m->rope_cos, m->rope_sin, B, T, d.H, d.KV, d.hd);
-        attention_forward(la.atty, la.lse, la.qkv, B, T, d.H, d.KV, d.hd);
-        memcpy(la.res2, la.res_in, sizeof(float) * (size_t)(d.N * d.C));
-        matmul_forward(la.res2, la.atty, lp->o_w, lp->o_b, d.N, d.H * d.hd, d.C, d.layout, 1.0f);
-        // MLP block: res3 = res2 + down(act(up(norm2(res2))))
-        norm_forward(&d, la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lp->ln2_w, lp->ln2_b, c->norm_eps);
-        matmul_forward(la.fc, la.ln2, lp->up_w, lp->up_b, d.N, d.C, d.FF, d.layout, 0.0f);
-        if (d.gpt2) gelu_forward(la.fc_act, la.fc, d.N * d.F);
-        else swiglu_forward(la.fc_act, la.fc, d.N, d.F);
-        memcpy(la.res3, la.res2, sizeof(float) * (size_t)(d.N * d.C));
-        matmul_forward(la.res3, la.fc_act, lp->down_w, lp->down_b, d.N, d.F, d.C, d.layout, 1.0f);
-    }
+    for (int l = 0; l < c->n_layer; l++) layer_forward(m, &d, l);
     const float *last = m->acts.res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
     norm_forward(&d, m->acts.lnf, m->acts.lnf_mean, m->acts.lnf_rstd, last, p->lnf_w, p->lnf_b, c->norm_eps);
     if (want_logits)
-        matmul_forward(m->acts.logits, m->acts.lnf, p->lm_head, NULL, d.N, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f);
+        matmul_forward(m->acts.logits, m->acts.lnf, p->lm_head, NULL, d.N, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f, d.prec);
     return ALLOY_STATUS_OK;
 }
 
@@ -192,12 +202,12 @@ alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const
     for (int64_t r0 = 0; r0 < d.N; r0 += R) {
         int64_t rows = d.N - r0 < R ? d.N - r0 : R;
         const float *h = m->acts.lnf + r0 * d.C;
-        matmul_forward(m->loss_chunk, h, p->lm_head, NULL, rows, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f);
+        matmul_forward(m->loss_chunk, h, p->lm_head, NULL, rows, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f, d.prec);
         crossentropy_forward_backward(m->acts.losses + r0, grad ? m->loss_chunk : NULL, m->loss_chunk,
                                       targets + r0, m->acts.row_scale + r0, rows, d.V);
         if (grad)
             matmul_backward(m->gacts.dhidden + r0 * d.C, m->grads.lm_head, NULL, m->loss_chunk, h, p->lm_head, rows,
-                            d.C, d.V, ALLOY_WEIGHT_OUT_IN);
+                            d.C, d.V, ALLOY_WEIGHT_OUT_IN, d.prec);
     }
     if (grad) {
         m->have_logits = false; // the head's part of the backward is done
@@ -231,7 +241,7 @@ alloy_status alloy_model_backward(alloy_model *m) {
     memset(ga->dln, 0, NC);
     if (m->have_logits)
         matmul_backward(ga->dln, g->lm_head, NULL, m->acts.logits, m->acts.lnf, p->lm_head, d.N, d.C, d.V,
-                        ALLOY_WEIGHT_OUT_IN);
+                        ALLOY_WEIGHT_OUT_IN, d.prec);
     if (m->have_hidden_grad) add_forward(ga->dln, ga->dln, ga->dhidden, d.N * d.C);
     memset(ga->dres, 0, NC);
     const float *last = m->acts.res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
@@ -240,23 +250,24 @@ alloy_status alloy_model_backward(alloy_model *m) {
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const alloy_layer_params *lp = &p->layers[l];
         const alloy_layer_params *lg = &g->layers[l];
+        if (m->opts.recompute && m->layer_in_buffers != l) layer_forward(m, &d, l); // bitwise the same values
         layer_acts la = get_layer_acts(m, &d, l);
         // MLP block; dres holds d(res3) and, through the residual, becomes d(res2)
         memset(ga->dfc_act, 0, sizeof(float) * (size_t)(d.N * d.F));
         matmul_backward(ga->dfc_act, lg->down_w, lg->down_b, ga->dres, la.fc_act, lp->down_w, d.N, d.F, d.C,
-                        d.layout);
+                        d.layout, d.prec);
         if (d.gpt2) gelu_backward(ga->dfc, la.fc, ga->dfc_act, d.N * d.F);
         else swiglu_backward(ga->dfc, ga->dfc_act, la.fc, d.N, d.F);
         memset(ga->dln, 0, NC);
-        matmul_backward(ga->dln, lg->up_w, lg->up_b, ga->dfc, la.ln2, lp->up_w, d.N, d.C, d.FF, d.layout);
+        matmul_backward(ga->dln, lg->up_w, lg->up_b, ga->dfc, la.ln2, lp->up_w, d.N, d.C, d.FF, d.layout, d.prec);
         norm_backward(&d, ga->dres, lg->ln2_w, lg->ln2_b, ga->dln, la.res2, lp->ln2_w, la.ln2_mean, la.ln2_rstd);
         // attention block; dres becomes d(res_in)
         memset(ga->datty, 0, sizeof(float) * (size_t)(d.N * d.H * d.hd));
-        matmul_backward(ga->datty, lg->o_w, lg->o_b, ga->dres, la.atty, lp->o_w, d.N, d.H * d.hd, d.C, d.layout);
+        matmul_backward(ga->datty, lg->o_w, lg->o_b, ga->dres, la.atty, lp->o_w, d.N, d.H * d.hd, d.C, d.layout, d.prec);
         attention_backward(ga->dqkv, ga->datty, la.qkv, la.atty, la.lse, d.B, d.T, d.H, d.KV, d.hd);
         if (!d.gpt2) rope_backward(ga->dqkv, m->rope_cos, m->rope_sin, d.B, d.T, d.H, d.KV, d.hd);
         memset(ga->dln, 0, NC);
-        matmul_backward(ga->dln, lg->qkv_w, lg->qkv_b, ga->dqkv, la.ln1, lp->qkv_w, d.N, d.C, d.QKV, d.layout);
+        matmul_backward(ga->dln, lg->qkv_w, lg->qkv_b, ga->dqkv, la.ln1, lp->qkv_w, d.N, d.C, d.QKV, d.layout, d.prec);
         norm_backward(&d, ga->dres, lg->ln1_w, lg->ln1_b, ga->dln, la.res_in, lp->ln1_w, la.ln1_mean, la.ln1_rstd);
     }
     embedding_backward(g->wte, d.gpt2 ? g->wpe : NULL, ga->dres, m->tokens, d.B, d.T, d.C);

@@ -69,6 +69,8 @@ static cJSON *options_to_json(const alloy_train_options *o) {
     cJSON_AddNumberToObject(j, "eval_batches", o->eval_batches);
     cJSON_AddNumberToObject(j, "ckpt_every", (double)o->ckpt_every);
     cJSON_AddNumberToObject(j, "keep_ckpts", o->keep_ckpts);
+    cJSON_AddStringToObject(j, "dtype", o->precision == ALLOY_PRECISION_BF16 ? "bf16" : "f32");
+    cJSON_AddBoolToObject(j, "recompute", o->recompute);
     return j;
 }
 
@@ -106,6 +108,17 @@ static alloy_status options_from_json(alloy_train_options *o, const cJSON *j, co
     INT("ckpt_every", ckpt_every) INT("keep_ckpts", keep_ckpts)
 #undef INT
 #undef DBL
+    // runs saved before these fields existed trained in fp32 without recomputation
+    if (cJSON_GetObjectItemCaseSensitive(j, "dtype")) {
+        const char *dt;
+        if ((s = alloy_json_get_string(j, "dtype", what, &dt))) return s;
+        if (!strcmp(dt, "f32")) o->precision = ALLOY_PRECISION_F32;
+        else if (!strcmp(dt, "bf16")) o->precision = ALLOY_PRECISION_BF16;
+        else return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"dtype\" is \"%s\", not f32 or bf16", what, dt);
+    }
+    if (cJSON_GetObjectItemCaseSensitive(j, "recompute") &&
+        (s = alloy_json_get_bool(j, "recompute", what, &o->recompute)))
+        return s;
     if ((s = alloy_json_get_string(j, "seed", what, &seed))) return s;
     char *end;
     o->seed = strtoull(seed, &end, 10);
@@ -459,7 +472,8 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
     char *mpath = NULL;
     if ((s = alloy_dataset_open(&r.ds, o->data_dir, o->val_fraction))) goto done;
     if ((s = choose_config(o, resume, r.ds->vocab_size, &cfg))) goto done;
-    if ((s = alloy_model_create(&r.model, &cfg, o->batch, o->seq))) goto done;
+    alloy_model_options mo = {.precision = o->precision, .recompute = o->recompute};
+    if ((s = alloy_model_create_ex(&r.model, &cfg, o->batch, o->seq, &mo))) goto done;
     if (resume || o->init_dir[0]) {
         char *wp = alloy_path_join(resume ? resume : o->init_dir, "model.safetensors");
         s = wp ? alloy_model_load_weights(r.model, wp) : ALLOY_STATUS_NOMEM;
@@ -502,10 +516,13 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
     double unigram = alloy_dataset_unigram_entropy(r.ds, 100000000ULL);
     fprintf(r.metrics,
             "{\"type\":\"start\",\"step\":%lld,\"resumed\":%s,\"params\":%zu,\"train_tokens\":%llu,"
-            "\"val_tokens\":%llu,\"unigram_entropy\":%.6f,\"tokens_per_step\":%d}\n",
+            "\"val_tokens\":%llu,\"unigram_entropy\":%.6f,\"tokens_per_step\":%d,\"dtype\":\"%s\","
+            "\"recompute\":%s,\"activation_bytes\":%zu}\n",
             (long long)r.step, resume ? "true" : "false", r.model->num_params,
             (unsigned long long)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_TRAIN),
-            (unsigned long long)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_VAL), unigram, o->batch * o->seq * o->grad_accum);
+            (unsigned long long)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_VAL), unigram, o->batch * o->seq * o->grad_accum,
+            o->precision == ALLOY_PRECISION_BF16 ? "bf16" : "f32", o->recompute ? "true" : "false",
+            alloy_model_activation_bytes(r.model));
     fflush(r.metrics);
     if (!o->quiet) {
         char np[32], nt[32], nv[32];

@@ -32,6 +32,12 @@ static const char help[] =
     "  --seq T               tokens per sequence (default 128)\n"
     "  --grad-accum K        micro-batches per step (default 1)\n"
     "  --seed S              initialisation and data order (default 1337)\n"
+    "  --dtype f32|bf16      precision of the matrix products (default f32); bf16 rounds their\n"
+    "                        inputs to bfloat16 and sums in fp32, with fp32 master weights and\n"
+    "                        optimiser state; needs a CPU with avx512_bf16\n"
+    "  --recompute           keep only each layer's output and recompute the rest in the\n"
+    "                        backward: about 1/3 more compute, far less activation memory, the\n"
+    "                        same results bit for bit (may change on --resume)\n"
     "  --val-fraction X      held-out share when the data has no val shards (default 0.05)\n"
     "optimiser (AdamW, linear warm-up then cosine decay):\n"
     "  --lr X                peak learning rate (default 1e-3)\n"
@@ -62,7 +68,11 @@ int cmd_train(int argc, char **argv) {
     alloy_train_options o = alloy_train_defaults();
     const char *data = NULL, *out = NULL, *preset = NULL, *config = NULL, *init = NULL, *resume = NULL;
     int threads = 0;
+    const char *dtype = NULL;
+    bool recompute = false;
     cli_flag flags[] = {
+        {"dtype", CLI_STR, &dtype, false},
+        {"recompute", CLI_BOOL, &recompute, false},
         {"data", CLI_STR, &data, false},
         {"out", CLI_STR, &out, false},
         {"preset", CLI_STR, &preset, false},
@@ -102,7 +112,8 @@ int cmd_train(int argc, char **argv) {
     if (resume) {
         // everything comes from the run; only these may change on resume
         static const char *const may_change[] = {"resume", "steps", "threads", "quiet", "log-every",
-                                                 "eval-every", "eval-batches", "ckpt-every", "keep"};
+                                                 "eval-every", "eval-batches", "ckpt-every", "keep",
+                                                 "recompute"};
         for (int i = 0; i < nf; i++) {
             bool ok = false;
             for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
@@ -119,6 +130,7 @@ int cmd_train(int argc, char **argv) {
         if (cli_find(flags, nf, "eval-batches")->seen) saved.eval_batches = o.eval_batches;
         if (cli_find(flags, nf, "ckpt-every")->seen) saved.ckpt_every = o.ckpt_every;
         if (cli_find(flags, nf, "keep")->seen) saved.keep_ckpts = o.keep_ckpts;
+        if (cli_find(flags, nf, "recompute")->seen) saved.recompute = recompute;
         o = saved;
     } else {
         struct {
@@ -137,6 +149,9 @@ int cmd_train(int argc, char **argv) {
             strcpy(strs[i].dst, strs[i].v);
         }
         if (!data || !out) return cli_usage("train", "--data and --out are required (or --resume)");
+        if (dtype && !strcmp(dtype, "bf16")) o.precision = ALLOY_PRECISION_BF16;
+        else if (dtype && strcmp(dtype, "f32")) return cli_usage("train", "--dtype must be f32 or bf16, not \"%s\"", dtype);
+        o.recompute = recompute;
         if (!!preset + !!config + !!init != 1) return cli_usage("train", "give exactly one of --preset, --config or --init");
         if (!cli_find(flags, nf, "min-lr")->seen) o.min_lr = o.lr / 10.0;
         if (!cli_find(flags, nf, "warmup")->seen) o.warmup = o.steps / 10 < 100 ? o.steps / 10 : 100;
