@@ -442,6 +442,9 @@ def main():
     ap.add_argument("--beta1", type=float, default=0.9)
     ap.add_argument("--beta2", type=float, default=0.95)
     ap.add_argument("--eps", type=float, default=1e-8)
+    ap.add_argument("--autocast", choices=("off", "bf16"), default="off",
+                    help="bf16: the model's forward under torch.autocast('cpu', torch.bfloat16) (matrix "
+                         "products in bf16), the loss in fp32 on the logits cast back")
     args = ap.parse_args()
 
     if len(args.inputs) != len(args.out):
@@ -470,7 +473,13 @@ def run(args, inputs_path, out_path):
 
     params = dict(model.named_parameters())
     out = {}
-    hidden, logits = model(tokens)
+
+    def forward():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast == "bf16"):
+            hidden, logits = model(tokens)
+        return hidden.float(), logits.float()
+
+    hidden, logits = forward()
     loss, losses = lm_loss(logits, targets, mask)
     loss.backward()
     out["logits"] = logits.detach()
@@ -495,7 +504,7 @@ def run(args, inputs_path, out_path):
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            _, logits = model(tokens)
+            _, logits = forward()
             loss, _ = lm_loss(logits, targets, mask)
             loss.backward()
             if args.clip > 0:
