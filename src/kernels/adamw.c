@@ -14,7 +14,7 @@ void adamw_update(float *param, const float *grad, float *m, float *v, int64_t n
     float step_size = (float)(lr / bias1);
     float bias2_sqrt = (float)sqrt(bias2);
     float decay = (float)(1.0 - (double)lr * weight_decay);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float g = grad[i] * grad_scale;
         float p = param[i] * decay;
