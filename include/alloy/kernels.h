@@ -42,8 +42,10 @@ bool gemm_bf16_supported(void);
 /* Row-major C (M, N) = alpha·op(A)·op(B) + beta·C with the meaning of cblas_sgemm(CblasRowMajor,
  * ...): op(A) is (M, K), A stored (M, K) with leading dimension lda, or (K, M) when trans_a;
  * op(B) is (K, N), B stored (K, N) with ldb, or (N, K) when trans_b. A and B are fp32 and are
- * rounded to bf16 while packed; products are summed in fp32. beta 0 overwrites C (NaNs in C
- * are not read). Threads: OpenMP inside; the result does not depend on the thread count.
+ * rounded to bf16 (nearest even, as vcvtne2ps2bf16: NaN stays NaN, denormals become zero)
+ * while packed; products are summed in fp32. beta 0 overwrites C (NaNs in C are not read).
+ * Threads: OpenMP inside; the result does not depend on the thread count; safe to call from
+ * several threads at once (its packing buffers come from a locked pool, reused between calls).
  * Needs gemm_bf16_supported(). */
 void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);

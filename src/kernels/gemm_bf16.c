@@ -5,14 +5,16 @@
  *
  * The shape is GotoBLAS/BLIS's, with bf16 pairs along K as the packed element:
  *
- *   for each K block of KC (fixed by K alone, so the summation order never changes)
- *     for each N block of NC columns
- *       pack B (KC × NC) into 48-column panels [pair][48 columns] (all threads, shared)
- *       each thread, over its own rows (or its own panels of B when M is small):
- *         pack A (MC × KC) into 8-row panels [pair][8 rows]
- *         for each 8-row A panel (stays in L1), for each 48-column B panel (from L2):
- *           microkernel: 8 × 48 tile = 24 zmm fp32 accumulators; per k-pair 3 loads of B,
- *           8 broadcasts of an A pair, 24 vdpbf16ps
+ *   for each K block of at most KC_MAX (fixed by K alone, so the summation order never changes)
+ *     for each N block of whole panels, at most NC_BYTES packed (one block for GPT-2 widths)
+ *       pack B (kc × nc) into 48-column panels [pair][48 columns]: shared, every thread a part
+ *       tasks, taken dynamically by the threads: up to MT rows of C (× a range of B panels
+ *       when M is small)
+ *         pack the task's rows of A (mt × kc) into 8-row panels [pair][8 rows]
+ *         for each group of B panels that fits L2 (L2_B_BYTES)
+ *           for each 8-row A panel (stays in L1), for each 48-column B panel (from L2):
+ *             microkernel: 8 × 48 tile = 24 zmm fp32 accumulators; per k-pair 3 loads of B,
+ *             8 broadcast A pairs, 24 vdpbf16ps; the C tile is prefetched at its start
  *
  * A "pair" is two bf16 of consecutive k in one 32-bit word (lower half = even k), the operand
  * vdpbf16ps wants; an odd K is padded with a zero. Conversions always go through vcvtne2ps2bf16
@@ -22,7 +24,9 @@
  * are converted two k rows at a time and interleaved with one vpermw.
  *
  * Threads split rows of C (or column panels), never K: every element of C is computed by the
- * same instruction sequence whatever the thread count, so results are bitwise reproducible.
+ * same instruction sequence whatever the thread count or the task order, so results are
+ * bitwise reproducible. The first K block applies beta (beta 0: C is only written); the later
+ * ones add alpha·(their part) to C.
  * Scratch (packed panels) comes from a pool of contexts kept for the life of the process: no
  * allocation per call once warm, safe for concurrent callers, and always reachable (no leak).
  */
@@ -42,6 +46,7 @@
 #define KC_MAX 768   /* k per K block (even): 384 pairs · 48 columns · 4 B = 72 KB per B panel */
 #define NC_BYTES (12u << 20)        /* packed B block, shared by the threads, lives in L3 */
 #define L2_B_BYTES (576u << 10)     /* B panels walked per A panel, kept in the 1 MB L2 */
+#define PF_PAIRS 12   /* prefetch distance of pack_across_k, in k pairs */
 #define MT 128       /* rows of C per task (a multiple of 16) */
 
 #define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
@@ -180,6 +185,10 @@ TARGET_BF16 static void pack_along_k(const pack_dst *d, const float *src, int64_
             for (int i = 0; i < 16; i++) {
                 if (l0 + i < n) {
                     const float *s = src + (int64_t)(l0 + i) * ld + k0;
+                    if (k0 + 128 < kc) {  // 16 rows at once: help the prefetchers along
+                        _mm_prefetch((const char *)(s + 96), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(s + 112), _MM_HINT_T0);
+                    }
                     __m512 lo = _mm512_maskz_loadu_ps(mlo, s);
                     __m512 hi = _mm512_maskz_loadu_ps(mhi, s + 16);
                     r[i] = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
@@ -205,6 +214,15 @@ TARGET_BF16 static void pack_across_k(const pack_dst *d, const float *src, int64
     for (int p = 0; p < np; p++) {
         const float *s0 = src + (int64_t)(2 * p) * ld, *s1 = s0 + ld;
         bool odd = 2 * p + 1 == kc;  // the last pair of an odd kc: the second k is zero
+        if (2 * p + 2 * PF_PAIRS + 1 < kc) {
+            // short rows far apart (a task's columns of a tall matrix) defeat the hardware
+            // prefetchers: ask for the rows PF_PAIRS pairs ahead
+            const float *f0 = s0 + 2 * PF_PAIRS * ld, *f1 = f0 + ld;
+            for (int l = 0; l < n; l += 16) {
+                _mm_prefetch((const char *)(f0 + l), _MM_HINT_T0);
+                _mm_prefetch((const char *)(f1 + l), _MM_HINT_T0);
+            }
+        }
         for (int l0 = 0; l0 < lanes; l0 += 16) {
             __mmask16 m = mask_first(n - l0);
             __m512 lo = _mm512_maskz_loadu_ps(m, s0 + l0);
