@@ -44,6 +44,7 @@ expect 2 "two models" "exactly one of --preset, --config or --init" "$ALLOY" tra
 expect 2 "unknown preset" "unknown preset 'gpt5'" "$ALLOY" train --data "$T/data" --out "$T/r" --preset gpt5
 expect 2 "seq too long" "--seq 4096 exceeds the model's maximum sequence length 128" "$ALLOY" train --data "$T/data" --out "$T/r" --preset tiny-gpt2 --seq 4096
 expect 2 "negative steps" "--steps must be at least 1" "$ALLOY" train --data "$T/data" --out "$T/r" --preset tiny-gpt2 --steps -5
+expect 2 "bad dtype" "--dtype must be f32 or bf16, not \"f16\"" "$ALLOY" train --data "$T/data" --out "$T/r" --preset tiny-gpt2 --dtype f16
 expect 2 "prepare without out" "--input and --out are required" "$ALLOY" prepare --input "$T/src"
 expect 2 "prepare into shards" "already holds token shards" "$ALLOY" prepare --input "$T/src" --out "$T/data"
 expect 2 "inspect two paths" "expects one PATH" "$ALLOY" inspect a b
@@ -89,6 +90,16 @@ expect 0 "train tiny" "held-out loss" "$ALLOY" train --data "$T/data" --out "$T/
 expect 2 "out holds a run" "already holds a run; continue it with --resume" "$ALLOY" train --data "$T/data" --out "$T/run" --preset tiny-gpt2
 expect 2 "resume cannot change lr" "--lr cannot change when resuming" "$ALLOY" train --resume "$T/run" --lr 0.1
 expect 2 "resume at the end" "already at step 6 of 6" "$ALLOY" train --resume "$T/run"
+expect 2 "resume cannot change dtype" "--dtype cannot change when resuming" "$ALLOY" train --resume "$T/run" --dtype bf16
+# --recompute may change on resume and changes nothing in the results
+cp -r "$T/run" "$T/run_rc"; cp -r "$T/run" "$T/run_norc"
+expect 0 "resume with recompute" "held-out loss" "$ALLOY" train --resume "$T/run_rc" --steps 8 --recompute --threads 1
+expect 0 "resume without recompute" "held-out loss" "$ALLOY" train --resume "$T/run_norc" --steps 8 --threads 1
+if cmp -s "$T/run_rc/checkpoints/step-00000008/model.safetensors" "$T/run_norc/checkpoints/step-00000008/model.safetensors"; then
+  ok "recompute: weights bitwise equal"
+else
+  nok "recompute: weights differ from the run without it"
+fi
 CK="$T/run/checkpoints/step-00000006"
 expect 0 "sample" "ROMEO" "$ALLOY" sample --model "$T/run" --prompt "ROMEO" --tokens 5
 expect 0 "inspect run" "transformer.h.1.mlp.c_proj.weight +F32 +\[256, 64\]" "$ALLOY" inspect "$T/run"

@@ -131,9 +131,11 @@ alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *op
     char *sp = alloy_path_join(dir, "trainer_state.json");
     if (!sp) return ALLOY_STATUS_NOMEM;
     alloy_status s = ALLOY_STATUS_OK;
+    bool run_folder = false;
     if (alloy_path_exists(sp)) {
         *ckpt = alloy_strdup(dir);
     } else {
+        run_folder = true;
         s = alloy_run_latest(dir, ckpt);
         alloy_free(sp);
         sp = s ? NULL : alloy_path_join(*ckpt, "trainer_state.json");
@@ -145,6 +147,11 @@ alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *op
         const cJSON *o = cJSON_GetObjectItemCaseSensitive(state, "options");
         if (!cJSON_IsObject(o)) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: missing \"options\"", sp);
         else s = options_from_json(opt, o, sp);
+    }
+    // a run folder continues where it is now, even if it was moved or copied
+    if (!s && run_folder) {
+        if (strlen(dir) >= sizeof opt->out_dir) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: path too long", dir);
+        else strcpy(opt->out_dir, dir);
     }
     cJSON_Delete(state);
     alloy_free(sp);
