@@ -374,7 +374,7 @@ static void compare_case(const char *label, const char *model_dir, const char *r
         note(&err->grads, e);
         EXPECT(e <= TOL_GRAD, "%s: chunked loss: gradient of %s differs: error %.3g", label, ti->name, e);
     }
-    m->loss_chunk_rows = 256;
+    m->loss_chunk_rows = ALLOY_LOSS_CHUNK_ROWS;
 
     // 10 AdamW steps on the same batch
     float ref_losses[STEPS], ref_norms[STEPS], ref_lrs[STEPS];

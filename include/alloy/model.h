@@ -140,6 +140,10 @@ typedef struct alloy_grad_acts {
     float *dhidden; /* (B·T, C) gradient into the final hidden states from a head other than LM */
 } alloy_grad_acts;
 
+/* Rows of the LM head per chunk of alloy_lm_loss_chunked unless loss_chunk_rows says otherwise:
+ * 256 rows of a 50k vocabulary are 51 MB of logits. */
+#define ALLOY_LOSS_CHUNK_ROWS 256
+
 /* How the model computes (not what it computes). */
 typedef struct alloy_model_options {
     alloy_precision precision; /* matrix products: ALLOY_PRECISION_F32 (default) or ALLOY_PRECISION_BF16 (bf16
@@ -170,7 +174,7 @@ typedef struct alloy_model {
     bool have_hidden_grad;      /* gacts.dhidden holds a gradient to add in the backward */
     float *loss_chunk;          /* (loss_chunk_rows, V) logits of alloy_lm_loss_chunked, allocated
                                    at its first call */
-    int loss_chunk_rows;        /* rows of the LM head per chunk there (default 256) */
+    int loss_chunk_rows;        /* rows of the LM head per chunk there (ALLOY_LOSS_CHUNK_ROWS) */
     int loss_chunk_cap;         /* rows loss_chunk has room for */
 } alloy_model;
 

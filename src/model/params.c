@@ -242,7 +242,7 @@ alloy_status alloy_model_create_ex(alloy_model **out, const alloy_config *cfg, i
     m->tokens = alloy_calloc((size_t)max_B * (size_t)max_T, sizeof(int32_t));
     if (!m->params_memory || !m->grads_memory || !m->acts_memory || !m->tokens) goto nomem;
     m->acts_floats = act_total;
-    m->loss_chunk_rows = 256;
+    m->loss_chunk_rows = ALLOY_LOSS_CHUNK_ROWS;
     float *p = m->acts_memory;
     for (int i = 0; i < n_slots; i++) {
         *slots[i].ptr = slots[i].count ? p : NULL;

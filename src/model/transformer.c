@@ -79,11 +79,12 @@ static void norm_backward(const dims *d, float *dinp, float *dw, float *db, cons
     else rmsnorm_backward(dinp, dw, dout, inp, w, rstd, d->N, d->C);
 }
 
-static void layer_forward(alloy_model *m, const dims *d_, int l) {
+/* Layer l's forward into its activation buffers (with recompute: the shared set). */
+static void layer_forward(alloy_model *m, const dims *dp, int l) {
     const alloy_config *c = &m->config;
-    const dims d = *d_;
+    const dims d = *dp;
     int B = d.B, T = d.T;
-const alloy_layer_params *lp = &m->params.layers[l];
+    const alloy_layer_params *lp = &m->params.layers[l];
     layer_acts la = get_layer_acts(m, &d, l);
     // attention block: res2 = res_in + o(attn(norm1(res_in)))
     norm_forward(&d, la.ln1, la.ln1_mean, la.ln1_rstd, la.res_in, lp->ln1_w, lp->ln1_b, c->norm_eps);
@@ -102,6 +103,11 @@ const alloy_layer_params *lp = &m->params.layers[l];
     m->layer_in_buffers = l;
 }
 
+/* Floats of the full logits buffer, (max_B·max_T, V), allocated by the first forward asking for logits. */
+static size_t logits_floats(const alloy_model *m) {
+    return (size_t)m->max_B * (size_t)m->max_T * (size_t)m->config.vocab_size;
+}
+
 alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B, int T, bool want_logits) {
     if (B < 1 || T < 1 || B > m->max_B || T > m->max_T)
         return alloy_fail(ALLOY_STATUS_USAGE, "batch %d x %d does not fit the model's buffers (%d x %d)", B, T,
@@ -114,7 +120,7 @@ alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B
                               tokens[i], (long long)i, c->vocab_size);
     }
     if (want_logits && !m->acts.logits) {
-        size_t n = (size_t)m->max_B * (size_t)m->max_T * (size_t)d.V;
+        size_t n = logits_floats(m);
         if (!(m->acts.logits = alloy_malloc(sizeof(float) * n)))
             return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the logits (%zu floats)", n);
     }
@@ -183,7 +189,7 @@ alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const
     if (B != m->B || T != m->T)
         return alloy_fail(ALLOY_STATUS_USAGE, "loss: the last forward was not of shape %d x %d", B, T);
     dims d = get_dims(m, B, T);
-    int64_t R = m->loss_chunk_rows > 0 ? m->loss_chunk_rows : 256;
+    int64_t R = m->loss_chunk_rows > 0 ? m->loss_chunk_rows : ALLOY_LOSS_CHUNK_ROWS;
     if (R > d.N) R = d.N;
     if (R > m->loss_chunk_cap) {
         size_t n = (size_t)R * (size_t)d.V;
@@ -219,7 +225,7 @@ alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const
 
 size_t alloy_model_activation_bytes(const alloy_model *m) {
     size_t n = m->acts_floats;
-    if (m->acts.logits) n += (size_t)m->max_B * (size_t)m->max_T * (size_t)m->config.vocab_size;
+    if (m->acts.logits) n += logits_floats(m);
     n += (size_t)m->loss_chunk_cap * (size_t)m->config.vocab_size;
     return n * sizeof(float);
 }
