@@ -195,6 +195,22 @@ static int run_peak(void) {
     return 0;
 }
 
+/* The activations a training step of this config needs: the tensors the backward reads, as
+ * counted by Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
+ * Models", §4.1) in fp32, without dropout masks, with an attention that keeps each row's
+ * log-sum-exp instead of the T×T probabilities, and no full logits (the loss is chunked). Per
+ * token and layer: the block's input, the norm's output, Q, K, V, the attention output, the
+ * MLP block's input, its norm's output, the up projection(s) and the activation's output
+ *     5·C + QKV + FF + F floats  (16·C for GPT-2),  + H log-sum-exps + the norms' statistics
+ * and per token outside the layers: the final norm's input and output and statistics. */
+static double needed_activation_bytes(const alloy_config *c, int B, int T) {
+    int hd = c->d_model / c->n_head, F = c->d_ff;
+    bool gpt2 = c->family == ALLOY_FAMILY_GPT2;
+    double QKV = (double)(c->n_head + 2 * c->n_kv_head) * hd, FF = gpt2 ? F : 2.0 * F, stats = gpt2 ? 2 : 1;
+    double layer = 5.0 * c->d_model + QKV + FF + F + c->n_head + 2 * stats;
+    return 4.0 * B * T * (c->n_layer * layer + 2.0 * c->d_model + stats);
+}
+
 /* ---- training steps --------------------------------------------------------------------- */
 
 /* Parameters that enter matrix products (see the file comment). */
@@ -309,8 +325,8 @@ static int run_train(const bench_args *a) {
     print_head(a, "ok");
     printf(",\"family\":\"%s\",\"L\":%d,\"C\":%d,\"V\":%d,\"params\":%zu,\"params_matmul\":%zu", alloy_family_name(c->family),
            c->n_layer, c->d_model, c->vocab_size, m->num_params, n_mm);
-    printf(",\"flops_per_token\":%.0f,\"acts_bytes\":%zu,\"state_bytes\":%zu", flops_tok, alloy_model_activation_bytes(m),
-           16 * m->num_params);
+    printf(",\"flops_per_token\":%.0f,\"acts_bytes\":%zu,\"acts_needed_bytes\":%.0f,\"state_bytes\":%zu", flops_tok,
+           alloy_model_activation_bytes(m), needed_activation_bytes(c, a->B, a->T), 16 * m->num_params);
     printf(",\"warmup\":%d,\"steps\":%d,\"sec_per_step\":%.4f,\"sec_min\":%.4f,\"tokens_per_s\":%.2f", a->warmup,
            a->steps, mean, best, (double)BT / mean);
     printf(",\"others_cpu_share\":%.3f", others);

@@ -68,6 +68,16 @@ void *alloy_realloc(void *ptr, size_t old_size, size_t new_size);
 void alloy_free(void *ptr);
 char *alloy_strdup(const char *s);
 
+/* Large arenas (parameters, gradients, optimizer state, activations): whole pages mapped
+ * from the kernel, zero-filled, backed by transparent huge pages where the system allows
+ * (fewer TLB misses in the matrix products), and given back page by page with
+ * alloy_pages_discard. Counted by the same failure injection as alloy_malloc. */
+void *alloy_pages_alloc(size_t size);
+void alloy_pages_free(void *ptr, size_t size);
+/* Gives the whole pages inside [ptr, ptr + size) back to the system; they read as zeros
+ * afterwards and take memory again only when written. A range smaller than a page is a no-op. */
+void alloy_pages_discard(void *ptr, size_t size);
+
 /* Test hook: the n-th allocation from now (1-based) and every one after it fail; 0 turns
  * injection off. Not thread-safe: for single-threaded tests of out-of-memory paths. */
 void alloy_alloc_fail_after(long n);

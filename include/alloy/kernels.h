@@ -57,8 +57,9 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
  * and W to bfloat16 for the product (fp32 sums; needs gemm_bf16_supported()). */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int IC, int OC, alloy_weight_layout layout, float beta, alloy_precision prec);
-/* dinp (N, IC) += dout·Wᵀ (dinp may be NULL); dweight += ; dbias (OC) += column sums of dout
- * (may be NULL, always fp32). */
+/* dinp (N, IC) = dout·Wᵀ, overwritten (dinp may be NULL; it is an activation's gradient, used
+ * once); dweight += inpᵀ·dout (accumulated over micro-batches); dbias (OC) += column sums of
+ * dout (may be NULL, always fp32). */
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int64_t N, int IC, int OC, alloy_weight_layout layout,
                      alloy_precision prec);

@@ -117,7 +117,7 @@ typedef struct alloy_acts {
     float *ln2_mean;  /* (L, B·T) GPT-2 only */
     float *ln2_rstd;  /* (L, B·T) */
     float *fc;        /* (L, B·T, F or 2F) MLP pre-activation (Llama: [gate | up]) */
-    float *fc_act;    /* (L, B·T, F) after GELU / SwiGLU */
+    float *fc_act;    /* (B·T, F) after GELU / SwiGLU, one layer's: the backward recomputes it */
     float *res3;      /* (L, B·T, C) layer output */
     float *lnf;       /* (B·T, C) final hidden states (after the final norm) */
     float *lnf_mean;  /* (B·T) GPT-2 only */
@@ -170,6 +170,7 @@ typedef struct alloy_model {
     int32_t *tokens;            /* (max_B·max_T) tokens of the last forward */
     int B, T;                   /* shape of the last forward; 0 before any */
     int layer_in_buffers;       /* with recompute: the layer whose activations the shared buffers hold */
+    int fc_act_layer;           /* the layer whose MLP activation output acts.fc_act holds */
     bool have_logits;           /* the last forward ran the LM head */
     bool have_hidden_grad;      /* gacts.dhidden holds a gradient to add in the backward */
     float *loss_chunk;          /* (loss_chunk_rows, V) logits of alloy_lm_loss_chunked, allocated

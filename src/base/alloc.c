@@ -8,6 +8,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define ALLOY_ALIGN 64
 
@@ -73,4 +75,33 @@ char *alloy_strdup(const char *s) {
     char *p = alloy_malloc(n);
     if (p) memcpy(p, s, n);
     return p;
+}
+
+/* ---- page arenas ------------------------------------------------------------------------- */
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *alloy_pages_alloc(size_t size) {
+    if (size == 0) size = 1;
+    if (injected_failure()) {
+        alloy_fail(ALLOY_STATUS_NOMEM, "out of memory (injected) allocating %zu bytes", size);
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        alloy_fail(ALLOY_STATUS_NOMEM, "out of memory mapping %zu bytes", size);
+        return NULL;
+    }
+    if (size >= HUGE_PAGE) (void)madvise(p, size, MADV_HUGEPAGE); // advice only: fine if refused
+    return p;
+}
+
+void alloy_pages_free(void *ptr, size_t size) {
+    if (ptr) munmap(ptr, size ? size : 1);
+}
+
+void alloy_pages_discard(void *ptr, size_t size) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t begin = ((uintptr_t)ptr + page - 1) / page * page, end = ((uintptr_t)ptr + size) / page * page;
+    if (end > begin) (void)madvise((void *)begin, end - begin, MADV_DONTNEED);
 }

@@ -38,15 +38,15 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *weight, int64_t N, int IC, int OC, alloy_weight_layout layout,
                      alloy_precision prec) {
     if (layout == ALLOY_WEIGHT_OUT_IN) {
-        // dinp (N, IC) += dout (N, OC) · W (OC, IC)
+        // dinp (N, IC) = dout (N, OC) · W (OC, IC)
         if (dinp)
-            gemm(prec, false, false, (int)N, IC, OC, dout, OC, weight, IC, 1.0f, dinp, IC);
+            gemm(prec, false, false, (int)N, IC, OC, dout, OC, weight, IC, 0.0f, dinp, IC);
         // dW (OC, IC) += doutᵀ (OC, N) · inp (N, IC)
         gemm(prec, true, false, OC, IC, (int)N, dout, OC, inp, IC, 1.0f, dweight, IC);
     } else {
-        // dinp (N, IC) += dout (N, OC) · Wᵀ, W (IC, OC)
+        // dinp (N, IC) = dout (N, OC) · Wᵀ, W (IC, OC)
         if (dinp)
-            gemm(prec, false, true, (int)N, IC, OC, dout, OC, weight, OC, 1.0f, dinp, IC);
+            gemm(prec, false, true, (int)N, IC, OC, dout, OC, weight, OC, 0.0f, dinp, IC);
         // dW (IC, OC) += inpᵀ (IC, N) · dout (N, OC)
         gemm(prec, true, false, IC, OC, (int)N, inp, IC, dout, OC, 1.0f, dweight, OC);
     }

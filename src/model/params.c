@@ -163,7 +163,7 @@ static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *tot
         {&m->acts.atty, LS, H * hd},     {&m->acts.res2, LS, C},
         {&m->acts.ln2, LS, C},           {&m->acts.ln2_mean, gpt2 ? LS : 0, 1},
         {&m->acts.ln2_rstd, LS, 1},      {&m->acts.fc, LS, FF},
-        {&m->acts.fc_act, LS, F},        {&m->acts.res3, LN, C},
+        {&m->acts.fc_act, N, F},        {&m->acts.res3, LN, C},
         {&m->acts.lnf, N, C},            {&m->acts.lnf_mean, gpt2 ? N : 0, 1},
         {&m->acts.lnf_rstd, N, 1},
         {&m->acts.losses, N, 1},         {&m->acts.row_scale, N, 1},
@@ -236,12 +236,12 @@ alloy_status alloy_model_create_ex(alloy_model **out, const alloy_config *cfg, i
         return alloy_fail(ALLOY_STATUS_USAGE, "batch %d x sequence %d needs too much activation memory", max_B,
                           max_T);
     }
-    m->params_memory = alloy_calloc(m->num_params, sizeof(float));
-    m->grads_memory = alloy_calloc(m->num_params, sizeof(float));
-    m->acts_memory = alloy_calloc(act_total, sizeof(float));
+    m->acts_floats = act_total; // before the arenas: destroy needs it to unmap them
+    m->params_memory = alloy_pages_alloc(sizeof(float) * m->num_params);
+    m->grads_memory = alloy_pages_alloc(sizeof(float) * m->num_params);
+    m->acts_memory = alloy_pages_alloc(sizeof(float) * act_total);
     m->tokens = alloy_calloc((size_t)max_B * (size_t)max_T, sizeof(int32_t));
     if (!m->params_memory || !m->grads_memory || !m->acts_memory || !m->tokens) goto nomem;
-    m->acts_floats = act_total;
     m->loss_chunk_rows = ALLOY_LOSS_CHUNK_ROWS;
     float *p = m->acts_memory;
     for (int i = 0; i < n_slots; i++) {
@@ -272,9 +272,9 @@ void alloy_model_destroy(alloy_model *m) {
     alloy_free(m->tensors);
     alloy_free(m->params.layers);
     alloy_free(m->grads.layers);
-    alloy_free(m->params_memory);
-    alloy_free(m->grads_memory);
-    alloy_free(m->acts_memory);
+    alloy_pages_free(m->params_memory, sizeof(float) * m->num_params);
+    alloy_pages_free(m->grads_memory, sizeof(float) * m->num_params);
+    alloy_pages_free(m->acts_memory, sizeof(float) * m->acts_floats);
     alloy_free(m->acts.logits);
     alloy_free(m->loss_chunk);
     alloy_free(m->tokens);

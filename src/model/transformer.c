@@ -61,7 +61,7 @@ static layer_acts get_layer_acts(const alloy_model *m, const dims *d, int l) {
     la.ln2_mean = a->ln2_mean ? a->ln2_mean + l * N : NULL;
     la.ln2_rstd = a->ln2_rstd + l * N;
     la.fc = a->fc + l * N * d->FF;
-    la.fc_act = a->fc_act + l * N * d->F;
+    la.fc_act = a->fc_act; // one layer's worth: recomputed from fc in the backward
     la.res3 = a->res3 + lr * N * d->C;
     la.res_in = lr == 0 ? a->encoded : a->res3 + (lr - 1) * N * d->C;
     return la;
@@ -101,6 +101,7 @@ static void layer_forward(alloy_model *m, const dims *dp, int l) {
     memcpy(la.res3, la.res2, sizeof(float) * (size_t)(d.N * d.C));
     matmul_forward(la.res3, la.fc_act, lp->down_w, lp->down_b, d.N, d.F, d.C, d.layout, 1.0f, d.prec);
     m->layer_in_buffers = l;
+    m->fc_act_layer = l;
 }
 
 /* Floats of the full logits buffer, (max_B·max_T, V), allocated by the first forward asking for logits. */
@@ -204,7 +205,6 @@ alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const
     if (s) return s;
     const alloy_params *p = &m->params;
     bool grad = grad_scale != 0.0f;
-    if (grad) memset(m->gacts.dhidden, 0, sizeof(float) * (size_t)(d.N * d.C));
     for (int64_t r0 = 0; r0 < d.N; r0 += R) {
         int64_t rows = d.N - r0 < R ? d.N - r0 : R;
         const float *h = m->acts.lnf + r0 * d.C;
@@ -244,11 +244,14 @@ alloy_status alloy_model_backward(alloy_model *m) {
     size_t NC = sizeof(float) * (size_t)(d.N * d.C);
 
     // LM head, plus any gradient a non-LM head put on the final hidden states
-    memset(ga->dln, 0, NC);
+    // (matmul_backward writes its input's gradient; the parameters' gradients accumulate)
     if (m->have_logits)
         matmul_backward(ga->dln, g->lm_head, NULL, m->acts.logits, m->acts.lnf, p->lm_head, d.N, d.C, d.V,
                         ALLOY_WEIGHT_OUT_IN, d.prec);
-    if (m->have_hidden_grad) add_forward(ga->dln, ga->dln, ga->dhidden, d.N * d.C);
+    if (m->have_hidden_grad) {
+        if (m->have_logits) add_forward(ga->dln, ga->dln, ga->dhidden, d.N * d.C);
+        else memcpy(ga->dln, ga->dhidden, NC);
+    }
     memset(ga->dres, 0, NC);
     const float *last = m->acts.res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
     norm_backward(&d, ga->dres, g->lnf_w, g->lnf_b, ga->dln, last, p->lnf_w, m->acts.lnf_mean, m->acts.lnf_rstd);
@@ -258,21 +261,22 @@ alloy_status alloy_model_backward(alloy_model *m) {
         const alloy_layer_params *lg = &g->layers[l];
         if (m->opts.recompute && m->layer_in_buffers != l) layer_forward(m, &d, l); // bitwise the same values
         layer_acts la = get_layer_acts(m, &d, l);
+        if (m->fc_act_layer != l) { // the MLP's activation output is not kept per layer: recompute it
+            if (d.gpt2) gelu_forward(la.fc_act, la.fc, d.N * d.F);
+            else swiglu_forward(la.fc_act, la.fc, d.N, d.F);
+            m->fc_act_layer = l;
+        }
         // MLP block; dres holds d(res3) and, through the residual, becomes d(res2)
-        memset(ga->dfc_act, 0, sizeof(float) * (size_t)(d.N * d.F));
         matmul_backward(ga->dfc_act, lg->down_w, lg->down_b, ga->dres, la.fc_act, lp->down_w, d.N, d.F, d.C,
                         d.layout, d.prec);
         if (d.gpt2) gelu_backward(ga->dfc, la.fc, ga->dfc_act, d.N * d.F);
         else swiglu_backward(ga->dfc, ga->dfc_act, la.fc, d.N, d.F);
-        memset(ga->dln, 0, NC);
         matmul_backward(ga->dln, lg->up_w, lg->up_b, ga->dfc, la.ln2, lp->up_w, d.N, d.C, d.FF, d.layout, d.prec);
         norm_backward(&d, ga->dres, lg->ln2_w, lg->ln2_b, ga->dln, la.res2, lp->ln2_w, la.ln2_mean, la.ln2_rstd);
         // attention block; dres becomes d(res_in)
-        memset(ga->datty, 0, sizeof(float) * (size_t)(d.N * d.H * d.hd));
         matmul_backward(ga->datty, lg->o_w, lg->o_b, ga->dres, la.atty, lp->o_w, d.N, d.H * d.hd, d.C, d.layout, d.prec);
         attention_backward(ga->dqkv, ga->datty, la.qkv, la.atty, la.lse, d.B, d.T, d.H, d.KV, d.hd);
         if (!d.gpt2) rope_backward(ga->dqkv, m->rope_cos, m->rope_sin, d.B, d.T, d.H, d.KV, d.hd);
-        memset(ga->dln, 0, NC);
         matmul_backward(ga->dln, lg->qkv_w, lg->qkv_b, ga->dqkv, la.ln1, lp->qkv_w, d.N, d.C, d.QKV, d.layout, d.prec);
         norm_backward(&d, ga->dres, lg->ln1_w, lg->ln1_b, ga->dln, la.res_in, lp->ln1_w, la.ln1_mean, la.ln1_rstd);
     }

@@ -24,8 +24,8 @@ alloy_status alloy_optimizer_create(alloy_optimizer **out, const alloy_model *mo
     if (!o) return ALLOY_STATUS_NOMEM;
     o->cfg = *cfg;
     o->n = model->num_params;
-    o->m = alloy_calloc(o->n, sizeof(float));
-    o->v = alloy_calloc(o->n, sizeof(float));
+    o->m = alloy_pages_alloc(sizeof(float) * o->n);
+    o->v = alloy_pages_alloc(sizeof(float) * o->n);
     if (!o->m || !o->v) {
         alloy_optimizer_destroy(o);
         return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the optimiser state (%zu floats)", o->n);
@@ -36,8 +36,8 @@ alloy_status alloy_optimizer_create(alloy_optimizer **out, const alloy_model *mo
 
 void alloy_optimizer_destroy(alloy_optimizer *o) {
     if (!o) return;
-    alloy_free(o->m);
-    alloy_free(o->v);
+    alloy_pages_free(o->m, sizeof(float) * o->n);
+    alloy_pages_free(o->v, sizeof(float) * o->n);
     alloy_free(o);
 }
 
