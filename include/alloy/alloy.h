@@ -13,6 +13,7 @@
 #include "alloy/dedup.h"
 #include "alloy/data.h"
 #include "alloy/io.h"
+#include "alloy/llmc.h"
 #include "alloy/train.h"
 
 #endif /* ALLOY_ALLOY_H */
