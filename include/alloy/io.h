@@ -97,10 +97,13 @@ alloy_status alloy_safetensors_write(const char *path, const alloy_st_entry *ent
 /* Writes dir/model.safetensors and dir/config.json (creating dir), each atomically. */
 alloy_status alloy_model_save(const alloy_model *m, const char *dir);
 /* Reads dir/config.json, creates a model for max_B x max_T tokens (max_T 0: the config's
- * maximum) and loads dir/model.safetensors into it. */
+ * maximum) and loads the weights of dir (as alloy_model_load_weights) into it. */
 alloy_status alloy_model_load(alloy_model **out, const char *dir, int max_B, int max_T);
-/* Loads weights into an existing model: every tensor of the table must be present with its
- * exact shape; an unexpected tensor is an error (config and weights disagree). */
+/* Loads weights into an existing model from path: a safetensors file, or a folder holding
+ * model.safetensors or the shards listed by model.safetensors.index.json (as the Hugging Face
+ * hub stores large models). Tensors may be F32, F16 or BF16; GPT-2 names may lack the
+ * "transformer." prefix (hub files of GPT2Model). Every tensor of the table must be present with
+ * its exact shape; an unexpected tensor is an error (config and weights disagree). */
 alloy_status alloy_model_load_weights(alloy_model *m, const char *path);
 
 #ifdef __cplusplus

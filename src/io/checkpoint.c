@@ -4,6 +4,7 @@
  */
 #include "alloy/io.h"
 
+#include <cjson/cJSON.h>
 #include <string.h>
 
 alloy_status alloy_model_save(const alloy_model *m, const char *dir) {
@@ -51,13 +52,111 @@ static bool ignorable(const alloy_model *m, const char *name) {
     return ends_with(name, ".rotary_emb.inv_freq");
 }
 
+/* The safetensors files that hold a checkpoint's weights: one file, or the shards that a
+ * Hugging Face index (model.safetensors.index.json, {"weight_map": {tensor: file}}) lists. */
+typedef struct weight_set {
+    alloy_safetensors **files; /* (n) */
+    int n;
+    const char *where;         /* for messages: the file or the folder */
+} weight_set;
+
+static void weight_set_close(weight_set *w) {
+    for (int i = 0; i < w->n; i++) alloy_safetensors_close(w->files[i]);
+    alloy_free(w->files);
+    w->files = NULL;
+    w->n = 0;
+}
+
+static alloy_status weight_set_add(weight_set *w, const char *path) {
+    alloy_safetensors **f = alloy_realloc(w->files, sizeof *f * (size_t)w->n, sizeof *f * (size_t)(w->n + 1));
+    if (!f) return ALLOY_STATUS_NOMEM;
+    w->files = f;
+    alloy_status s = alloy_safetensors_open(&w->files[w->n], path);
+    if (!s) w->n++;
+    return s;
+}
+
+/* Opens path: a safetensors file, or a folder holding model.safetensors or an index of shards. */
+static alloy_status weight_set_open(weight_set *w, const char *path) {
+    *w = (weight_set){.where = path};
+    if (!alloy_is_dir(path)) return weight_set_add(w, path);
+    char *single = alloy_path_join(path, "model.safetensors");
+    char *index = alloy_path_join(path, "model.safetensors.index.json");
+    alloy_status s = (!single || !index) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
+    cJSON *json = NULL;
+    if (s) {
+    } else if (alloy_path_exists(single)) {
+        s = weight_set_add(w, single);
+    } else if (!alloy_path_exists(index)) {
+        char *bin = alloy_path_join(path, "pytorch_model.bin");
+        bool has_bin = bin && alloy_path_exists(bin);
+        alloy_free(bin);
+        s = alloy_fail(ALLOY_STATUS_IO, "%s: no model.safetensors or model.safetensors.index.json%s", path,
+                       has_bin ? " (pytorch_model.bin is a pickle, which alloy does not read: convert it to safetensors)"
+                               : "");
+    } else if (!(s = alloy_json_read_file(index, &json))) {
+        const cJSON *map = cJSON_GetObjectItemCaseSensitive(json, "weight_map");
+        if (!cJSON_IsObject(map) || !map->child)
+            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: \"weight_map\" must be a non-empty object", index);
+        // each shard once, in the order the map first names it
+        for (const cJSON *e = map ? map->child : NULL; e && !s; e = e->next) {
+            if (!cJSON_IsString(e) || !*e->valuestring || strchr(e->valuestring, '/') || !strcmp(e->valuestring, "..")) {
+                s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" maps to a bad file name", index, e->string);
+                break;
+            }
+            bool seen = false;
+            for (const cJSON *p = map->child; p != e && !seen; p = p->next) seen = !strcmp(p->valuestring, e->valuestring);
+            if (seen) continue;
+            char *shard = alloy_path_join(path, e->valuestring);
+            s = shard ? weight_set_add(w, shard) : ALLOY_STATUS_NOMEM;
+            alloy_free(shard);
+        }
+    }
+    cJSON_Delete(json);
+    alloy_free(single);
+    alloy_free(index);
+    if (s) weight_set_close(w);
+    return s;
+}
+
+/* The tensor stored for one of the model's names, under that name or, for GPT-2, under the
+ * name without "transformer." (the Hugging Face hub's GPT2Model files). *file gets its file. */
+static const alloy_st_tensor *weight_set_find(const weight_set *w, const alloy_model *m, const char *name,
+                                              const alloy_safetensors **file) {
+    for (int pass = 0; pass < 2; pass++) {
+        const char *n = name;
+        if (pass == 1) {
+            if (m->config.family != ALLOY_FAMILY_GPT2 || strncmp(name, "transformer.", 12)) break;
+            n = name + 12;
+        }
+        for (int i = 0; i < w->n; i++) {
+            const alloy_st_tensor *t = alloy_safetensors_find(w->files[i], n);
+            if (t) {
+                *file = w->files[i];
+                return t;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* One of ours a stored name stands for (with the GPT-2 prefix restored), or NULL. */
+static const alloy_tensor_info *model_tensor_for(const alloy_model *m, const char *stored) {
+    const alloy_tensor_info *t = alloy_model_find_tensor(m, stored);
+    if (t || m->config.family != ALLOY_FAMILY_GPT2) return t;
+    char full[160];
+    if (snprintf(full, sizeof full, "transformer.%s", stored) >= (int)sizeof full) return NULL;
+    return alloy_model_find_tensor(m, full);
+}
+
 alloy_status alloy_model_load_weights(alloy_model *m, const char *path) {
-    alloy_safetensors *st;
-    alloy_status s = alloy_safetensors_open(&st, path);
+    weight_set w;
+    alloy_status s = weight_set_open(&w, path);
     if (s) return s;
     for (int i = 0; i < m->n_tensors && !s; i++) {
         const alloy_tensor_info *ti = &m->tensors[i];
-        const alloy_st_tensor *t = alloy_safetensors_find(st, ti->name);
+        const alloy_safetensors *st = NULL;
+        const alloy_st_tensor *t = weight_set_find(&w, m, ti->name, &st);
         if (!t) {
             s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: missing tensor \"%s\" (does config.json match the weights?)",
                            path, ti->name);
@@ -69,19 +168,21 @@ alloy_status alloy_model_load_weights(alloy_model *m, const char *path) {
             char want[96], got[96];
             format_shape(want, sizeof want, ti->shape, ti->ndim);
             format_shape(got, sizeof got, t->shape, t->ndim);
-            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: tensor \"%s\" has shape %s but config.json implies %s", path,
-                           ti->name, got, want);
+            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: tensor \"%s\" has shape %s but config.json implies %s", st->path,
+                           t->name, got, want);
             break;
         }
         s = alloy_st_tensor_to_f32(st, t, m->params_memory + ti->offset);
     }
-    for (int i = 0; i < st->n_tensors && !s; i++) {
-        const char *name = st->tensors[i].name;
-        if (!alloy_model_find_tensor(m, name) && !ignorable(m, name))
-            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: unexpected tensor \"%s\" (does config.json match the weights?)",
-                           path, name);
+    for (int f = 0; f < w.n && !s; f++) {
+        for (int i = 0; i < w.files[f]->n_tensors && !s; i++) {
+            const char *name = w.files[f]->tensors[i].name;
+            if (!model_tensor_for(m, name) && !ignorable(m, name))
+                s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: unexpected tensor \"%s\" (does config.json match the weights?)",
+                               w.files[f]->path, name);
+        }
     }
-    alloy_safetensors_close(st);
+    weight_set_close(&w);
     return s;
 }
 
@@ -90,15 +191,13 @@ alloy_status alloy_model_load(alloy_model **out, const char *dir, int max_B, int
     if (!alloy_is_dir(dir))
         return alloy_fail(ALLOY_STATUS_IO, "%s: %s", dir, alloy_path_exists(dir) ? "not a folder" : "no such folder");
     char *cpath = alloy_path_join(dir, "config.json");
-    char *wpath = alloy_path_join(dir, "model.safetensors");
-    alloy_status s = (!cpath || !wpath) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
+    alloy_status s = !cpath ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
     alloy_config cfg;
     if (!s) s = alloy_config_load(&cfg, cpath);
     alloy_model *m = NULL;
     if (!s) s = alloy_model_create(&m, &cfg, max_B, max_T > 0 ? max_T : cfg.max_seq_len);
-    if (!s) s = alloy_model_load_weights(m, wpath);
+    if (!s) s = alloy_model_load_weights(m, dir);
     alloy_free(cpath);
-    alloy_free(wpath);
     if (s) {
         alloy_model_destroy(m);
         return s;

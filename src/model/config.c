@@ -148,6 +148,16 @@ alloy_status alloy_config_from_json(alloy_config *cfg, const cJSON *j, const cha
         const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
         if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
             return alloy_fail(ALLOY_STATUS_FORMAT, "%s: hidden_act must be \"silu\"", what);
+        const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+        if (scaling && !cJSON_IsNull(scaling))
+            return alloy_fail(ALLOY_STATUS_FORMAT, "%s: rope_scaling is not supported (only plain RoPE)", what);
+        static const char *const biases[] = {"attention_bias", "mlp_bias"};
+        for (int b = 0; b < 2; b++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, biases[b]);
+            if (cJSON_IsTrue(v))
+                return alloy_fail(ALLOY_STATUS_FORMAT, "%s: %s is not supported (Llama layers without biases)", what,
+                                  biases[b]);
+        }
         const cJSON *hd = cJSON_GetObjectItemCaseSensitive(j, "head_dim");
         if (hd && cJSON_IsNumber(hd) && cfg->n_head > 0 && hd->valuedouble * cfg->n_head != cfg->d_model)
             return alloy_fail(ALLOY_STATUS_FORMAT, "%s: head_dim must equal hidden_size / num_attention_heads", what);
