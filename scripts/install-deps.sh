@@ -22,11 +22,11 @@ if [ "${1:-}" = "--test" ] && ! command -v node >/dev/null 2>&1; then
   pkgs+=(nodejs npm)   # Debian's, when the machine has no Node.js of its own
 fi
 
-# npm oracles for the tests (js-tiktoken), pinned by tests/js/package-lock.json
+# npm oracles for the tests (js-tiktoken, @huggingface/gguf), pinned by tests/js/package-lock.json
 npm_oracles() {
   [ "${1:-}" = "--test" ] || return 0
   local here; here=$(cd "$(dirname "$0")/.." && pwd)
-  [ -d "$here/tests/js/node_modules/js-tiktoken" ] && return 0
+  [ -d "$here/tests/js/node_modules/js-tiktoken" ] && [ -d "$here/tests/js/node_modules/@huggingface/gguf" ] && return 0
   echo "install-deps: npm ci in tests/js" >&2
   (cd "$here/tests/js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }

@@ -163,3 +163,29 @@ cmp -s "$T/full/checkpoints/step-00000040/model.safetensors" "$T/mid/checkpoints
   && ok "crash in checkpoint + resume: weights bitwise equal" || nok "crash in checkpoint + resume: weights differ"
 [ ! -e "$T/mid/checkpoints/.tmp-step-00000012" ] && [ "$(ls "$T/mid/checkpoints" | wc -l)" -eq 2 ] \
   && ok "leftovers pruned, --keep 2 honoured" || nok "checkpoints folder: $(ls -a "$T/mid/checkpoints")"
+
+# ---- import and export between formats ----
+expect 2 "import needs one source" "exactly one SOURCE" "$ALLOY" import --out "$T/imp"
+expect 2 "export --format checked" "--format must be hf, gguf or llmc" "$ALLOY" export --model "$T/imp" --format onnx --out "$T/x"
+expect 1 "import of a missing file" "no such file or folder" "$ALLOY" import "$T/nope.bin" --out "$T/imp"
+head -c 4096 /dev/urandom >"$T/junk.bin"
+expect 1 "import of an unknown file" "junk.bin.*no known magic" "$ALLOY" import "$T/junk.bin" --out "$T/imp"
+[ ! -e "$T/imp" ] && ok "failed imports write nothing" || nok "failed import left $T/imp"
+if [ -f "$SHARED/models/stories260K.bin" ]; then
+  expect 0 "import llama2.c stories260K" "llama, 260032 parameters.*KV=4" "$ALLOY" import "$SHARED/models/stories260K.bin" --out "$T/st"
+  expect 0 "export GGUF q8_0" "as gguf q8_0" "$ALLOY" export --model "$T/st" --format gguf --type q8_0 --out "$T/st.gguf"
+  expect 0 "import GGUF back" "GGUF file.*260032 parameters" "$ALLOY" import "$T/st.gguf" --out "$T/st2"
+  expect 0 "export f32 GGUF" "as gguf f32" "$ALLOY" export --model "$T/st" --format gguf --type f32 --out "$T/st32.gguf"
+  expect 0 "import f32 GGUF back" "GGUF file" "$ALLOY" import "$T/st32.gguf" --out "$T/st3"
+  cmp -s "$T/st/model.safetensors" "$T/st3/model.safetensors" \
+    && ok "llama2.c -> alloy -> GGUF f32 -> alloy: weights bitwise equal" || nok "GGUF f32 round trip changed the weights"
+  expect 2 "llm.c export refuses a Llama" "llm.c checkpoints hold GPT-2 models" "$ALLOY" export --model "$T/st" --format llmc --out "$T/st.bin"
+fi
+OMP_NUM_THREADS=1 "$ALLOY" train --data "$T/data" --preset tiny-gpt2 --steps 2 --batch 2 --seq 32 --out "$T/g2run" --quiet 2>/dev/null \
+  && ok "train a tiny GPT-2 to export" || nok "train a tiny GPT-2 to export"
+expect 0 "export llm.c" "as llmc" "$ALLOY" export --model "$T/g2run" --format llmc --out "$T/g2.bin"
+expect 0 "import llm.c back" "llm.c checkpoint.*gpt2" "$ALLOY" import "$T/g2.bin" --out "$T/g2b" --tokenizer bytes
+expect 0 "export hf" "as hf" "$ALLOY" export --model "$T/g2b" --format hf --out "$T/g2hf"
+expect 0 "import hf back" "Hugging Face folder.*tokenizer bytes" "$ALLOY" import "$T/g2hf" --out "$T/g2c" --tokenizer bytes
+cmp -s "$T/g2b/model.safetensors" "$T/g2c/model.safetensors" \
+  && ok "alloy -> llm.c -> alloy -> hf -> alloy: weights bitwise equal" || nok "llm.c/hf round trip changed the weights"

@@ -14,6 +14,8 @@
 #include "alloy/data.h"
 #include "alloy/io.h"
 #include "alloy/llmc.h"
+#include "alloy/quant.h"
+#include "alloy/gguf.h"
 #include "alloy/train.h"
 
 #endif /* ALLOY_ALLOY_H */
