@@ -189,3 +189,9 @@ expect 0 "export hf" "as hf" "$ALLOY" export --model "$T/g2b" --format hf --out 
 expect 0 "import hf back" "Hugging Face folder.*tokenizer bytes" "$ALLOY" import "$T/g2hf" --out "$T/g2c" --tokenizer bytes
 cmp -s "$T/g2b/model.safetensors" "$T/g2c/model.safetensors" \
   && ok "alloy -> llm.c -> alloy -> hf -> alloy: weights bitwise equal" || nok "llm.c/hf round trip changed the weights"
+
+# ---- eval ----
+expect 0 "eval prints loss and perplexity" '"loss":[0-9.]+,"perplexity":[0-9.]+' "$ALLOY" eval --model "$T/g2run" --data "$T/data" --seq 32 --quiet
+expect 2 "eval --split checked" "--split must be val or train" "$ALLOY" eval --model "$T/g2run" --data "$T/data" --split test
+expect 2 "eval --seq beyond the context" "exceeds the model's context" "$ALLOY" eval --model "$T/g2run" --data "$T/data" --seq 100000
+expect 1 "eval of a missing model" "no such folder" "$ALLOY" eval --model "$T/none" --data "$T/data"

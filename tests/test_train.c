@@ -341,6 +341,34 @@ static void test_learns(void) {
     REQUIRE(alloy_train_run(&o, NULL, &val) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     printf("# tiny-gpt2, 300 steps on Shakespeare: held-out loss %.3f vs unigram entropy %.3f nats\n", (double)val, h);
     EXPECT(val < h - 0.6, "held-out loss %.3f is not well below the unigram entropy %.3f", (double)val, h);
+
+    // alloy_eval_lm on the trained model: the trainer's own figure (its first 10 batches of 8),
+    // and a result that does not depend on the batch size (a remainder batch is masked)
+    char *ckpt = NULL;
+    REQUIRE(alloy_run_latest(out, &ckpt) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    alloy_model *m = NULL;
+    REQUIRE(alloy_model_load(&m, ckpt, 8, 64) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    REQUIRE(alloy_dataset_open(&ds, data, 0.05) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    alloy_eval_result r80, all[3];
+    EXPECT(alloy_eval_lm(m, ds, ALLOY_SPLIT_VAL, 8, 64, 80, &r80) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    EXPECT(r80.windows == 80 && r80.tokens == 80 * 64, "%lld windows", (long long)r80.windows);
+    EXPECT(fabs(r80.loss - val) < 1e-5 * val, "eval %.7f vs the trainer's %.7f", r80.loss, (double)val);
+    const int Bs[3] = {8, 5, 1};
+    for (int i = 0; i < 3; i++)
+        EXPECT(alloy_eval_lm(m, ds, ALLOY_SPLIT_VAL, Bs[i], 64, 0, &all[i]) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    printf("# eval of the whole split: %lld windows, loss %.6f (B=8) %.6f (B=5) %.6f (B=1), perplexity %.3f\n",
+           (long long)all[0].windows, all[0].loss, all[1].loss, all[2].loss, all[0].perplexity);
+    EXPECT(all[0].windows > 80 && all[0].windows % 5 != 0 && all[0].windows == all[1].windows &&
+               all[1].windows == all[2].windows, "windows %lld %lld %lld", (long long)all[0].windows,
+           (long long)all[1].windows, (long long)all[2].windows);
+    for (int i = 1; i < 3; i++)
+        EXPECT(fabs(all[i].loss - all[0].loss) < 1e-5 * all[0].loss, "B=%d: %.7f vs %.7f", Bs[i], all[i].loss, all[0].loss);
+    EXPECT(fabs(all[0].perplexity - exp(all[0].loss)) < 1e-9 * all[0].perplexity, "perplexity");
+    alloy_eval_result bad;
+    EXPECT(alloy_eval_lm(m, ds, ALLOY_SPLIT_VAL, 9, 64, 0, &bad) == ALLOY_STATUS_USAGE, "B beyond the buffers accepted");
+    alloy_dataset_close(ds);
+    alloy_model_destroy(m);
+    alloy_free(ckpt);
 }
 
 int main(void) {

@@ -16,6 +16,7 @@
 
 #include "alloy/base.h"
 #include "alloy/model.h"
+#include "alloy/data.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -108,6 +109,20 @@ alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *op
  * bitwise equal to an uninterrupted one. *final_val_loss (may be NULL) gets the last held-out
  * loss. */
 alloy_status alloy_train_run(const alloy_train_options *opt, const char *resume_ckpt, float *final_val_loss);
+
+/* Held-out scores of a language model. */
+typedef struct alloy_eval_result {
+    double loss;       /* mean cross-entropy per target token (nats) */
+    double perplexity; /* exp(loss) */
+    int64_t tokens;    /* target tokens scored */
+    int64_t windows;   /* windows of T + 1 tokens scored */
+} alloy_eval_result;
+
+/* Scores every window of T + 1 tokens of the split (or the first max_windows, if > 0), in
+ * order, B at a time: the mean loss over all target tokens and its perplexity. The result does
+ * not depend on B. */
+alloy_status alloy_eval_lm(alloy_model *m, const alloy_dataset *ds, alloy_split split, int B, int T,
+                           int64_t max_windows, alloy_eval_result *out);
 
 /* The run folder's latest checkpoint folder (alloy_free it), or an error naming the folder. */
 alloy_status alloy_run_latest(const char *run_dir, char **ckpt);

@@ -52,6 +52,7 @@ int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_import(int argc, char **argv);  /* convert.c */
 int cmd_export(int argc, char **argv);  /* convert.c */
 /* `alloy tokenizer train`: learns a BPE from the files and folders given (tokenizer_train.c). */

@@ -21,6 +21,7 @@ static const char usage[] =
     "  sample    generate text from a trained model\n"
     "  inspect   print the header and tensor table of a checkpoint, safetensors file or shard\n"
     "  tokenizer encode, decode, train or describe a tokenizer (byte-level BPE, GPT-2's)\n"
+    "  eval      held-out loss and perplexity of a model on token shards\n"
     "  import    a Hugging Face folder, GGUF, llm.c or llama2.c file -> a checkpoint folder\n"
     "  export    a checkpoint -> a Hugging Face folder, GGUF (f32 ... q4_k) or llm.c file\n"
     "\n"
@@ -52,7 +53,7 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sample", cmd_sample}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
-                 {"import", cmd_import}, {"export", cmd_export}};
+                 {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (!strcmp(verb, verbs[i].name)) {
             choose_blas_kernels(argv);
