@@ -51,7 +51,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define QUANT_X86 1
-#define TARGET_Q __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,f16c,fma")))
+#define TARGET_Q __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
 #endif
 
 #define QK 32          /* elements of a Q8_0 / Q4_0 block */
@@ -59,6 +59,7 @@
 #define CHUNK 2048     /* columns of x quantised at a time: 64 blocks of 32, 8 of 256 */
 #define XT 32          /* tokens of X quantised at a time by the matmul */
 #define NT_MAX 8       /* tokens of the widest microkernel */
+#define PF_AHEAD 4096 /* bytes of weights prefetched ahead of the block being read */
 #define TINY 0x1p-100f /* an x block whose largest magnitude is below this quantises to zero */
 
 _Static_assert(CHUNK % (16 * QK) == 0 && CHUNK % QKK == 0, "a chunk holds whole groups");
@@ -372,8 +373,7 @@ bool alloy_quant_simd_supported(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
-           __builtin_cpu_supports("f16c") &&
+           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c") &&
            __builtin_cpu_supports("fma");
 #else
     return false;
@@ -772,18 +772,6 @@ TARGET_Q static inline __attribute__((always_inline)) void q32_row_avx512(float 
                                                                           const xchunk *xc, const int nt, int nb,
                                                                           const bool q8) {
     const int bsz = q8 ? 34 : 18;
-    // byte and word tables of vpermt2b / vpermt2w over a quad of 4 blocks loaded as 2-3 zmm:
-    // qs of block i at byte bsz·i + 2, its scale at word bsz/2·i, wanted in lane 4i + k
-    _Alignas(64) uint8_t tlo[64], thi[64], thi3[64];
-    _Alignas(64) uint16_t td[32];
-    for (int j = 0; j < 64; j++) {
-        tlo[j] = (uint8_t)(bsz * (j >> 4) + 2 + (j & 15));
-        thi[j] = (uint8_t)(bsz * (j >> 4) + 18 + (j & 15));      // Q8_0 blocks 0..2
-        thi3[j] = (uint8_t)(bsz * 3 + 18 + (j & 15) - 64);       // Q8_0 block 3, from bytes 64..135
-    }
-    for (int L = 0; L < 32; L++) td[L] = (uint16_t)(bsz / 2 * ((L & 15) >> 2));
-    const __m512i ilo = _mm512_load_si512(tlo), ihi = _mm512_load_si512(thi), ihi3 = _mm512_load_si512(thi3);
-    const __m512i idw = _mm512_load_si512(td);
     const __m512i m4 = _mm512_set1_epi8(15), bias = _mm512_set1_epi8((char)0x80);
     __m512 acc[NT_MAX];
     for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
@@ -795,26 +783,25 @@ TARGET_Q static inline __attribute__((always_inline)) void q32_row_avx512(float 
             memcpy(pad, wp, (size_t)bsz * (nb - 16 * g));
             wp = pad;
         }
-        __m512i lo[4], hi[4], dwords = _mm512_setzero_si512();
+        // the 16 scales in lane order; a gather (vpgatherdd) is slow on some CPUs and stalls on
+        // cache misses, 16 scalar loads are not
+        _Alignas(32) uint16_t dh[16];
+        for (int L = 0; L < 16; L++) dh[L] = load_u16(wp + bsz * (4 * (L & 3) + (L >> 2)));
+        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)dh));
+        for (int pf = 0; pf < 16 * bsz; pf += 64) // decode streams weights from DRAM: help the prefetcher
+            _mm_prefetch((const char *)((uintptr_t)wp + PF_AHEAD + pf), _MM_HINT_T0);
+        __m512i lo[4], hi[4];
         for (int k = 0; k < 4; k++) {
-            const uint8_t *base = wp + bsz * 4 * k;
-            const __m512i A = _mm512_loadu_si512(base);
-            if (q8) { // 136 bytes: A, B and the 8 bytes after
-                const __m512i B = _mm512_loadu_si512(base + 64), C = _mm512_maskz_loadu_epi8(0xFF, base + 128);
-                lo[k] = _mm512_xor_si512(_mm512_permutex2var_epi8(A, ilo, B), bias);
-                const __m512i h = _mm512_mask_mov_epi8(_mm512_permutex2var_epi8(A, ihi, B), 0xFFFF000000000000ull,
-                                                       _mm512_permutex2var_epi8(B, ihi3, C));
-                hi[k] = _mm512_xor_si512(h, bias);
-                dwords = _mm512_mask_mov_epi16(dwords, 0x1111u << k, _mm512_permutex2var_epi16(A, idw, B));
-            } else { // 72 bytes: A and the 8 bytes after
-                const __m512i B = _mm512_maskz_loadu_epi8(0xFF, base + 64);
-                const __m512i v = _mm512_permutex2var_epi8(A, ilo, B);
+            const uint8_t *b0 = wp + bsz * 4 * k + 2;
+            if (q8) {
+                lo[k] = _mm512_xor_si512(load4x128(b0, b0 + 34, b0 + 68, b0 + 102), bias);
+                hi[k] = _mm512_xor_si512(load4x128(b0 + 16, b0 + 50, b0 + 84, b0 + 118), bias);
+            } else {
+                const __m512i v = load4x128(b0, b0 + 18, b0 + 36, b0 + 54);
                 lo[k] = _mm512_and_si512(v, m4);
                 hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                dwords = _mm512_mask_mov_epi16(dwords, 0x1111u << k, _mm512_permutex2var_epi16(A, idw, B));
             }
         }
-        const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dwords));
         for (int t = 0; t < nt; t++) {
             const xq32_group *xg = &xc[t].g[g];
             __m512i p[4];
@@ -847,6 +834,8 @@ TARGET_Q static inline __attribute__((always_inline)) void q4k_row_avx512(float 
     }
     for (int b = 0; b < nsb; b++) {
         const uint8_t *blk = w + (size_t)144 * b;
+        for (int pf = 0; pf < 144; pf += 64)
+            _mm_prefetch((const char *)((uintptr_t)blk + PF_AHEAD + pf), _MM_HINT_T0);
         uint32_t u0, u1, u2;
         memcpy(&u0, blk + 4, 4);
         memcpy(&u1, blk + 8, 4);
