@@ -17,5 +17,6 @@
 #include "alloy/quant.h"
 #include "alloy/gguf.h"
 #include "alloy/train.h"
+#include "alloy/grow.h"
 
 #endif /* ALLOY_ALLOY_H */
