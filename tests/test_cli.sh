@@ -195,3 +195,8 @@ expect 0 "eval prints loss and perplexity" '"loss":[0-9.]+,"perplexity":[0-9.]+'
 expect 2 "eval --split checked" "--split must be val or train" "$ALLOY" eval --model "$T/g2run" --data "$T/data" --split test
 expect 2 "eval --seq beyond the context" "exceeds the model's context" "$ALLOY" eval --model "$T/g2run" --data "$T/data" --seq 100000
 expect 1 "eval of a missing model" "no such folder" "$ALLOY" eval --model "$T/none" --data "$T/data"
+OMP_NUM_THREADS=1 "$ALLOY" train --data "$T/data" --preset tiny-gpt2 --steps 3 --batch 2 --seq 32 --seed 9 --out "$T/g2run2" --quiet 2>/dev/null
+expect 0 "eval of an ensemble of two" '"ensemble":"probs","members":\[.*"weight":0.75.*"weight":0.25.*"perplexity"' \
+  "$ALLOY" eval --model "$T/g2run" "$T/g2run2" --weights 3 1 --data "$T/data" --seq 32 --quiet
+expect 2 "eval --weights counted" "one weight per model" "$ALLOY" eval --model "$T/g2run" "$T/g2run2" --weights 1 --data "$T/data"
+expect 2 "eval --ensemble checked" "--ensemble must be probs or logits" "$ALLOY" eval --model "$T/g2run" "$T/g2run2" --ensemble vote --data "$T/data"

@@ -18,5 +18,6 @@
 #include "alloy/gguf.h"
 #include "alloy/train.h"
 #include "alloy/grow.h"
+#include "alloy/ensemble.h"
 
 #endif /* ALLOY_ALLOY_H */

@@ -2,25 +2,32 @@
  * eval.c — `alloy eval`: held-out loss and perplexity of a model on token shards.
  */
 #include "cli.h"
+#include "alloy/ensemble.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char help[] =
-    "usage: alloy eval --model DIR --data SHARDS [flags]\n"
+    "usage: alloy eval --model DIR [DIR ...] --data SHARDS [flags]\n"
     "\n"
     "Scores a model on token shards (alloy prepare): every window of T + 1 tokens of the split,\n"
     "in order, once; prints the mean loss per target token (nats), the perplexity exp(loss) and\n"
     "the tokens scored, as one JSON line on stdout (with --quiet only that) and a summary on stderr.\n"
-    "The result does not depend on --batch.\n"
+    "The result does not depend on --batch. Several models are scored as one ensemble (they must\n"
+    "share the vocabulary and tokenizer): a mixture of their probabilities, or one softmax of\n"
+    "their weighted logits.\n"
     "\n"
-    "  --model DIR           checkpoint folder or run folder (its latest checkpoint)\n"
+    "  --model DIR ...       checkpoint folders or run folders (their latest checkpoint)\n"
+    "  --weights W ...       ensemble weights, one per model (default equal; normalised)\n"
+    "  --ensemble MODE       probs (default: Σ wᵢ·pᵢ) or logits (softmax of Σ wᵢ·zᵢ)\n"
     "  --data DIR            token shards: val-*.bin is the held-out split\n"
     "  --split val|train     which split to score (default val)\n"
     "  --val-fraction X      without val-*.bin shards, the share of training windows held out,\n"
     "                        as in alloy train (default 0.05)\n"
     "  --seq T               tokens per window (default: the model's context, at most 1024)\n"
-    "  --batch B             windows per forward pass (default 8)\n"
+    "  --batch B             windows per forward pass (default 8; 1 for an ensemble, whose members\n"
+    "                        each hold B·T·V logits)\n"
     "  --max-windows N       score only the first N windows (default: all)\n"
     "  --threads N           OpenMP threads (default: all cores)\n"
     "  --quiet               no summary on stderr\n";
@@ -37,14 +44,18 @@ static alloy_status checkpoint_dir(const char *dir, char **out) {
     return s;
 }
 
+#define MAX_MEMBERS 16
+
 int cmd_eval(int argc, char **argv) {
-    const char *model_dir = NULL, *data = NULL, *split_name = "val";
+    const char *data = NULL, *split_name = "val", *mode_name = "probs";
+    cli_list model_dirs = {0}, weight_args = {0};
     int T = 0, B = 8, threads = 0;
     int64_t max_windows = 0;
     double val_fraction = 0.05;
     bool quiet = false;
     cli_flag flags[] = {
-        {"model", CLI_STR, &model_dir, false},   {"data", CLI_STR, &data, false},
+        {"model", CLI_LIST, &model_dirs, false}, {"data", CLI_STR, &data, false},
+        {"weights", CLI_LIST, &weight_args, false}, {"ensemble", CLI_STR, &mode_name, false},
         {"split", CLI_STR, &split_name, false},  {"val-fraction", CLI_DBL, &val_fraction, false},
         {"seq", CLI_INT, &T, false},             {"batch", CLI_INT, &B, false},
         {"max-windows", CLI_I64, &max_windows, false}, {"threads", CLI_INT, &threads, false},
@@ -52,42 +63,76 @@ int cmd_eval(int argc, char **argv) {
     };
     int r = cli_parse("eval", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), help, NULL);
     if (r) return r == 1 ? 0 : r;
-    if (!model_dir || !data) return cli_usage("eval", "--model and --data are required");
+    if (model_dirs.n == 0 || !data) return cli_usage("eval", "--model and --data are required");
+    int n = model_dirs.n;
+    if (n > MAX_MEMBERS) return cli_usage("eval", "at most %d models", MAX_MEMBERS);
+    float weights[MAX_MEMBERS];
+    if (weight_args.n && weight_args.n != n) return cli_usage("eval", "--weights needs one weight per model (%d)", n);
+    for (int i = 0; i < weight_args.n; i++) {
+        char *end;
+        weights[i] = strtof(weight_args.items[i], &end);
+        if (end == weight_args.items[i] || *end || !(weights[i] >= 0.0f))
+            return cli_usage("eval", "--weights: '%s' is not a number >= 0", weight_args.items[i]);
+    }
+    if (n > 1 && !cli_find(flags, (int)(sizeof flags / sizeof flags[0]), "batch")->seen)
+        B = 1; // each member holds B·T·V logits, and the ensemble as many log-probabilities
+    alloy_ensemble_mode mode;
+    if (!alloy_ensemble_mode_parse(mode_name, &mode)) return cli_usage("eval", "--ensemble must be probs or logits");
     bool val = !strcmp(split_name, "val");
     if (!val && strcmp(split_name, "train")) return cli_usage("eval", "--split must be val or train");
     if (B < 1 || T < 0 || max_windows < 0) return cli_usage("eval", "--batch must be >= 1, --seq and --max-windows >= 0");
     if (!(val_fraction >= 0.0 && val_fraction < 1.0)) return cli_usage("eval", "--val-fraction must lie in [0, 1)");
     cli_set_threads(threads);
 
-    char *dir = NULL;
+    char *dirs[MAX_MEMBERS] = {0};
+    alloy_model *ms[MAX_MEMBERS] = {0};
     alloy_config cfg;
-    alloy_model *m = NULL;
     alloy_dataset *ds = NULL;
+    alloy_ensemble *ens = NULL;
     alloy_eval_result res;
-    alloy_status s = checkpoint_dir(model_dir, &dir);
-    if (!s) {
-        char *cp = alloy_path_join(dir, "config.json");
-        s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;
-        alloy_free(cp);
+    alloy_status s = ALLOY_STATUS_OK;
+    for (int i = 0; i < n && !s; i++) {
+        s = checkpoint_dir(model_dirs.items[i], &dirs[i]);
+        if (!s) {
+            char *cp = alloy_path_join(dirs[i], "config.json");
+            s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;
+            alloy_free(cp);
+        }
+        if (!s) {
+            int Ti = T ? T : (cfg.max_seq_len < 1024 ? cfg.max_seq_len : 1024);
+            if (!T && i > 0) Ti = ms[0]->max_T; // every member scores the same windows
+            if (Ti > cfg.max_seq_len)
+                s = alloy_fail(ALLOY_STATUS_USAGE, "%s: --seq %d exceeds the model's context of %d", dirs[i], Ti,
+                               cfg.max_seq_len);
+            if (!s) s = alloy_model_load(&ms[i], dirs[i], B, Ti);
+        }
     }
-    if (!s) {
-        if (T == 0) T = cfg.max_seq_len < 1024 ? cfg.max_seq_len : 1024;
-        if (T > cfg.max_seq_len)
-            s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's context of %d", T, cfg.max_seq_len);
-    }
-    if (!s) s = alloy_model_load(&m, dir, B, T);
+    if (!s) T = ms[0]->max_T;
     if (!s) s = alloy_dataset_open(&ds, data, val_fraction);
-    if (!s) s = alloy_eval_lm(m, ds, val ? ALLOY_SPLIT_VAL : ALLOY_SPLIT_TRAIN, B, T, max_windows, &res);
+    alloy_split split = val ? ALLOY_SPLIT_VAL : ALLOY_SPLIT_TRAIN;
+    if (!s && n == 1) s = alloy_eval_lm(ms[0], ds, split, B, T, max_windows, &res);
+    if (!s && n > 1) s = alloy_ensemble_create(&ens, ms, weight_args.n ? weights : NULL, n, mode);
+    if (!s && n > 1) s = alloy_ensemble_eval(ens, ds, split, B, T, max_windows, &res);
     if (!s) {
-        printf("{\"model\":\"%s\",\"data\":\"%s\",\"split\":\"%s\",\"seq\":%d,\"windows\":%lld,\"tokens\":%lld,"
+        printf("{\"model\":\"%s\",", dirs[0]);
+        if (n > 1) {
+            printf("\"ensemble\":\"%s\",\"members\":[", mode_name);
+            for (int i = 0; i < n; i++) printf("%s{\"model\":\"%s\",\"weight\":%.6g}", i ? "," : "", dirs[i], ens->weights[i]);
+            printf("],");
+        }
+        printf("\"data\":\"%s\",\"split\":\"%s\",\"seq\":%d,\"windows\":%lld,\"tokens\":%lld,"
                "\"loss\":%.6f,\"perplexity\":%.4f}\n",
-               dir, data, split_name, T, (long long)res.windows, (long long)res.tokens, res.loss, res.perplexity);
+               data, split_name, T, (long long)res.windows, (long long)res.tokens, res.loss, res.perplexity);
         if (!quiet)
-            fprintf(stderr, "alloy eval: %s on %s (%s): loss %.4f, perplexity %.3f over %lld tokens\n", dir, data,
-                    split_name, res.loss, res.perplexity, (long long)res.tokens);
+            fprintf(stderr, "alloy eval: %s%s on %s (%s): loss %.4f, perplexity %.3f over %lld tokens\n", dirs[0],
+                    n > 1 ? " and the other members" : "", data, split_name, res.loss, res.perplexity,
+                    (long long)res.tokens);
     }
+    alloy_ensemble_destroy(ens);
     alloy_dataset_close(ds);
-    alloy_model_destroy(m);
-    alloy_free(dir);
+    for (int i = 0; i < n; i++) {
+        alloy_model_destroy(ms[i]);
+        alloy_free(dirs[i]);
+    }
     return s ? cli_fail("eval", s) : 0;
 }

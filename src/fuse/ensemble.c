@@ -1,0 +1,152 @@
+/*
+ * ensemble.c — the combined next-token distribution of several models (see alloy/ensemble.h).
+ *
+ * Per position: each member's logits z; PROBS gives log Σ wᵢ·softmax(zᵢ) computed as a
+ * log-sum-exp over members of (log wᵢ + log softmax(zᵢ)); LOGITS gives log softmax(Σ wᵢ·zᵢ).
+ * Sums are in double, so the result is the same for any number of threads.
+ */
+#include "alloy/ensemble.h"
+
+#include <math.h>
+#include <string.h>
+
+bool alloy_ensemble_mode_parse(const char *name, alloy_ensemble_mode *out) {
+    if (!strcmp(name, "probs")) *out = ALLOY_ENSEMBLE_PROBS;
+    else if (!strcmp(name, "logits")) *out = ALLOY_ENSEMBLE_LOGITS;
+    else return false;
+    return true;
+}
+
+alloy_status alloy_ensemble_create(alloy_ensemble **out, alloy_model *const *models, const float *weights, int n,
+                                   alloy_ensemble_mode mode) {
+    *out = NULL;
+    if (n < 1) return alloy_fail(ALLOY_STATUS_USAGE, "an ensemble needs at least one model");
+    if (mode != ALLOY_ENSEMBLE_PROBS && mode != ALLOY_ENSEMBLE_LOGITS)
+        return alloy_fail(ALLOY_STATUS_USAGE, "unknown ensemble mode %d", (int)mode);
+    double total = 0.0;
+    for (int i = 0; i < n; i++) {
+        const alloy_config *c = &models[i]->config, *c0 = &models[0]->config;
+        if (c->vocab_size != c0->vocab_size)
+            return alloy_fail(ALLOY_STATUS_MISMATCH, "ensemble member %d has a vocabulary of %d, member 0 of %d", i,
+                              c->vocab_size, c0->vocab_size);
+        if (strcmp(c->tokenizer, c0->tokenizer))
+            return alloy_fail(ALLOY_STATUS_MISMATCH, "ensemble member %d was trained with tokenizer \"%s\", member 0 with \"%s\"",
+                              i, c->tokenizer, c0->tokenizer);
+        double w = weights ? weights[i] : 1.0;
+        if (!(w >= 0.0 && isfinite(w)))
+            return alloy_fail(ALLOY_STATUS_USAGE, "ensemble weight %d is %g; weights must be finite and >= 0", i, w);
+        total += w;
+    }
+    if (!(total > 0.0)) return alloy_fail(ALLOY_STATUS_USAGE, "ensemble weights are all 0");
+    alloy_ensemble *e = alloy_calloc(1, sizeof *e);
+    if (!e) return ALLOY_STATUS_NOMEM;
+    e->models = alloy_calloc((size_t)n, sizeof *e->models);
+    e->weights = alloy_calloc((size_t)n, sizeof *e->weights);
+    if (!e->models || !e->weights) {
+        alloy_ensemble_destroy(e);
+        return ALLOY_STATUS_NOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        e->models[i] = models[i];
+        e->weights[i] = (weights ? weights[i] : 1.0) / total;
+    }
+    e->n = n;
+    e->mode = mode;
+    e->vocab_size = models[0]->config.vocab_size;
+    *out = e;
+    return ALLOY_STATUS_OK;
+}
+
+void alloy_ensemble_destroy(alloy_ensemble *e) {
+    if (!e) return;
+    alloy_free(e->models);
+    alloy_free(e->weights);
+    alloy_free(e);
+}
+
+/* log Σ_v exp(z_v) of one row, in double. */
+static double row_logsumexp(const float *z, int V) {
+    float mx = -INFINITY;
+    for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+    double s = 0.0;
+    for (int v = 0; v < V; v++) s += exp((double)z[v] - mx);
+    return mx + log(s);
+}
+
+alloy_status alloy_ensemble_logprobs(alloy_ensemble *e, const int32_t *tokens, int B, int T, float *logp) {
+    int V = e->vocab_size;
+    int64_t N = (int64_t)B * T;
+    // PROBS: logp accumulates Σ wᵢ pᵢ (as probabilities, in place), then its log; LOGITS: Σ wᵢ zᵢ
+    for (int i = 0; i < e->n; i++) {
+        alloy_model *m = e->models[i];
+        alloy_status s = alloy_model_forward_ex(m, tokens, B, T, true);
+        if (s) return s;
+        const float *z = m->acts.logits;
+        double w = e->weights[i];
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < N; r++) {
+            const float *zr = z + r * V;
+            float *out = logp + r * V;
+            if (e->mode == ALLOY_ENSEMBLE_LOGITS) {
+                for (int v = 0; v < V; v++) out[v] = (float)((i ? out[v] : 0.0) + w * zr[v]);
+            } else {
+                double lse = row_logsumexp(zr, V);
+                for (int v = 0; v < V; v++) out[v] = (float)((i ? out[v] : 0.0) + w * exp((double)zr[v] - lse));
+            }
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < N; r++) {
+        float *out = logp + r * V;
+        if (e->mode == ALLOY_ENSEMBLE_LOGITS) {
+            double lse = row_logsumexp(out, V);
+            for (int v = 0; v < V; v++) out[v] = (float)(out[v] - lse);
+        } else {
+            for (int v = 0; v < V; v++) out[v] = out[v] > 0.0f ? logf(out[v]) : -INFINITY;
+        }
+    }
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_ensemble_eval(alloy_ensemble *e, const alloy_dataset *ds, alloy_split split, int B, int T,
+                                 int64_t max_windows, alloy_eval_result *out) {
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < e->n; i++) {
+        alloy_model *m = e->models[i];
+        if (B < 1 || T < 1 || B > m->max_B || T > m->max_T)
+            return alloy_fail(ALLOY_STATUS_USAGE, "eval: batch %d x %d does not fit member %d's buffers (%d x %d)", B, T,
+                              i, m->max_B, m->max_T);
+    }
+    if (ds->vocab_size > (uint32_t)e->vocab_size)
+        return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the data's tokens go up to id %u but the models' vocabulary has %d",
+                          ds->dir, ds->vocab_size - 1, e->vocab_size);
+    alloy_loader *l;
+    alloy_status s = alloy_loader_create(&l, ds, split, B, T, 0);
+    if (s) return s;
+    int64_t n = l->n_windows;
+    if (max_windows > 0 && max_windows < n) n = max_windows;
+    size_t cells;
+    float *logp = NULL;
+    if (!alloy_mul_size((size_t)B * (size_t)T, (size_t)e->vocab_size, &cells) ||
+        !(logp = alloy_malloc(sizeof(float) * cells)))
+        s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the ensemble's log-probabilities (%d x %d x %d)", B, T,
+                       e->vocab_size);
+    if (!s && n == 0)
+        s = alloy_fail(ALLOY_STATUS_USAGE, "%s: the split has no window of %d tokens to score", ds->dir, T + 1);
+    double sum = 0.0;
+    for (int64_t w = 0; w < n && !s; w += B) {
+        alloy_loader_next(l);
+        int rows = n - w < B ? (int)(n - w) : B;
+        s = alloy_ensemble_logprobs(e, l->inputs, B, T, logp);
+        for (int64_t r = 0; !s && r < (int64_t)rows * T; r++) sum -= logp[r * e->vocab_size + l->targets[r]];
+    }
+    if (!s) {
+        out->windows = n;
+        out->tokens = n * T;
+        out->loss = sum / (double)out->tokens;
+        out->perplexity = exp(out->loss);
+    }
+    alloy_free(logp);
+    alloy_loader_destroy(l);
+    return s;
+}
