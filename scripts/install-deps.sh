@@ -12,10 +12,11 @@ pkgs=(
   libcjson-dev              # JSON (config.json, safetensors headers, metrics)
   libpcre2-dev              # pre-tokenizer regex
   libutf8proc-dev           # Unicode normalisation
+  libyaml-dev               # merge recipes (alloy merge)
   jargon-text bible-kjv     # public-domain text for the demo
 )
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(python3 python3-torch python3-numpy)   # PyTorch twins in tests/reference
+  pkgs+=(python3 python3-torch python3-numpy python3-yaml)   # PyTorch twins and NumPy references in tests/reference
 fi
 
 if [ "${1:-}" = "--test" ] && ! command -v node >/dev/null 2>&1; then

@@ -55,6 +55,7 @@ int cmd_tokenizer(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_import(int argc, char **argv);  /* convert.c */
 int cmd_export(int argc, char **argv);  /* convert.c */
+int cmd_merge(int argc, char **argv);   /* merge.c */
 int cmd_grow(int argc, char **argv);
 /* `alloy tokenizer train`: learns a BPE from the files and folders given (tokenizer_train.c). */
 int cmd_tokenizer_train(const char *const *inputs, int n_inputs, int vocab_size, const char *const *specials, int n_specials,

@@ -24,6 +24,7 @@ static const char usage[] =
     "  eval      held-out loss and perplexity of a model on token shards\n"
     "  import    a Hugging Face folder, GGUF, llm.c or llama2.c file -> a checkpoint folder\n"
     "  export    a checkpoint -> a Hugging Face folder, GGUF (f32 ... q4_k) or llm.c file\n"
+    "  merge     models -> one model by a mergekit-style YAML recipe (linear, slerp, ties, dare, ...)\n"
     "  grow      a deeper (SOLAR depth up-scaling, any layer plan) or wider-MLP (Net2Net) model\n"
     "\n"
     "  alloy --version\n";
@@ -54,7 +55,7 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sample", cmd_sample}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
-                 {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}, {"grow", cmd_grow}};
+                 {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}, {"merge", cmd_merge}, {"grow", cmd_grow}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (!strcmp(verb, verbs[i].name)) {
             choose_blas_kernels(argv);
