@@ -16,6 +16,8 @@
 #ifndef ALLOY_KERNELS_H
 #define ALLOY_KERNELS_H
 
+#include "alloy/base.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -134,6 +136,29 @@ void add_forward(float *out, const float *a, const float *b, int64_t n);
  * logits. Targets must be < V (callers check). */
 void crossentropy_forward_backward(float *losses, float *dlogits, const float *logits, const int32_t *targets,
                                    const float *row_scale, int64_t N, int V);
+
+/* Distillation divergences between a teacher's and a student's next-token distributions, both
+ * softened by the temperature τ: p = softmax(z_student / τ), q = the teacher's distribution at τ
+ * (given as log-probabilities, so an ensemble can be the teacher).
+ *   FORWARD_KL  KL(q ‖ p)                      (Hinton et al. 2015; mean-seeking)
+ *   REVERSE_KL  KL(p ‖ q)                      (mode-seeking, as in MiniLLM)
+ *   JSD         β·KL(q ‖ m) + (1−β)·KL(p ‖ m),  m = β·q + (1−β)·p  (generalised JSD, GKD)
+ * each multiplied by τ² (so gradients keep their size as τ changes). */
+typedef enum alloy_divergence {
+    ALLOY_DIVERGENCE_FORWARD_KL = 0,
+    ALLOY_DIVERGENCE_REVERSE_KL = 1,
+    ALLOY_DIVERGENCE_JSD = 2,
+} alloy_divergence;
+
+/* Per row i: losses[i] = α·CE(z_i, target_i) + (1 − α)·τ²·D(q_i, p_i), the cross-entropy at
+ * temperature 1 (skipped, with α's share, when the target is negative or α = 0). teacher_logp
+ * (N, V) holds log q at temperature τ. If dlogits (N, V) is not NULL it is WRITTEN with
+ * ∂losses[i]/∂z_i · row_scale[i] (row_scale NULL: 1); dlogits may alias logits. beta is JSD's β
+ * in (0, 1); temperature > 0; alpha in [0, 1]. Fails (NOMEM) only if its per-thread scratch of
+ * 3·V doubles cannot be allocated. Row sums are in double: the same result for any thread count. */
+alloy_status distill_forward_backward(float *losses, float *dlogits, const float *logits, const float *teacher_logp,
+                                      const int32_t *targets, const float *row_scale, int64_t N, int V,
+                                      alloy_divergence kind, float temperature, float alpha, float beta);
 
 /* probs (V) = softmax(logits / temperature); returns nothing; temperature > 0 */
 void softmax_forward(float *probs, const float *logits, int V, float temperature);
