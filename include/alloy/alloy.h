@@ -17,6 +17,7 @@
 #include "alloy/quant.h"
 #include "alloy/gguf.h"
 #include "alloy/train.h"
+#include "alloy/align.h"
 #include "alloy/fuse.h"
 #include "alloy/grow.h"
 #include "alloy/ensemble.h"

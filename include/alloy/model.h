@@ -227,6 +227,39 @@ void alloy_model_zero_grad(alloy_model *m);
  * forward skipped the logits, only dhidden is used. */
 alloy_status alloy_model_backward(alloy_model *m);
 
+/* ---- heads for the alignment objectives (alloy/align.h) ---- */
+
+/* Per-token log-probabilities under the LM head, in row chunks as alloy_lm_loss_chunked (no
+ * (B·T, V) logits): after a forward of shape (B, T), logp[i] (may be NULL) gets
+ * log softmax(lnf_i · lm_headᵀ)[targets[i]] for every row with targets[i] >= 0, and 0 where
+ * targets[i] < 0. If weights (B·T) is not NULL, also backpropagates Σ_i weights[i]·logp[i]
+ * through the head — weights may be negative (a rejected response's tokens in DPO) — ACCUMULATING
+ * the head's weight gradient into grads_memory and WRITING gacts.dhidden (0 in rows without a
+ * target) for alloy_model_backward. A caller whose weights depend on the log-probabilities (DPO,
+ * PPO) calls it twice: once without weights, then with them (the head runs again). RANGE for a
+ * target >= V or a weight that is not finite. */
+alloy_status alloy_lm_logprobs_chunked(alloy_model *m, const int32_t *targets, const float *weights, int B, int T,
+                                       float *logp);
+
+/* A scalar head on the final hidden states (a reward model's score, a value head):
+ * out[k] = lnf[rows[k]] · w + *b for k < n, rows indexing the B·T rows of the last forward;
+ * w (C), b (1) may be NULL for no bias. RANGE for a row outside the last forward. */
+alloy_status alloy_scalar_head_forward(const alloy_model *m, const float *w, const float *b, const int64_t *rows, int n,
+                                       float *out);
+/* Backpropagates Σ_k dout[k]·out[k]: dw (C) += Σ_k dout[k]·lnf[rows[k]] and *db += Σ_k dout[k]
+ * (either may be NULL), and ADDS dout[k]·w into gacts.dhidden[rows[k]] — after zeroing dhidden
+ * if no other head has written it since the forward (have_hidden_grad unset) — then sets
+ * have_hidden_grad for alloy_model_backward. So an LM-head objective (which writes dhidden)
+ * goes first and a scalar head second when both apply. */
+alloy_status alloy_scalar_head_backward(alloy_model *m, const float *w, float *dw, float *db, const int64_t *rows, int n,
+                                        const float *dout);
+
+/* Replaces *m by a model of vocab_size tokens with the same everything else: every tensor is
+ * copied; the embedding (and an untied LM head) keep their first min(V, vocab_size) rows and
+ * new rows are set to the mean of the old rows (as Hugging Face's resize_token_embeddings with
+ * mean initialisation). Activations and gradients start empty. On failure *m is unchanged. */
+alloy_status alloy_model_resize_vocab(alloy_model **m, int vocab_size);
+
 #ifdef __cplusplus
 }
 #endif

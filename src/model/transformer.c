@@ -7,6 +7,7 @@
  */
 #include "alloy/model.h"
 
+#include <math.h>
 #include <string.h>
 
 /* Sizes used throughout one pass. */
@@ -281,5 +282,136 @@ alloy_status alloy_model_backward(alloy_model *m) {
         norm_backward(&d, ga->dres, lg->ln1_w, lg->ln1_b, ga->dln, la.res_in, lp->ln1_w, la.ln1_mean, la.ln1_rstd);
     }
     embedding_backward(g->wte, d.gpt2 ? g->wpe : NULL, ga->dres, m->tokens, d.B, d.T, d.C);
+    return ALLOY_STATUS_OK;
+}
+
+/* ---- heads for the alignment objectives (src/train/sft.c, reward.c, dpo.c) ---- */
+
+alloy_status alloy_lm_logprobs_chunked(alloy_model *m, const int32_t *targets, const float *weights, int B, int T,
+                                       float *logp) {
+    if (B != m->B || T != m->T)
+        return alloy_fail(ALLOY_STATUS_USAGE, "log-probabilities: the last forward was not of shape %d x %d", B, T);
+    dims d = get_dims(m, B, T);
+    for (int64_t i = 0; i < d.N; i++) {
+        if (targets[i] >= d.V)
+            return alloy_fail(ALLOY_STATUS_RANGE, "target id %d at position %lld is outside the vocabulary [0, %d)",
+                              targets[i], (long long)i, d.V);
+        if (weights && !isfinite(weights[i]))
+            return alloy_fail(ALLOY_STATUS_RANGE, "log-probability weight at position %lld is not finite", (long long)i);
+    }
+    int64_t R = m->loss_chunk_rows > 0 ? m->loss_chunk_rows : ALLOY_LOSS_CHUNK_ROWS;
+    if (R > d.N) R = d.N;
+    if (R > m->loss_chunk_cap) {
+        size_t n = (size_t)R * (size_t)d.V;
+        alloy_free(m->loss_chunk);
+        m->loss_chunk_cap = 0;
+        if (!(m->loss_chunk = alloy_malloc(sizeof(float) * n)))
+            return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the loss chunk (%zu floats)", n);
+        m->loss_chunk_cap = (int)R;
+    }
+    // d(w·logp)/dlogits = w·(onehot - softmax) = (-w)·(softmax - onehot): the cross-entropy
+    // kernel's gradient with row scale -w
+    float *rs = m->acts.row_scale;
+    if (weights)
+        for (int64_t i = 0; i < d.N; i++) rs[i] = targets[i] < 0 ? 0.0f : -weights[i];
+    const alloy_params *p = &m->params;
+    for (int64_t r0 = 0; r0 < d.N; r0 += R) {
+        int64_t rows = d.N - r0 < R ? d.N - r0 : R;
+        const float *h = m->acts.lnf + r0 * d.C;
+        matmul_forward(m->loss_chunk, h, p->lm_head, NULL, rows, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f, d.prec);
+        crossentropy_forward_backward(m->acts.losses + r0, weights ? m->loss_chunk : NULL, m->loss_chunk, targets + r0,
+                                      weights ? rs + r0 : NULL, rows, d.V);
+        if (weights)
+            matmul_backward(m->gacts.dhidden + r0 * d.C, m->grads.lm_head, NULL, m->loss_chunk, h, p->lm_head, rows,
+                            d.C, d.V, ALLOY_WEIGHT_OUT_IN, d.prec);
+    }
+    if (logp)
+        for (int64_t i = 0; i < d.N; i++) logp[i] = targets[i] < 0 ? 0.0f : -m->acts.losses[i];
+    if (weights) {
+        m->have_logits = false;
+        m->have_hidden_grad = true;
+    }
+    return ALLOY_STATUS_OK;
+}
+
+/* Checks the rows of a scalar head's call against the last forward. */
+static alloy_status check_head_rows(const alloy_model *m, const int64_t *rows, int n) {
+    if (m->B == 0) return alloy_fail(ALLOY_STATUS_USAGE, "scalar head: no forward pass to read hidden states from");
+    int64_t N = (int64_t)m->B * m->T;
+    for (int k = 0; k < n; k++)
+        if (rows[k] < 0 || rows[k] >= N)
+            return alloy_fail(ALLOY_STATUS_RANGE, "scalar head: row %lld is outside the last forward's %lld rows",
+                              (long long)rows[k], (long long)N);
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_scalar_head_forward(const alloy_model *m, const float *w, const float *b, const int64_t *rows, int n,
+                                       float *out) {
+    alloy_status s = check_head_rows(m, rows, n);
+    if (s) return s;
+    int C = m->config.d_model;
+    for (int k = 0; k < n; k++) {
+        const float *h = m->acts.lnf + rows[k] * C;
+        double acc = 0.0; // a C-long dot product, summed in double as sum_squares is
+        for (int c = 0; c < C; c++) acc += (double)h[c] * w[c];
+        out[k] = (float)(acc + (b ? *b : 0.0f));
+    }
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_scalar_head_backward(alloy_model *m, const float *w, float *dw, float *db, const int64_t *rows, int n,
+                                        const float *dout) {
+    alloy_status s = check_head_rows(m, rows, n);
+    if (s) return s;
+    int C = m->config.d_model;
+    int64_t N = (int64_t)m->B * m->T;
+    if (!m->have_hidden_grad) memset(m->gacts.dhidden, 0, sizeof(float) * (size_t)(N * C));
+    for (int k = 0; k < n; k++) {
+        const float *h = m->acts.lnf + rows[k] * C;
+        float *dh = m->gacts.dhidden + rows[k] * C;
+        float g = dout[k];
+        for (int c = 0; c < C; c++) {
+            dh[c] += g * w[c];
+            if (dw) dw[c] += g * h[c];
+        }
+        if (db) *db += g;
+    }
+    m->have_hidden_grad = true;
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_model_resize_vocab(alloy_model **mp, int vocab_size) {
+    alloy_model *old = *mp;
+    if (vocab_size == old->config.vocab_size) return ALLOY_STATUS_OK;
+    alloy_config cfg = old->config;
+    cfg.vocab_size = vocab_size;
+    alloy_model *m;
+    alloy_status s = alloy_model_create_ex(&m, &cfg, old->max_B, old->max_T, &old->opts);
+    if (s) return s;
+    int64_t C = cfg.d_model, V0 = old->config.vocab_size, V1 = vocab_size;
+    int64_t keep = V0 < V1 ? V0 : V1;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const alloy_tensor_info *t = &m->tensors[i];
+        const alloy_tensor_info *o = alloy_model_find_tensor(old, t->name);
+        ALLOY_ASSERT(o && o->ndim == t->ndim);
+        float *dst = m->params_memory + t->offset;
+        const float *src = old->params_memory + o->offset;
+        if (o->numel == t->numel) {
+            memcpy(dst, src, sizeof(float) * t->numel);
+            continue;
+        }
+        // a (V, C) matrix: the embedding, or an untied head: rows kept, new rows set to the
+        // mean of the old ones (the mean embedding keeps the new tokens' logits ordinary)
+        ALLOY_ASSERT(o->shape[0] == V0 && t->shape[0] == V1 && o->shape[1] == C);
+        memcpy(dst, src, sizeof(float) * (size_t)(keep * C));
+        for (int64_t c = 0; c < C; c++) {
+            double sum = 0.0;
+            for (int64_t v = 0; v < V0; v++) sum += src[v * C + c];
+            float mean = (float)(sum / (double)V0);
+            for (int64_t v = keep; v < V1; v++) dst[v * C + c] = mean;
+        }
+    }
+    alloy_model_destroy(old);
+    *mp = m;
     return ALLOY_STATUS_OK;
 }

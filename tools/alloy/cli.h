@@ -55,6 +55,10 @@ int cmd_tokenizer(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_import(int argc, char **argv);  /* convert.c */
 int cmd_export(int argc, char **argv);  /* convert.c */
+int cmd_sft(int argc, char **argv);     /* align.c */
+int cmd_reward(int argc, char **argv);  /* align.c */
+int cmd_dpo(int argc, char **argv);     /* align.c */
+int cmd_score(int argc, char **argv);   /* align.c */
 int cmd_merge(int argc, char **argv);   /* merge.c */
 int cmd_grow(int argc, char **argv);
 /* `alloy tokenizer train`: learns a BPE from the files and folders given (tokenizer_train.c). */

@@ -18,6 +18,10 @@ static const char usage[] =
     "\n"
     "  prepare   text files or folders -> token shards (byte-level tokenizer)\n"
     "  train     train a GPT-2 or Llama-family model on token shards (resumable)\n"
+    "  sft       supervised fine-tuning on prompt/response or chat JSONL (loss on responses only)\n"
+    "  reward    train a reward model (scalar head) on preference pairs or rankings\n"
+    "  score     a reward model's score of each response in a JSONL file\n"
+    "  dpo       direct preference optimisation (sigmoid, IPO, label smoothing) against a frozen reference\n"
     "  sample    generate text from a trained model\n"
     "  inspect   print the header and tensor table of a checkpoint, safetensors file or shard\n"
     "  tokenizer encode, decode, train or describe a tokenizer (byte-level BPE, GPT-2's)\n"
@@ -54,7 +58,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sample", cmd_sample}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
+    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sft", cmd_sft}, {"reward", cmd_reward}, {"score", cmd_score}, {"dpo", cmd_dpo}, {"sample", cmd_sample}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
                  {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}, {"merge", cmd_merge}, {"grow", cmd_grow}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (!strcmp(verb, verbs[i].name)) {

@@ -1,0 +1,327 @@
+/*
+ * alloy/align.h — alignment: the chat template, supervised fine-tuning (SFT), reward models and
+ * direct preference optimisation (DPO).
+ *
+ * Every objective turns the model's outputs into the gradient of its loss; the model's one
+ * backward does the rest (ARCHITECTURE.md, "One backward for every training mode"):
+ *   SFT     the LM loss on the response (assistant) tokens only, mean over those tokens;
+ *   reward  a scalar head score.weight (1, C) + score.bias (1), as Hugging Face's
+ *           *ForSequenceClassification, on the final hidden state of the last token of
+ *           prompt + response; for a ranking best ... worst of K responses, the Bradley-Terry loss
+ *           -log σ(r_better - r_worse) of each of its K(K-1)/2 pairs, averaged over the pairs of
+ *           the prompt and then over prompts (InstructGPT: all pairs of a prompt in one batch);
+ *   DPO     log-probabilities of the chosen and rejected responses, summed over their tokens,
+ *           under the policy and a frozen reference; Δ = (logπ_c - logπref_c) - (logπ_r - logπref_r);
+ *           sigmoid: -(1-ε)·log σ(βΔ) - ε·log σ(-βΔ) (ε = label smoothing: conservative DPO);
+ *           ipo: (Δ' - 1/(2β))² with Δ' the same difference of per-token averages (as TRL).
+ *
+ * Data: JSONL, one example per line (docs/alignment.md); a malformed line is an error naming
+ * FILE:LINE. P below is a string (one user message) or a list of messages
+ * [{"role": "system"|"user"|"assistant"|..., "content": "..."}], R a string (one assistant
+ * message) or a list of messages:
+ *   sft      {"prompt": P, "response": R} ("completion" also), or {"messages": [...]} where every
+ *            assistant message is trained on;
+ *   reward   {"prompt": P, "chosen": R, "rejected": R}, or a ranking
+ *            {"prompt": P, "responses": [R_best, ..., R_worst]} (K >= 2);
+ *   dpo      {"prompt": P, "chosen": R, "rejected": R};
+ *   score    any of these ("response", "responses", "chosen"/"rejected", "messages").
+ * Without "prompt", the common beginning of "chosen" and "rejected" is the prompt (as TRL does
+ * for Anthropic's hh-rlhf).
+ *
+ * The ChatML template renders each message as "<|im_start|>ROLE\nCONTENT<|im_end|>\n" and the
+ * generation prompt as "<|im_start|>assistant\n"; "raw" renders a string prompt followed by the
+ * response and the tokenizer's <|endoftext|> (if it has one). The template's name is stored in
+ * each checkpoint's config.json ("chat_template") and, for ChatML, as a Jinja template in
+ * tokenizer_config.json, so that sampling, serving and transformers render the same text.
+ *
+ *     alloy_align_options o = alloy_align_defaults(ALLOY_ALIGN_SFT);
+ *     snprintf(o.model_dir, sizeof o.model_dir, "runs/base");
+ *     snprintf(o.data_path, sizeof o.data_path, "chat.jsonl");
+ *     snprintf(o.out_dir, sizeof o.out_dir, "runs/sft");
+ *     if (alloy_align_run(&o, NULL, NULL)) fprintf(stderr, "%s\n", alloy_last_error());
+ */
+#ifndef ALLOY_ALIGN_H
+#define ALLOY_ALIGN_H
+
+#include "alloy/base.h"
+#include "alloy/model.h"
+#include "alloy/tokenizer.h"
+#include "alloy/train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the chat template (src/train/chat.c) ---- */
+
+#define ALLOY_CHAT_IM_START "<|im_start|>"
+#define ALLOY_CHAT_IM_END "<|im_end|>"
+
+typedef enum alloy_chat_template {
+    ALLOY_CHAT_TEMPLATE_CHATML = 0, /* <|im_start|>role\ncontent<|im_end|>\n */
+    ALLOY_CHAT_TEMPLATE_RAW = 1,    /* prompt text, response text, <|endoftext|> */
+} alloy_chat_template;
+
+/* "chatml" or "raw". */
+const char *alloy_chat_template_name(alloy_chat_template t);
+/* The template of that name; USAGE naming the known ones otherwise. */
+alloy_status alloy_chat_template_parse(const char *name, alloy_chat_template *out);
+
+typedef struct alloy_chat_message {
+    const char *role;    /* "system", "user", "assistant", ...: non-empty, no newline */
+    const char *content; /* UTF-8 text; special-token text in it is encoded as ordinary text */
+} alloy_chat_message;
+
+/* Renders n messages in ChatML and APPENDS their token ids to *ids and, parallel to them, a mask
+ * to *mask (zero-initialise both, or pass arrays to extend): 1 for the tokens an assistant
+ * message contributes to training (its content and its <|im_end|>), 0 for the rest (markers,
+ * roles, newlines, other messages). add_generation_prompt appends "<|im_start|>assistant\n"
+ * (mask 0). Each part (marker, "role\n", content, "\n") is encoded on its own, so the
+ * rendering of the messages of a prompt is a prefix of the rendering with a reply added.
+ * MISMATCH if tok lacks <|im_start|> or <|im_end|> (alloy_chat_tokenizer adds them), USAGE for
+ * a bad role. Thread-safe. */
+alloy_status alloy_chat_render(const alloy_tokenizer *tok, const alloy_chat_message *messages, int n,
+                               bool add_generation_prompt, alloy_ids *ids, alloy_ids *mask);
+
+/* The id of <|im_end|> (where a chat model's reply ends), or -1. */
+int32_t alloy_chat_end_id(const alloy_tokenizer *tok);
+
+/* A tokenizer with the ChatML tokens: tok's tokenizer.json with <|im_start|> and <|im_end|>
+ * added as special tokens after its last id where missing, loaded into *out (destroy it).
+ * The byte tokenizer becomes a byte-level BPE without merges (byte b keeps id b, so every text
+ * encodes to the same ids, except that invalid UTF-8 is first replaced by U+FFFD as BPE does).
+ * *json (alloy_free it; may be NULL) gets the tokenizer.json text, *len its length; *added
+ * (may be NULL) how many tokens were added (0: *out encodes as tok). Uses a temporary file in
+ * $TMPDIR (or /tmp), removed before it returns. */
+alloy_status alloy_chat_tokenizer(const alloy_tokenizer *tok, alloy_tokenizer **out, char **json, size_t *len,
+                                  int *added);
+
+/* The tokenizer a model folder carries: its tokenizer.json, GPT-2's encoder.json + vocab.bpe,
+ * or the byte tokenizer when config.json names "bytes" (or names none and the folder has no
+ * tokenizer file). MISMATCH if config.json names "bpe" but no file is there, or if the
+ * tokenizer has more tokens than cfg's vocabulary. */
+alloy_status alloy_align_load_tokenizer(const char *model_dir, const alloy_config *cfg, alloy_tokenizer **out);
+
+/* The template a model folder was aligned with: config.json's "chat_template". *found is false
+ * (and *out untouched) when the key is absent; FORMAT for an unknown name. */
+alloy_status alloy_chat_template_of(const char *model_dir, alloy_chat_template *out, bool *found);
+
+/* Records the template in dir (a checkpoint folder that holds config.json): adds
+ * "chat_template" to config.json and, for ChatML, writes tokenizer_config.json with the
+ * equivalent Jinja template and eos_token <|im_end|> for transformers. Atomic writes. */
+alloy_status alloy_chat_save_template(const char *dir, alloy_chat_template t);
+
+/* ---- alignment data: JSONL -> token sequences (src/train/chat.c) ---- */
+
+typedef enum alloy_align_kind {
+    ALLOY_ALIGN_SFT = 0,    /* one sequence per example */
+    ALLOY_ALIGN_REWARD = 1, /* K >= 2 sequences, best first */
+    ALLOY_ALIGN_DPO = 2,    /* two sequences: chosen, rejected */
+    ALLOY_ALIGN_SCORE = 3,  /* K >= 1 sequences to score, in the line's order */
+} alloy_align_kind;
+
+/* "sft", "reward", "dpo", "score". */
+const char *alloy_align_kind_name(alloy_align_kind k);
+
+/* Tokenized examples, every sequence's tokens one after another. A sequence is the rendered
+ * prompt followed by one response; its mask marks the tokens the objective uses (SFT: the
+ * assistant tokens; reward, DPO: the response's tokens). */
+typedef struct alloy_align_data {
+    char *path;           /* the file read */
+    int32_t *tokens;      /* (n_tokens) */
+    uint8_t *mask;        /* (n_tokens) 1: trained on / scored */
+    int64_t n_tokens, tokens_cap;
+    int64_t *seq_start;   /* (n_seqs + 1) first token of each sequence */
+    int64_t n_seqs, seqs_cap;
+    int64_t *ex_start;    /* (n_examples + 1) first sequence of each example */
+    int64_t *ex_line;     /* (n_examples) the example's line in the file (1-based) */
+    int64_t n_examples, ex_cap;
+    int max_seqs;         /* the most sequences of one example */
+    int max_len;          /* the longest sequence after truncation */
+    int64_t truncated;    /* sequences cut to max_len */
+    uint64_t fingerprint; /* FNV-1a over the tokens, masks and layout: a resumed run checks it */
+} alloy_align_data;
+
+/* Reads a JSONL file of examples for `kind` and tokenizes them with `tmpl` (ChatML needs the
+ * tokenizer's chat tokens) into sequences of at most max_len tokens. Too long: SFT keeps the
+ * beginning (the end is cut, as TRL); reward, DPO and score keep the end of the prompt (its
+ * beginning is dropped, down to max_len/2 tokens if the responses need that much) and cut the
+ * responses' ends only if they alone do not fit. Blank lines are skipped. A line that is not a
+ * JSON object, lacks the fields of `kind` or has fields of the wrong type fails with FORMAT
+ * "FILE:LINE: what is wrong"; a file without examples fails too. On failure *d is empty. */
+alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const alloy_tokenizer *tok,
+                                   alloy_align_kind kind, alloy_chat_template tmpl, int max_len);
+void alloy_align_data_free(alloy_align_data *d);
+
+/* ---- batches (src/train/sft.c) ---- */
+
+/* Examples as model inputs: every sequence is one row, padded (token 0, never a target) to the
+ * batch's longest sequence T. */
+typedef struct alloy_align_batch {
+    int B, T;            /* rows (sequences) and columns */
+    int n_examples;      /* examples in the batch */
+    int *ex_row;         /* (n_examples + 1) first row of each example: its sequences in order */
+    int32_t *tokens;     /* (B·T) the sequences */
+    int32_t *targets;    /* (B·T) targets[b·T + t] = the next token where it is masked in, else -1 */
+    int64_t *last;       /* (B) row b·T + len - 1 of each sequence's last token (a reward is read there) */
+    int32_t *len;        /* (B) tokens of each sequence */
+    int rows_cap, cols_cap, ex_cap; /* allocated sizes */
+} alloy_align_batch;
+
+/* Fills b with the examples of d listed in idx (n of them), growing b's buffers as needed
+ * (zero-initialise b before the first call; alloy_align_batch_free releases it). */
+alloy_status alloy_align_batch_make(alloy_align_batch *b, const alloy_align_data *d, const int64_t *idx, int n);
+void alloy_align_batch_free(alloy_align_batch *b);
+
+/* ---- objectives ---- */
+
+/* Running sums of an objective over micro-batches and evaluations (zero-initialise). */
+typedef struct alloy_align_stats {
+    double loss_sum;     /* Σ loss·weight */
+    double weight;       /* SFT: trained tokens; reward, DPO: examples */
+    double tokens;       /* tokens of the sequences (padding excluded) */
+    double pairs;        /* reward, DPO: pairs compared */
+    double correct;      /* pairs whose better response scored strictly higher */
+    double margin_sum;   /* Σ over pairs of (score of the better - of the worse); DPO: of the rewards */
+    double chosen_sum;   /* DPO: Σ β·(logπ - logπref) of chosen responses */
+    double rejected_sum; /* DPO: the same of rejected ones */
+    double logp_chosen_sum, logp_rejected_sum; /* DPO: Σ logπ (summed over tokens) */
+} alloy_align_stats;
+
+/* SFT: forward, the LM loss on the batch's targets (the masked-in tokens; mean over them) and,
+ * if grad_scale != 0, the backward of grad_scale·loss, ACCUMULATING into m's gradients (zero
+ * them first). Adds to *st (may be NULL). */
+alloy_status alloy_sft_step(alloy_model *m, const alloy_align_batch *b, float grad_scale, alloy_align_stats *st);
+
+/* The ranking loss of n_examples examples from their rewards r (ex_row[n_examples] of them;
+ * example e's rows ex_row[e] .. ex_row[e+1]-1 hold its responses best first): the mean over
+ * examples of the mean over the example's pairs i < j of -log σ(r_i - r_j). dr (may be NULL)
+ * gets grad_scale·d loss/d r. Adds to *st (may be NULL). Returns the loss. */
+double alloy_reward_loss(const float *r, const int *ex_row, int n_examples, float grad_scale, float *dr,
+                         alloy_align_stats *st);
+
+/* A reward model: a backbone and the scalar head on its final hidden states. */
+typedef struct alloy_reward_model {
+    alloy_model *model;              /* the backbone (its LM head is kept, unused) */
+    float *head;                     /* (head_floats) score.weight (C) at 0, score.bias at head_tensors[1].offset */
+    float *head_grad;                /* (head_floats) their gradients */
+    size_t head_floats;
+    alloy_tensor_info head_tensors[2]; /* "score.weight" (1, C), "score.bias" (1) */
+    alloy_model head_view;           /* the head as a table of two tensors over one arena (params
+                                        head, grads head_grad), for alloy_optimizer's create,
+                                        save and load */
+} alloy_reward_model;
+
+/* Wraps a backbone (the reward model takes it over) with a new head: score.weight N(0, 0.02²)
+ * from seed (as transformers initialises it), score.bias 0. */
+alloy_status alloy_reward_model_create(alloy_reward_model **out, alloy_model *backbone, uint64_t seed);
+/* Loads a reward model from a checkpoint folder for max_B x max_T tokens (max_T 0: the
+ * config's). A folder whose model.safetensors has no score.weight is a language model: with
+ * need_head it fails with MISMATCH ("not a reward model"), otherwise it gets a new head from
+ * seed. */
+alloy_status alloy_reward_model_load(alloy_reward_model **out, const char *dir, int max_B, int max_T, bool need_head,
+                                     uint64_t seed);
+/* Writes dir/model.safetensors (the backbone's tensors, score.weight and score.bias) and
+ * dir/config.json (architectures GPT2ForSequenceClassification or
+ * LlamaForSequenceClassification, num_labels 1), atomically. */
+alloy_status alloy_reward_model_save(const alloy_reward_model *rm, const char *dir);
+void alloy_reward_model_destroy(alloy_reward_model *rm);
+void alloy_reward_model_zero_grad(alloy_reward_model *rm);
+
+/* The reward of every row of b (r: B floats): forward, then the head at each last token. */
+alloy_status alloy_reward_scores(alloy_reward_model *rm, const alloy_align_batch *b, float *r);
+/* Rewards, the ranking loss and, if grad_scale != 0, its backward through the head and the
+ * backbone (gradients ACCUMULATE). Adds to *st (may be NULL). */
+alloy_status alloy_reward_step(alloy_reward_model *rm, const alloy_align_batch *b, float grad_scale, alloy_align_stats *st);
+
+/* One AdamW step over the backbone and the head together: one global gradient norm (clipped to
+ * adamw.grad_clip as torch's clip_grad_norm_ over all parameters), then each optimiser's
+ * update (their step counts advance together). *grad_norm (may be NULL) gets the norm before
+ * clipping; RANGE if it is not finite (nothing is changed then). */
+alloy_status alloy_reward_optimizer_step(alloy_reward_model *rm, alloy_optimizer *backbone_opt, alloy_optimizer *head_opt,
+                                         float lr, float *grad_norm);
+
+typedef enum alloy_dpo_loss_type {
+    ALLOY_DPO_SIGMOID = 0, /* DPO, with label smoothing: conservative DPO */
+    ALLOY_DPO_IPO = 1,     /* IPO on per-token average log-probabilities */
+} alloy_dpo_loss_type;
+
+typedef struct alloy_dpo_config {
+    double beta;            /* β > 0: the strength of the tie to the reference (IPO: τ) */
+    alloy_dpo_loss_type loss;
+    double label_smoothing; /* ε in [0, 0.5): the chance a preference label is flipped (sigmoid) */
+} alloy_dpo_config;
+
+/* "sigmoid" or "ipo"; and back (USAGE for an unknown name). */
+const char *alloy_dpo_loss_name(alloy_dpo_loss_type t);
+alloy_status alloy_dpo_loss_parse(const char *name, alloy_dpo_loss_type *out);
+
+/* The DPO loss of n pairs from summed log-probabilities of the chosen (c) and rejected (r)
+ * responses under the policy and the reference, and their token counts (IPO averages over
+ * them; a count below 1 counts as 1): the mean over pairs. d_c, d_r (may be NULL) get
+ * grad_scale·d loss/d logπ_c and /d logπ_r. Adds to *st (may be NULL). Returns the loss. */
+double alloy_dpo_loss(const alloy_dpo_config *c, const double *pol_c, const double *pol_r, const double *ref_c,
+                      const double *ref_r, const int *n_c, const int *n_r, int n, float grad_scale, double *d_c,
+                      double *d_r, alloy_align_stats *st);
+
+/* Per row of b: the log-probability of its masked-in tokens, summed (logp, B doubles), and their
+ * count (count, B ints; may be NULL). Runs the forward. */
+alloy_status alloy_dpo_logps(alloy_model *m, const alloy_align_batch *b, double *logp, int *count);
+/* DPO on a batch of pairs (rows 2e, 2e+1 = chosen, rejected of example e) given the reference's
+ * log-probabilities per row (ref: B doubles, from alloy_dpo_logps with the reference): the loss
+ * and, if grad_scale != 0, its backward (signed per-token weights through the LM head, then
+ * the model; gradients ACCUMULATE). Adds to *st (may be NULL). */
+alloy_status alloy_dpo_step(alloy_model *m, const alloy_align_batch *b, const double *ref, const alloy_dpo_config *c,
+                            float grad_scale, alloy_align_stats *st);
+
+/* ---- the alignment run: sft, reward, dpo (src/train/sft.c) ---- */
+
+typedef struct alloy_align_options {
+    alloy_align_kind kind;            /* SFT, REWARD or DPO */
+    char model_dir[ALLOY_PATH_MAX];   /* the model to start from (checkpoint or run folder) */
+    char ref_dir[ALLOY_PATH_MAX];     /* DPO: the frozen reference ("" = model_dir) */
+    char data_path[ALLOY_PATH_MAX];   /* JSONL of examples */
+    char val_path[ALLOY_PATH_MAX];    /* held-out JSONL ("" = hold out val_fraction of data_path) */
+    char out_dir[ALLOY_PATH_MAX];     /* run folder: checkpoints/, latest, metrics.jsonl */
+    alloy_chat_template tmpl;         /* how examples are rendered */
+    bool tmpl_set;                    /* tmpl was chosen; else the model's own (config.json), else ChatML */
+    int64_t steps;                    /* optimiser steps; 0: epochs over the training examples */
+    double epochs;                    /* used when steps is 0 (default 3, as TRL) */
+    int batch;                        /* examples per micro-batch (default 8) */
+    int seq;                          /* tokens per sequence at most (default: min(1024, the model's)) */
+    int grad_accum;                   /* micro-batches per step (default 1) */
+    double lr, min_lr;                /* peak and final learning rate (cosine after warm-up) */
+    int64_t warmup;                   /* warm-up steps (default 0) */
+    alloy_adamw_config adamw;         /* default betas 0.9, 0.999, eps 1e-8, no decay, clip 1.0 (TRL's) */
+    uint64_t seed;                    /* data order, held-out choice, a new reward head */
+    double val_fraction;              /* held out when val_path is "" (default 0.05) */
+    int64_t eval_every;               /* steps between held-out evaluations (0: only at the end) */
+    int eval_batches;                 /* micro-batches per evaluation (0: the whole held-out set) */
+    int64_t ckpt_every;               /* steps between checkpoints (0: only at the end) */
+    int keep_ckpts;                   /* checkpoints kept (the newest) */
+    int log_every;                    /* when stderr is not a terminal: a progress line every n steps */
+    alloy_dpo_config dpo;             /* DPO: β 0.1, sigmoid, no label smoothing */
+    bool quiet;                       /* no progress output */
+    volatile int *stop;               /* set to stop after the current step, with a checkpoint */
+} alloy_align_options;
+
+/* TRL's defaults for the objective: lr 2e-5 (SFT), 1e-4 (reward), 1e-6 (DPO); min_lr lr/10. */
+alloy_align_options alloy_align_defaults(alloy_align_kind kind);
+
+/* Where a resume starts: dir is a run folder (its latest checkpoint) or a checkpoint folder.
+ * Fills *o with the run's saved options and *ckpt (alloy_free it) with the checkpoint. */
+alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o, char **ckpt);
+
+/* Trains from o->model_dir (resume NULL) or continues from a checkpoint of the run. Writes
+ * o->out_dir/checkpoints/step-N/ (model.safetensors — with score.* for a reward model —,
+ * config.json with "chat_template", tokenizer.json, tokenizer_config.json for ChatML,
+ * optimizer.safetensors, score_optimizer.safetensors for a reward model, trainer_state.json),
+ * `latest`, metrics.jsonl (one JSON object per step and per evaluation) and progress on
+ * stderr. With one thread a resumed run ends bitwise equal to an uninterrupted one.
+ * *final_val (may be NULL) gets the last held-out evaluation's sums. */
+alloy_status alloy_align_run(const alloy_align_options *o, const char *resume, alloy_align_stats *final_val);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ALLOY_ALIGN_H */

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The alignment verbs end to end: alloy sft, reward, score and dpo. Usage errors exit 2 and bad
+# files exit 1, each with one line on stderr naming the flag or FILE:LINE and no sanitizer
+# report; then a 5-step run of each verb, a resume, scores, and the checkpoints a chat model
+# needs (its tokens in tokenizer.json, chat_template in config.json).
+set -u
+ALLOY=${ALLOY:-build/alloy}
+ROOT=${ALLOY_ROOT:-.}
+SHARED="$ROOT/../shared/data"
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+# tiny models: one thread each (more only synchronise, and spin on a busy machine)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+ok() { echo "ok - $*"; }
+nok() { echo "not ok - $*"; }
+
+# expect CODE NAME PATTERN cmd...: exit status CODE, exactly one stderr line matching PATTERN
+expect() {
+  local code=$1 name=$2 pat=$3; shift 3
+  "$@" >"$T/out" 2>"$T/err"; local rc=$?
+  local lines=$(grep -vc '^$' "$T/err")
+  if [ "$rc" -ne "$code" ]; then nok "$name: exit $rc, expected $code: $(head -c 300 "$T/err")"; return; fi
+  if grep -qE 'Sanitizer|runtime error|Segmentation|core dumped' "$T/err"; then nok "$name: sanitizer report"; return; fi
+  if [ "$code" -ne 0 ] && [ "$lines" -ne 1 ]; then nok "$name: $lines lines on stderr: $(head -c 300 "$T/err")"; return; fi
+  if ! grep -qE -- "$pat" "$T/err" "$T/out"; then nok "$name: output lacks /$pat/: $(head -c 300 "$T/err")"; return; fi
+  ok "$name"
+}
+# count PATTERN FILE: lines of FILE matching PATTERN
+count() { grep -cE -- "$1" "$2" 2>/dev/null || true; }
+
+# ---- a small base model (the byte tokenizer, no chat tokens) ----
+mkdir -p "$T/src"
+for i in $(seq 1 1500); do echo "Line $i: the quick brown fox jumps over the lazy dog, and the dog sleeps."; done >"$T/src/a.txt"
+"$ALLOY" prepare --input "$T/src" --out "$T/data" >/dev/null 2>&1 &&
+  "$ALLOY" train --data "$T/data" --preset tiny-gpt2 --out "$T/base" --steps 2 --batch 2 --seq 96 --quiet 2>"$T/err" \
+  && ok "a base model to align" || { nok "a base model to align: $(cat "$T/err")"; exit 1; }
+
+cat >"$T/sft.jsonl" <<'EOF'
+{"prompt": "What is 2+2?", "response": "Four."}
+{"prompt": "Say hello.", "response": "Hello!"}
+{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "A color?"}, {"role": "assistant", "content": "Blue."}]}
+{"prompt": [{"role": "user", "content": "Capital of France?"}], "completion": "Paris."}
+{"prompt": "Count to three.", "response": "One, two, three."}
+{"prompt": "Opposite of hot?", "response": "Cold."}
+EOF
+cat >"$T/prefs.jsonl" <<'EOF'
+{"prompt": "What is 2+2?", "chosen": "Four.", "rejected": "Five."}
+{"prompt": "Say hello.", "chosen": "Hello!", "rejected": "Go away."}
+{"prompt": "Rank these.", "responses": ["A full answer.", "An answer.", "Hmm.", "No."]}
+{"chosen": "\n\nHuman: hi\n\nAssistant: Hello, how can I help?", "rejected": "\n\nHuman: hi\n\nAssistant: What?"}
+{"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Rome."}
+{"prompt": "Opposite of hot?", "chosen": "Cold.", "rejected": "Hot."}
+EOF
+grep -v responses "$T/prefs.jsonl" >"$T/pairs.jsonl"
+printf '{"prompt": "a", "response": "b"}\n{"prompt": "a", "response": }\n' >"$T/bad.jsonl"
+printf '{"prompt": "a", "response": "b"}\n' >"$T/one.jsonl"
+
+# ---- usage errors: exit 2 ----
+expect 2 "sft without a model" "--model, --data and --out are required" "$ALLOY" sft --data "$T/sft.jsonl" --out "$T/r"
+expect 2 "sft bad template" "--template must be chatml or raw, not \"jinja\"" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/r" --template jinja
+expect 2 "sft zero steps" "--steps must be at least 1" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/r" --steps 0
+expect 2 "sft bad number" "--lr expects a number, got 'fast'" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/r" --lr fast
+expect 2 "reward has no --beta" "unknown flag --beta" "$ALLOY" reward --model "$T/base" --data "$T/prefs.jsonl" --out "$T/r" --beta 0.1
+expect 2 "dpo bad loss" "--loss must be sigmoid or ipo, not \"hinge\"" "$ALLOY" dpo --model "$T/base" --data "$T/pairs.jsonl" --out "$T/r" --loss hinge
+expect 2 "dpo label smoothing out of range" "--label-smoothing must lie in \[0, 0.5\)" "$ALLOY" dpo --model "$T/base" --data "$T/pairs.jsonl" --out "$T/r" --label-smoothing 0.7
+expect 2 "sft seq beyond the model" "--seq 4096 exceeds the model's maximum sequence length 96" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/r" --seq 4096
+expect 2 "score without data" "--model and --data are required" "$ALLOY" score --model "$T/base"
+for v in sft reward score dpo; do expect 0 "$v --help" "usage: alloy $v" "$ALLOY" $v --help; done
+"$ALLOY" sft --help | grep -q "not packed" && ok "sft --help says examples are not packed" || nok "sft --help is silent on packing"
+
+# ---- bad files: exit 1 ----
+expect 1 "sft malformed line" "bad.jsonl:2: not valid JSON" "$ALLOY" sft --model "$T/base" --data "$T/bad.jsonl" --out "$T/r"
+expect 1 "dpo on a ranking" "prefs.jsonl:3: needs \"chosen\" and \"rejected\"" "$ALLOY" dpo --model "$T/base" --data "$T/prefs.jsonl" --out "$T/r"
+expect 1 "missing data file" "nope.jsonl" "$ALLOY" sft --model "$T/base" --data "$T/nope.jsonl" --out "$T/r"
+expect 1 "missing model" "$T/nomodel: no such folder" "$ALLOY" sft --model "$T/nomodel" --data "$T/sft.jsonl" --out "$T/r"
+expect 1 "raw template with messages" "sft.jsonl:3: \"messages\" needs the chatml template" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/r" --template raw
+expect 1 "score of a language model" "not a reward model" "$ALLOY" score --model "$T/base" --data "$T/prefs.jsonl" --template raw
+[ ! -e "$T/r" ] && ok "failed runs leave nothing on disk" || nok "a failed run wrote $T/r"
+
+# ---- sft: 5 steps, a chat model, resume ----
+expect 0 "sft 5 steps" "sft step 5/5" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/sft" --steps 5 --batch 2 --lr 1e-3 --eval-every 2 --ckpt-every 3
+[ "$(count '"type":"train"' "$T/sft/metrics.jsonl")" = 5 ] && [ "$(count '"type":"eval".*"val_loss"' "$T/sft/metrics.jsonl")" = 3 ] \
+  && ok "sft metrics: 5 steps, 3 evaluations" || nok "sft metrics: $(cat "$T/sft/metrics.jsonl")"
+C="$T/sft/checkpoints/step-00000005"
+grep -q '"chat_template":[[:space:]]*"chatml"' "$C/config.json" && grep -q '"vocab_size":[[:space:]]*258' "$C/config.json" \
+  && grep -q '<|im_start|>' "$C/tokenizer.json" && grep -q 'im_start' "$C/tokenizer_config.json" \
+  && ok "the sft checkpoint is a chat model (template, 2 new tokens)" || nok "sft checkpoint: $(cat "$C/config.json")"
+expect 0 "sample from the sft model" "." "$ALLOY" sample --model "$T/sft" --prompt "hi" --tokens 5 --temperature 0
+expect 2 "sft --out holds a run" "already holds a run" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/sft"
+expect 2 "resume cannot change lr" "--lr cannot change when resuming" "$ALLOY" sft --resume "$T/sft" --lr 1
+expect 2 "dpo cannot resume an sft run" "an alloy sft run" "$ALLOY" dpo --resume "$T/sft" --steps 7
+expect 2 "resume of a finished run" "already at step 5 of 5" "$ALLOY" sft --resume "$T/sft" --quiet
+expect 0 "sft resume to 7" "sft step 7/7" "$ALLOY" sft --resume "$T/sft" --steps 7
+grep -q 'step-00000007' "$T/sft/latest" && [ "$(count '"type":"train"' "$T/sft/metrics.jsonl")" = 7 ] \
+  && ok "resumed run: latest is step 7, 7 train lines" || nok "resume: $(cat "$T/sft/latest")"
+
+# ---- reward and score ----
+expect 0 "reward 5 steps (pairs and a K=4 ranking)" "reward step 5/5" "$ALLOY" reward --model "$T/sft" --data "$T/prefs.jsonl" --out "$T/rm" --steps 5 --batch 2 --lr 1e-3 --val-fraction 0.3
+grep -q '"type":"eval".*"val_accuracy":[0-9.]*' "$T/rm/metrics.jsonl" && grep -q 'score.weight' "$T/rm/checkpoints/step-00000005/model.safetensors" \
+  && grep -q 'ForSequenceClassification' "$T/rm/checkpoints/step-00000005/config.json" \
+  && ok "reward model: held-out pair accuracy, score.weight, ForSequenceClassification" || nok "reward run: $(tail -2 "$T/rm/metrics.jsonl")"
+expect 0 "score" '"line":3,"scores":\[[^,]+,[^,]+,[^,]+,[^,]+\]' "$ALLOY" score --model "$T/rm" --data "$T/prefs.jsonl"
+[ "$(count '^\{"line":[0-9]+,"scores":\[' "$T/out")" = 6 ] && ok "score: one line per example" || nok "score output: $(cat "$T/out")"
+expect 1 "sft cannot start from a reward model" "unexpected tensor \"score.weight\"" "$ALLOY" sft --model "$T/rm" --data "$T/sft.jsonl" --out "$T/r2"
+
+# ---- dpo ----
+expect 0 "dpo 5 steps (sigmoid)" "dpo step 5/5" "$ALLOY" dpo --model "$T/sft" --data "$T/pairs.jsonl" --out "$T/dpo" --steps 5 --batch 2 --lr 1e-3 --val-fraction 0.2
+head -2 "$T/dpo/metrics.jsonl" | grep -q '"step":1,"loss":0.69314[67]' && grep -q '"val_rewards_margin"' "$T/dpo/metrics.jsonl" \
+  && ok "dpo: first loss log 2, rewards logged" || nok "dpo metrics: $(head -3 "$T/dpo/metrics.jsonl")"
+expect 0 "dpo 5 steps (ipo, --ref)" "dpo step 5/5" "$ALLOY" dpo --model "$T/sft" --ref "$T/sft" --data "$T/pairs.jsonl" --out "$T/ipo" --steps 5 --batch 2 --loss ipo --beta 0.2
+expect 0 "dpo 5 steps (conservative)" "dpo step 5/5" "$ALLOY" dpo --model "$T/sft" --data "$T/pairs.jsonl" --out "$T/cdpo" --steps 5 --batch 2 --label-smoothing 0.1 --template chatml
+
+# ---- real preference data (Anthropic hh-rlhf), raw template ----
+if [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then
+  gzip -dc "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" | head -n 40 >"$T/hh.jsonl"
+  expect 0 "reward on hh-rlhf (raw template)" "reward step 5/5" "$ALLOY" reward --model "$T/base" --data "$T/hh.jsonl" --out "$T/hh" --steps 5 --batch 4 --template raw --val-fraction 0.2
+  expect 0 "score hh-rlhf pairs" '"line":40,"scores":\[' "$ALLOY" score --model "$T/hh" --data "$T/hh.jsonl"
+else
+  echo "# skipped the hh-rlhf runs: $SHARED is absent"
+fi

@@ -1,0 +1,313 @@
+/*
+ * align.c — `alloy sft`, `alloy reward`, `alloy dpo` (the command face of alloy_align_run, with
+ * --resume and a clean stop on Ctrl-C) and `alloy score` (a reward model's score per response).
+ */
+#include "cli.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COMMON_RUN_HELP                                                                                      \
+    "run and data:\n"                                                                                        \
+    "  --model DIR           the model to start from (a checkpoint or run folder)\n"                         \
+    "  --data FILE.jsonl     training examples, one JSON object per line\n"                                  \
+    "  --val FILE.jsonl      held-out examples (default: hold out --val-fraction of --data)\n"               \
+    "  --val-fraction X      share of --data held out, by a hash of each example (default 0.05)\n"           \
+    "  --out DIR             run folder: metrics.jsonl, checkpoints/step-N/, latest\n"                       \
+    "  --template NAME       chatml (<|im_start|>role\\ncontent<|im_end|>\\n) or raw (prompt text,\n"        \
+    "                        response text, <|endoftext|>); default: the model's own, else chatml.\n"        \
+    "                        ChatML's two tokens are added to the tokenizer and the embedding (new\n"        \
+    "                        rows at the mean embedding) when the model lacks them\n"                        \
+    "  --steps N             optimiser steps (default: --epochs over the training examples)\n"               \
+    "  --epochs X            (default 3)\n"                                                                   \
+    "  --batch B             examples per micro-batch (default 8)\n"                                          \
+    "  --seq T               tokens per sequence at most (default: the model's context, at most 1024)\n"     \
+    "  --grad-accum K        micro-batches per step (default 1)\n"                                            \
+    "  --seed S              data order, held-out choice, a new reward head (default 1337)\n"                \
+    "optimiser (AdamW, linear warm-up then cosine decay):\n"                                                 \
+    "  --lr X --min-lr X     peak and final learning rate (min-lr default lr/10)\n"                          \
+    "  --warmup N            warm-up steps (default 0)\n"                                                     \
+    "  --weight-decay X      on matrices and embeddings (default 0)\n"                                        \
+    "  --beta1 X --beta2 X   (default 0.9, 0.999)\n"                                                          \
+    "  --eps X               (default 1e-8)\n"                                                                \
+    "  --grad-clip X         global gradient norm limit, 0 = off (default 1.0)\n"                            \
+    "evaluation, checkpoints, output:\n"                                                                     \
+    "  --eval-every N        steps between held-out evaluations (default 100; 0 = at the end)\n"             \
+    "  --eval-batches N      micro-batches per evaluation (default 0 = the whole held-out set)\n"            \
+    "  --ckpt-every N        steps between checkpoints (default 500; 0 = at the end)\n"                      \
+    "  --keep N              checkpoints kept (default 3)\n"                                                  \
+    "  --log-every N         progress line every N steps when not on a terminal (default 10)\n"              \
+    "  --threads N           OpenMP threads (default: all cores)\n"                                           \
+    "  --quiet               no progress output\n"                                                            \
+    "  --resume DIR          continue a run (its folder, or one checkpoint folder); only --steps,\n"         \
+    "                        --threads and the logging, evaluation and checkpoint cadence may change\n"
+
+static const char sft_help[] =
+    "usage: alloy sft --model DIR --data FILE.jsonl --out RUN [flags]\n"
+    "       alloy sft --resume RUN [--steps N] [--threads N]\n"
+    "\n"
+    "Supervised fine-tuning: the language-model loss on the response (assistant) tokens only;\n"
+    "prompt tokens are context, never targets. Each line of FILE.jsonl is\n"
+    "  {\"prompt\": \"...\", \"response\": \"...\"}   (\"completion\" also; a prompt may be a list of messages)\n"
+    "  {\"messages\": [{\"role\": \"user\", \"content\": \"...\"}, {\"role\": \"assistant\", ...}, ...]}\n"
+    "(every assistant message is trained on). Examples are not packed: each is one row, padded to\n"
+    "the longest in its batch, so attention never crosses examples; longer ones lose their end.\n"
+    "Defaults follow TRL's SFTTrainer (lr 2e-5, 3 epochs, batch 8, at most 1024 tokens).\n"
+    "Writes RUN as alloy train does; each checkpoint is a chat model (config.json names its\n"
+    "chat_template; tokenizer.json has its tokens). metrics.jsonl: loss and perplexity of the\n"
+    "response tokens, train and held out.\n"
+    "\n" COMMON_RUN_HELP;
+
+static const char reward_help[] =
+    "usage: alloy reward --model DIR --data PREFS.jsonl --out RUN [flags]\n"
+    "       alloy reward --resume RUN [--steps N] [--threads N]\n"
+    "\n"
+    "Trains a reward model: a scalar head (score.weight, score.bias, as Hugging Face's\n"
+    "*ForSequenceClassification) on the final hidden state of the last token of prompt +\n"
+    "response, with the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected). Each line is\n"
+    "  {\"prompt\": \"...\", \"chosen\": \"...\", \"rejected\": \"...\"}   (without \"prompt\": the common beginning)\n"
+    "  {\"prompt\": \"...\", \"responses\": [\"best\", ..., \"worst\"]}  (all K(K-1)/2 pairs, in one batch,\n"
+    "                                                        averaged per prompt as InstructGPT)\n"
+    "A language model gets a new head (seeded); a reward model continues with its own.\n"
+    "metrics.jsonl: loss, pair accuracy and margin, train and held out. Defaults: TRL's\n"
+    "RewardTrainer (lr 1e-4, 3 epochs, batch 8).\n"
+    "\n" COMMON_RUN_HELP;
+
+static const char dpo_help[] =
+    "usage: alloy dpo --model SFT --data PREFS.jsonl --out RUN [--beta 0.1] [--loss sigmoid|ipo]\n"
+    "                 [--label-smoothing 0] [--ref DIR] [flags]\n"
+    "       alloy dpo --resume RUN [--steps N] [--threads N]\n"
+    "\n"
+    "Direct preference optimisation of a policy (initialised from --model) against a frozen\n"
+    "reference (the same weights, or --ref DIR), on {\"prompt\", \"chosen\", \"rejected\"} lines (without\n"
+    "\"prompt\": the common beginning). Log-probabilities are summed over the response's tokens;\n"
+    "the reference's are computed once, before training. With D = (log pi(c) - log ref(c)) -\n"
+    "(log pi(r) - log ref(r)):\n"
+    "  --loss sigmoid        -(1-e)·log sigmoid(beta·D) - e·log sigmoid(-beta·D)  (DPO; e = --label-smoothing:\n"
+    "                        conservative DPO)\n"
+    "  --loss ipo            (D' - 1/(2·beta))², D' from per-token average log-probabilities (IPO)\n"
+    "  --beta X              (default 0.1)\n"
+    "  --label-smoothing X   in [0, 0.5) (default 0)\n"
+    "  --ref DIR             the reference model (default: --model)\n"
+    "metrics.jsonl: loss, rewards (beta·(log pi - log ref)) of chosen and rejected responses, their\n"
+    "margin and accuracy, log-probabilities. Defaults: TRL's DPOTrainer (lr 1e-6, 3 epochs, batch 8).\n"
+    "\n" COMMON_RUN_HELP;
+
+static const char score_help[] =
+    "usage: alloy score --model RM --data FILE.jsonl [--batch B] [--seq T] [--template NAME] [--threads N]\n"
+    "\n"
+    "Prints a reward model's score of every response, one JSON line per input line:\n"
+    "  {\"line\": N, \"scores\": [r1, ...]}\n"
+    "in the line's order: \"response\", each of \"responses\", \"chosen\" then \"rejected\", or the whole\n"
+    "\"messages\" conversation. The template defaults to the model's own (config.json).\n"
+    "\n"
+    "  --model DIR           a reward model (checkpoint or run folder of alloy reward)\n"
+    "  --data FILE.jsonl     prompts and responses\n"
+    "  --batch B             lines per forward pass (default 8)\n"
+    "  --seq T               tokens per sequence at most (default: the model's context, at most 1024);\n"
+    "                        longer prompts lose their beginning\n"
+    "  --template NAME       chatml or raw\n"
+    "  --threads N           OpenMP threads (default: all cores)\n";
+
+static volatile int stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Copies a flag's value into a fixed-size field; a usage error if it is too long. */
+static int put(const char *verb, const char *flag, const char *v, char *dst, size_t cap) {
+    if (!v) return 0;
+    if (strlen(v) >= cap) return cli_usage(verb, "--%s: value too long", flag);
+    strcpy(dst, v);
+    return 0;
+}
+
+static int run_verb(const char *verb, alloy_align_kind kind, int argc, char **argv, const char *help) {
+    alloy_align_options o = alloy_align_defaults(kind);
+    const char *model = NULL, *data = NULL, *val = NULL, *out = NULL, *tmpl = NULL, *ref = NULL, *loss = NULL, *resume = NULL;
+    int threads = 0;
+    cli_flag flags[] = {
+        {"model", CLI_STR, &model, false},
+        {"data", CLI_STR, &data, false},
+        {"val", CLI_STR, &val, false},
+        {"out", CLI_STR, &out, false},
+        {"template", CLI_STR, &tmpl, false},
+        {"resume", CLI_STR, &resume, false},
+        {"steps", CLI_I64, &o.steps, false},
+        {"epochs", CLI_DBL, &o.epochs, false},
+        {"batch", CLI_INT, &o.batch, false},
+        {"seq", CLI_INT, &o.seq, false},
+        {"grad-accum", CLI_INT, &o.grad_accum, false},
+        {"seed", CLI_U64, &o.seed, false},
+        {"val-fraction", CLI_DBL, &o.val_fraction, false},
+        {"lr", CLI_DBL, &o.lr, false},
+        {"min-lr", CLI_DBL, &o.min_lr, false},
+        {"warmup", CLI_I64, &o.warmup, false},
+        {"weight-decay", CLI_FLOAT, &o.adamw.weight_decay, false},
+        {"beta1", CLI_FLOAT, &o.adamw.beta1, false},
+        {"beta2", CLI_FLOAT, &o.adamw.beta2, false},
+        {"eps", CLI_FLOAT, &o.adamw.eps, false},
+        {"grad-clip", CLI_FLOAT, &o.adamw.grad_clip, false},
+        {"eval-every", CLI_I64, &o.eval_every, false},
+        {"eval-batches", CLI_INT, &o.eval_batches, false},
+        {"ckpt-every", CLI_I64, &o.ckpt_every, false},
+        {"keep", CLI_INT, &o.keep_ckpts, false},
+        {"log-every", CLI_INT, &o.log_every, false},
+        {"threads", CLI_INT, &threads, false},
+        {"quiet", CLI_BOOL, &o.quiet, false},
+        // dpo only (the table is cut before these for the other verbs)
+        {"ref", CLI_STR, &ref, false},
+        {"beta", CLI_DBL, &o.dpo.beta, false},
+        {"loss", CLI_STR, &loss, false},
+        {"label-smoothing", CLI_DBL, &o.dpo.label_smoothing, false},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]) - (kind == ALLOY_ALIGN_DPO ? 0 : 4);
+    int r = cli_parse(verb, argc, argv, flags, nf, help, NULL);
+    if (r) return r == 1 ? 0 : r;
+    if (threads < 0) return cli_usage(verb, "--threads must be >= 0");
+    if (o.log_every < 1) return cli_usage(verb, "--log-every must be at least 1");
+    cli_set_threads(threads);
+    char *ckpt = NULL;
+    if (resume) {
+        static const char *const may_change[] = {"resume", "steps", "threads", "quiet", "log-every",
+                                                 "eval-every", "eval-batches", "ckpt-every", "keep"};
+        for (int i = 0; i < nf; i++) {
+            bool ok = false;
+            for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
+            if (flags[i].seen && !ok)
+                return cli_usage(verb, "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
+        }
+        alloy_align_options saved = alloy_align_defaults(kind);
+        alloy_status s = alloy_align_resume_options(resume, &saved, &ckpt);
+        if (s) return cli_fail(verb, s);
+        if (saved.kind != kind) {
+            alloy_free(ckpt);
+            return cli_usage(verb, "%s is an alloy %s run; continue it with alloy %s --resume", resume,
+                             alloy_align_kind_name(saved.kind), alloy_align_kind_name(saved.kind));
+        }
+        saved.quiet = o.quiet;
+        saved.log_every = o.log_every;
+        if (cli_find(flags, nf, "steps")->seen) saved.steps = o.steps;
+        if (cli_find(flags, nf, "eval-every")->seen) saved.eval_every = o.eval_every;
+        if (cli_find(flags, nf, "eval-batches")->seen) saved.eval_batches = o.eval_batches;
+        if (cli_find(flags, nf, "ckpt-every")->seen) saved.ckpt_every = o.ckpt_every;
+        if (cli_find(flags, nf, "keep")->seen) saved.keep_ckpts = o.keep_ckpts;
+        o = saved;
+    } else {
+        if (!model || !data || !out) return cli_usage(verb, "--model, --data and --out are required (or --resume)");
+        if ((r = put(verb, "model", model, o.model_dir, sizeof o.model_dir)) ||
+            (r = put(verb, "data", data, o.data_path, sizeof o.data_path)) ||
+            (r = put(verb, "val", val, o.val_path, sizeof o.val_path)) ||
+            (r = put(verb, "out", out, o.out_dir, sizeof o.out_dir)) ||
+            (r = put(verb, "ref", ref, o.ref_dir, sizeof o.ref_dir)))
+            return r;
+        if (tmpl) {
+            if (alloy_chat_template_parse(tmpl, &o.tmpl)) return cli_usage(verb, "--template must be chatml or raw, not \"%s\"", tmpl);
+            o.tmpl_set = true;
+        }
+        if (loss && alloy_dpo_loss_parse(loss, &o.dpo.loss)) return cli_usage(verb, "--loss must be sigmoid or ipo, not \"%s\"", loss);
+        if (cli_find(flags, nf, "steps")->seen && o.steps < 1) return cli_usage(verb, "--steps must be at least 1");
+        if (cli_find(flags, nf, "seq")->seen && o.seq < 2) return cli_usage(verb, "--seq must be at least 2");
+        if (!cli_find(flags, nf, "min-lr")->seen) o.min_lr = o.lr / 10.0;
+        if (alloy_path_exists(o.out_dir)) {
+            char *latest = alloy_path_join(o.out_dir, "latest");
+            bool taken = latest && alloy_path_exists(latest);
+            alloy_free(latest);
+            if (taken)
+                return cli_usage(verb, "--out %s already holds a run; continue it with --resume %s or choose another folder",
+                                 o.out_dir, o.out_dir);
+        }
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.stop = &stop_requested;
+    alloy_status s = alloy_align_run(&o, ckpt, NULL);
+    alloy_free(ckpt);
+    if (s) return cli_fail(verb, s);
+    return stop_requested ? 130 : 0;
+}
+
+int cmd_sft(int argc, char **argv) { return run_verb("sft", ALLOY_ALIGN_SFT, argc, argv, sft_help); }
+int cmd_reward(int argc, char **argv) { return run_verb("reward", ALLOY_ALIGN_REWARD, argc, argv, reward_help); }
+int cmd_dpo(int argc, char **argv) { return run_verb("dpo", ALLOY_ALIGN_DPO, argc, argv, dpo_help); }
+
+int cmd_score(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *tmpl_name = NULL;
+    int batch = 8, seq = 0, threads = 0;
+    cli_flag flags[] = {
+        {"model", CLI_STR, &model, false}, {"data", CLI_STR, &data, false},     {"template", CLI_STR, &tmpl_name, false},
+        {"batch", CLI_INT, &batch, false}, {"seq", CLI_INT, &seq, false},       {"threads", CLI_INT, &threads, false},
+    };
+    int r = cli_parse("score", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), score_help, NULL);
+    if (r) return r == 1 ? 0 : r;
+    if (!model || !data) return cli_usage("score", "--model and --data are required");
+    if (batch < 1 || batch > 65536) return cli_usage("score", "--batch must lie in [1, 65536]");
+    if (flags[4].seen && seq < 2) return cli_usage("score", "--seq must be at least 2");
+    if (threads < 0) return cli_usage("score", "--threads must be >= 0");
+    alloy_chat_template tmpl = ALLOY_CHAT_TEMPLATE_CHATML;
+    bool have_tmpl = tmpl_name != NULL;
+    if (tmpl_name && alloy_chat_template_parse(tmpl_name, &tmpl))
+        return cli_usage("score", "--template must be chatml or raw, not \"%s\"", tmpl_name);
+    cli_set_threads(threads);
+
+    // the checkpoint folder: as given, or a run folder's latest
+    char *dir = NULL, *cp = alloy_path_join(model, "config.json");
+    alloy_status s = ALLOY_STATUS_OK;
+    if (cp && alloy_path_exists(cp)) dir = alloy_strdup(model);
+    else if (!alloy_path_exists(model)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", model);
+    else s = alloy_run_latest(model, &dir);
+    alloy_free(cp);
+    alloy_config cfg;
+    alloy_tokenizer *tok = NULL;
+    alloy_reward_model *rm = NULL;
+    alloy_align_data d = {0};
+    alloy_align_batch b = {0};
+    float *scores = NULL;
+    int64_t *idx = NULL;
+    if (!s) {
+        cp = alloy_path_join(dir, "config.json");
+        s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;
+        alloy_free(cp);
+    }
+    if (!s && !have_tmpl) {
+        bool found;
+        s = alloy_chat_template_of(dir, &tmpl, &found);
+    }
+    if (!s && seq == 0) seq = cfg.max_seq_len < 1024 ? cfg.max_seq_len : 1024;
+    if (!s && seq > cfg.max_seq_len)
+        s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", seq, cfg.max_seq_len);
+    if (!s) s = alloy_align_load_tokenizer(dir, &cfg, &tok);
+    if (!s) s = alloy_align_data_read(&d, data, tok, ALLOY_ALIGN_SCORE, tmpl, seq);
+    if (!s) s = alloy_reward_model_load(&rm, dir, batch * d.max_seqs, seq, true, 0);
+    if (!s) {
+        scores = alloy_malloc(sizeof(float) * (size_t)batch * (size_t)d.max_seqs);
+        idx = alloy_malloc(sizeof(int64_t) * (size_t)batch);
+        if (!scores || !idx) s = ALLOY_STATUS_NOMEM;
+    }
+    for (int64_t e0 = 0; !s && e0 < d.n_examples; e0 += batch) {
+        int n = (int)(d.n_examples - e0 < batch ? d.n_examples - e0 : batch);
+        for (int i = 0; i < n; i++) idx[i] = e0 + i;
+        s = alloy_align_batch_make(&b, &d, idx, n);
+        if (!s) s = alloy_reward_scores(rm, &b, scores);
+        for (int i = 0; !s && i < n; i++) {
+            printf("{\"line\":%lld,\"scores\":[", (long long)d.ex_line[e0 + i]);
+            for (int k = b.ex_row[i]; k < b.ex_row[i + 1]; k++) printf("%s%.6g", k > b.ex_row[i] ? "," : "", (double)scores[k]);
+            printf("]}\n");
+        }
+        fflush(stdout);
+    }
+    alloy_free(scores);
+    alloy_free(idx);
+    alloy_align_batch_free(&b);
+    alloy_align_data_free(&d);
+    alloy_reward_model_destroy(rm);
+    alloy_tokenizer_destroy(tok);
+    alloy_free(dir);
+    return s ? cli_fail("score", s) : 0;
+}
