@@ -118,6 +118,9 @@ typedef struct alloy_eval_result {
     int64_t windows;   /* windows of T + 1 tokens scored */
 } alloy_eval_result;
 
+/* Fills r from the summed negative log-likelihood of `windows` windows of T targets each. */
+void alloy_eval_result_set(alloy_eval_result *r, double sum_nll, int64_t windows, int T);
+
 /* Scores every window of T + 1 tokens of the split (or the first max_windows, if > 0), in
  * order, B at a time: the mean loss over all target tokens and its perplexity. The result does
  * not depend on B. */

@@ -140,12 +140,7 @@ alloy_status alloy_ensemble_eval(alloy_ensemble *e, const alloy_dataset *ds, all
         s = alloy_ensemble_logprobs(e, l->inputs, B, T, logp);
         for (int64_t r = 0; !s && r < (int64_t)rows * T; r++) sum -= logp[r * e->vocab_size + l->targets[r]];
     }
-    if (!s) {
-        out->windows = n;
-        out->tokens = n * T;
-        out->loss = sum / (double)out->tokens;
-        out->perplexity = exp(out->loss);
-    }
+    if (!s) alloy_eval_result_set(out, sum, n, T);
     alloy_free(logp);
     alloy_loader_destroy(l);
     return s;

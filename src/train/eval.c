@@ -11,6 +11,13 @@
 #include <math.h>
 #include <string.h>
 
+void alloy_eval_result_set(alloy_eval_result *r, double sum_nll, int64_t windows, int T) {
+    r->windows = windows;
+    r->tokens = windows * T;
+    r->loss = r->tokens ? sum_nll / (double)r->tokens : 0.0;
+    r->perplexity = exp(r->loss);
+}
+
 alloy_status alloy_eval_lm(alloy_model *m, const alloy_dataset *ds, alloy_split split, int B, int T,
                            int64_t max_windows, alloy_eval_result *out) {
     memset(out, 0, sizeof *out);
@@ -45,12 +52,7 @@ alloy_status alloy_eval_lm(alloy_model *m, const alloy_dataset *ds, alloy_split 
         if (!s) s = alloy_lm_loss_chunked(m, l->targets, rows < B ? mask : NULL, B, T, 0.0f, &loss);
         sum += (double)loss * rows * T;
     }
-    if (!s) {
-        out->windows = n;
-        out->tokens = n * T;
-        out->loss = sum / (double)out->tokens;
-        out->perplexity = exp(out->loss);
-    }
+    if (!s) alloy_eval_result_set(out, sum, n, T);
     alloy_free(mask);
     alloy_loader_destroy(l);
     return s;
