@@ -197,6 +197,8 @@ expect 2 "eval --seq beyond the context" "exceeds the model's context" "$ALLOY" 
 expect 1 "eval of a missing model" "no such folder" "$ALLOY" eval --model "$T/none" --data "$T/data"
 OMP_NUM_THREADS=1 "$ALLOY" train --data "$T/data" --preset tiny-gpt2 --steps 3 --batch 2 --seq 32 --seed 9 --out "$T/g2run2" --quiet 2>/dev/null
 expect 0 "eval of an ensemble of two" '"ensemble":"probs","members":\[.*"weight":0.75.*"weight":0.25.*"perplexity"' \
-  "$ALLOY" eval --model "$T/g2run" "$T/g2run2" --weights 3 1 --data "$T/data" --seq 32 --quiet
-expect 2 "eval --weights counted" "one weight per model" "$ALLOY" eval --model "$T/g2run" "$T/g2run2" --weights 1 --data "$T/data"
+  "$ALLOY" eval --model "$T/g2run" "$T/g2run2" --member-weights 3 1 --data "$T/data" --seq 32 --quiet
+expect 2 "eval --member-weights counted" "one weight per model" "$ALLOY" eval --model "$T/g2run" "$T/g2run2" --member-weights 1 --data "$T/data"
+expect 0 "eval through the engine, q8_0 weights" '"weights":"q8_0".*"perplexity"' "$ALLOY" eval --model "$T/g2run" --data "$T/data" --seq 32 --weights q8_0 --quiet
+expect 2 "eval --weights checked" "--weights must be f32, f16" "$ALLOY" eval --model "$T/g2run" --data "$T/data" --weights q3
 expect 2 "eval --ensemble checked" "--ensemble must be probs or logits" "$ALLOY" eval --model "$T/g2run" "$T/g2run2" --ensemble vote --data "$T/data"

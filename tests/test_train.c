@@ -4,6 +4,7 @@
  */
 #include "alloy/alloy.h"
 #include "alloy/data.h"
+#include "alloy/infer.h"
 #include "harness.h"
 
 #include <math.h>
@@ -364,6 +365,21 @@ static void test_learns(void) {
     for (int i = 1; i < 3; i++)
         EXPECT(fabs(all[i].loss - all[0].loss) < 1e-5 * all[0].loss, "B=%d: %.7f vs %.7f", Bs[i], all[i].loss, all[0].loss);
     EXPECT(fabs(all[0].perplexity - exp(all[0].loss)) < 1e-9 * all[0].perplexity, "perplexity");
+    // through the inference engine (its own forward): f32 the same, q8_0 within 1%
+    alloy_eval_result fe, qe;
+    alloy_engine *eng = NULL;
+    REQUIRE(alloy_engine_create(&eng, m, &(alloy_engine_options){.max_ctx = 64, .max_rows = 64}) == ALLOY_STATUS_OK,
+            "%s", alloy_last_error());
+    EXPECT(alloy_engine_eval_lm(eng, ds, ALLOY_SPLIT_VAL, 64, 80, &fe) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    alloy_engine_destroy(eng);
+    REQUIRE(alloy_engine_create(&eng, m, &(alloy_engine_options){.weights = ALLOY_QTYPE_Q8_0, .max_ctx = 64, .max_rows = 64}) ==
+                ALLOY_STATUS_OK, "%s", alloy_last_error());
+    EXPECT(alloy_engine_eval_lm(eng, ds, ALLOY_SPLIT_VAL, 64, 80, &qe) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    alloy_engine_destroy(eng);
+    printf("# the same 80 windows through the engine: f32 %.6f, q8_0 %.6f (training forward %.6f)\n", fe.loss, qe.loss,
+           r80.loss);
+    EXPECT(fabs(fe.loss - r80.loss) < 1e-5 * r80.loss, "engine f32 %.7f vs %.7f", fe.loss, r80.loss);
+    EXPECT(fabs(qe.perplexity / fe.perplexity - 1.0) < 0.01, "q8_0 perplexity %.4f vs f32 %.4f", qe.perplexity, fe.perplexity);
     alloy_eval_result bad;
     EXPECT(alloy_eval_lm(m, ds, ALLOY_SPLIT_VAL, 9, 64, 0, &bad) == ALLOY_STATUS_USAGE, "B beyond the buffers accepted");
     alloy_dataset_close(ds);

@@ -21,5 +21,6 @@
 #include "alloy/fuse.h"
 #include "alloy/grow.h"
 #include "alloy/ensemble.h"
+#include "alloy/infer.h"
 
 #endif /* ALLOY_ALLOY_H */

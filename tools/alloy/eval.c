@@ -19,8 +19,11 @@ static const char help[] =
     "their weighted logits.\n"
     "\n"
     "  --model DIR ...       checkpoint folders or run folders (their latest checkpoint)\n"
-    "  --weights W ...       ensemble weights, one per model (default equal; normalised)\n"
+    "  --member-weights W ...  ensemble weights, one per model (default equal; normalised)\n"
     "  --ensemble MODE       probs (default: Σ wᵢ·pᵢ) or logits (softmax of Σ wᵢ·zᵢ)\n"
+    "  --weights FORMAT      score through the inference engine with the matrices in FORMAT: f32,\n"
+    "                        f16, q8_0, q4_0 or q4_k (as alloy generate --weights); one model only.\n"
+    "                        Without it the training forward (fp32) scores the model\n"
     "  --data DIR            token shards: val-*.bin is the held-out split\n"
     "  --split val|train     which split to score (default val)\n"
     "  --val-fraction X      without val-*.bin shards, the share of training windows held out,\n"
@@ -47,7 +50,7 @@ static alloy_status checkpoint_dir(const char *dir, char **out) {
 #define MAX_MEMBERS 16
 
 int cmd_eval(int argc, char **argv) {
-    const char *data = NULL, *split_name = "val", *mode_name = "probs";
+    const char *data = NULL, *split_name = "val", *mode_name = "probs", *format = NULL;
     cli_list model_dirs = {0}, weight_args = {0};
     int T = 0, B = 8, threads = 0;
     int64_t max_windows = 0;
@@ -55,7 +58,8 @@ int cmd_eval(int argc, char **argv) {
     bool quiet = false;
     cli_flag flags[] = {
         {"model", CLI_LIST, &model_dirs, false}, {"data", CLI_STR, &data, false},
-        {"weights", CLI_LIST, &weight_args, false}, {"ensemble", CLI_STR, &mode_name, false},
+        {"member-weights", CLI_LIST, &weight_args, false},
+        {"weights", CLI_STR, &format, false}, {"ensemble", CLI_STR, &mode_name, false},
         {"split", CLI_STR, &split_name, false},  {"val-fraction", CLI_DBL, &val_fraction, false},
         {"seq", CLI_INT, &T, false},             {"batch", CLI_INT, &B, false},
         {"max-windows", CLI_I64, &max_windows, false}, {"threads", CLI_INT, &threads, false},
@@ -67,15 +71,19 @@ int cmd_eval(int argc, char **argv) {
     int n = model_dirs.n;
     if (n > MAX_MEMBERS) return cli_usage("eval", "at most %d models", MAX_MEMBERS);
     float weights[MAX_MEMBERS];
-    if (weight_args.n && weight_args.n != n) return cli_usage("eval", "--weights needs one weight per model (%d)", n);
+    if (weight_args.n && weight_args.n != n) return cli_usage("eval", "--member-weights needs one weight per model (%d)", n);
     for (int i = 0; i < weight_args.n; i++) {
         char *end;
         weights[i] = strtof(weight_args.items[i], &end);
         if (end == weight_args.items[i] || *end || !(weights[i] >= 0.0f))
-            return cli_usage("eval", "--weights: '%s' is not a number >= 0", weight_args.items[i]);
+            return cli_usage("eval", "--member-weights: '%s' is not a number >= 0", weight_args.items[i]);
     }
     if (n > 1 && !cli_find(flags, (int)(sizeof flags / sizeof flags[0]), "batch")->seen)
         B = 1; // each member holds B·T·V logits, and the ensemble as many log-probabilities
+    alloy_qtype qtype = ALLOY_QTYPE_F32;
+    if (format && !alloy_qtype_parse(format, &qtype))
+        return cli_usage("eval", "--weights must be f32, f16, q8_0, q4_0 or q4_k, not '%s'", format);
+    if (format && n > 1) return cli_usage("eval", "--weights scores one model (not an ensemble)");
     alloy_ensemble_mode mode;
     if (!alloy_ensemble_mode_parse(mode_name, &mode)) return cli_usage("eval", "--ensemble must be probs or logits");
     bool val = !strcmp(split_name, "val");
@@ -110,11 +118,19 @@ int cmd_eval(int argc, char **argv) {
     if (!s) T = ms[0]->max_T;
     if (!s) s = alloy_dataset_open(&ds, data, val_fraction);
     alloy_split split = val ? ALLOY_SPLIT_VAL : ALLOY_SPLIT_TRAIN;
-    if (!s && n == 1) s = alloy_eval_lm(ms[0], ds, split, B, T, max_windows, &res);
+    alloy_engine *engine = NULL;
+    if (!s && n == 1 && format) {
+        alloy_engine_options eo = {.weights = qtype, .max_ctx = T, .max_rows = T};
+        s = alloy_engine_create(&engine, ms[0], &eo);
+        if (!s) s = alloy_engine_eval_lm(engine, ds, split, T, max_windows, &res);
+    } else if (!s && n == 1) {
+        s = alloy_eval_lm(ms[0], ds, split, B, T, max_windows, &res);
+    }
     if (!s && n > 1) s = alloy_ensemble_create(&ens, ms, weight_args.n ? weights : NULL, n, mode);
     if (!s && n > 1) s = alloy_ensemble_eval(ens, ds, split, B, T, max_windows, &res);
     if (!s) {
         printf("{\"model\":\"%s\",", dirs[0]);
+        if (format) printf("\"weights\":\"%s\",", alloy_qtype_name(qtype));
         if (n > 1) {
             printf("\"ensemble\":\"%s\",\"members\":[", mode_name);
             for (int i = 0; i < n; i++) printf("%s{\"model\":\"%s\",\"weight\":%.6g}", i ? "," : "", dirs[i], ens->weights[i]);
@@ -129,6 +145,7 @@ int cmd_eval(int argc, char **argv) {
                     (long long)res.tokens);
     }
     alloy_ensemble_destroy(ens);
+    alloy_engine_destroy(engine);
     alloy_dataset_close(ds);
     for (int i = 0; i < n; i++) {
         alloy_model_destroy(ms[i]);

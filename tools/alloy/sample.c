@@ -1,9 +1,10 @@
 /*
- * sample.c — `alloy sample`: plain autoregressive sampling from a checkpoint (greedy,
- * temperature, top-k). Each new token re-runs the model over the context; the KV-cache engine
- * of src/infer/ replaces this later.
+ * sample.c — `alloy sample`: plain sampling from a checkpoint (greedy, or temperature with
+ * top-k), through the inference engine of src/infer/ (a KV cache: each token costs one step).
+ * `alloy generate` has the whole sampling chain, quantised weights and batches of prompts.
  */
 #include "cli.h"
+#include "alloy/infer.h"
 #include "alloy/tokenizer.h"
 
 #include <stdlib.h>
@@ -14,7 +15,9 @@ static const char help[] =
     "\n"
     "Generates text from a model: DIR is a checkpoint folder or a run folder (its latest\n"
     "checkpoint), with its tokenizer.json (or the byte tokenizer). Prints the prompt, then the\n"
-    "continuation as it is sampled; stops early if the model produces <|endoftext|>.\n"
+    "continuation as it is sampled; stops early if the model produces <|endoftext|> or when the\n"
+    "prompt and the continuation fill the model's context. (alloy generate has top-p, min-p,\n"
+    "penalties, stop strings, quantised weights and batches.)\n"
     "\n"
     "  --model DIR           checkpoint or run folder\n"
     "  --prompt TEXT         text to continue (default: a newline)\n"
@@ -24,37 +27,13 @@ static const char help[] =
     "  --seed S              sampling seed (default 1337)\n"
     "  --threads N           OpenMP threads (default: all cores)\n";
 
-static int cmp_desc(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x < y) - (x > y);
-}
-
-/* Picks the next token from logits (V): greedy, or temperature + top-k sampling. */
-static int32_t pick(const float *logits, int V, float temperature, int top_k, alloy_rng *rng, float *probs, float *sorted) {
-    if (temperature <= 0.0f) {
-        int best = 0;
-        for (int v = 1; v < V; v++)
-            if (logits[v] > logits[best]) best = v;
-        return best;
+/* Prints the text of each token as it is drawn. */
+static void print_text(void *user, const alloy_stream_event *ev) {
+    (void)user;
+    if (ev->len) {
+        fwrite(ev->text, 1, ev->len, stdout);
+        fflush(stdout);
     }
-    softmax_forward(probs, logits, V, temperature);
-    if (top_k > 0 && top_k < V) {
-        memcpy(sorted, probs, sizeof(float) * (size_t)V);
-        qsort(sorted, (size_t)V, sizeof(float), cmp_desc);
-        float cut = sorted[top_k - 1];
-        for (int v = 0; v < V; v++)
-            if (probs[v] < cut) probs[v] = 0.0f;
-    }
-    double total = 0.0;
-    for (int v = 0; v < V; v++) total += probs[v];
-    double u = alloy_rng_uniform(rng) * total, acc = 0.0;
-    for (int v = 0; v < V; v++) {
-        acc += probs[v];
-        if (u < acc && probs[v] > 0.0f) return v;
-    }
-    for (int v = V - 1; v >= 0; v--)
-        if (probs[v] > 0.0f) return v;
-    return 0;
 }
 
 int cmd_sample(int argc, char **argv) {
@@ -85,7 +64,7 @@ int cmd_sample(int argc, char **argv) {
     alloy_free(wp);
     if (s) return cli_fail("sample", s);
     alloy_model *m;
-    s = alloy_model_load(&m, dir, 1, 0);
+    s = alloy_model_load(&m, dir, 1, 1); // the engine keeps its own activations
     if (s) {
         alloy_free(dir);
         return cli_fail("sample", s);
@@ -103,47 +82,36 @@ int cmd_sample(int argc, char **argv) {
                        alloy_tokenizer_vocab_size(tok), c->vocab_size);
     alloy_ids enc = {0};
     if (!s) s = alloy_tokenizer_encode(tok, prompt, strlen(prompt), 0, &enc);
-    int32_t *ids = enc.data;
-    size_t n_ids = enc.n;
-    if (!s && n_ids == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "--prompt: encodes to no tokens");
-    size_t cap = n_ids + (size_t)n_tokens;
-    int32_t *seq = s ? NULL : alloy_malloc(sizeof(int32_t) * cap);
-    float *probs = alloy_malloc(sizeof(float) * (size_t)c->vocab_size);
-    float *sorted = alloy_malloc(sizeof(float) * (size_t)c->vocab_size);
-    if (!s && (!seq || !probs || !sorted)) s = ALLOY_STATUS_NOMEM;
+    if (!s && enc.n == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "--prompt: encodes to no tokens");
+    if (!s && enc.n > (size_t)c->max_seq_len)
+        s = alloy_fail(ALLOY_STATUS_RANGE, "--prompt: %zu tokens, more than the model's context of %d", enc.n,
+                       c->max_seq_len);
+    alloy_engine *e = NULL;
+    if (!s) s = alloy_engine_create(&e, m, &(alloy_engine_options){.weights = ALLOY_QTYPE_F32});
     if (!s) {
-        memcpy(seq, ids, sizeof(int32_t) * n_ids);
+        alloy_generate_options o;
+        alloy_generate_options_default(&o);
+        o.sampling.temperature = temperature; // temperature and top-k only, as this verb always did
+        o.sampling.top_k = top_k;
+        o.sampling.top_p = 1.0f;
+        o.sampling.min_p = 0.0f;
+        o.sampling.seed = seed;
+        o.sampling.n_vocab = alloy_tokenizer_vocab_size(tok); // only ids the tokenizer knows
+        o.max_tokens = n_tokens;
+        o.tokenizer = tok;
+        int32_t eot = alloy_tokenizer_special_id(tok, "<|endoftext|>");
+        if (eot >= 0) o.eos = &eot, o.n_eos = 1;
         fwrite(prompt, 1, strlen(prompt), stdout);
         fflush(stdout);
-        alloy_rng rng;
-        alloy_rng_seed(&rng, seed);
-        int32_t eot = alloy_tokenizer_special_id(tok, "<|endoftext|>");
-        size_t n = n_ids;
-        for (int k = 0; k < n_tokens && !s; k++) {
-            // the model sees at most its context length: the most recent tokens
-            size_t T = n < (size_t)m->max_T ? n : (size_t)m->max_T;
-            s = alloy_model_forward(m, seq + n - T, 1, (int)T);
-            if (s) break;
-            const float *logits = m->acts.logits + (T - 1) * (size_t)c->vocab_size;
-            // only ids the tokenizer knows (a model's vocabulary may be padded beyond it)
-            int32_t next = pick(logits, alloy_tokenizer_vocab_size(tok), temperature, top_k, &rng, probs, sorted);
-            if (next == eot) break; // the model ended the text
-            seq[n++] = next;
-            char *text;
-            size_t len;
-            s = alloy_tokenizer_decode(tok, &next, 1, &text, &len);
-            if (!s) {
-                fwrite(text, 1, len, stdout);
-                fflush(stdout);
-                alloy_free(text);
-            }
-        }
+        const int32_t *ids = enc.data;
+        int n_ids = (int)enc.n;
+        alloy_generation g = {0};
+        s = alloy_generate(e, &g, &ids, &n_ids, 1, &o, print_text, NULL);
         putchar('\n');
+        alloy_generation_free(&g);
     }
-    alloy_free(seq);
+    alloy_engine_destroy(e);
     alloy_ids_free(&enc);
-    alloy_free(probs);
-    alloy_free(sorted);
     alloy_tokenizer_destroy(tok);
     alloy_model_destroy(m);
     alloy_free(dir);
