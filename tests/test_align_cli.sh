@@ -4,26 +4,10 @@
 # report; then a 5-step run of each verb, a resume, scores, and the checkpoints a chat model
 # needs (its tokens in tokenizer.json, chat_template in config.json).
 set -u
-ALLOY=${ALLOY:-build/alloy}
-ROOT=${ALLOY_ROOT:-.}
-SHARED="$ROOT/../shared/data"
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/cli_lib.sh"
 # tiny models: one thread each (more only synchronise, and spin on a busy machine)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-ok() { echo "ok - $*"; }
-nok() { echo "not ok - $*"; }
 
-# expect CODE NAME PATTERN cmd...: exit status CODE, exactly one stderr line matching PATTERN
-expect() {
-  local code=$1 name=$2 pat=$3; shift 3
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  local lines=$(grep -vc '^$' "$T/err")
-  if [ "$rc" -ne "$code" ]; then nok "$name: exit $rc, expected $code: $(head -c 300 "$T/err")"; return; fi
-  if grep -qE 'Sanitizer|runtime error|Segmentation|core dumped' "$T/err"; then nok "$name: sanitizer report"; return; fi
-  if [ "$code" -ne 0 ] && [ "$lines" -ne 1 ]; then nok "$name: $lines lines on stderr: $(head -c 300 "$T/err")"; return; fi
-  if ! grep -qE -- "$pat" "$T/err" "$T/out"; then nok "$name: output lacks /$pat/: $(head -c 300 "$T/err")"; return; fi
-  ok "$name"
-}
 # count PATTERN FILE: lines of FILE matching PATTERN
 count() { grep -cE -- "$1" "$2" 2>/dev/null || true; }
 

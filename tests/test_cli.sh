@@ -3,26 +3,8 @@
 # Every failure must be one line on stderr naming the file or flag, exit status 1 (2 for
 # usage), no sanitizer report, and nothing already on disk changed.
 set -u
-ALLOY=${ALLOY:-build/alloy}
-ROOT=${ALLOY_ROOT:-.}
-SHARED="$ROOT/../shared/data"
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+. "$(dirname "$0")/cli_lib.sh"
 n=0
-ok() { echo "ok - $*"; }
-nok() { echo "not ok - $*"; }
-
-# expect CODE NAME PATTERN cmd...: exit status CODE, exactly one stderr line matching PATTERN
-expect() {
-  local code=$1 name=$2 pat=$3; shift 3
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  local lines=$(grep -vc '^$' "$T/err")
-  if [ "$rc" -ne "$code" ]; then nok "$name: exit $rc, expected $code: $(head -c 300 "$T/err")"; return; fi
-  if grep -qE 'Sanitizer|runtime error|Segmentation|core dumped' "$T/err"; then nok "$name: sanitizer report"; return; fi
-  if [ "$code" -ne 0 ] && [ "$lines" -ne 1 ]; then nok "$name: $lines lines on stderr: $(head -c 300 "$T/err")"; return; fi
-  if ! grep -qE -- "$pat" "$T/err" "$T/out"; then nok "$name: output lacks /$pat/: $(head -c 300 "$T/err")"; return; fi
-  ok "$name"
-}
-tree_sum() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum; }
 
 # ---- data to work with ----
 mkdir -p "$T/src"

@@ -4,25 +4,8 @@
 # stop strings, logit bias, seeds, quantised weights, JSONL records. Failures must be one line on
 # stderr with exit status 1 (2 for usage) and no sanitizer report.
 set -u
-ALLOY=${ALLOY:-build/alloy}
-ROOT=${ALLOY_ROOT:-.}
-SHARED="$ROOT/../shared/data"
+. "$(dirname "$0")/cli_lib.sh"
 PY=/usr/bin/python3
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-ok() { echo "ok - $*"; }
-nok() { echo "not ok - $*"; }
-
-# expect CODE NAME PATTERN cmd...: exit status CODE, exactly one stderr line (on failure) matching PATTERN
-expect() {
-  local code=$1 name=$2 pat=$3; shift 3
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  local lines=$(grep -vc '^$' "$T/err")
-  if [ "$rc" -ne "$code" ]; then nok "$name: exit $rc, expected $code: $(head -c 300 "$T/err")"; return; fi
-  if grep -qE 'Sanitizer|runtime error|Segmentation|core dumped' "$T/err"; then nok "$name: sanitizer report"; return; fi
-  if [ "$code" -ne 0 ] && [ "$lines" -ne 1 ]; then nok "$name: $lines lines on stderr: $(head -c 300 "$T/err")"; return; fi
-  if ! grep -qE -- "$pat" "$T/err" "$T/out"; then nok "$name: output lacks /$pat/: $(head -c 300 "$T/err") $(head -c 300 "$T/out")"; return; fi
-  ok "$name"
-}
 
 # ---- a model to work with ----
 mkdir -p "$T/src"

@@ -5,25 +5,8 @@
 # GPT-2) whose folders carry the data's BPE tokenizer.json, so that `alloy train --init`
 # accepts them and trains two steps.
 set -u
-ALLOY=${ALLOY:-build/alloy}
-ROOT=${ALLOY_ROOT:-.}
-SHARED="$ROOT/../shared/data"
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-ok() { echo "ok - $*"; }
-nok() { echo "not ok - $*"; }
+. "$(dirname "$0")/cli_lib.sh"
 
-# expect CODE NAME PATTERN cmd...: exit status CODE, exactly one stderr line matching PATTERN
-expect() {
-  local code=$1 name=$2 pat=$3; shift 3
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  local lines=$(grep -vc '^$' "$T/err")
-  if [ "$rc" -ne "$code" ]; then nok "$name: exit $rc, expected $code: $(head -c 300 "$T/err")"; return; fi
-  if grep -qE 'Sanitizer|runtime error|Segmentation|core dumped' "$T/err"; then nok "$name: sanitizer report"; return; fi
-  if [ "$code" -ne 0 ] && [ "$lines" -ne 1 ]; then nok "$name: $lines lines on stderr: $(head -c 300 "$T/err")"; return; fi
-  if ! grep -qE -- "$pat" "$T/err" "$T/out"; then nok "$name: output lacks /$pat/: $(head -c 300 "$T/err") $(head -c 300 "$T/out")"; return; fi
-  ok "$name"
-}
-tree_sum() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum; }
 TRAIN=(--steps 2 --batch 2 --seq 32 --eval-every 2 --threads 1)
 
 # ---- data with a BPE tokenizer and two short runs to grow ----

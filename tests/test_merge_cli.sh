@@ -2,23 +2,7 @@
 # `alloy merge` end to end: recipes in, checkpoint folders out, and every failure one line on
 # stderr naming the recipe line or flag, exit status 1 (2 for usage), nothing written.
 set -u
-ALLOY=${ALLOY:-build/alloy}
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-ok() { echo "ok - $*"; }
-nok() { echo "not ok - $*"; }
-
-# expect CODE NAME PATTERN cmd...: exit status CODE, exactly one stderr line matching PATTERN
-expect() {
-  local code=$1 name=$2 pat=$3; shift 3
-  "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  local lines=$(grep -vc '^$' "$T/err")
-  if [ "$rc" -ne "$code" ]; then nok "$name: exit $rc, expected $code: $(head -c 300 "$T/err")"; return; fi
-  if grep -qE 'Sanitizer|runtime error|Segmentation|core dumped' "$T/err"; then nok "$name: sanitizer report"; return; fi
-  if [ "$code" -ne 0 ] && [ "$lines" -ne 1 ]; then nok "$name: $lines lines on stderr: $(head -c 300 "$T/err")"; return; fi
-  if ! grep -qE -- "$pat" "$T/err" "$T/out"; then nok "$name: output lacks /$pat/: $(head -c 300 "$T/err") $(head -c 300 "$T/out")"; return; fi
-  ok "$name"
-}
-tree_sum() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum; }
+. "$(dirname "$0")/cli_lib.sh"
 
 # ---- three small models of one family: one step of training from three seeds ----
 for i in $(seq 1 2000); do echo "line $i: the quick brown fox jumps over the lazy dog"; done >"$T/text.txt"

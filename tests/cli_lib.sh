@@ -1,0 +1,27 @@
+# cli_lib.sh — what the command-level tests (tests/test_*.sh) share; sourced, not run.
+#
+#   ALLOY     the alloy binary under test (default build/alloy)
+#   ROOT      the repository root (ALLOY_ROOT, default .); SHARED its ../shared/data
+#   T         a temporary folder, removed at exit
+#   ok NAME / nok NAME      print a TAP line (tests/run.sh counts them)
+#   expect CODE NAME PATTERN cmd...
+#             runs cmd: exit status CODE, no sanitizer report, exactly one line on stderr when
+#             CODE is not 0, and PATTERN (extended regex) somewhere in its stdout or stderr
+#   tree_sum DIR            one checksum of every file under DIR (to show nothing changed)
+ALLOY=${ALLOY:-build/alloy}
+ROOT=${ALLOY_ROOT:-.}
+SHARED="$ROOT/../shared/data"
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+ok() { echo "ok - $*"; }
+nok() { echo "not ok - $*"; }
+expect() {
+  local code=$1 name=$2 pat=$3; shift 3
+  "$@" >"$T/out" 2>"$T/err"; local rc=$?
+  local lines=$(grep -vc '^$' "$T/err")
+  if [ "$rc" -ne "$code" ]; then nok "$name: exit $rc, expected $code: $(head -c 300 "$T/err")"; return; fi
+  if grep -qE 'Sanitizer|runtime error|Segmentation|core dumped' "$T/err"; then nok "$name: sanitizer report"; return; fi
+  if [ "$code" -ne 0 ] && [ "$lines" -ne 1 ]; then nok "$name: $lines lines on stderr: $(head -c 300 "$T/err")"; return; fi
+  if ! grep -qE -- "$pat" "$T/err" "$T/out"; then nok "$name: output lacks /$pat/: $(head -c 300 "$T/err") $(head -c 300 "$T/out")"; return; fi
+  ok "$name"
+}
+tree_sum() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum; }
