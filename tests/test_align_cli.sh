@@ -101,3 +101,14 @@ if [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then
 else
   echo "# skipped the hh-rlhf runs: $SHARED is absent"
 fi
+
+# ---- alloy chat on the SFT model: replies streamed, the conversation kept, commands ----
+printf 'hello there\nand again\n/reset\nonce more\n/quit\nnever read\n' >"$T/chat.in"
+"$ALLOY" chat --model "$T/sft" --max-tokens 8 --temperature 0 --system "be brief" <"$T/chat.in" >"$T/chat.out" 2>"$T/chat.err"; rc=$?
+[ $rc -eq 0 ] && [ "$(wc -l <"$T/chat.out")" -eq 3 ] && [ ! -s "$T/chat.err" ] \
+  && ok "chat: three replies, one line each, /quit stops" || nok "chat: rc=$rc, $(wc -l <"$T/chat.out") lines, stderr $(head -c 300 "$T/chat.err")"
+"$ALLOY" chat --model "$T/sft" --max-tokens 8 --temperature 0 --system "be brief" < <(printf 'once more\n') >"$T/chat2.out" 2>/dev/null
+[ "$(sed -n 3p "$T/chat.out")" = "$(cat "$T/chat2.out")" ] \
+  && ok "chat: /reset starts over (the same reply as a fresh chat)" || nok "chat: after /reset '$(sed -n 3p "$T/chat.out")' vs fresh '$(cat "$T/chat2.out")'"
+expect 1 "chat refuses a model without a chat template" "not a chat model" "$ALLOY" chat --model "$T/base" </dev/null
+expect 2 "chat --weights checked" "--weights must be" "$ALLOY" chat --model "$T/sft" --weights q2

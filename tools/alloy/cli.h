@@ -51,6 +51,7 @@ int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_generate(int argc, char **argv); /* generate.c */
+int cmd_chat(int argc, char **argv);     /* chat.c */
 int cmd_inspect(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -24,6 +24,7 @@ static const char usage[] =
     "  dpo       direct preference optimisation (sigmoid, IPO, label smoothing) against a frozen reference\n"
     "  sample    generate text from a trained model\n"
     "  generate  continue prompts with a KV cache: quantised weights, samplers, stop strings, batches\n"
+    "  chat      talk with a chat model in the terminal (streams replies, keeps the KV cache)\n"
     "  inspect   print the header and tensor table of a checkpoint, safetensors file or shard\n"
     "  tokenizer encode, decode, train or describe a tokenizer (byte-level BPE, GPT-2's)\n"
     "  eval      held-out loss and perplexity of a model on token shards\n"
@@ -59,7 +60,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sft", cmd_sft}, {"reward", cmd_reward}, {"score", cmd_score}, {"dpo", cmd_dpo}, {"sample", cmd_sample}, {"generate", cmd_generate}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
+    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sft", cmd_sft}, {"reward", cmd_reward}, {"score", cmd_score}, {"dpo", cmd_dpo}, {"sample", cmd_sample}, {"generate", cmd_generate}, {"chat", cmd_chat}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
                  {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}, {"merge", cmd_merge}, {"grow", cmd_grow}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (!strcmp(verb, verbs[i].name)) {
