@@ -184,3 +184,21 @@ expect 2 "eval --member-weights counted" "one weight per model" "$ALLOY" eval --
 expect 0 "eval through the engine, q8_0 weights" '"weights":"q8_0".*"perplexity"' "$ALLOY" eval --model "$T/g2run" --data "$T/data" --seq 32 --weights q8_0 --quiet
 expect 2 "eval --weights checked" "--weights must be f32, f16" "$ALLOY" eval --model "$T/g2run" --data "$T/data" --weights q3
 expect 2 "eval --ensemble checked" "--ensemble must be probs or logits" "$ALLOY" eval --model "$T/g2run" "$T/g2run2" --ensemble vote --data "$T/data"
+
+# ---- distill: a student trained on a teacher's distribution, resumed exactly ----
+DT=(--teacher "$T/g2run" --student tiny-gpt2 --data "$T/data" --batch 2 --seq 32 --divergence jsd --temperature 1.5 --alpha 0.3 --quiet)
+OMP_NUM_THREADS=1 "$ALLOY" distill "${DT[@]}" --steps 6 --ckpt-every 3 --out "$T/dist" 2>"$T/err" \
+  && grep -q '"objective":.*teachers.*jsd' "$T/dist/checkpoints/step-00000006/trainer_state.json" \
+  && ok "distill runs and records its settings" || nok "distill: $(head -c 300 "$T/err")"
+cp -r "$T/dist" "$T/dist2" && rm -rf "$T/dist2/checkpoints/step-00000006" && echo checkpoints/step-00000003 >"$T/dist2/latest"
+OMP_NUM_THREADS=1 "$ALLOY" distill --resume "$T/dist2" --quiet 2>/dev/null
+cmp -s "$T/dist/checkpoints/step-00000006/model.safetensors" "$T/dist2/checkpoints/step-00000006/model.safetensors" \
+  && ok "distill resume: weights bitwise equal to an uninterrupted run" || nok "distill resume: weights differ"
+expect 2 "distill needs a teacher" "give 1 to 8 --teacher" "$ALLOY" distill --student tiny-gpt2 --data "$T/data" --out "$T/d3"
+expect 2 "distill --divergence checked" "--divergence must be" "$ALLOY" distill --teacher "$T/g2run" --student tiny-gpt2 --data "$T/data" --out "$T/d3" --divergence tv
+expect 1 "distill: a missing teacher" "teacher $T/nope: .*no such folder" "$ALLOY" distill --teacher "$T/nope" --student tiny-gpt2 --data "$T/data" --out "$T/d3"
+expect 2 "train --resume refuses a distillation run" "alloy distill --resume" "$ALLOY" train --resume "$T/dist2"
+expect 2 "distill --resume refuses a plain run" "alloy train --resume" "$ALLOY" distill --resume "$T/g2run"
+first=$(grep -o '"type":"train","step":1,"loss":[0-9.]*' "$T/dist/metrics.jsonl" | grep -o '[0-9.]*$')
+last=$(grep -o '"type":"train","step":6,"loss":[0-9.]*' "$T/dist/metrics.jsonl" | grep -o '[0-9.]*$')
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' && ok "distill: the loss falls ($first -> $last)" || nok "distill: loss $first -> $last"

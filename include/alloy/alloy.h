@@ -21,6 +21,7 @@
 #include "alloy/fuse.h"
 #include "alloy/grow.h"
 #include "alloy/ensemble.h"
+#include "alloy/distill.h"
 #include "alloy/infer.h"
 
 #endif /* ALLOY_ALLOY_H */

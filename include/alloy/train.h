@@ -71,6 +71,15 @@ alloy_status alloy_optimizer_load(alloy_optimizer *opt, const alloy_model *model
 
 #define ALLOY_PATH_MAX 1024
 
+/* A training objective other than next-token cross-entropy on the data: given a micro-batch,
+ * it runs the model's forward, computes its loss (the mean per token) and leaves the gradient
+ * for alloy_model_backward, scaled by grad_scale. Distillation (alloy/distill.h) is one. */
+typedef struct alloy_objective {
+    alloy_status (*loss)(void *ctx, alloy_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                         float grad_scale, float *loss);
+    void *ctx;
+} alloy_objective;
+
 typedef struct alloy_train_options {
     char data_dir[ALLOY_PATH_MAX];    /* token shards (alloy prepare) */
     char out_dir[ALLOY_PATH_MAX];     /* run folder: checkpoints/, latest, metrics.jsonl */
@@ -92,6 +101,9 @@ typedef struct alloy_train_options {
     alloy_precision precision;        /* matrix products: F32 (default) or BF16 */
     bool recompute;                   /* activation recomputation (same results, less memory) */
     bool quiet;                       /* no progress output */
+    const alloy_objective *objective; /* NULL: next-token cross-entropy */
+    char objective_json[4096];        /* the objective's settings as JSON, saved with the run so
+                                         that a resume rebuilds it ("" for none) */
     volatile int *stop;               /* set (by a signal handler) to stop after the current step,
                                          with a checkpoint */
 } alloy_train_options;

@@ -71,6 +71,7 @@ static cJSON *options_to_json(const alloy_train_options *o) {
     cJSON_AddNumberToObject(j, "keep_ckpts", o->keep_ckpts);
     cJSON_AddStringToObject(j, "dtype", o->precision == ALLOY_PRECISION_BF16 ? "bf16" : "f32");
     cJSON_AddBoolToObject(j, "recompute", o->recompute);
+    if (o->objective_json[0]) cJSON_AddStringToObject(j, "objective", o->objective_json);
     return j;
 }
 
@@ -118,6 +119,9 @@ static alloy_status options_from_json(alloy_train_options *o, const cJSON *j, co
     }
     if (cJSON_GetObjectItemCaseSensitive(j, "recompute") &&
         (s = alloy_json_get_bool(j, "recompute", what, &o->recompute)))
+        return s;
+    if (cJSON_GetObjectItemCaseSensitive(j, "objective") &&
+        (s = get_str(j, "objective", what, o->objective_json, sizeof o->objective_json)))
         return s;
     if ((s = alloy_json_get_string(j, "seed", what, &seed))) return s;
     char *end;
@@ -407,8 +411,13 @@ static alloy_status train_loop(run *r, float *final_val) {
         for (int a = 0; a < o->grad_accum && !s; a++) {
             alloy_loader_next(r->train);
             float l = 0.0f;
-            s = alloy_model_forward_ex(m, r->train->inputs, B, T, false);
-            if (!s) s = alloy_lm_loss_chunked(m, r->train->targets, NULL, B, T, 1.0f / (float)o->grad_accum, &l);
+            if (o->objective) {
+                s = o->objective->loss(o->objective->ctx, m, r->train->inputs, r->train->targets, B, T,
+                                       1.0f / (float)o->grad_accum, &l);
+            } else {
+                s = alloy_model_forward_ex(m, r->train->inputs, B, T, false);
+                if (!s) s = alloy_lm_loss_chunked(m, r->train->targets, NULL, B, T, 1.0f / (float)o->grad_accum, &l);
+            }
             if (!s) s = alloy_model_backward(m);
             loss += l / o->grad_accum;
         }

@@ -49,6 +49,7 @@ void cli_set_threads(int threads);
 
 int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_distill(int argc, char **argv); /* train.c */
 int cmd_sample(int argc, char **argv);
 int cmd_generate(int argc, char **argv); /* generate.c */
 int cmd_chat(int argc, char **argv);     /* chat.c */

@@ -18,6 +18,7 @@ static const char usage[] =
     "\n"
     "  prepare   text files or folders -> token shards (byte-level tokenizer)\n"
     "  train     train a GPT-2 or Llama-family model on token shards (resumable)\n"
+    "  distill   train a student to match a teacher or an ensemble (KL, reverse KL, JSD)\n"
     "  sft       supervised fine-tuning on prompt/response or chat JSONL (loss on responses only)\n"
     "  reward    train a reward model (scalar head) on preference pairs or rankings\n"
     "  score     a reward model's score of each response in a JSONL file\n"
@@ -60,7 +61,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"sft", cmd_sft}, {"reward", cmd_reward}, {"score", cmd_score}, {"dpo", cmd_dpo}, {"sample", cmd_sample}, {"generate", cmd_generate}, {"chat", cmd_chat}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
+    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"distill", cmd_distill}, {"sft", cmd_sft}, {"reward", cmd_reward}, {"score", cmd_score}, {"dpo", cmd_dpo}, {"sample", cmd_sample}, {"generate", cmd_generate}, {"chat", cmd_chat}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
                  {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}, {"merge", cmd_merge}, {"grow", cmd_grow}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (!strcmp(verb, verbs[i].name)) {

@@ -3,6 +3,7 @@
  * stop on Ctrl-C (finish the step, save a checkpoint, exit).
  */
 #include "cli.h"
+#include "alloy/distill.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -64,7 +65,37 @@ static void on_signal(int sig) {
     stop_requested = 1;
 }
 
-int cmd_train(int argc, char **argv) {
+static const char distill_help[] =
+    "usage: alloy distill --teacher DIR [--teacher DIR ...] --student PRESET|CKPT --data DIR --out DIR [flags]\n"
+    "       alloy distill --resume RUN [--steps N] [--threads N]\n"
+    "\n"
+    "Trains a student to match a teacher, or an ensemble of teachers (the mixture of their\n"
+    "probabilities), on token shards. Per token the loss is\n"
+    "    alpha * CE(student, next token) + (1 - alpha) * T^2 * D(teacher || student)\n"
+    "on distributions softened by the temperature T, with D the forward KL (Hinton et al.), the\n"
+    "reverse KL, or the generalised Jensen-Shannon divergence of GKD. The teachers stay frozen\n"
+    "and must share the student's vocabulary and tokenizer. Everything else — run folder,\n"
+    "checkpoints, metrics, held-out evaluation (the student's plain loss), exact resume — is as in\n"
+    "alloy train, whose flags all apply (alloy train --help).\n"
+    "\n"
+    "  --teacher DIR ...      teacher checkpoint or run folders (up to 8)\n"
+    "  --student S            a preset name (a new student, e.g. small-gpt2) or a checkpoint folder\n"
+    "                         to start from (or use --preset, --config or --init)\n"
+    "  --divergence D         forward_kl (default), reverse_kl or jsd\n"
+    "  --temperature X        softening temperature (default 2)\n"
+    "  --alpha X              weight of the hard-label cross-entropy (default 0.5)\n"
+    "  --jsd-beta X           the JSD's beta in (0, 1) (default 0.5)\n";
+
+static int train_main(const char *verb, int argc, char **argv);
+
+int cmd_train(int argc, char **argv) { return train_main("train", argc, argv); }
+int cmd_distill(int argc, char **argv) { return train_main("distill", argc, argv); }
+
+static int train_main(const char *verb, int argc, char **argv) {
+    bool distill = !strcmp(verb, "distill");
+    alloy_distill_options dopt = alloy_distill_defaults();
+    cli_list teachers = {0};
+    const char *student = NULL, *divergence = NULL;
     alloy_train_options o = alloy_train_defaults();
     const char *data = NULL, *out = NULL, *preset = NULL, *config = NULL, *init = NULL, *resume = NULL;
     int threads = 0;
@@ -100,12 +131,19 @@ int cmd_train(int argc, char **argv) {
         {"log-every", CLI_INT, &o.log_every, false},
         {"threads", CLI_INT, &threads, false},
         {"quiet", CLI_BOOL, &o.quiet, false},
+        // distill only (kept last: train leaves them out)
+        {"teacher", CLI_LIST, &teachers, false},
+        {"student", CLI_STR, &student, false},
+        {"divergence", CLI_STR, &divergence, false},
+        {"temperature", CLI_FLOAT, &dopt.temperature, false},
+        {"alpha", CLI_FLOAT, &dopt.alpha, false},
+        {"jsd-beta", CLI_FLOAT, &dopt.beta, false},
     };
-    int nf = (int)(sizeof flags / sizeof flags[0]);
-    int r = cli_parse("train", argc, argv, flags, nf, help, NULL);
+    int nf = (int)(sizeof flags / sizeof flags[0]) - (distill ? 0 : 6);
+    int r = cli_parse(verb, argc, argv, flags, nf, distill ? distill_help : help, NULL);
     if (r) return r == 1 ? 0 : r;
-    if (threads < 0) return cli_usage("train", "--threads must be >= 0");
-    if (o.log_every < 1) return cli_usage("train", "--log-every must be at least 1");
+    if (threads < 0) return cli_usage(verb, "--threads must be >= 0");
+    if (o.log_every < 1) return cli_usage(verb, "--log-every must be at least 1");
     cli_set_threads(threads);
 
     char *ckpt = NULL;
@@ -118,11 +156,19 @@ int cmd_train(int argc, char **argv) {
             bool ok = false;
             for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
             if (flags[i].seen && !ok)
-                return cli_usage("train", "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
+                return cli_usage(verb, "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
         }
         alloy_train_options saved = alloy_train_defaults();
         alloy_status s = alloy_train_resume_options(resume, &saved, &ckpt);
-        if (s) return cli_fail("train", s);
+        if (!s && distill && !saved.objective_json[0])
+            s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a plain training run: continue it with alloy train --resume", resume);
+        if (!s && !distill && saved.objective_json[0])
+            s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a distillation run: continue it with alloy distill --resume", resume);
+        if (!s && distill) s = alloy_distill_from_json(&dopt, saved.objective_json, resume);
+        if (s) {
+            alloy_free(ckpt);
+            return cli_fail(verb, s);
+        }
         saved.quiet = o.quiet;
         saved.log_every = o.log_every;
         if (cli_find(flags, nf, "steps")->seen) saved.steps = o.steps;
@@ -145,14 +191,37 @@ int cmd_train(int argc, char **argv) {
                     {init, o.init_dir, sizeof o.init_dir, "init"}};
         for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
             if (!strs[i].v) continue;
-            if (strlen(strs[i].v) >= strs[i].cap) return cli_usage("train", "--%s: value too long", strs[i].flag);
+            if (strlen(strs[i].v) >= strs[i].cap) return cli_usage(verb, "--%s: value too long", strs[i].flag);
             strcpy(strs[i].dst, strs[i].v);
         }
-        if (!data || !out) return cli_usage("train", "--data and --out are required (or --resume)");
+        if (!data || !out) return cli_usage(verb, "--data and --out are required (or --resume)");
+        if (distill) {
+            if (teachers.n < 1 || teachers.n > ALLOY_MAX_TEACHERS)
+                return cli_usage(verb, "give 1 to %d --teacher folders", ALLOY_MAX_TEACHERS);
+            for (int i = 0; i < teachers.n; i++) {
+                if (strlen(teachers.items[i]) >= ALLOY_PATH_MAX) return cli_usage(verb, "--teacher: path too long");
+                strcpy(dopt.teachers[i], teachers.items[i]);
+            }
+            dopt.n_teachers = teachers.n;
+            if (divergence && !alloy_divergence_parse(divergence, &dopt.divergence))
+                return cli_usage(verb, "--divergence must be forward_kl, reverse_kl or jsd, not \"%s\"", divergence);
+            if (student && (preset || config || init)) return cli_usage(verb, "give --student or one of --preset, --config, --init");
+            if (student) {
+                char *cp = alloy_path_join(student, "config.json");
+                bool ckpt_dir = cp && alloy_path_exists(cp);
+                alloy_free(cp);
+                char *dst = ckpt_dir ? o.init_dir : o.preset;
+                size_t cap = ckpt_dir ? sizeof o.init_dir : sizeof o.preset;
+                if (strlen(student) >= cap) return cli_usage(verb, "--student: value too long");
+                strcpy(dst, student);
+                if (ckpt_dir) init = student;
+                else preset = student;
+            }
+        }
         if (dtype && !strcmp(dtype, "bf16")) o.precision = ALLOY_PRECISION_BF16;
-        else if (dtype && strcmp(dtype, "f32")) return cli_usage("train", "--dtype must be f32 or bf16, not \"%s\"", dtype);
+        else if (dtype && strcmp(dtype, "f32")) return cli_usage(verb, "--dtype must be f32 or bf16, not \"%s\"", dtype);
         o.recompute = recompute;
-        if (!!preset + !!config + !!init != 1) return cli_usage("train", "give exactly one of --preset, --config or --init");
+        if (!!preset + !!config + !!init != 1) return cli_usage(verb, "give exactly one of --preset, --config or --init");
         if (!cli_find(flags, nf, "min-lr")->seen) o.min_lr = o.lr / 10.0;
         if (!cli_find(flags, nf, "warmup")->seen) o.warmup = o.steps / 10 < 100 ? o.steps / 10 : 100;
         if (alloy_path_exists(o.out_dir)) {
@@ -160,7 +229,7 @@ int cmd_train(int argc, char **argv) {
             bool taken = latest && alloy_path_exists(latest);
             alloy_free(latest);
             if (taken)
-                return cli_usage("train", "--out %s already holds a run; continue it with --resume %s or choose another folder",
+                return cli_usage(verb, "--out %s already holds a run; continue it with --resume %s or choose another folder",
                                  o.out_dir, o.out_dir);
         }
     }
@@ -171,8 +240,8 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     o.stop = &stop_requested;
     float val = 0.0f;
-    alloy_status s = alloy_train_run(&o, ckpt, &val);
+    alloy_status s = distill ? alloy_distill_run(&o, &dopt, ckpt, &val) : alloy_train_run(&o, ckpt, &val);
     alloy_free(ckpt);
-    if (s) return cli_fail("train", s);
+    if (s) return cli_fail(verb, s);
     return stop_requested ? 130 : 0;
 }
