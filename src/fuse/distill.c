@@ -125,7 +125,7 @@ static alloy_status teacher_dir(const char *dir, char **out) {
     alloy_status s = ALLOY_STATUS_OK;
     if (!cfg) return ALLOY_STATUS_NOMEM;
     if (alloy_path_exists(cfg)) *out = alloy_strdup(dir);
-    else if (!alloy_path_exists(dir)) s = alloy_fail(ALLOY_STATUS_IO, "teacher %s: no such folder", dir);
+    else if (!alloy_path_exists(dir)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", dir);
     else s = alloy_run_latest(dir, out);
     alloy_free(cfg);
     return s;

@@ -9,6 +9,7 @@
 #include "alloy/tokenizer.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char import_help[] =
@@ -97,15 +98,22 @@ static alloy_status save_with_tokenizer(alloy_model *m, const alloy_tokenizer *t
     return s;
 }
 
+static int import_main(const char *src, const char *out, const char *tok_path);
+
 int cmd_import(int argc, char **argv) {
     const char *out = NULL, *tok_path = NULL;
     cli_flag flags[] = {{"out", CLI_STR, &out, false}, {"tokenizer", CLI_STR, &tok_path, false}};
     cli_list pos = {0};
     int r = cli_parse("import", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), import_help, &pos);
-    if (r) return r == 1 ? 0 : r;
-    if (pos.n != 1) return cli_usage("import", "give exactly one SOURCE (a folder or a file)");
-    if (!out) return cli_usage("import", "--out is required");
-    const char *src = pos.items[0];
+    if (!r && pos.n != 1) r = cli_usage("import", "give exactly one SOURCE (a folder or a file)");
+    else if (!r && !out) r = cli_usage("import", "--out is required");
+    else if (!r) r = import_main(pos.items[0], out, tok_path);
+    else if (r == 1) r = 0;
+    free(pos.items);
+    return r;
+}
+
+static int import_main(const char *src, const char *out, const char *tok_path) {
     source_kind kind = SOURCE_HF;
     alloy_status s = detect(src, &kind);
     alloy_model *m = NULL;

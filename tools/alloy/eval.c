@@ -49,7 +49,18 @@ static alloy_status checkpoint_dir(const char *dir, char **out) {
 
 #define MAX_MEMBERS 16
 
+static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_);
+
 int cmd_eval(int argc, char **argv) {
+    cli_list model_dirs = {0}, weight_args = {0};
+    int rc = eval_main(argc, argv, &model_dirs, &weight_args);
+    free(model_dirs.items);
+    free(weight_args.items);
+    return rc;
+}
+
+/* cmd_eval's body; the lists cli_parse fills are the caller's to free. */
+static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_) {
     const char *data = NULL, *split_name = "val", *mode_name = "probs", *format = NULL;
     cli_list model_dirs = {0}, weight_args = {0};
     int T = 0, B = 8, threads = 0;
@@ -66,6 +77,8 @@ int cmd_eval(int argc, char **argv) {
         {"quiet", CLI_BOOL, &quiet, false},
     };
     int r = cli_parse("eval", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), help, NULL);
+    *model_dirs_ = model_dirs;
+    *weight_args_ = weight_args;
     if (r) return r == 1 ? 0 : r;
     if (model_dirs.n == 0 || !data) return cli_usage("eval", "--model and --data are required");
     int n = model_dirs.n;

@@ -86,12 +86,20 @@ static const char distill_help[] =
     "  --alpha X              weight of the hard-label cross-entropy (default 0.5)\n"
     "  --jsd-beta X           the JSD's beta in (0, 1) (default 0.5)\n";
 
-static int train_main(const char *verb, int argc, char **argv);
+static int train_main(const char *verb, int argc, char **argv, cli_list *teachers_);
 
-int cmd_train(int argc, char **argv) { return train_main("train", argc, argv); }
-int cmd_distill(int argc, char **argv) { return train_main("distill", argc, argv); }
+static int train_verb(const char *verb, int argc, char **argv) {
+    cli_list teachers = {0};
+    int rc = train_main(verb, argc, argv, &teachers);
+    free(teachers.items);
+    return rc;
+}
 
-static int train_main(const char *verb, int argc, char **argv) {
+int cmd_train(int argc, char **argv) { return train_verb("train", argc, argv); }
+int cmd_distill(int argc, char **argv) { return train_verb("distill", argc, argv); }
+
+/* The body of both verbs; the list cli_parse fills is the caller's to free. */
+static int train_main(const char *verb, int argc, char **argv, cli_list *teachers_) {
     bool distill = !strcmp(verb, "distill");
     alloy_distill_options dopt = alloy_distill_defaults();
     cli_list teachers = {0};
@@ -141,6 +149,7 @@ static int train_main(const char *verb, int argc, char **argv) {
     };
     int nf = (int)(sizeof flags / sizeof flags[0]) - (distill ? 0 : 6);
     int r = cli_parse(verb, argc, argv, flags, nf, distill ? distill_help : help, NULL);
+    *teachers_ = teachers;
     if (r) return r == 1 ? 0 : r;
     if (threads < 0) return cli_usage(verb, "--threads must be >= 0");
     if (o.log_every < 1) return cli_usage(verb, "--log-every must be at least 1");
