@@ -141,6 +141,10 @@ alloy_status alloy_eval_lm(alloy_model *m, const alloy_dataset *ds, alloy_split 
 
 /* The run folder's latest checkpoint folder (alloy_free it), or an error naming the folder. */
 alloy_status alloy_run_latest(const char *run_dir, char **ckpt);
+/* What a --model flag names: dir itself when it holds a checkpoint (config.json or weights), else a run
+ * folder's latest checkpoint (alloy_free *ckpt); IO naming dir when it does not exist or is
+ * not a folder. */
+alloy_status alloy_checkpoint_resolve(const char *dir, char **ckpt);
 
 #ifdef __cplusplus
 }

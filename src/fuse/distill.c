@@ -119,18 +119,6 @@ static alloy_status distill_loss(void *ctx, alloy_model *m, const int32_t *input
     return s;
 }
 
-/* dir itself when it holds a checkpoint, else a run folder's latest (alloy_free it). */
-static alloy_status teacher_dir(const char *dir, char **out) {
-    char *cfg = alloy_path_join(dir, "config.json");
-    alloy_status s = ALLOY_STATUS_OK;
-    if (!cfg) return ALLOY_STATUS_NOMEM;
-    if (alloy_path_exists(cfg)) *out = alloy_strdup(dir);
-    else if (!alloy_path_exists(dir)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", dir);
-    else s = alloy_run_latest(dir, out);
-    alloy_free(cfg);
-    return s;
-}
-
 alloy_status alloy_distill_run(const alloy_train_options *o, const alloy_distill_options *d, const char *resume_ckpt,
                                float *final_val_loss) {
     if (d->n_teachers < 1 || d->n_teachers > ALLOY_MAX_TEACHERS)
@@ -143,7 +131,7 @@ alloy_status alloy_distill_run(const alloy_train_options *o, const alloy_distill
     alloy_status s = alloy_distill_to_json(d, run.objective_json, sizeof run.objective_json);
     for (int i = 0; i < d->n_teachers && !s; i++) {
         char *dir = NULL;
-        s = teacher_dir(d->teachers[i], &dir);
+        s = alloy_checkpoint_resolve(d->teachers[i], &dir);
         if (!s) s = alloy_model_load(&tm[i], dir, o->batch, o->seq);
         if (s) alloy_error_prefix("teacher %s", d->teachers[i]);
         alloy_free(dir);

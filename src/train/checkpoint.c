@@ -93,6 +93,23 @@ alloy_status alloy_optimizer_load(alloy_optimizer *opt, const alloy_model *model
     return s;
 }
 
+alloy_status alloy_checkpoint_resolve(const char *dir, char **ckpt) {
+    *ckpt = NULL;
+    if (!alloy_is_dir(dir))
+        return alloy_fail(ALLOY_STATUS_IO, "%s: %s", dir, alloy_path_exists(dir) ? "not a folder" : "no such folder");
+    // a checkpoint folder holds config.json or weights (loading then names what is missing)
+    static const char *const marks[] = {"config.json", "model.safetensors", "model.safetensors.index.json"};
+    bool here = false;
+    for (int i = 0; i < 3 && !here; i++) {
+        char *p = alloy_path_join(dir, marks[i]);
+        if (!p) return ALLOY_STATUS_NOMEM;
+        here = alloy_path_exists(p);
+        alloy_free(p);
+    }
+    if (here) return (*ckpt = alloy_strdup(dir)) ? ALLOY_STATUS_OK : ALLOY_STATUS_NOMEM;
+    return alloy_run_latest(dir, ckpt);
+}
+
 alloy_status alloy_run_latest(const char *run_dir, char **ckpt) {
     *ckpt = NULL;
     char *lp = alloy_path_join(run_dir, "latest");

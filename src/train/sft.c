@@ -364,17 +364,7 @@ static alloy_status split(run *r) {
 
 /* A checkpoint folder for --model: the folder itself if it holds model.safetensors (or an index),
  * else a run folder's latest checkpoint. *out: alloy_free it. */
-static alloy_status resolve_model_dir(const char *dir, char **out) {
-    *out = NULL;
-    if (!alloy_is_dir(dir))
-        return alloy_fail(ALLOY_STATUS_IO, "%s: %s", dir, alloy_path_exists(dir) ? "not a folder" : "no such folder");
-    char *cp = alloy_path_join(dir, "config.json");
-    if (!cp) return ALLOY_STATUS_NOMEM;
-    bool here = alloy_path_exists(cp);
-    alloy_free(cp);
-    if (here) return (*out = alloy_strdup(dir)) ? ALLOY_STATUS_OK : ALLOY_STATUS_NOMEM;
-    return alloy_run_latest(dir, out);
-}
+static alloy_status resolve_model_dir(const char *dir, char **out) { return alloy_checkpoint_resolve(dir, out); }
 
 /* Sets the embedding rows (and untied head rows) of ids[0..k) to the mean of rows [0, n). */
 static void mean_rows(alloy_model *m, const int32_t *ids, int k, int n) {

@@ -257,12 +257,8 @@ int cmd_score(int argc, char **argv) {
     cli_set_threads(threads);
 
     // the checkpoint folder: as given, or a run folder's latest
-    char *dir = NULL, *cp = alloy_path_join(model, "config.json");
-    alloy_status s = ALLOY_STATUS_OK;
-    if (cp && alloy_path_exists(cp)) dir = alloy_strdup(model);
-    else if (!alloy_path_exists(model)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", model);
-    else s = alloy_run_latest(model, &dir);
-    alloy_free(cp);
+    char *dir = NULL;
+    alloy_status s = alloy_checkpoint_resolve(model, &dir);
     alloy_config cfg;
     alloy_tokenizer *tok = NULL;
     alloy_reward_model *rm = NULL;
@@ -271,7 +267,7 @@ int cmd_score(int argc, char **argv) {
     float *scores = NULL;
     int64_t *idx = NULL;
     if (!s) {
-        cp = alloy_path_join(dir, "config.json");
+        char *cp = alloy_path_join(dir, "config.json");
         s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;
         alloy_free(cp);
     }

@@ -186,13 +186,7 @@ int cmd_chat(int argc, char **argv) {
 
     chat c = {0};
     char *dir = NULL;
-    alloy_status s = ALLOY_STATUS_OK;
-    char *cfg_path = alloy_path_join(model_dir, "config.json");
-    if (!cfg_path) s = ALLOY_STATUS_NOMEM;
-    else if (alloy_path_exists(cfg_path)) dir = alloy_strdup(model_dir);
-    else if (!alloy_path_exists(model_dir)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", model_dir);
-    else s = alloy_run_latest(model_dir, &dir);
-    alloy_free(cfg_path);
+    alloy_status s = alloy_checkpoint_resolve(model_dir, &dir);
     alloy_chat_template tmpl;
     bool found = false;
     if (!s) s = alloy_chat_template_of(dir, &tmpl, &found);

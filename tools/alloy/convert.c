@@ -170,12 +170,7 @@ int cmd_export(int argc, char **argv) {
     if (flags[3].seen && !gguf) return cli_usage("export", "--type applies to --format gguf only");
 
     char *dir = NULL;
-    char *wp = alloy_path_join(model_dir, "config.json");
-    alloy_status s = ALLOY_STATUS_OK;
-    if (wp && alloy_path_exists(wp)) dir = alloy_strdup(model_dir);
-    else if (!alloy_path_exists(model_dir)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", model_dir);
-    else s = alloy_run_latest(model_dir, &dir);
-    alloy_free(wp);
+    alloy_status s = alloy_checkpoint_resolve(model_dir, &dir);
     alloy_model *m = NULL;
     alloy_tokenizer *tok = NULL;
     if (!s) s = alloy_model_load(&m, dir, 1, 1);

@@ -35,18 +35,6 @@ static const char help[] =
     "  --threads N           OpenMP threads (default: all cores)\n"
     "  --quiet               no summary on stderr\n";
 
-/* dir itself when it holds a checkpoint, else a run folder's latest (alloy_free it). */
-static alloy_status checkpoint_dir(const char *dir, char **out) {
-    char *cfg = alloy_path_join(dir, "config.json");
-    alloy_status s = ALLOY_STATUS_OK;
-    if (!cfg) return ALLOY_STATUS_NOMEM;
-    if (alloy_path_exists(cfg)) *out = alloy_strdup(dir);
-    else if (!alloy_path_exists(dir)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", dir);
-    else s = alloy_run_latest(dir, out);
-    alloy_free(cfg);
-    return s;
-}
-
 #define MAX_MEMBERS 16
 
 static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_);
@@ -113,7 +101,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
     alloy_eval_result res;
     alloy_status s = ALLOY_STATUS_OK;
     for (int i = 0; i < n && !s; i++) {
-        s = checkpoint_dir(model_dirs.items[i], &dirs[i]);
+        s = alloy_checkpoint_resolve(model_dirs.items[i], &dirs[i]);
         if (!s) {
             char *cp = alloy_path_join(dirs[i], "config.json");
             s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;

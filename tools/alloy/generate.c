@@ -221,13 +221,7 @@ static alloy_status read_prompts(gen *g, const char *path) {
 
 /* Loads the model folder (or a run's latest checkpoint) and its tokenizer, if any. */
 static alloy_status load_model(gen *g, const char *model_dir) {
-    char *wp = alloy_path_join(model_dir, "model.safetensors");
-    alloy_status s = ALLOY_STATUS_OK;
-    if (wp && alloy_path_exists(wp)) g->dir = alloy_strdup(model_dir);
-    else if (!alloy_path_exists(model_dir)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", model_dir);
-    else s = alloy_run_latest(model_dir, &g->dir);
-    alloy_free(wp);
-    if (!s && !g->dir) s = ALLOY_STATUS_NOMEM;
+    alloy_status s = alloy_checkpoint_resolve(model_dir, &g->dir);
     if (!s) s = alloy_model_load(&g->m, g->dir, 1, 1); // the engine keeps its own activations
     if (s) return s;
     const alloy_config *c = &g->m->config;

@@ -38,18 +38,6 @@ static const char help[] =
     "                       X > 0 the function is preserved only approximately (default 0: exactly,\n"
     "                       up to float rounding, but the copies stay equal in training)\n";
 
-/* dir itself when it holds a checkpoint, else a run folder's latest (alloy_free it). */
-static alloy_status checkpoint_dir(const char *dir, char **out) {
-    char *cfg = alloy_path_join(dir, "config.json");
-    alloy_status s = ALLOY_STATUS_OK;
-    if (!cfg) return ALLOY_STATUS_NOMEM;
-    if (alloy_path_exists(cfg)) *out = alloy_strdup(dir);
-    else if (!alloy_path_exists(dir)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", dir);
-    else s = alloy_run_latest(dir, out);
-    alloy_free(cfg);
-    return s;
-}
-
 /* a and b name the same existing folder. */
 static bool same_folder(const char *a, const char *b) {
     char ra[PATH_MAX], rb[PATH_MAX];
@@ -95,7 +83,7 @@ int cmd_grow(int argc, char **argv) {
     size_t tok_size = 0;
     int *plan = NULL, n_plan = 0;
     alloy_model *src = NULL, *deep = NULL, *wide = NULL;
-    alloy_status s = checkpoint_dir(model_dir, &dir);
+    alloy_status s = alloy_checkpoint_resolve(model_dir, &dir);
     if (!s && same_folder(dir, out))
         s = alloy_fail(ALLOY_STATUS_USAGE, "--out %s: is the source checkpoint; write the grown model elsewhere", out);
     if (!s) s = alloy_model_load(&src, dir, 1, 1); // activations for one token: only weights are written

@@ -56,12 +56,7 @@ int cmd_sample(int argc, char **argv) {
     cli_set_threads(threads);
 
     char *dir = NULL;
-    char *wp = alloy_path_join(model_dir, "model.safetensors");
-    alloy_status s = ALLOY_STATUS_OK;
-    if (wp && alloy_path_exists(wp)) dir = alloy_strdup(model_dir);
-    else if (!alloy_path_exists(model_dir)) s = alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", model_dir);
-    else s = alloy_run_latest(model_dir, &dir);
-    alloy_free(wp);
+    alloy_status s = alloy_checkpoint_resolve(model_dir, &dir);
     if (s) return cli_fail("sample", s);
     alloy_model *m;
     s = alloy_model_load(&m, dir, 1, 1); // the engine keeps its own activations
