@@ -106,6 +106,22 @@ alloy_status alloy_model_load(alloy_model **out, const char *dir, int max_B, int
  * its exact shape; an unexpected tensor is an error (config and weights disagree). */
 alloy_status alloy_model_load_weights(alloy_model *m, const char *path);
 
+/* The safetensors files that hold a checkpoint's weights, memory-mapped: one file, or the
+ * shards a Hugging Face index (model.safetensors.index.json, {"weight_map": {tensor: file}})
+ * lists, each once, in the order the map first names it. */
+typedef struct alloy_weight_files {
+    alloy_safetensors **files; /* (n) */
+    int n;
+} alloy_weight_files;
+
+/* Opens path: a safetensors file, or a folder holding model.safetensors or an index of shards
+ * (a shard name with a '/' or "..", a missing map or shard are refused, naming the file). */
+alloy_status alloy_weight_files_open(alloy_weight_files *w, const char *path);
+void alloy_weight_files_close(alloy_weight_files *w);
+/* Tensors that checkpoints of the family may carry but that hold no parameters: GPT-2's
+ * attention-mask buffers and tied lm_head, Llama's rotary inv_freq. */
+bool alloy_checkpoint_ignorable(alloy_family family, const char *name);
+
 #ifdef __cplusplus
 }
 #endif

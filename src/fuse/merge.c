@@ -408,11 +408,6 @@ static void model_close(merge_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
 /* The layer number in "….h.N.…" or "….layers.N.…" (at the start or after a dot), or -1. */
 static int layer_of(const char *name, int *prefix_len, const char **suffix) {
     for (const char *p = name; *p; p++) {
@@ -441,56 +436,15 @@ static const held_tensor *model_find(const merge_model *m, const char *name) {
     return hit ? *hit : NULL;
 }
 
-/* Maps one more safetensors file of m. */
-static alloy_status model_add_file(merge_model *m, const char *path) {
-    alloy_safetensors **f = alloy_realloc(m->files, sizeof *f * (size_t)m->n_files, sizeof *f * (size_t)(m->n_files + 1));
-    if (!f) return ALLOY_STATUS_NOMEM;
-    m->files = f;
-    alloy_status s = alloy_safetensors_open(&m->files[m->n_files], path);
-    if (!s) m->n_files++;
-    return s;
-}
-
-/* Maps the weights of folder m->path: model.safetensors, or the shards an index lists (as
- * alloy_model_load_weights reads them). */
+/* Maps the weights of folder m->path: model.safetensors, or the shards an index lists. */
 static alloy_status model_map_files(merge_model *m) {
-    char *single = alloy_path_join(m->path, "model.safetensors");
-    char *index = alloy_path_join(m->path, "model.safetensors.index.json");
-    alloy_status s = (!single || !index) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
-    cJSON *json = NULL;
-    if (s) {
-    } else if (alloy_path_exists(single)) {
-        s = model_add_file(m, single);
-    } else if (!alloy_path_exists(index)) {
-        s = alloy_fail(ALLOY_STATUS_IO, "%s: no model.safetensors or model.safetensors.index.json", m->path);
-    } else if (!(s = alloy_json_read_file(index, &json))) {
-        const cJSON *map = cJSON_GetObjectItemCaseSensitive(json, "weight_map");
-        if (!cJSON_IsObject(map) || !map->child)
-            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: \"weight_map\" must be a non-empty object", index);
-        for (const cJSON *e = map ? map->child : NULL; e && !s; e = e->next) {
-            if (!cJSON_IsString(e) || !*e->valuestring || strchr(e->valuestring, '/') || !strcmp(e->valuestring, "..")) {
-                s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" maps to a bad file name", index, e->string);
-                break;
-            }
-            bool seen = false; // each shard once, in the order the map first names it
-            for (const cJSON *p = map->child; p != e && !seen; p = p->next) seen = !strcmp(p->valuestring, e->valuestring);
-            if (seen) continue;
-            char *shard = alloy_path_join(m->path, e->valuestring);
-            s = shard ? model_add_file(m, shard) : ALLOY_STATUS_NOMEM;
-            alloy_free(shard);
-        }
+    alloy_weight_files w;
+    alloy_status s = alloy_weight_files_open(&w, m->path);
+    if (!s) {
+        m->files = w.files;
+        m->n_files = w.n;
     }
-    cJSON_Delete(json);
-    alloy_free(single);
-    alloy_free(index);
     return s;
-}
-
-/* Tensors that checkpoints of the family carry but that hold no parameters (as checkpoint.c). */
-static bool ignorable(const merge_model *m, const char *name) {
-    if (m->config.family == ALLOY_FAMILY_GPT2)
-        return ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias") || !strcmp(name, "lm_head.weight");
-    return ends_with(name, ".rotary_emb.inv_freq");
 }
 
 /* The table of canonical names of an opened model, checked against its config. */
@@ -504,7 +458,7 @@ static alloy_status model_index(merge_model *m) {
         const alloy_safetensors *st = m->files[f];
         for (int i = 0; i < st->n_tensors; i++) {
             const alloy_st_tensor *t = &st->tensors[i];
-            if (ignorable(m, t->name)) continue;
+            if (alloy_checkpoint_ignorable(m->config.family, t->name)) continue;
             if (t->dtype != ALLOY_DTYPE_F32 && t->dtype != ALLOY_DTYPE_F16 && t->dtype != ALLOY_DTYPE_BF16)
                 return alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" has dtype %s; alloy merges F32, F16 and BF16",
                                   st->path, t->name, alloy_dtype_name(t->dtype));

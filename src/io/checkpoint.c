@@ -44,30 +44,21 @@ static void format_shape(char *buf, size_t size, const int64_t *shape, int ndim)
     snprintf(buf + k, size - k, "]");
 }
 
-/* Tensors that checkpoints of the family may carry but that hold no parameters of ours. */
-static bool ignorable(const alloy_model *m, const char *name) {
-    if (m->config.family == ALLOY_FAMILY_GPT2)
+bool alloy_checkpoint_ignorable(alloy_family family, const char *name) {
+    if (family == ALLOY_FAMILY_GPT2)
         return ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias") ||
                !strcmp(name, "lm_head.weight"); // tied: a copy of wte
     return ends_with(name, ".rotary_emb.inv_freq");
 }
 
-/* The safetensors files that hold a checkpoint's weights: one file, or the shards that a
- * Hugging Face index (model.safetensors.index.json, {"weight_map": {tensor: file}}) lists. */
-typedef struct weight_set {
-    alloy_safetensors **files; /* (n) */
-    int n;
-    const char *where;         /* for messages: the file or the folder */
-} weight_set;
-
-static void weight_set_close(weight_set *w) {
+void alloy_weight_files_close(alloy_weight_files *w) {
     for (int i = 0; i < w->n; i++) alloy_safetensors_close(w->files[i]);
     alloy_free(w->files);
     w->files = NULL;
     w->n = 0;
 }
 
-static alloy_status weight_set_add(weight_set *w, const char *path) {
+static alloy_status weight_files_add(alloy_weight_files *w, const char *path) {
     alloy_safetensors **f = alloy_realloc(w->files, sizeof *f * (size_t)w->n, sizeof *f * (size_t)(w->n + 1));
     if (!f) return ALLOY_STATUS_NOMEM;
     w->files = f;
@@ -76,17 +67,16 @@ static alloy_status weight_set_add(weight_set *w, const char *path) {
     return s;
 }
 
-/* Opens path: a safetensors file, or a folder holding model.safetensors or an index of shards. */
-static alloy_status weight_set_open(weight_set *w, const char *path) {
-    *w = (weight_set){.where = path};
-    if (!alloy_is_dir(path)) return weight_set_add(w, path);
+alloy_status alloy_weight_files_open(alloy_weight_files *w, const char *path) {
+    *w = (alloy_weight_files){0};
+    if (!alloy_is_dir(path)) return weight_files_add(w, path);
     char *single = alloy_path_join(path, "model.safetensors");
     char *index = alloy_path_join(path, "model.safetensors.index.json");
     alloy_status s = (!single || !index) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
     cJSON *json = NULL;
     if (s) {
     } else if (alloy_path_exists(single)) {
-        s = weight_set_add(w, single);
+        s = weight_files_add(w, single);
     } else if (!alloy_path_exists(index)) {
         char *bin = alloy_path_join(path, "pytorch_model.bin");
         bool has_bin = bin && alloy_path_exists(bin);
@@ -108,20 +98,20 @@ static alloy_status weight_set_open(weight_set *w, const char *path) {
             for (const cJSON *p = map->child; p != e && !seen; p = p->next) seen = !strcmp(p->valuestring, e->valuestring);
             if (seen) continue;
             char *shard = alloy_path_join(path, e->valuestring);
-            s = shard ? weight_set_add(w, shard) : ALLOY_STATUS_NOMEM;
+            s = shard ? weight_files_add(w, shard) : ALLOY_STATUS_NOMEM;
             alloy_free(shard);
         }
     }
     cJSON_Delete(json);
     alloy_free(single);
     alloy_free(index);
-    if (s) weight_set_close(w);
+    if (s) alloy_weight_files_close(w);
     return s;
 }
 
 /* The tensor stored for one of the model's names, under that name or, for GPT-2, under the
  * name without "transformer." (the Hugging Face hub's GPT2Model files). *file gets its file. */
-static const alloy_st_tensor *weight_set_find(const weight_set *w, const alloy_model *m, const char *name,
+static const alloy_st_tensor *weight_files_find(const alloy_weight_files *w, const alloy_model *m, const char *name,
                                               const alloy_safetensors **file) {
     for (int pass = 0; pass < 2; pass++) {
         const char *n = name;
@@ -150,13 +140,13 @@ static const alloy_tensor_info *model_tensor_for(const alloy_model *m, const cha
 }
 
 alloy_status alloy_model_load_weights(alloy_model *m, const char *path) {
-    weight_set w;
-    alloy_status s = weight_set_open(&w, path);
+    alloy_weight_files w;
+    alloy_status s = alloy_weight_files_open(&w, path);
     if (s) return s;
     for (int i = 0; i < m->n_tensors && !s; i++) {
         const alloy_tensor_info *ti = &m->tensors[i];
         const alloy_safetensors *st = NULL;
-        const alloy_st_tensor *t = weight_set_find(&w, m, ti->name, &st);
+        const alloy_st_tensor *t = weight_files_find(&w, m, ti->name, &st);
         if (!t) {
             s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: missing tensor \"%s\" (does config.json match the weights?)",
                            path, ti->name);
@@ -177,12 +167,12 @@ alloy_status alloy_model_load_weights(alloy_model *m, const char *path) {
     for (int f = 0; f < w.n && !s; f++) {
         for (int i = 0; i < w.files[f]->n_tensors && !s; i++) {
             const char *name = w.files[f]->tensors[i].name;
-            if (!model_tensor_for(m, name) && !ignorable(m, name))
+            if (!model_tensor_for(m, name) && !alloy_checkpoint_ignorable(m->config.family, name))
                 s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: unexpected tensor \"%s\" (does config.json match the weights?)",
                                w.files[f]->path, name);
         }
     }
-    weight_set_close(&w);
+    alloy_weight_files_close(&w);
     return s;
 }
 
