@@ -182,7 +182,8 @@ static void maybe_crash(int64_t step) {
 
 alloy_status alloy_train_save_checkpoint(const char *run_dir, int64_t step, const alloy_model *model,
                                          const alloy_optimizer *opt, const cJSON *state, int keep,
-                                         const char *tokenizer_json, size_t tokenizer_len) {
+                                         const char *tokenizer_json, size_t tokenizer_len,
+                                         const alloy_checkpoint_writer *writer) {
     char name[64], tmpname[80], rel[96];
     snprintf(name, sizeof name, "step-%08lld", (long long)step);
     snprintf(tmpname, sizeof tmpname, ".tmp-%s", name);
@@ -195,7 +196,7 @@ alloy_status alloy_train_save_checkpoint(const char *run_dir, int64_t step, cons
     alloy_status s = (!ckdir || !tmp || !final || !latest) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
     if (!s) s = alloy_mkdir_p(ckdir);
     if (!s && alloy_is_dir(tmp)) s = alloy_remove_dir(tmp);
-    if (!s) s = alloy_model_save(model, tmp);
+    if (!s) s = writer ? writer->write(writer->ctx, tmp) : alloy_model_save(model, tmp);
     if (!s) maybe_crash(step);
     if (!s) {
         p = alloy_path_join(tmp, "optimizer.safetensors");

@@ -18,9 +18,9 @@
  */
 #include "alloy/align.h"
 #include "alloy/io.h"
+#include "internal.h"
 
 #include <cJSON.h>
-#include <dirent.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -575,94 +575,27 @@ static alloy_status state_from_json(run *r, const char *ckpt) {
     return s;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Removes leftovers of interrupted writes and all but the newest `keep` step-* folders. */
-static void prune(const char *ckdir, int keep, const char *current) {
-    DIR *dir = opendir(ckdir);
-    if (!dir) return;
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(dir)) != NULL) {
-        if (!strncmp(e->d_name, ".tmp-step-", 10) && strcmp(e->d_name + 5, current) != 0) {
-            char *p = alloy_path_join(ckdir, e->d_name);
-            if (p) alloy_remove_dir(p);
-            alloy_free(p);
-        } else if (!strncmp(e->d_name, "step-", 5)) {
-            if (n == cap) {
-                size_t c = cap ? 2 * cap : 16;
-                char **q = alloy_realloc(names, sizeof *names * cap, sizeof *names * c);
-                if (!q) break;
-                names = q;
-                cap = c;
-            }
-            if ((names[n] = alloy_strdup(e->d_name))) n++;
-        }
-    }
-    closedir(dir);
-    if (n) qsort(names, n, sizeof *names, cmp_str);
-    for (size_t i = 0; i < n; i++) {
-        if (i + (size_t)keep < n && strcmp(names[i], current) != 0) {
-            char *p = alloy_path_join(ckdir, names[i]);
-            if (p) alloy_remove_dir(p);
-            alloy_free(p);
-        }
-        alloy_free(names[i]);
-    }
-    alloy_free(names);
-}
-
-/* Writes the checkpoint of the current step: the whole folder under a temporary name, each file
- * fsynced, then renamed into place and named by `latest`. A crash leaves `latest` naming a
- * complete checkpoint. */
-static alloy_status save_checkpoint(run *r) {
-    char name[64], tmpname[80], rel[96];
-    snprintf(name, sizeof name, "step-%08lld", (long long)r->step);
-    snprintf(tmpname, sizeof tmpname, ".tmp-%s", name);
-    snprintf(rel, sizeof rel, "checkpoints/%s\n", name);
-    char *ckdir = alloy_path_join(r->opt.out_dir, "checkpoints");
-    char *tmp = ckdir ? alloy_path_join(ckdir, tmpname) : NULL;
-    char *final = ckdir ? alloy_path_join(ckdir, name) : NULL;
-    char *latest = alloy_path_join(r->opt.out_dir, "latest");
-    char *p = NULL;
-    cJSON *state = state_to_json(r);
-    alloy_status s = (!ckdir || !tmp || !final || !latest || !state) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
-    if (!s) s = alloy_mkdir_p(ckdir);
-    if (!s && alloy_is_dir(tmp)) s = alloy_remove_dir(tmp);
-    if (!s) s = r->rm ? alloy_reward_model_save(r->rm, tmp) : alloy_model_save(r->model, tmp);
-    if (!s) s = alloy_chat_save_template(tmp, r->opt.tmpl);
-    if (!s && r->tok_json) {
-        p = alloy_path_join(tmp, "tokenizer.json");
-        s = p ? alloy_write_file_atomic(p, r->tok_json, r->tok_len) : ALLOY_STATUS_NOMEM;
-        alloy_free(p);
-    }
-    if (!s) {
-        p = alloy_path_join(tmp, "optimizer.safetensors");
-        s = p ? alloy_optimizer_save(r->optim, r->model, p) : ALLOY_STATUS_NOMEM;
-        alloy_free(p);
-    }
+/* The model's files of an alignment checkpoint: the model (with its score head for a reward
+ * model), the chat template, and the score head's optimiser state. */
+static alloy_status write_model_files(void *ctx, const char *dir) {
+    run *r = ctx;
+    alloy_status s = r->rm ? alloy_reward_model_save(r->rm, dir) : alloy_model_save(r->model, dir);
+    if (!s) s = alloy_chat_save_template(dir, r->opt.tmpl);
     if (!s && r->rm) {
-        p = alloy_path_join(tmp, "score_optimizer.safetensors");
+        char *p = alloy_path_join(dir, "score_optimizer.safetensors");
         s = p ? alloy_optimizer_save(r->head_optim, &r->rm->head_view, p) : ALLOY_STATUS_NOMEM;
         alloy_free(p);
     }
-    if (!s) {
-        p = alloy_path_join(tmp, "trainer_state.json");
-        s = p ? alloy_json_write_file(p, state) : ALLOY_STATUS_NOMEM;
-        alloy_free(p);
-    }
-    if (!s) s = alloy_fsync_dir(tmp);
-    if (!s && alloy_is_dir(final)) s = alloy_remove_dir(final);
-    if (!s && rename(tmp, final) != 0) s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot move the checkpoint into place", final);
-    if (!s) s = alloy_fsync_dir(ckdir);
-    if (!s) s = alloy_write_file_atomic(latest, rel, strlen(rel));
-    if (!s) prune(ckdir, r->opt.keep_ckpts, name);
+    return s;
+}
+
+static alloy_status save_checkpoint(run *r) {
+    cJSON *state = state_to_json(r);
+    if (!state) return ALLOY_STATUS_NOMEM;
+    alloy_checkpoint_writer w = {write_model_files, r};
+    alloy_status s = alloy_train_save_checkpoint(r->opt.out_dir, r->step, r->model, r->optim, state, r->opt.keep_ckpts,
+                                                 r->tok_json, r->tok_len, &w);
     cJSON_Delete(state);
-    alloy_free(ckdir);
-    alloy_free(tmp);
-    alloy_free(final);
-    alloy_free(latest);
     return s;
 }
 

@@ -297,7 +297,7 @@ static alloy_status save_checkpoint(run *r) {
     cJSON *state = state_to_json(r);
     if (!state) return ALLOY_STATUS_NOMEM;
     alloy_status s = alloy_train_save_checkpoint(r->opt->out_dir, r->step, r->model, r->optim, state, r->opt->keep_ckpts,
-                                                 r->tokenizer_json, r->tokenizer_len);
+                                                 r->tokenizer_json, r->tokenizer_len, NULL);
     cJSON_Delete(state);
     return s;
 }
