@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The alignment verbs end to end: alloy sft, reward, score and dpo. Usage errors exit 2 and bad
+# The alignment verbs end to end: alloy sft, reward, score, dpo and ppo. Usage errors exit 2 and bad
 # files exit 1, each with one line on stderr naming the flag or FILE:LINE and no sanitizer
 # report; then a 5-step run of each verb, a resume, scores, and the checkpoints a chat model
 # needs (its tokens in tokenizer.json, chat_template in config.json).
@@ -92,6 +92,41 @@ head -2 "$T/dpo/metrics.jsonl" | grep -q '"step":1,"loss":0.69314[67]' && grep -
   && ok "dpo: first loss log 2, rewards logged" || nok "dpo metrics: $(head -3 "$T/dpo/metrics.jsonl")"
 expect 0 "dpo 5 steps (ipo, --ref)" "dpo step 5/5" "$ALLOY" dpo --model "$T/sft" --ref "$T/sft" --data "$T/pairs.jsonl" --out "$T/ipo" --steps 5 --batch 2 --loss ipo --beta 0.2
 expect 0 "dpo 5 steps (conservative)" "dpo step 5/5" "$ALLOY" dpo --model "$T/sft" --data "$T/pairs.jsonl" --out "$T/cdpo" --steps 5 --batch 2 --label-smoothing 0.1 --template chatml
+
+# ---- ppo: errors, 3 steps, metrics, resume ----
+printf '{"prompt": "What is 2+2?"}\n{"prompt": "Say hello."}\n{"prompt": [{"role": "user", "content": "Capital of France?"}]}\n{"prompt": "Opposite of hot?"}\n{"prompt": "Name a color."}\n' >"$T/prompts.jsonl"
+printf '{"prompt": "a"}\n{"prompt": }\n' >"$T/badprompts.jsonl"
+PPO=(--prompts "$T/prompts.jsonl" --batch 4 --mini-batch 2 --max-new-tokens 12 --lr 1e-3)
+PPO1=(--batch 4 --max-new-tokens 12)
+expect 0 "ppo --help" "usage: alloy ppo" "$ALLOY" ppo --help
+expect 2 "ppo without a reward model" "--model, --reward, --prompts and --out are required" "$ALLOY" ppo --model "$T/sft" --prompts "$T/prompts.jsonl" --out "$T/p"
+expect 2 "ppo bad kl penalty" "--kl-penalty must be kl, abs or mse" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO[@]}" --kl-penalty full
+expect 2 "ppo mini-batch above batch" "--mini-batch must lie in \[1, --batch\]" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO1[@]}" --prompts "$T/prompts.jsonl" --mini-batch 9
+expect 1 "ppo: missing reward model" "reward model: .*nope: no such folder" "$ALLOY" ppo --model "$T/sft" --reward "$T/nope" --out "$T/p" "${PPO[@]}"
+expect 1 "ppo: a language model as reward model" "not a reward model" "$ALLOY" ppo --model "$T/sft" --reward "$T/sft" --out "$T/p" "${PPO[@]}"
+expect 1 "ppo: malformed prompts line" "badprompts.jsonl:2: not valid JSON" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO1[@]}" --prompts "$T/badprompts.jsonl"
+"$ALLOY" reward --model "$T/base" --data "$T/pairs.jsonl" --out "$T/rawrm" --steps 1 --batch 2 --template raw --quiet 2>/dev/null
+expect 1 "ppo: reward model of another tokenizer" "its tokenizer has 256 tokens, the policy's 258" "$ALLOY" ppo --model "$T/sft" --reward "$T/rawrm" --out "$T/p" "${PPO[@]}"
+[ ! -e "$T/p" ] && ok "failed ppo runs leave nothing on disk" || nok "a failed ppo run wrote $T/p"
+expect 0 "ppo 3 steps" "ppo step 3/3 \| reward [-0-9.]+ \| kl [-0-9.]+ \| beta" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/ppo" "${PPO[@]}" --steps 3 --ckpt-every 2
+keys_ok=1
+for k in reward kl entropy clipfrac value_loss policy_loss approx_kl response_length beta tokens_per_s; do
+  [ "$(count "\"type\":\"train\".*\"$k\":-?[0-9]" "$T/ppo/metrics.jsonl")" = 3 ] || keys_ok=0
+done
+[ $keys_ok = 1 ] && grep -q '"step":1,"reward":[-0-9.]*,"reward_std":[0-9.]*,"kl":0.000000' "$T/ppo/metrics.jsonl" \
+  && ok "ppo metrics: 3 steps with reward, kl (0 at the first), entropy, clip fraction, losses, length, beta, speed" \
+  || nok "ppo metrics: $(cat "$T/ppo/metrics.jsonl")"
+C="$T/ppo/checkpoints/step-00000003"
+[ -f "$C/value_head.safetensors" ] && [ -f "$C/value_head_optimizer.safetensors" ] && grep -q '"kl_coef"' "$C/trainer_state.json" \
+  && grep -q '"chat_template":[[:space:]]*"chatml"' "$C/config.json" \
+  && ok "ppo checkpoint: policy, value head, optimisers, KL coefficient, template" || nok "ppo checkpoint: $(ls "$C")"
+expect 0 "sample from the ppo policy" "." "$ALLOY" sample --model "$T/ppo" --prompt "hi" --tokens 5 --temperature 0
+expect 2 "ppo resume cannot change lr" "--lr cannot change when resuming" "$ALLOY" ppo --resume "$T/ppo" --lr 1
+expect 0 "ppo resume to 5" "ppo step 5/5" "$ALLOY" ppo --resume "$T/ppo" --steps 5
+grep -q 'step-00000005' "$T/ppo/latest" && [ "$(count '"type":"train"' "$T/ppo/metrics.jsonl")" = 5 ] \
+  && ok "resumed ppo run: latest is step 5, 5 train lines" || nok "ppo resume: $(cat "$T/ppo/latest")"
+expect 0 "ppo fixed beta, abs penalty" "ppo step 2/2" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/ppo2" "${PPO[@]}" --steps 2 --adaptive-kl off --init-kl-coef 0.05 --kl-penalty abs
+[ "$(count '"beta":0.05,' "$T/ppo2/metrics.jsonl")" = 2 ] && ok "ppo --adaptive-kl off keeps beta" || nok "fixed beta: $(cat "$T/ppo2/metrics.jsonl")"
 
 # ---- real preference data (Anthropic hh-rlhf), raw template ----
 if [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then

@@ -1,6 +1,6 @@
 /*
- * alloy/align.h — alignment: the chat template, supervised fine-tuning (SFT), reward models and
- * direct preference optimisation (DPO).
+ * alloy/align.h — alignment: the chat template, supervised fine-tuning (SFT), reward models,
+ * direct preference optimisation (DPO) and RLHF with PPO.
  *
  * Every objective turns the model's outputs into the gradient of its loss; the model's one
  * backward does the rest (ARCHITECTURE.md, "One backward for every training mode"):
@@ -14,6 +14,9 @@
  *           under the policy and a frozen reference; Δ = (logπ_c - logπref_c) - (logπ_r - logπref_r);
  *           sigmoid: -(1-ε)·log σ(βΔ) - ε·log σ(-βΔ) (ε = label smoothing: conservative DPO);
  *           ipo: (Δ' - 1/(2β))² with Δ' the same difference of per-token averages (as TRL).
+ *   PPO     the clipped surrogate on per-token log-probabilities of sampled responses and the
+ *           clipped value loss of a value head, advantages from a reward model's score and a
+ *           per-token KL penalty to a frozen reference by GAE (section "RLHF with PPO" below).
  *
  * Data: JSONL, one example per line (docs/alignment.md); a malformed line is an error naming
  * FILE:LINE. P below is a string (one user message) or a list of messages
@@ -24,7 +27,8 @@
  *   reward   {"prompt": P, "chosen": R, "rejected": R}, or a ranking
  *            {"prompt": P, "responses": [R_best, ..., R_worst]} (K >= 2);
  *   dpo      {"prompt": P, "chosen": R, "rejected": R};
- *   score    any of these ("response", "responses", "chosen"/"rejected", "messages").
+ *   score    any of these ("response", "responses", "chosen"/"rejected", "messages");
+ *   prompt   {"prompt": P} (PPO's prompts; other fields are ignored).
  * Without "prompt", the common beginning of "chosen" and "rejected" is the prompt (as TRL does
  * for Anthropic's hh-rlhf).
  *
@@ -118,9 +122,10 @@ typedef enum alloy_align_kind {
     ALLOY_ALIGN_REWARD = 1, /* K >= 2 sequences, best first */
     ALLOY_ALIGN_DPO = 2,    /* two sequences: chosen, rejected */
     ALLOY_ALIGN_SCORE = 3,  /* K >= 1 sequences to score, in the line's order */
+    ALLOY_ALIGN_PROMPT = 4, /* PPO: one sequence, the rendered prompt (with the generation prompt) */
 } alloy_align_kind;
 
-/* "sft", "reward", "dpo", "score". */
+/* "sft", "reward", "dpo", "score", "prompt". */
 const char *alloy_align_kind_name(alloy_align_kind k);
 
 /* Tokenized examples, every sequence's tokens one after another. A sequence is the rendered
@@ -144,7 +149,7 @@ typedef struct alloy_align_data {
 
 /* Reads a JSONL file of examples for `kind` and tokenizes them with `tmpl` (ChatML needs the
  * tokenizer's chat tokens) into sequences of at most max_len tokens. Too long: SFT keeps the
- * beginning (the end is cut, as TRL); reward, DPO and score keep the end of the prompt (its
+ * beginning (the end is cut, as TRL); a prompt keeps its end; reward, DPO and score keep the end of the prompt (its
  * beginning is dropped, down to max_len/2 tokens if the responses need that much) and cut the
  * responses' ends only if they alone do not fit. Blank lines are skipped. A line that is not a
  * JSON object, lacks the fields of `kind` or has fields of the wrong type fails with FORMAT
@@ -320,6 +325,154 @@ alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o,
  * stderr. With one thread a resumed run ends bitwise equal to an uninterrupted one.
  * *final_val (may be NULL) gets the last held-out evaluation's sums. */
 alloy_status alloy_align_run(const alloy_align_options *o, const char *resume, alloy_align_stats *final_val);
+
+/* ---- RLHF with PPO (src/train/ppo.c) ----
+ *
+ * The policy is a language model with a value head (TRL's AutoModelForCausalLMWithValueHead: a
+ * scalar head v_head.summary.weight (1, C), v_head.summary.bias (1) on the final hidden states,
+ * sharing the backbone), held in an alloy_reward_model whose head is the value head. Per-token
+ * arrays of a batch of rollouts list the response tokens sequence after sequence: sequence i's
+ * tokens are off[i] .. off[i+1]-1 (off has n + 1 entries, off[0] = 0). In an alloy_align_batch
+ * they are the positions with targets >= 0, row by row, in order: the log-probability at
+ * position t is that of the token at t+1, and the value at t is read from the hidden state at t
+ * (the state before that token is drawn), as TRL pairs them.
+ */
+
+typedef enum alloy_kl_penalty {
+    ALLOY_KL_PENALTY_KL = 0,  /* "kl": logπ - logπref (the k1 estimator; TRL's default) */
+    ALLOY_KL_PENALTY_ABS = 1, /* "abs": |logπ - logπref| */
+    ALLOY_KL_PENALTY_MSE = 2, /* "mse": (logπ - logπref)² / 2 */
+} alloy_kl_penalty;
+
+/* "kl", "abs", "mse"; and back (USAGE for an unknown name). */
+const char *alloy_kl_penalty_name(alloy_kl_penalty k);
+alloy_status alloy_kl_penalty_parse(const char *name, alloy_kl_penalty *out);
+
+typedef struct alloy_ppo_config {
+    double gamma;           /* discount (1) */
+    double lam;             /* GAE λ (0.95) */
+    double cliprange;       /* ε of the clipped ratio (0.2) */
+    double cliprange_value; /* values move at most this far from the rollout's (0.2) */
+    double vf_coef;         /* weight of the value loss (0.1) */
+    alloy_kl_penalty kl_penalty; /* per-token penalty (kl) */
+    bool whiten;            /* whiten the advantages over the batch (true, as TRL) */
+} alloy_ppo_config;
+
+/* TRL's PPOConfig values above. */
+alloy_ppo_config alloy_ppo_config_default(void);
+
+/* Per-token rewards of n sequences: -β·penalty(logp - ref_logp) on every token, plus the
+ * sequence's score on its last token (TRL's compute_rewards). kl (may be NULL) gets logp -
+ * ref_logp per token. Sequences without tokens are skipped. */
+void alloy_ppo_rewards(const alloy_ppo_config *c, double beta, const float *logp, const float *ref_logp,
+                       const float *scores, const int64_t *off, int n, float *rewards, float *kl);
+
+/* Generalised advantage estimation (Schulman et al. 2016) per sequence, backwards from its last
+ * token with V = 0 after it: δ_t = r_t + γ·V_{t+1} - V_t, A_t = δ_t + γλ·A_{t+1}; returns
+ * ret_t = A_t + V_t (before any whitening). adv and ret may not alias the inputs. */
+void alloy_gae(const float *rewards, const float *values, const int64_t *off, int n, double gamma, double lam,
+               float *adv, float *ret);
+
+/* Whitens x (n values) in place: (x - mean) / sqrt(var + 1e-8) with the unbiased variance
+ * (as TRL's masked_whiten), the mean added back unless shift_mean. n < 2 leaves x centred. */
+void alloy_whiten(float *x, int64_t n, bool shift_mean);
+
+/* Figures of one PPO loss evaluation (means over its tokens). */
+typedef struct alloy_ppo_info {
+    double loss;        /* pg_loss + vf_coef·vf_loss */
+    double pg_loss;     /* mean of max(-A·ratio, -A·clip(ratio, 1-ε, 1+ε)) */
+    double vf_loss;     /* mean of ½·max((v - R)², (clip(v, v_old ± ε_v) - R)²) */
+    double clipfrac;    /* share of tokens where the clipped surrogate is the larger */
+    double vf_clipfrac; /* share where the clipped value loss is the larger */
+    double approx_kl;   /* ½·mean (logπ - logπ_old)² */
+    double policy_kl;   /* mean (logπ_old - logπ) */
+    double ratio;       /* mean ratio */
+    double value;       /* mean v */
+    int64_t tokens;     /* n */
+} alloy_ppo_info;
+
+/* The PPO loss on n tokens (TRL's PPOTrainer.loss): the clipped surrogate plus vf_coef times
+ * the clipped value loss, each a mean over the n tokens. dlogp and dvalues (either may be NULL)
+ * get grad_scale·dloss/dlogp and /dvalues per token. info may be NULL. Returns the loss. */
+double alloy_ppo_loss(const alloy_ppo_config *c, const float *logp, const float *old_logp, const float *values,
+                      const float *old_values, const float *adv, const float *returns, int64_t n, float grad_scale,
+                      float *dlogp, float *dvalues, alloy_ppo_info *info);
+
+/* Adaptive KL controller (Ziegler et al. 2019; TRL's AdaptiveKLController): after each batch,
+ * value *= 1 + clip(kl/target - 1, -0.2, 0.2)·n_steps/horizon. Fixed when !adaptive. */
+typedef struct alloy_kl_controller {
+    double value;   /* β now */
+    double target;  /* KL aimed at (6) */
+    double horizon; /* (10000) */
+    bool adaptive;
+} alloy_kl_controller;
+
+void alloy_kl_controller_update(alloy_kl_controller *k, double current_kl, int64_t n_steps);
+
+/* Wraps a policy (taken over, even on failure) with a value head, zero: the first values are 0
+ * and the backbone gets no value gradient until the head has moved. */
+alloy_status alloy_ppo_value_model_create(alloy_reward_model **out, alloy_model *policy);
+/* The value head as its own safetensors file (v_head.summary.weight, v_head.summary.bias), and
+ * back (MISMATCH for a missing or misshapen tensor). */
+alloy_status alloy_ppo_value_head_save(const alloy_reward_model *pv, const char *path);
+alloy_status alloy_ppo_value_head_load(alloy_reward_model *pv, const char *path);
+
+/* Per-token log-probabilities and values of the batch's target positions (in order; n of them
+ * where n counts targets >= 0): a forward without logits, the LM head in chunks, the value head.
+ * values may be NULL (a model without a value head: pass pv NULL and m). */
+alloy_status alloy_ppo_logps_values(alloy_model *m, const alloy_reward_model *pv, const alloy_align_batch *b, float *logp,
+                                    float *values);
+
+/* One PPO minibatch: forward, the loss against the rollout's old log-probabilities, old values,
+ * advantages and returns (per-token, in the batch's target order), and, if grad_scale != 0, its
+ * backward through the LM head, the value head and the backbone (gradients ACCUMULATE: zero
+ * them first with alloy_reward_model_zero_grad). info may be NULL. */
+alloy_status alloy_ppo_step(alloy_reward_model *pv, const alloy_align_batch *b, const alloy_ppo_config *c,
+                            const float *old_logp, const float *old_values, const float *adv, const float *returns,
+                            float grad_scale, alloy_ppo_info *info);
+
+/* The PPO run (`alloy ppo`). */
+typedef struct alloy_ppo_options {
+    char model_dir[ALLOY_PATH_MAX];   /* the SFT model: the policy's start and the frozen reference */
+    char reward_dir[ALLOY_PATH_MAX];  /* the reward model (alloy reward) */
+    char prompts_path[ALLOY_PATH_MAX];/* JSONL of {"prompt": ...} */
+    char out_dir[ALLOY_PATH_MAX];     /* run folder */
+    alloy_chat_template tmpl;         /* how prompts are rendered */
+    bool tmpl_set;                    /* else the model's own (config.json), else ChatML */
+    int64_t steps;                    /* PPO steps (batches of rollouts); 0: one pass over the prompts */
+    int batch;                        /* rollouts per step (128) */
+    int mini_batch;                   /* rollouts per optimiser step (128) */
+    int ppo_epochs;                   /* passes over each batch (4) */
+    int gen_batch;                    /* sequences sampled at once (16) */
+    int max_new_tokens;               /* response tokens at most (64) */
+    int seq;                          /* prompt + response tokens at most (default: min(1024, the model's)) */
+    float temperature;                /* sampling (1) */
+    int top_k;                        /* 0: off */
+    float top_p;                      /* 1: off */
+    double lr;                        /* constant learning rate (1.41e-5) */
+    alloy_adamw_config adamw;         /* betas 0.9, 0.999, eps 1e-8, no decay, clip 1.0 */
+    alloy_ppo_config ppo;
+    double init_kl_coef;              /* β at the start (0.2) */
+    double kl_target, kl_horizon;     /* adaptive controller (6, 10000) */
+    bool adaptive_kl;                 /* (true) */
+    uint64_t seed;                    /* prompt order, sampling, minibatch order */
+    int64_t ckpt_every;               /* steps between checkpoints (0: only at the end) */
+    int keep_ckpts;
+    int log_every;
+    bool quiet;
+    volatile int *stop;
+} alloy_ppo_options;
+
+alloy_ppo_options alloy_ppo_defaults(void);
+/* As alloy_align_resume_options, for a PPO run. */
+alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, char **ckpt);
+/* Runs PPO from o->model_dir (resume NULL) or continues from a checkpoint of the run. Writes
+ * o->out_dir/checkpoints/step-N/ (model.safetensors: the policy; value_head.safetensors;
+ * config.json with chat_template; tokenizer files; optimizer.safetensors,
+ * value_head_optimizer.safetensors; trainer_state.json with the RNG and β), `latest`,
+ * metrics.jsonl (one line per step) and progress on stderr. With one thread a resumed run
+ * ends bitwise equal to an uninterrupted one. */
+alloy_status alloy_ppo_run(const alloy_ppo_options *o, const char *resume);
 
 #ifdef __cplusplus
 }

@@ -29,8 +29,8 @@ alloy_status alloy_chat_template_parse(const char *name, alloy_chat_template *ou
 }
 
 const char *alloy_align_kind_name(alloy_align_kind k) {
-    static const char *const names[] = {"sft", "reward", "dpo", "score"};
-    return k >= ALLOY_ALIGN_SFT && k <= ALLOY_ALIGN_SCORE ? names[k] : "?";
+    static const char *const names[] = {"sft", "reward", "dpo", "score", "prompt"};
+    return k >= ALLOY_ALIGN_SFT && k <= ALLOY_ALIGN_PROMPT ? names[k] : "?";
 }
 
 int32_t alloy_chat_end_id(const alloy_tokenizer *tok) { return alloy_tokenizer_special_id(tok, ALLOY_CHAT_IM_END); }
@@ -498,6 +498,42 @@ static alloy_status implicit_prompt(reader *r, const cJSON *c, const cJSON *j, p
 
 static const cJSON *field(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
 
+static alloy_status new_example(alloy_align_data *d);
+
+/* A PPO prompt: the rendered prompt (ChatML: with the generation prompt), its end kept when
+ * it is longer than max_len; mask 0 throughout (nothing in it is trained on). */
+static alloy_status read_prompt(reader *r, const cJSON *prompt) {
+    if (!prompt) return bad(r, "needs \"prompt\"");
+    if (!cJSON_IsString(prompt) && !(cJSON_IsArray(prompt) && cJSON_GetArraySize(prompt) > 0))
+        return bad(r, "\"prompt\" must be a string or a non-empty list of messages");
+    part pp = json_part(prompt);
+    alloy_status s = render_prompt(r, &pp, true);
+    if (!s && r->pids.n == 0) s = bad(r, "renders to no tokens");
+    if (!s) s = new_example(r->d);
+    if (!s) {
+        int64_t n = (int64_t)r->pids.n, drop = n > r->max_len ? n - r->max_len : 0;
+        r->d->truncated += drop > 0;
+        s = store_seq(r->d, &r->pids, &r->pmask, drop, n);
+    }
+    if (!s) {
+        alloy_align_data *d = r->d;
+        d->ex_line[d->n_examples] = r->line;
+        d->ex_start[++d->n_examples] = d->n_seqs;
+        if (d->max_seqs < 1) d->max_seqs = 1;
+    }
+    return s;
+}
+
+/* Makes room for one more example's entries. */
+static alloy_status new_example(alloy_align_data *d) {
+    if (d->n_examples + 2 <= d->ex_cap) return ALLOY_STATUS_OK;
+    int64_t c = d->ex_cap ? 2 * d->ex_cap : 1024;
+    alloy_status s = grow((void **)&d->ex_start, d->ex_cap, c, sizeof(int64_t));
+    if (!s) s = grow((void **)&d->ex_line, d->ex_cap, c, sizeof(int64_t));
+    if (!s) d->ex_cap = c;
+    return s;
+}
+
 /* One line's example: its parts, rendered, truncated and stored. */
 static alloy_status read_example(reader *r, const cJSON *o) {
     const cJSON *prompt = field(o, "prompt"), *messages = field(o, "messages"), *chosen = field(o, "chosen"),
@@ -509,6 +545,7 @@ static alloy_status read_example(reader *r, const cJSON *o) {
     int K = 0;
     part pp = {0};
     alloy_status s = ALLOY_STATUS_OK;
+    if (k == ALLOY_ALIGN_PROMPT) return read_prompt(r, prompt);
     // which fields make the example
     if (messages && (k == ALLOY_ALIGN_SFT || k == ALLOY_ALIGN_SCORE) && !prompt && !response && !pair && !responses) {
         if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) == 0)
@@ -585,12 +622,7 @@ static alloy_status read_example(reader *r, const cJSON *o) {
     // truncate and store
     alloy_align_data *d = r->d;
     int64_t M = r->max_len;
-    if (!s && (d->n_examples + 2 > d->ex_cap)) {
-        int64_t c = d->ex_cap ? 2 * d->ex_cap : 1024;
-        s = grow((void **)&d->ex_start, d->ex_cap, c, sizeof(int64_t));
-        if (!s) s = grow((void **)&d->ex_line, d->ex_cap, c, sizeof(int64_t));
-        if (!s) d->ex_cap = c;
-    }
+    if (!s) s = new_example(d);
     if (!s) {
         int64_t rmax = 0;
         for (int i = 0; i < K; i++)
@@ -633,7 +665,7 @@ alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const 
                                    alloy_chat_template tmpl, int max_len) {
     memset(d, 0, sizeof *d);
     if (max_len < 2) return alloy_fail(ALLOY_STATUS_USAGE, "sequences must be allowed at least 2 tokens (got %d)", max_len);
-    if (kind < ALLOY_ALIGN_SFT || kind > ALLOY_ALIGN_SCORE) return alloy_fail(ALLOY_STATUS_USAGE, "unknown alignment data kind");
+    if (kind < ALLOY_ALIGN_SFT || kind > ALLOY_ALIGN_PROMPT) return alloy_fail(ALLOY_STATUS_USAGE, "unknown alignment data kind");
     if (tmpl == ALLOY_CHAT_TEMPLATE_CHATML && (alloy_tokenizer_special_id(tok, ALLOY_CHAT_IM_START) < 0 || alloy_chat_end_id(tok) < 0))
         return alloy_fail(ALLOY_STATUS_MISMATCH, "the tokenizer has no %s and %s tokens (the ChatML template needs them)",
                           ALLOY_CHAT_IM_START, ALLOY_CHAT_IM_END);

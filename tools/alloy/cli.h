@@ -62,6 +62,7 @@ int cmd_sft(int argc, char **argv);     /* align.c */
 int cmd_reward(int argc, char **argv);  /* align.c */
 int cmd_dpo(int argc, char **argv);     /* align.c */
 int cmd_score(int argc, char **argv);   /* align.c */
+int cmd_ppo(int argc, char **argv);     /* ppo.c */
 int cmd_merge(int argc, char **argv);   /* merge.c */
 int cmd_grow(int argc, char **argv);
 /* `alloy tokenizer train`: learns a BPE from the files and folders given (tokenizer_train.c). */

@@ -23,6 +23,7 @@ static const char usage[] =
     "  reward    train a reward model (scalar head) on preference pairs or rankings\n"
     "  score     a reward model's score of each response in a JSONL file\n"
     "  dpo       direct preference optimisation (sigmoid, IPO, label smoothing) against a frozen reference\n"
+    "  ppo       RLHF with PPO: rollouts with the KV cache, a reward model, a KL penalty, a value head\n"
     "  sample    generate text from a trained model\n"
     "  generate  continue prompts with a KV cache: quantised weights, samplers, stop strings, batches\n"
     "  chat      talk with a chat model in the terminal (streams replies, keeps the KV cache)\n"
@@ -61,7 +62,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"distill", cmd_distill}, {"sft", cmd_sft}, {"reward", cmd_reward}, {"score", cmd_score}, {"dpo", cmd_dpo}, {"sample", cmd_sample}, {"generate", cmd_generate}, {"chat", cmd_chat}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
+    } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"distill", cmd_distill}, {"sft", cmd_sft}, {"reward", cmd_reward}, {"score", cmd_score}, {"dpo", cmd_dpo}, {"ppo", cmd_ppo}, {"sample", cmd_sample}, {"generate", cmd_generate}, {"chat", cmd_chat}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
                  {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}, {"merge", cmd_merge}, {"grow", cmd_grow}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (!strcmp(verb, verbs[i].name)) {

@@ -1,0 +1,949 @@
+/*
+ * rlhf.c — the PPO run of RLHF (`alloy ppo`, alloy_ppo_run): rollouts sampled with the KV-cache
+ * engine, scored by a reward model, and PPO updates of the policy and its value head.
+ *
+ * It sits in src/infer because it samples with the engine (src/train, above, must not include
+ * it); the objective itself — rewards, GAE, the losses, the value head — is src/train/ppo.c, and
+ * the checkpoint folder is written by the training layer's writer (src/train/internal.h).
+ *
+ * One step, as TRL's PPOTrainer.step:
+ *   1. the next `batch` prompts (a fresh order each pass over the file, from seed and pass);
+ *   2. responses sampled by an engine over the policy's current weights (created for the step:
+ *      the weights change between steps), each with its own sampler seeded from the run's RNG,
+ *      until the end-of-turn token (<|im_end|>, or <|endoftext|> for the raw template) or
+ *      max_new_tokens; the entropy of every sampling distribution is logged;
+ *   3. per response token: the policy's log-probability and value, the frozen reference's
+ *      log-probability (training forwards, mini_batch sequences at a time); the reward model's
+ *      score of prompt + response (a ChatML response that ended with <|im_end|> gets the "\n"
+ *      that closes a turn, so the score is read where the reward model was trained to give it);
+ *   4. rewards -β·KL per token plus the score on the last, GAE, whitened advantages, returns;
+ *   5. ppo_epochs passes over the rollouts in a fresh order, mini_batch at a time: the loss,
+ *      its gradient, one AdamW step of backbone and value head under one clipping norm;
+ *   6. the adaptive KL controller moves β towards the target KL.
+ * Everything random comes from the run's RNG (saved with each checkpoint), the prompt order from
+ * (seed, pass); so a resumed run repeats the uninterrupted one bitwise with one thread.
+ */
+#include "alloy/align.h"
+#include "alloy/infer.h"
+#include "alloy/io.h"
+#include "../train/internal.h"
+
+#include <cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALLOY_VERSION "0.1.0"
+
+alloy_ppo_options alloy_ppo_defaults(void) {
+    alloy_ppo_options o;
+    memset(&o, 0, sizeof o);
+    o.tmpl = ALLOY_CHAT_TEMPLATE_CHATML;
+    o.batch = 128;
+    o.mini_batch = 128;
+    o.ppo_epochs = 4;
+    o.gen_batch = 16;
+    o.max_new_tokens = 64;
+    o.temperature = 1.0f;
+    o.top_k = 0;
+    o.top_p = 1.0f;
+    o.lr = 1.41e-5;
+    o.adamw = (alloy_adamw_config){.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 1.0f};
+    o.ppo = alloy_ppo_config_default();
+    o.init_kl_coef = 0.2;
+    o.kl_target = 6.0;
+    o.kl_horizon = 10000.0;
+    o.adaptive_kl = true;
+    o.seed = 1337;
+    o.ckpt_every = 100;
+    o.keep_ckpts = 3;
+    o.log_every = 1;
+    return o;
+}
+
+/* ---- options as JSON (trainer_state.json) ---- */
+
+static cJSON *options_to_json(const alloy_ppo_options *o) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "objective", "ppo");
+    cJSON_AddStringToObject(j, "model", o->model_dir);
+    cJSON_AddStringToObject(j, "reward", o->reward_dir);
+    cJSON_AddStringToObject(j, "prompts", o->prompts_path);
+    cJSON_AddStringToObject(j, "out", o->out_dir);
+    cJSON_AddStringToObject(j, "template", alloy_chat_template_name(o->tmpl));
+    cJSON_AddNumberToObject(j, "steps", (double)o->steps);
+    cJSON_AddNumberToObject(j, "batch", o->batch);
+    cJSON_AddNumberToObject(j, "mini_batch", o->mini_batch);
+    cJSON_AddNumberToObject(j, "ppo_epochs", o->ppo_epochs);
+    cJSON_AddNumberToObject(j, "gen_batch", o->gen_batch);
+    cJSON_AddNumberToObject(j, "max_new_tokens", o->max_new_tokens);
+    cJSON_AddNumberToObject(j, "seq", o->seq);
+    cJSON_AddNumberToObject(j, "temperature", o->temperature);
+    cJSON_AddNumberToObject(j, "top_k", o->top_k);
+    cJSON_AddNumberToObject(j, "top_p", o->top_p);
+    cJSON_AddNumberToObject(j, "lr", o->lr);
+    cJSON_AddNumberToObject(j, "beta1", o->adamw.beta1);
+    cJSON_AddNumberToObject(j, "beta2", o->adamw.beta2);
+    cJSON_AddNumberToObject(j, "eps", o->adamw.eps);
+    cJSON_AddNumberToObject(j, "weight_decay", o->adamw.weight_decay);
+    cJSON_AddNumberToObject(j, "grad_clip", o->adamw.grad_clip);
+    cJSON_AddNumberToObject(j, "gamma", o->ppo.gamma);
+    cJSON_AddNumberToObject(j, "lam", o->ppo.lam);
+    cJSON_AddNumberToObject(j, "cliprange", o->ppo.cliprange);
+    cJSON_AddNumberToObject(j, "cliprange_value", o->ppo.cliprange_value);
+    cJSON_AddNumberToObject(j, "vf_coef", o->ppo.vf_coef);
+    cJSON_AddStringToObject(j, "kl_penalty", alloy_kl_penalty_name(o->ppo.kl_penalty));
+    cJSON_AddBoolToObject(j, "whiten", o->ppo.whiten);
+    cJSON_AddNumberToObject(j, "init_kl_coef", o->init_kl_coef);
+    cJSON_AddNumberToObject(j, "kl_target", o->kl_target);
+    cJSON_AddNumberToObject(j, "kl_horizon", o->kl_horizon);
+    cJSON_AddBoolToObject(j, "adaptive_kl", o->adaptive_kl);
+    char seed[24];
+    snprintf(seed, sizeof seed, "%" PRIu64, o->seed); // as a string: a double would lose bits
+    cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddNumberToObject(j, "ckpt_every", (double)o->ckpt_every);
+    cJSON_AddNumberToObject(j, "keep_ckpts", o->keep_ckpts);
+    return j;
+}
+
+static alloy_status get_str(const cJSON *j, const char *key, const char *what, char *dst, size_t cap) {
+    const char *v;
+    alloy_status s = alloy_json_get_string(j, key, what, &v);
+    if (s) return s;
+    if (strlen(v) >= cap) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"%s\" is too long", what, key);
+    strcpy(dst, v);
+    return ALLOY_STATUS_OK;
+}
+
+static alloy_status options_from_json(alloy_ppo_options *o, const cJSON *j, const char *what) {
+    alloy_status s;
+    const char *v;
+    int64_t i64;
+    double d;
+    bool b;
+    if ((s = alloy_json_get_string(j, "objective", what, &v))) return s;
+    if (strcmp(v, "ppo")) return alloy_fail(ALLOY_STATUS_USAGE, "%s: an alloy %s run, not a ppo run", what, v);
+    if ((s = get_str(j, "model", what, o->model_dir, sizeof o->model_dir)) ||
+        (s = get_str(j, "reward", what, o->reward_dir, sizeof o->reward_dir)) ||
+        (s = get_str(j, "prompts", what, o->prompts_path, sizeof o->prompts_path)) ||
+        (s = get_str(j, "out", what, o->out_dir, sizeof o->out_dir)))
+        return s;
+    if ((s = alloy_json_get_string(j, "template", what, &v))) return s;
+    if (alloy_chat_template_parse(v, &o->tmpl)) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: unknown template \"%s\"", what, v);
+    o->tmpl_set = true;
+    if ((s = alloy_json_get_string(j, "kl_penalty", what, &v))) return s;
+    if (alloy_kl_penalty_parse(v, &o->ppo.kl_penalty)) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: unknown kl_penalty \"%s\"", what, v);
+#define INT(key, field)                                                                      \
+    if ((s = alloy_json_get_int(j, key, what, &i64))) return s;                              \
+    o->field = i64;
+#define DBL(key, field)                                                                      \
+    if ((s = alloy_json_get_double(j, key, what, &d))) return s;                             \
+    o->field = d;
+#define BOOL(key, field)                                                                     \
+    if ((s = alloy_json_get_bool(j, key, what, &b))) return s;                               \
+    o->field = b;
+    INT("steps", steps) INT("batch", batch) INT("mini_batch", mini_batch) INT("ppo_epochs", ppo_epochs)
+    INT("gen_batch", gen_batch) INT("max_new_tokens", max_new_tokens) INT("seq", seq)
+    DBL("temperature", temperature) INT("top_k", top_k) DBL("top_p", top_p) DBL("lr", lr)
+    DBL("beta1", adamw.beta1) DBL("beta2", adamw.beta2) DBL("eps", adamw.eps)
+    DBL("weight_decay", adamw.weight_decay) DBL("grad_clip", adamw.grad_clip)
+    DBL("gamma", ppo.gamma) DBL("lam", ppo.lam) DBL("cliprange", ppo.cliprange) DBL("cliprange_value", ppo.cliprange_value)
+    DBL("vf_coef", ppo.vf_coef) BOOL("whiten", ppo.whiten) DBL("init_kl_coef", init_kl_coef) DBL("kl_target", kl_target)
+    DBL("kl_horizon", kl_horizon) BOOL("adaptive_kl", adaptive_kl) INT("ckpt_every", ckpt_every) INT("keep_ckpts", keep_ckpts)
+#undef INT
+#undef DBL
+#undef BOOL
+    if ((s = alloy_json_get_string(j, "seed", what, &v))) return s;
+    char *end;
+    o->seed = strtoull(v, &end, 10);
+    if (*end || !*v) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"seed\" is not a number", what);
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, char **ckpt) {
+    *ckpt = NULL;
+    char *sp = alloy_path_join(dir, "trainer_state.json");
+    if (!sp) return ALLOY_STATUS_NOMEM;
+    alloy_status s = ALLOY_STATUS_OK;
+    bool run_folder = false;
+    if (alloy_path_exists(sp)) {
+        if (!(*ckpt = alloy_strdup(dir))) s = ALLOY_STATUS_NOMEM;
+    } else {
+        run_folder = true;
+        alloy_free(sp);
+        sp = NULL;
+        s = alloy_run_latest(dir, ckpt);
+        if (!s && !(sp = alloy_path_join(*ckpt, "trainer_state.json"))) s = ALLOY_STATUS_NOMEM;
+    }
+    cJSON *state = NULL;
+    if (!s) s = alloy_json_read_file(sp, &state);
+    if (!s) {
+        const cJSON *oj = cJSON_GetObjectItemCaseSensitive(state, "options");
+        if (!cJSON_IsObject(oj) || !cJSON_GetObjectItemCaseSensitive(oj, "objective"))
+            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of an alignment run (no \"options\" with an \"objective\")", sp);
+        else s = options_from_json(o, oj, sp);
+    }
+    if (!s && run_folder) { // a run folder continues where it is now, even if it was moved
+        if (strlen(dir) >= sizeof o->out_dir) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: path too long", dir);
+        else strcpy(o->out_dir, dir);
+    }
+    cJSON_Delete(state);
+    alloy_free(sp);
+    if (s) {
+        alloy_free(*ckpt);
+        *ckpt = NULL;
+    }
+    return s;
+}
+
+static alloy_status check_options(const alloy_ppo_options *o) {
+    if (!o->model_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--model is required");
+    if (!o->reward_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--reward is required");
+    if (!o->prompts_path[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--prompts is required");
+    if (!o->out_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--out is required");
+    if (o->steps < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--steps must be at least 1");
+    if (o->batch < 1 || o->batch > 65536) return alloy_fail(ALLOY_STATUS_USAGE, "--batch must lie in [1, 65536]");
+    if (o->mini_batch < 1 || o->mini_batch > o->batch) return alloy_fail(ALLOY_STATUS_USAGE, "--mini-batch must lie in [1, --batch]");
+    if (o->ppo_epochs < 1 || o->ppo_epochs > 1000) return alloy_fail(ALLOY_STATUS_USAGE, "--ppo-epochs must lie in [1, 1000]");
+    if (o->gen_batch < 1 || o->gen_batch > 4096) return alloy_fail(ALLOY_STATUS_USAGE, "--gen-batch must lie in [1, 4096]");
+    if (o->max_new_tokens < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--max-new-tokens must be at least 1");
+    if (o->seq < 0 || o->seq > (1 << 20)) return alloy_fail(ALLOY_STATUS_USAGE, "--seq must lie in [2, 1048576]");
+    if (!(o->temperature > 0.0f && o->temperature < 100.0f)) return alloy_fail(ALLOY_STATUS_USAGE, "--temperature must lie in (0, 100)");
+    if (!(o->top_p > 0.0f && o->top_p <= 1.0f)) return alloy_fail(ALLOY_STATUS_USAGE, "--top-p must lie in (0, 1]");
+    if (!(o->lr > 0.0 && o->lr < 10.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--lr must lie in (0, 10)");
+    if (!(o->ppo.gamma >= 0.0 && o->ppo.gamma <= 1.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--gamma must lie in [0, 1]");
+    if (!(o->ppo.lam >= 0.0 && o->ppo.lam <= 1.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--lam must lie in [0, 1]");
+    if (!(o->ppo.cliprange > 0.0 && o->ppo.cliprange < 10.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--cliprange must lie in (0, 10)");
+    if (!(o->ppo.cliprange_value > 0.0 && o->ppo.cliprange_value < 1e6))
+        return alloy_fail(ALLOY_STATUS_USAGE, "--cliprange-value must be > 0");
+    if (!(o->ppo.vf_coef >= 0.0 && o->ppo.vf_coef < 1e6)) return alloy_fail(ALLOY_STATUS_USAGE, "--vf-coef must be >= 0");
+    if (!(o->init_kl_coef >= 0.0 && o->init_kl_coef < 1e6)) return alloy_fail(ALLOY_STATUS_USAGE, "--init-kl-coef must be >= 0");
+    if (o->adaptive_kl && !(o->kl_target > 0.0 && o->kl_horizon > 0.0))
+        return alloy_fail(ALLOY_STATUS_USAGE, "--target and --horizon must be > 0");
+    if (o->ckpt_every < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--ckpt-every must be >= 0");
+    if (o->keep_ckpts < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--keep must be at least 1");
+    if (o->log_every < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--log-every must be at least 1");
+    return ALLOY_STATUS_OK;
+}
+
+/* ---- the run ---- */
+
+typedef struct ppo_run {
+    alloy_ppo_options opt;        /* every default resolved (what is saved) */
+    alloy_tokenizer *tok;
+    char *tok_json;               /* tokenizer.json copied into every checkpoint; NULL: the byte tokenizer */
+    size_t tok_len;
+    alloy_align_data data;        /* the prompts */
+    int64_t *perm;                /* (n_examples) this pass's order */
+    int64_t epoch, cursor;        /* position: pass over the prompts and the next of perm */
+    alloy_reward_model *pv;       /* the policy and its value head */
+    alloy_model *ref;             /* the frozen reference */
+    alloy_reward_model *rm;       /* the frozen reward model */
+    alloy_optimizer *optim, *head_optim;
+    alloy_kl_controller kl;
+    alloy_rng rng;                /* sampler seeds, minibatch order; saved and restored */
+    int32_t stop_id;              /* where a response ends (-1: only at max_new_tokens) */
+    alloy_ids suffix;             /* appended for the reward model after a ChatML response's end */
+    int fwd;                      /* sequences per training forward (mini_batch) */
+    int64_t step;
+    double tokens_seen, elapsed;
+    FILE *metrics;
+    alloy_progress prog;
+    // one batch of rollouts (R = max_new_tokens)
+    int64_t *ex;                  /* (batch) the prompt (example) of each rollout */
+    int32_t *resp;                /* (batch, R) response tokens */
+    int *resp_len;                /* (batch) */
+    int64_t *off;                 /* (batch + 1) first response token of each in the per-token arrays */
+    float *logp, *ref_logp, *values, *rewards, *kl_tok, *adv, *ret; /* (batch·R) per response token */
+    float *scores;                /* (batch) the reward model's */
+    double entropy_sum;           /* Σ over sampled tokens of the sampling distribution's entropy */
+    int64_t *idx;                 /* (batch) scratch: rollouts of a minibatch, then their order */
+    float *mb;                    /* (4, mini_batch·R) a minibatch's old logp, old values, adv, returns */
+    alloy_align_batch batch;      /* a forward's sequences */
+    float *logits;                /* (gen_batch, V) the engine's */
+    alloy_sampler **samplers;     /* (gen_batch) */
+    int32_t *next_tok;            /* (gen_batch) scratch for decode */
+    int *seqs, *slot;             /* (gen_batch) */
+} ppo_run;
+
+/* Draws pass e's order of the prompts from (seed, e). */
+static void shuffle(ppo_run *r) {
+    alloy_rng g;
+    alloy_rng_seed(&g, r->opt.seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(r->epoch + 1)));
+    int64_t n = r->data.n_examples;
+    for (int64_t i = 0; i < n; i++) r->perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)alloy_rng_below(&g, (uint64_t)(i + 1));
+        int64_t t = r->perm[i];
+        r->perm[i] = r->perm[j];
+        r->perm[j] = t;
+    }
+}
+
+static const int32_t *prompt_of(const ppo_run *r, int64_t e, int *len) {
+    int64_t a = r->data.seq_start[r->data.ex_start[e]];
+    *len = (int)(r->data.seq_start[r->data.ex_start[e] + 1] - a);
+    return r->data.tokens + a;
+}
+
+/* Fills r->batch with rollouts idx[0..n): prompt + response (+ the reward model's suffix after
+ * a response that ended with the stop token, when for_rm), targets on the response tokens. */
+static void make_batch(ppo_run *r, const int64_t *idx, int n, bool for_rm) {
+    alloy_align_batch *b = &r->batch;
+    int R = r->opt.max_new_tokens, T = 1;
+    for (int k = 0; k < n; k++) {
+        int lp, lr = r->resp_len[idx[k]];
+        prompt_of(r, r->ex[idx[k]], &lp);
+        int L = lp + lr;
+        if (for_rm && lr > 0 && r->resp[idx[k] * R + lr - 1] == r->stop_id) L += (int)r->suffix.n;
+        if (L > T) T = L;
+    }
+    b->B = n;
+    b->T = T;
+    b->n_examples = n;
+    for (int k = 0; k < n; k++) {
+        int lp, lr = r->resp_len[idx[k]];
+        const int32_t *p = prompt_of(r, r->ex[idx[k]], &lp);
+        const int32_t *q = r->resp + idx[k] * R;
+        int32_t *tk = b->tokens + (size_t)k * T, *tg = b->targets + (size_t)k * T;
+        int L = 0;
+        for (int t = 0; t < lp; t++) tk[L++] = p[t];
+        for (int t = 0; t < lr; t++) tk[L++] = q[t];
+        if (for_rm && lr > 0 && q[lr - 1] == r->stop_id)
+            for (size_t t = 0; t < r->suffix.n; t++) tk[L++] = r->suffix.data[t];
+        for (int t = L; t < T; t++) tk[t] = 0;
+        for (int t = 0; t < T; t++) tg[t] = (!for_rm && t >= lp - 1 && t < lp + lr - 1) ? tk[t + 1] : -1;
+        b->ex_row[k] = k;
+        b->last[k] = (int64_t)k * T + L - 1;
+        b->len[k] = L;
+    }
+    b->ex_row[n] = n;
+}
+
+/* The entropy (nats) of softmax(logits[0..n)). */
+static double entropy_of(const float *logits, int n) {
+    double m = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (logits[i] > m) m = logits[i];
+    if (!isfinite(m)) return 0.0;
+    double z = 0.0, wsum = 0.0;
+    for (int i = 0; i < n; i++) {
+        double d = (double)logits[i] - m, e = exp(d);
+        z += e;
+        wsum += e * d;
+    }
+    return log(z) - wsum / z;
+}
+
+/* Step 2: a response for each of the batch's prompts, sampled with an engine over the policy. */
+static alloy_status sample_rollouts(ppo_run *r) {
+    const alloy_ppo_options *o = &r->opt;
+    int R = o->max_new_tokens, G = o->gen_batch, V = r->pv->model->config.vocab_size;
+    int nv = alloy_tokenizer_vocab_size(r->tok);
+    alloy_engine *e = NULL;
+    alloy_engine_options eo = {.weights = ALLOY_QTYPE_F32, .max_batch = G, .max_ctx = o->seq};
+    alloy_status s = alloy_engine_create(&e, r->pv->model, &eo);
+    r->entropy_sum = 0.0;
+    for (int g0 = 0; g0 < o->batch && !s; g0 += G) {
+        int n = o->batch - g0 < G ? o->batch - g0 : G;
+        const int32_t *ptok[4096];
+        int plen[4096];
+        for (int k = 0; k < n; k++) {
+            alloy_engine_reset(e, k);
+            r->seqs[k] = k;
+            ptok[k] = prompt_of(r, r->ex[g0 + k], &plen[k]);
+            r->resp_len[g0 + k] = 0;
+            alloy_sampler_reset(r->samplers[k], alloy_rng_u64(&r->rng));
+        }
+        s = alloy_engine_prefill_batch(e, r->logits, ALLOY_LOGITS_LAST, r->seqs, ptok, plen, n);
+        int live = n; // r->seqs[0..live): the sequences whose logits rows 0..live-1 hold
+        while (!s && live > 0) {
+            int next = 0;
+            for (int p = 0; p < live && !s; p++) {
+                int k = r->seqs[p], i = g0 + k;
+                const float *row = r->logits + (size_t)p * V;
+                r->entropy_sum += entropy_of(row, nv);
+                int32_t t;
+                s = alloy_sampler_sample(r->samplers[k], &t, row);
+                if (s) break;
+                r->resp[(size_t)i * R + r->resp_len[i]++] = t;
+                if (t != r->stop_id && r->resp_len[i] < R) {
+                    r->slot[next] = k;
+                    r->next_tok[next++] = t;
+                }
+            }
+            for (int p = 0; p < next; p++) r->seqs[p] = r->slot[p];
+            live = next;
+            if (!s && live > 0) s = alloy_engine_decode(e, r->logits, r->seqs, r->next_tok, live);
+        }
+    }
+    alloy_engine_destroy(e);
+    if (s) alloy_error_prefix("sampling rollouts");
+    return s;
+}
+
+/* Step 3: old log-probabilities and values, the reference's, the reward model's scores. */
+static alloy_status score_rollouts(ppo_run *r) {
+    int B = r->opt.batch;
+    r->off[0] = 0;
+    for (int i = 0; i < B; i++) r->off[i + 1] = r->off[i] + r->resp_len[i];
+    alloy_status s = ALLOY_STATUS_OK;
+    for (int i0 = 0; i0 < B && !s; i0 += r->fwd) {
+        int n = B - i0 < r->fwd ? B - i0 : r->fwd;
+        for (int k = 0; k < n; k++) r->idx[k] = i0 + k;
+        make_batch(r, r->idx, n, false);
+        int64_t o = r->off[i0];
+        s = alloy_ppo_logps_values(NULL, r->pv, &r->batch, r->logp + o, r->values + o);
+        if (!s) s = alloy_ppo_logps_values(r->ref, NULL, &r->batch, r->ref_logp + o, NULL);
+        if (!s) {
+            make_batch(r, r->idx, n, true);
+            s = alloy_reward_scores(r->rm, &r->batch, r->scores + i0);
+            if (s) alloy_error_prefix("reward model");
+        }
+    }
+    return s;
+}
+
+/* Gathers the per-token arrays of rollouts idx[0..n) into the minibatch buffers. */
+static void gather_tokens(ppo_run *r, const int64_t *idx, int n, float **out) {
+    size_t cap = (size_t)r->opt.mini_batch * (size_t)r->opt.max_new_tokens;
+    const float *src[4] = {r->logp, r->values, r->adv, r->ret};
+    int64_t k = 0;
+    for (int j = 0; j < n; j++) {
+        int64_t a = r->off[idx[j]], len = r->off[idx[j] + 1] - a;
+        for (int q = 0; q < 4; q++) memcpy(r->mb + q * cap + k, src[q] + a, sizeof(float) * (size_t)len);
+        k += len;
+    }
+    for (int q = 0; q < 4; q++) out[q] = r->mb + q * cap;
+}
+
+/* Figures of one step, for metrics.jsonl and the progress line. */
+typedef struct step_stats {
+    double reward, reward_std, kl, non_score, entropy, length, beta;
+    double loss, pg_loss, vf_loss, clipfrac, vf_clipfrac, approx_kl, policy_kl, ratio, value, returns, advantages;
+    double grad_norm, lr;
+    double tokens, gen_tokens;
+} step_stats;
+
+/* One PPO step (1-6 of the file's top). */
+static alloy_status ppo_step(ppo_run *r, step_stats *st) {
+    const alloy_ppo_options *o = &r->opt;
+    int B = o->batch;
+    memset(st, 0, sizeof *st);
+    for (int i = 0; i < B; i++) { // 1. the prompts
+        if (r->cursor >= r->data.n_examples) {
+            r->epoch++;
+            r->cursor = 0;
+            shuffle(r);
+        }
+        r->ex[i] = r->perm[r->cursor++];
+    }
+    alloy_status s = sample_rollouts(r); // 2.
+    if (!s) s = score_rollouts(r);       // 3.
+    if (s) return s;
+    int64_t N = r->off[B];
+    double beta = r->kl.value; // 4.
+    alloy_ppo_rewards(&o->ppo, beta, r->logp, r->ref_logp, r->scores, r->off, B, r->rewards, r->kl_tok);
+    alloy_gae(r->rewards, r->values, r->off, B, o->ppo.gamma, o->ppo.lam, r->adv, r->ret);
+    double adv_mean = 0, ret_mean = 0;
+    for (int64_t t = 0; t < N; t++) adv_mean += r->adv[t], ret_mean += r->ret[t];
+    if (o->ppo.whiten) alloy_whiten(r->adv, N, true);
+    double kl_sum = 0, ns_sum = 0, sc = 0, sc2 = 0, prompt_tokens = 0;
+    for (int i = 0; i < B; i++) {
+        for (int64_t t = r->off[i]; t < r->off[i + 1]; t++) kl_sum += r->kl_tok[t], ns_sum += r->rewards[t];
+        sc += r->scores[i];
+        sc2 += (double)r->scores[i] * r->scores[i];
+        int lp;
+        prompt_of(r, r->ex[i], &lp);
+        prompt_tokens += lp;
+    }
+    st->reward = sc / B;
+    st->reward_std = B > 1 ? sqrt(fmax(0.0, (sc2 - sc * sc / B) / (B - 1))) : 0.0;
+    st->kl = kl_sum / B;
+    st->non_score = (ns_sum - sc) / B;
+    st->entropy = N > 0 ? r->entropy_sum / (double)N : 0.0;
+    st->length = (double)N / B;
+    st->beta = beta;
+    st->advantages = N > 0 ? adv_mean / (double)N : 0.0;
+    st->returns = N > 0 ? ret_mean / (double)N : 0.0;
+    st->gen_tokens = (double)N;
+    st->tokens = (double)N + prompt_tokens;
+    // 5. epochs of minibatches
+    int n_mb = 0;
+    float lr = (float)o->lr;
+    for (int ep = 0; ep < o->ppo_epochs; ep++) {
+        for (int i = 0; i < B; i++) r->idx[i] = i;
+        for (int i = B - 1; i > 0; i--) {
+            int j = (int)alloy_rng_below(&r->rng, (uint64_t)(i + 1));
+            int64_t t = r->idx[i];
+            r->idx[i] = r->idx[j];
+            r->idx[j] = t;
+        }
+        for (int m0 = 0; m0 < B; m0 += o->mini_batch) {
+            int n = B - m0 < o->mini_batch ? B - m0 : o->mini_batch;
+            const int64_t *mi = r->idx + m0; // rows and per-token arrays in this order alike
+            float *arr[4];
+            gather_tokens(r, mi, n, arr);
+            make_batch(r, mi, n, false);
+            alloy_reward_model_zero_grad(r->pv);
+            alloy_ppo_info info;
+            s = alloy_ppo_step(r->pv, &r->batch, &o->ppo, arr[0], arr[1], arr[2], arr[3], 1.0f, &info);
+            float gnorm = 0.0f;
+            if (!s) s = alloy_reward_optimizer_step(r->pv, r->optim, r->head_optim, lr, &gnorm);
+            if (s) return s;
+            st->loss += info.loss, st->pg_loss += info.pg_loss, st->vf_loss += info.vf_loss;
+            st->clipfrac += info.clipfrac, st->vf_clipfrac += info.vf_clipfrac, st->approx_kl += info.approx_kl;
+            st->policy_kl += info.policy_kl, st->ratio += info.ratio, st->value += info.value;
+            st->grad_norm += gnorm;
+            n_mb++;
+        }
+    }
+    double k = n_mb > 0 ? 1.0 / n_mb : 0.0;
+    st->loss *= k, st->pg_loss *= k, st->vf_loss *= k, st->clipfrac *= k, st->vf_clipfrac *= k, st->approx_kl *= k;
+    st->policy_kl *= k, st->ratio *= k, st->value *= k, st->grad_norm *= k;
+    st->lr = lr;
+    alloy_kl_controller_update(&r->kl, st->kl, B); // 6.
+    return ALLOY_STATUS_OK;
+}
+
+/* ---- checkpoints ---- */
+
+static cJSON *state_to_json(const ppo_run *r) {
+    cJSON *j = cJSON_CreateObject();
+    char buf[96];
+    cJSON_AddNumberToObject(j, "step", (double)r->step);
+    cJSON_AddNumberToObject(j, "epoch", (double)r->epoch);
+    cJSON_AddNumberToObject(j, "cursor", (double)r->cursor);
+    snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, r->rng.s[0], r->rng.s[1],
+             r->rng.s[2], r->rng.s[3]);
+    cJSON_AddStringToObject(j, "rng", buf);
+    snprintf(buf, sizeof buf, "%a", r->kl.value); // exact
+    cJSON_AddStringToObject(j, "kl_coef", buf);
+    cJSON_AddNumberToObject(j, "kl_coef_value", r->kl.value);
+    snprintf(buf, sizeof buf, "%016" PRIx64, r->data.fingerprint);
+    cJSON_AddStringToObject(j, "data_fingerprint", buf);
+    cJSON_AddNumberToObject(j, "tokens_seen", r->tokens_seen);
+    cJSON_AddNumberToObject(j, "elapsed_s", r->elapsed);
+    cJSON_AddStringToObject(j, "alloy_version", ALLOY_VERSION);
+    cJSON_AddItemToObject(j, "options", options_to_json(&r->opt));
+    return j;
+}
+
+static alloy_status state_from_json(ppo_run *r, const char *ckpt) {
+    char *sp = alloy_path_join(ckpt, "trainer_state.json");
+    if (!sp) return ALLOY_STATUS_NOMEM;
+    cJSON *j = NULL;
+    alloy_status s = alloy_json_read_file(sp, &j);
+    int64_t step = 0, epoch = 0, cursor = 0;
+    const char *rng = NULL, *fp = NULL, *klc = NULL;
+    double d;
+    if (!s) s = alloy_json_get_int(j, "step", sp, &step);
+    if (!s) s = alloy_json_get_int(j, "epoch", sp, &epoch);
+    if (!s) s = alloy_json_get_int(j, "cursor", sp, &cursor);
+    if (!s) s = alloy_json_get_string(j, "rng", sp, &rng);
+    if (!s) s = alloy_json_get_string(j, "kl_coef", sp, &klc);
+    if (!s) s = alloy_json_get_string(j, "data_fingerprint", sp, &fp);
+    if (!s && (step < 0 || epoch < 0 || cursor < 0 || cursor > r->data.n_examples))
+        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: step, epoch or cursor out of range", sp);
+    if (!s && (strlen(rng) != 64 || sscanf(rng, "%16" SCNx64 "%16" SCNx64 "%16" SCNx64 "%16" SCNx64, &r->rng.s[0],
+                                           &r->rng.s[1], &r->rng.s[2], &r->rng.s[3]) != 4))
+        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"rng\" is not 64 hex digits", sp);
+    if (!s) {
+        char *end;
+        r->kl.value = strtod(klc, &end);
+        if (*end || !*klc || !isfinite(r->kl.value) || r->kl.value < 0)
+            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"kl_coef\" is not a KL coefficient", sp);
+    }
+    if (!s) {
+        char now[24];
+        snprintf(now, sizeof now, "%016" PRIx64, r->data.fingerprint);
+        if (strcmp(now, fp))
+            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the prompts changed since this run started (fingerprint %s, now %s)",
+                           r->opt.prompts_path, fp, now);
+    }
+    if (!s) {
+        r->step = step;
+        r->epoch = epoch;
+        r->cursor = cursor;
+        if (!alloy_json_get_double(j, "tokens_seen", sp, &d)) r->tokens_seen = d;
+        if (!alloy_json_get_double(j, "elapsed_s", sp, &d)) r->elapsed = d;
+    }
+    cJSON_Delete(j);
+    alloy_free(sp);
+    return s;
+}
+
+/* The model's files of a PPO checkpoint: the policy (a language model any verb loads), the chat
+ * template, the value head and its optimiser state. */
+static alloy_status write_model_files(void *ctx, const char *dir) {
+    ppo_run *r = ctx;
+    alloy_status s = alloy_model_save(r->pv->model, dir);
+    if (!s) s = alloy_chat_save_template(dir, r->opt.tmpl);
+    char *p = s ? NULL : alloy_path_join(dir, "value_head.safetensors");
+    if (!s) s = p ? alloy_ppo_value_head_save(r->pv, p) : ALLOY_STATUS_NOMEM;
+    alloy_free(p);
+    p = s ? NULL : alloy_path_join(dir, "value_head_optimizer.safetensors");
+    if (!s) s = p ? alloy_optimizer_save(r->head_optim, &r->pv->head_view, p) : ALLOY_STATUS_NOMEM;
+    alloy_free(p);
+    return s;
+}
+
+static alloy_status save_checkpoint(ppo_run *r) {
+    cJSON *state = state_to_json(r);
+    if (!state) return ALLOY_STATUS_NOMEM;
+    alloy_checkpoint_writer w = {write_model_files, r};
+    alloy_status s = alloy_train_save_checkpoint(r->opt.out_dir, r->step, r->pv->model, r->optim, state, r->opt.keep_ckpts,
+                                                 r->tok_json, r->tok_len, &w);
+    cJSON_Delete(state);
+    return s;
+}
+
+/* Keeps the metrics lines of steps <= step (a resumed run rewrites what came after). */
+static alloy_status trim_metrics(const char *path, int64_t step) {
+    if (!alloy_path_exists(path)) return alloy_write_file_atomic(path, "", 0);
+    char *text;
+    alloy_status s = alloy_file_read_all(path, &text, NULL);
+    if (s) return s;
+    alloy_atomic_file f;
+    s = alloy_atomic_open(&f, path);
+    for (char *line = text, *next; !s && line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *st = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
+        if (cJSON_IsNumber(st) && st->valuedouble <= (double)step) s = alloy_atomic_printf(&f, "%s\n", line);
+        cJSON_Delete(j);
+    }
+    if (!s) s = alloy_atomic_commit(&f);
+    else if (f.fp) alloy_atomic_abort(&f);
+    alloy_free(text);
+    return s;
+}
+
+static void format_count(double n, char *buf, size_t size) {
+    if (n >= 1e9) snprintf(buf, size, "%.2fB", n / 1e9);
+    else if (n >= 1e6) snprintf(buf, size, "%.2fM", n / 1e6);
+    else if (n >= 1e3) snprintf(buf, size, "%.1fk", n / 1e3);
+    else snprintf(buf, size, "%.0f", n);
+}
+
+static alloy_status train_loop(ppo_run *r) {
+    const alloy_ppo_options *o = &r->opt;
+    double t_start = alloy_time_now(), elapsed0 = r->elapsed;
+    int64_t first_step = r->step;
+    bool stopped = false;
+    while (r->step < o->steps) {
+        double t0 = alloy_time_now();
+        step_stats st;
+        alloy_status s = ppo_step(r, &st);
+        if (s) {
+            alloy_error_prefix("step %lld", (long long)r->step + 1);
+            return s;
+        }
+        r->step++;
+        r->tokens_seen += st.tokens;
+        double now = alloy_time_now(), dt = now - t0;
+        r->elapsed = elapsed0 + (now - t_start);
+        fprintf(r->metrics,
+                "{\"type\":\"train\",\"step\":%lld,\"reward\":%.6f,\"reward_std\":%.6f,\"kl\":%.6f,\"non_score_reward\":%.6f,"
+                "\"entropy\":%.6f,\"response_length\":%.3f,\"beta\":%.6g,\"loss\":%.6f,\"policy_loss\":%.6f,"
+                "\"value_loss\":%.6f,\"clipfrac\":%.6f,\"vf_clipfrac\":%.6f,\"approx_kl\":%.6g,\"policy_kl\":%.6g,"
+                "\"ratio\":%.6f,\"value\":%.6f,\"returns\":%.6f,\"advantages\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
+                "\"tokens\":%.0f,\"tokens_per_s\":%.1f,\"gen_tokens_per_s\":%.1f,\"step_s\":%.4f,\"elapsed_s\":%.3f}\n",
+                (long long)r->step, st.reward, st.reward_std, st.kl, st.non_score, st.entropy, st.length, st.beta, st.loss,
+                st.pg_loss, st.vf_loss, st.clipfrac, st.vf_clipfrac, st.approx_kl, st.policy_kl, st.ratio, st.value,
+                st.returns, st.advantages, st.lr, st.grad_norm, r->tokens_seen, st.tokens / dt, st.gen_tokens / dt, dt,
+                r->elapsed);
+        fflush(r->metrics);
+        bool last = r->step == o->steps;
+        if (o->stop && *o->stop) stopped = true;
+        if (!o->quiet && (r->prog.tty || r->step % o->log_every == 0 || last || r->step == first_step + 1)) {
+            char eta[32], rbuf[32];
+            double per_step = (now - t_start) / (double)(r->step - first_step);
+            alloy_format_duration((double)(o->steps - r->step) * per_step, eta, sizeof eta);
+            format_count(st.tokens / dt, rbuf, sizeof rbuf);
+            alloy_progress_update(&r->prog,
+                                  "ppo step %lld/%lld | reward %.4f | kl %.4f | beta %.4f | entropy %.3f | len %.1f | "
+                                  "clip %.3f | vloss %.4f | %s tok/s | ETA %s",
+                                  (long long)r->step, (long long)o->steps, st.reward, st.kl, st.beta, st.entropy, st.length,
+                                  st.clipfrac, st.vf_loss, rbuf, eta);
+        }
+        if ((o->ckpt_every > 0 && r->step % o->ckpt_every == 0) || last || stopped) {
+            if ((s = save_checkpoint(r))) return s;
+        }
+        if (stopped) {
+            if (!o->quiet)
+                alloy_progress_print(&r->prog, "stopped at step %lld; checkpoint saved (resume with --resume %s)",
+                                     (long long)r->step, o->out_dir);
+            break;
+        }
+    }
+    if (!o->quiet) alloy_progress_done(&r->prog);
+    return ALLOY_STATUS_OK;
+}
+
+/* ---- set-up ---- */
+
+/* MISMATCH unless the reward model's folder reads text as the policy does: the same tokens under
+ * the same ids, and the same chat template when it names one. */
+static alloy_status check_reward_model(ppo_run *r, const char *rdir, const alloy_config *rcfg) {
+    alloy_tokenizer *rt = NULL;
+    alloy_status s = alloy_align_load_tokenizer(rdir, rcfg, &rt);
+    if (s) return s;
+    int a = alloy_tokenizer_vocab_size(r->tok), b = alloy_tokenizer_vocab_size(rt);
+    if (a != b)
+        s = alloy_fail(ALLOY_STATUS_MISMATCH,
+                       "reward model %s: its tokenizer has %d tokens, the policy's %d: train the reward model from the "
+                       "policy's SFT model (alloy reward --model SFT)", rdir, b, a);
+    for (int32_t id = 0; id < a && !s; id++) {
+        size_t la, lb;
+        const char *ta = alloy_tokenizer_token(r->tok, id, &la), *tb = alloy_tokenizer_token(rt, id, &lb);
+        if (!ta || !tb || la != lb || memcmp(ta, tb, la))
+            s = alloy_fail(ALLOY_STATUS_MISMATCH,
+                           "reward model %s: its tokenizer differs from the policy's at token %d: train the reward model "
+                           "from the policy's SFT model (alloy reward --model SFT)", rdir, (int)id);
+    }
+    if (!s && rcfg->vocab_size < a)
+        s = alloy_fail(ALLOY_STATUS_MISMATCH, "reward model %s: vocabulary of %d rows for a tokenizer of %d tokens", rdir,
+                       rcfg->vocab_size, a);
+    bool found = false;
+    alloy_chat_template t = r->opt.tmpl;
+    if (!s) s = alloy_chat_template_of(rdir, &t, &found);
+    if (!s && found && t != r->opt.tmpl)
+        s = alloy_fail(ALLOY_STATUS_MISMATCH, "reward model %s was trained with the %s template, the policy samples with %s", rdir,
+                       alloy_chat_template_name(t), alloy_chat_template_name(r->opt.tmpl));
+    alloy_tokenizer_destroy(rt);
+    return s;
+}
+
+static alloy_status alloc_buffers(ppo_run *r) {
+    const alloy_ppo_options *o = &r->opt;
+    size_t B = (size_t)o->batch, R = (size_t)o->max_new_tokens, G = (size_t)o->gen_batch;
+    size_t V = (size_t)r->pv->model->config.vocab_size, T = (size_t)o->seq + r->suffix.n, F = (size_t)r->fwd;
+    r->perm = alloy_malloc(sizeof(int64_t) * (size_t)r->data.n_examples);
+    r->ex = alloy_malloc(sizeof(int64_t) * B);
+    r->resp = alloy_malloc(sizeof(int32_t) * B * R);
+    r->resp_len = alloy_calloc(B, sizeof(int));
+    r->off = alloy_calloc(B + 1, sizeof(int64_t));
+    float **f[] = {&r->logp, &r->ref_logp, &r->values, &r->rewards, &r->kl_tok, &r->adv, &r->ret};
+    bool ok = r->perm && r->ex && r->resp && r->resp_len && r->off;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) ok = ok && (*f[i] = alloy_calloc(B * R, sizeof(float)));
+    r->scores = alloy_calloc(B, sizeof(float));
+    r->idx = alloy_malloc(sizeof(int64_t) * B);
+    r->mb = alloy_malloc(sizeof(float) * 4 * (size_t)o->mini_batch * R);
+    r->logits = alloy_malloc(sizeof(float) * G * V);
+    r->samplers = alloy_calloc(G, sizeof *r->samplers);
+    r->next_tok = alloy_malloc(sizeof(int32_t) * G);
+    r->seqs = alloy_malloc(sizeof(int) * G);
+    r->slot = alloy_malloc(sizeof(int) * G);
+    alloy_align_batch *b = &r->batch;
+    b->ex_row = alloy_malloc(sizeof(int) * (F + 1));
+    b->tokens = alloy_malloc(sizeof(int32_t) * F * T);
+    b->targets = alloy_malloc(sizeof(int32_t) * F * T);
+    b->last = alloy_malloc(sizeof(int64_t) * F);
+    b->len = alloy_malloc(sizeof(int32_t) * F);
+    b->rows_cap = (int)F, b->cols_cap = (int)T, b->ex_cap = (int)F + 1;
+    ok = ok && r->scores && r->idx && r->mb && r->logits && r->samplers && r->next_tok && r->seqs && r->slot && b->ex_row &&
+         b->tokens && b->targets && b->last && b->len;
+    if (!ok) return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for a batch of %zu rollouts", B);
+    alloy_sampler_params sp;
+    alloy_sampler_params_default(&sp);
+    sp.temperature = o->temperature;
+    sp.top_k = o->top_k;
+    sp.top_p = o->top_p;
+    sp.min_p = 0.0f;
+    sp.repeat_last_n = 0;
+    sp.n_vocab = alloy_tokenizer_vocab_size(r->tok);
+    for (size_t i = 0; i < G; i++) {
+        alloy_status s = alloy_sampler_create(&r->samplers[i], &sp, (int)V);
+        if (s) return s;
+    }
+    return ALLOY_STATUS_OK;
+}
+
+static void free_run(ppo_run *r) {
+    if (r->metrics) fclose(r->metrics);
+    alloy_tokenizer_destroy(r->tok);
+    alloy_free(r->tok_json);
+    alloy_align_data_free(&r->data);
+    alloy_free(r->perm);
+    alloy_optimizer_destroy(r->optim);
+    alloy_optimizer_destroy(r->head_optim);
+    alloy_reward_model_destroy(r->pv);
+    alloy_model_destroy(r->ref);
+    alloy_reward_model_destroy(r->rm);
+    alloy_ids_free(&r->suffix);
+    alloy_free(r->ex);
+    alloy_free(r->resp);
+    alloy_free(r->resp_len);
+    alloy_free(r->off);
+    float *f[] = {r->logp, r->ref_logp, r->values, r->rewards, r->kl_tok, r->adv, r->ret, r->scores, r->mb, r->logits};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) alloy_free(f[i]);
+    alloy_free(r->idx);
+    for (int i = 0; r->samplers && i < r->opt.gen_batch; i++) alloy_sampler_destroy(r->samplers[i]);
+    alloy_free(r->samplers);
+    alloy_free(r->next_tok);
+    alloy_free(r->seqs);
+    alloy_free(r->slot);
+    alloy_align_batch_free(&r->batch);
+}
+
+/* The config.json of a checkpoint folder. */
+static alloy_status load_config(const char *dir, alloy_config *cfg) {
+    char *cp = alloy_path_join(dir, "config.json");
+    alloy_status s = cp ? alloy_config_load(cfg, cp) : ALLOY_STATUS_NOMEM;
+    alloy_free(cp);
+    return s;
+}
+
+alloy_status alloy_ppo_run(const alloy_ppo_options *o, const char *resume) {
+    alloy_status s = check_options(o);
+    if (s) return s;
+    ppo_run r;
+    memset(&r, 0, sizeof r);
+    r.opt = *o;
+    alloy_ppo_options *opt = &r.opt;
+    alloy_rng_seed(&r.rng, o->seed ^ 0x5eed5eed5eed5eedULL);
+    alloy_progress_init(&r.prog, stderr, 1);
+    char *init = NULL, *rdir = NULL, *mpath = NULL, *p = NULL;
+    alloy_config cfg, rcfg;
+    // the SFT model: its config, template and tokenizer
+    if ((s = alloy_checkpoint_resolve(o->model_dir, &init))) goto done;
+    if (!resume) {
+        if (strlen(init) >= sizeof opt->model_dir) {
+            s = alloy_fail(ALLOY_STATUS_USAGE, "%s: path too long", init);
+            goto done;
+        }
+        strcpy(opt->model_dir, init); // the reference of every later resume
+    }
+    if ((s = load_config(init, &cfg))) goto done;
+    if (!opt->tmpl_set) {
+        bool found = false;
+        if ((s = alloy_chat_template_of(init, &opt->tmpl, &found))) goto done;
+        if (!found) opt->tmpl = ALLOY_CHAT_TEMPLATE_CHATML;
+        opt->tmpl_set = true;
+    }
+    if ((s = alloy_align_load_tokenizer(init, &cfg, &r.tok))) goto done;
+    if (!(p = alloy_path_join(init, "tokenizer.json"))) {
+        s = ALLOY_STATUS_NOMEM;
+        goto done;
+    }
+    if (alloy_path_exists(p) && (s = alloy_file_read_all(p, &r.tok_json, &r.tok_len))) goto done;
+    if (opt->tmpl == ALLOY_CHAT_TEMPLATE_CHATML) {
+        r.stop_id = alloy_chat_end_id(r.tok);
+        if (r.stop_id < 0 || alloy_tokenizer_special_id(r.tok, ALLOY_CHAT_IM_START) < 0) {
+            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has no %s and %s tokens: PPO starts from a chat model "
+                           "(alloy sft), or use --template raw", init, ALLOY_CHAT_IM_START, ALLOY_CHAT_IM_END);
+            goto done;
+        }
+        if ((s = alloy_tokenizer_encode(r.tok, "\n", 1, 0, &r.suffix))) goto done;
+    } else {
+        r.stop_id = alloy_tokenizer_special_id(r.tok, "<|endoftext|>");
+    }
+    // the reward model: same tokens, same template, room for the longest sequence
+    if ((s = alloy_checkpoint_resolve(o->reward_dir, &rdir)) || (s = load_config(rdir, &rcfg))) {
+        alloy_error_prefix("reward model");
+        goto done;
+    }
+    if ((s = check_reward_model(&r, rdir, &rcfg))) goto done;
+    if (opt->seq == 0) { // the longest that policy and reward model (with the suffix) both take
+        opt->seq = cfg.max_seq_len < 1024 ? cfg.max_seq_len : 1024;
+        if (opt->seq > rcfg.max_seq_len - (int)r.suffix.n) opt->seq = rcfg.max_seq_len - (int)r.suffix.n;
+    }
+    if (opt->seq > cfg.max_seq_len) {
+        s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", opt->seq, cfg.max_seq_len);
+        goto done;
+    }
+    if (opt->seq - opt->max_new_tokens < 2) {
+        s = alloy_fail(ALLOY_STATUS_USAGE, "--max-new-tokens %d leaves no room for a prompt in --seq %d", opt->max_new_tokens,
+                       opt->seq);
+        goto done;
+    }
+    // the prompts
+    if ((s = alloy_align_data_read(&r.data, o->prompts_path, r.tok, ALLOY_ALIGN_PROMPT, opt->tmpl,
+                                   opt->seq - opt->max_new_tokens)))
+        goto done;
+    if (opt->steps == 0) opt->steps = (r.data.n_examples + opt->batch - 1) / opt->batch;
+    if (opt->seq + (int)r.suffix.n > rcfg.max_seq_len) {
+        s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d (+%zu) exceeds the reward model's maximum sequence length %d", opt->seq,
+                       r.suffix.n, rcfg.max_seq_len);
+        goto done;
+    }
+    r.fwd = opt->mini_batch;
+    if ((s = alloy_reward_model_load(&r.rm, rdir, r.fwd, opt->seq + (int)r.suffix.n, true, 0))) goto done;
+    // the reference (always the SFT weights) and the policy (the SFT weights, or the checkpoint's)
+    if ((s = alloy_model_load(&r.ref, opt->model_dir, r.fwd, opt->seq))) {
+        alloy_error_prefix("reference model %s", opt->model_dir);
+        goto done;
+    }
+    {
+        alloy_model *pm = NULL;
+        if ((s = alloy_model_load(&pm, resume ? resume : init, r.fwd, opt->seq))) goto done;
+        if ((s = alloy_ppo_value_model_create(&r.pv, pm))) goto done;
+    }
+    if ((s = alloy_optimizer_create(&r.optim, r.pv->model, &opt->adamw))) goto done;
+    if ((s = alloy_optimizer_create(&r.head_optim, &r.pv->head_view, &opt->adamw))) goto done;
+    r.kl = (alloy_kl_controller){.value = opt->init_kl_coef, .target = opt->kl_target, .horizon = opt->kl_horizon,
+                                 .adaptive = opt->adaptive_kl};
+    if (resume) {
+        const char *files[3] = {"optimizer.safetensors", "value_head.safetensors", "value_head_optimizer.safetensors"};
+        for (int i = 0; i < 3 && !s; i++) {
+            alloy_free(p);
+            if (!(p = alloy_path_join(resume, files[i]))) s = ALLOY_STATUS_NOMEM;
+            else if (i == 0) s = alloy_optimizer_load(r.optim, r.pv->model, p);
+            else if (i == 1) s = alloy_ppo_value_head_load(r.pv, p);
+            else s = alloy_optimizer_load(r.head_optim, &r.pv->head_view, p);
+        }
+        if (!s) s = state_from_json(&r, resume);
+        if (!s && (r.optim->step != r.head_optim->step))
+            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the optimisers of policy and value head are at different steps", resume);
+        if (s) goto done;
+    }
+    if ((s = alloc_buffers(&r))) goto done;
+    shuffle(&r);
+    if (r.step >= opt->steps) {
+        s = alloy_fail(ALLOY_STATUS_USAGE, "the run is already at step %lld of %lld; pass a larger --steps to continue",
+                       (long long)r.step, (long long)opt->steps);
+        goto done;
+    }
+    // nothing on disk changes before this point
+    if ((s = alloy_mkdir_p(opt->out_dir))) goto done;
+    if (!(mpath = alloy_path_join(opt->out_dir, "metrics.jsonl"))) {
+        s = ALLOY_STATUS_NOMEM;
+        goto done;
+    }
+    if ((s = resume ? trim_metrics(mpath, r.step) : alloy_write_file_atomic(mpath, "", 0))) goto done;
+    if (!(r.metrics = fopen(mpath, "a"))) {
+        s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot open for writing", mpath);
+        goto done;
+    }
+    fprintf(r.metrics,
+            "{\"type\":\"start\",\"step\":%lld,\"resumed\":%s,\"objective\":\"ppo\",\"template\":\"%s\",\"params\":%zu,"
+            "\"prompts\":%lld,\"truncated\":%lld,\"steps\":%lld,\"batch\":%d,\"mini_batch\":%d,\"ppo_epochs\":%d,"
+            "\"max_new_tokens\":%d,\"kl_coef\":%.6g}\n",
+            (long long)r.step, resume ? "true" : "false", alloy_chat_template_name(opt->tmpl),
+            r.pv->model->num_params + 1 + (size_t)r.pv->model->config.d_model, (long long)r.data.n_examples,
+            (long long)r.data.truncated, (long long)opt->steps, opt->batch, opt->mini_batch, opt->ppo_epochs,
+            opt->max_new_tokens, r.kl.value);
+    fflush(r.metrics);
+    if (!o->quiet) {
+        const alloy_config *c = &r.pv->model->config;
+        char np[32];
+        format_count((double)r.pv->model->num_params, np, sizeof np);
+        alloy_progress_print(&r.prog, "ppo: %s policy, %s parameters (L=%d C=%d V=%d); %lld prompts; %d rollouts a step, "
+                                      "%d epochs of minibatches of %d; template %s",
+                             alloy_family_name(c->family), np, c->n_layer, c->d_model, c->vocab_size,
+                             (long long)r.data.n_examples, opt->batch, opt->ppo_epochs, opt->mini_batch,
+                             alloy_chat_template_name(opt->tmpl));
+        if (resume) alloy_progress_print(&r.prog, "resuming from %s at step %lld", resume, (long long)r.step);
+    }
+    s = train_loop(&r);
+done:
+    free_run(&r);
+    alloy_free(init);
+    alloy_free(rdir);
+    alloy_free(mpath);
+    alloy_free(p);
+    return s;
+}
