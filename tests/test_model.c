@@ -92,6 +92,7 @@ static int twin_ok = -1; /* -1 not probed, 0 missing, 1 present */
 /* The largest errors seen, per configuration, for the closing report. */
 typedef struct errors {
     double logits, hidden, losses, loss, grads, train_loss, train_norm; /* as checked */
+    double aux;                                                         /* MoE: the load-balancing loss */
     double logits_scale, hidden_scale, grads_scale;                     /* max|a - b| / max|b| */
     char worst_grad[ALLOY_MAX_NAME];
     int compared;      /* cases that got as far as a reference */
@@ -214,8 +215,8 @@ static const float *ref_tensor(const alloy_safetensors *st, const char *name, si
 }
 
 static bool is_output_name(const char *name) {
-    static const char *const outs[] = {"logits", "hidden", "losses", "loss", "train_losses", "train_grad_norms",
-                                       "train_lrs"};
+    static const char *const outs[] = {"logits",    "hidden",           "losses",    "loss",         "train_losses",
+                                       "train_grad_norms", "train_lrs", "aux_loss", "expert_counts"};
     for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++)
         if (!strcmp(name, outs[i])) return true;
     return false;
@@ -321,6 +322,21 @@ static void compare_case(const char *label, const char *model_dir, const char *r
         EXPECT(e <= TOL_FWD, "%s: loss %.8g vs twin %.8g (rel error %.3g)", label, loss, r[0], e);
     } else EXPECT(0, "%s: no reference loss", label);
 
+    // MoE: the load-balancing loss and each layer's routing counts (exact)
+    if (m->config.n_experts > 0) {
+        const size_t LE = (size_t)m->config.n_layer * (size_t)m->config.n_experts;
+        if ((r = ref_tensor(ref, "aux_loss", 1, buf))) {
+            double e = harness_max_rel(&m->aux_loss, r, 1, 0.0);
+            note(&err->aux, e);
+            EXPECT(e <= TOL_FWD, "%s: aux loss %.8g vs twin %.8g (rel error %.3g)", label, (double)m->aux_loss, r[0], e);
+        } else EXPECT(0, "%s: no reference aux loss", label);
+        if ((r = ref_tensor(ref, "expert_counts", LE, buf))) {
+            size_t bad = 0;
+            for (size_t i = 0; i < LE; i++) bad += (float)m->expert_tokens[i] != r[i];
+            EXPECT(bad == 0, "%s: %zu of %zu per-layer expert token counts differ from the twin's", label, bad, LE);
+        } else EXPECT(0, "%s: no reference expert counts", label);
+    }
+
     // backward: every parameter's gradient
     alloy_model_zero_grad(m);
     s = alloy_model_backward(m);
@@ -424,6 +440,7 @@ static void report(const char *name, const errors *e) {
            "%d steps\n",
            name, e->logits, e->logits_scale, e->hidden, e->hidden_scale, e->losses, e->loss, e->grads,
            e->grads_scale, e->worst_grad, e->train_loss, e->train_norm, e->clipped, e->steps);
+    if (e->aux > 0.0) printf("# %s: aux loss %.2e\n", name, e->aux);
 }
 
 /* One configuration: a model from `seed` saved as a checkpoint folder, a plain batch (B1, T1)
@@ -522,6 +539,22 @@ static void test_llama_odd(void) {
     check_config("llama odd (V=61 L=2 H=6 KV=2 C=60 hd=10 F=100 tied)", &c, 37, 2, 13, 3, 11);
 }
 
+/* Mixtures of experts (coefficient 0.5 on the load-balancing loss so that its gradient
+ * weighs in every router's): GPT-2 with 4 experts, top-2 (alloy's layout); Mixtral (the Llama
+ * family saved as model_type mixtral) with GQA, 3 experts, top-2, untied; and a tied Mixtral
+ * with top-1 routing, where every gate is 1 and the router learns from the aux loss alone. */
+static void test_moe(void) {
+    alloy_config c = gpt2_config();
+    c.d_ff = 64, c.n_experts = 4, c.top_k = 2, c.router_aux_loss_coef = 0.5;
+    check_config("moe gpt2 (E=4 K=2 C=32 F=64)", &c, 41, 2, 16, 3, 9);
+    c = llama_config();
+    c.d_ff = 48, c.n_experts = 3, c.top_k = 2, c.router_aux_loss_coef = 0.5;
+    check_config("mixtral GQA (E=3 K=2 C=32 F=48 untied)", &c, 43, 3, 7, 2, 16);
+    c = odd_llama_config();
+    c.d_ff = 40, c.n_experts = 4, c.top_k = 1, c.router_aux_loss_coef = 0.5;
+    check_config("mixtral top-1 (E=4 K=1 C=60 F=40 tied)", &c, 47, 2, 13, 3, 11);
+}
+
 /* The twin must refuse a checkpoint whose names do not match the family's layout, naming the
  * missing and the unexpected tensor — otherwise the name check above would prove nothing. */
 static void test_twin_rejects_wrong_names(void) {
@@ -575,6 +608,7 @@ int main(void) {
     RUN(test_llama_gqa);
     RUN(test_llama_odd);
     RUN(test_bf16_autocast);
+    RUN(test_moe);
     RUN(test_twin_rejects_wrong_names);
     return harness_exit();
 }

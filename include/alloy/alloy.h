@@ -20,6 +20,7 @@
 #include "alloy/align.h"
 #include "alloy/fuse.h"
 #include "alloy/grow.h"
+#include "alloy/moe.h"
 #include "alloy/ensemble.h"
 #include "alloy/distill.h"
 #include "alloy/infer.h"

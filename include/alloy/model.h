@@ -38,6 +38,9 @@ typedef enum alloy_family {
     ALLOY_FAMILY_LLAMA = 1,
 } alloy_family;
 
+/* The most experts an MoE layer may have (num_local_experts). */
+#define ALLOY_MAX_EXPERTS 256
+
 /* What is saved in config.json (as Hugging Face's GPT2Config / LlamaConfig keys). */
 typedef struct alloy_config {
     alloy_family family;
@@ -53,6 +56,11 @@ typedef struct alloy_config {
     bool tie_embeddings;/* lm_head shares wte (always for GPT-2) */
     char tokenizer[32]; /* the tokenizer the model was trained with ("bytes"), "" if unknown;
                            saved as "alloy_tokenizer" */
+    /* mixture of experts (Hugging Face MixtralConfig keys; a Llama-family MoE is saved as
+       model_type "mixtral"): */
+    int n_experts;      /* E: num_local_experts; 0 = dense MLPs */
+    int top_k;          /* K: num_experts_per_tok, 1 <= K <= E (0 when dense) */
+    double router_aux_loss_coef; /* weight of the load-balancing loss in the backward (0: off) */
 } alloy_config;
 
 /* Fills cfg from a named preset; vocab_size is set to `vocab_size`. Presets: tiny-gpt2,
@@ -86,13 +94,25 @@ typedef struct alloy_tensor_info {
 } alloy_tensor_info;
 
 /* Pointers into one arena (params, or grads with the same offsets). Shapes per family. */
+/* One expert of an MoE layer: an MLP of the family (GPT-2: GELU; Llama: SwiGLU). Names:
+ * GPT-2 transformer.h.N.mlp.experts.E.{c_fc,c_proj}.{weight,bias} (alloy's own layout);
+ * Llama as Mixtral: model.layers.N.block_sparse_moe.experts.E.{w1,w3,w2}.weight. */
+typedef struct alloy_expert_params {
+    float *up_w, *up_b;     /* GPT-2 c_fc (C, F) + (F); Llama w1 (gate), w3 (up) stacked (2F, C) */
+    float *down_w, *down_b; /* GPT-2 c_proj (F, C) + (C); Llama w2 (C, F) */
+} alloy_expert_params;
+
 typedef struct alloy_layer_params {
     float *ln1_w, *ln1_b;   /* (C); ln1_b NULL for Llama */
     float *qkv_w, *qkv_b;   /* GPT-2 c_attn (C, 3C) + (3C); Llama q,k,v_proj stacked ((H+2KV)·hd, C) */
     float *o_w, *o_b;       /* GPT-2 attn.c_proj (C, C) + (C); Llama o_proj (C, H·hd) */
     float *ln2_w, *ln2_b;   /* (C) */
-    float *up_w, *up_b;     /* GPT-2 mlp.c_fc (C, F) + (F); Llama gate_proj,up_proj stacked (2F, C) */
-    float *down_w, *down_b; /* GPT-2 mlp.c_proj (F, C) + (C); Llama down_proj (C, F) */
+    float *up_w, *up_b;     /* GPT-2 mlp.c_fc (C, F) + (F); Llama gate_proj,up_proj stacked (2F, C);
+                               NULL in an MoE layer */
+    float *down_w, *down_b; /* GPT-2 mlp.c_proj (F, C) + (C); Llama down_proj (C, F); NULL in MoE */
+    float *router_w;        /* MoE: (E, C), stored (out, in) in both families: GPT-2
+                               mlp.gate.weight, Llama block_sparse_moe.gate.weight; else NULL */
+    alloy_expert_params *experts; /* MoE: (E); else NULL */
 } alloy_layer_params;
 
 typedef struct alloy_params {
@@ -116,8 +136,21 @@ typedef struct alloy_acts {
     float *ln2;       /* (L, B·T, C) */
     float *ln2_mean;  /* (L, B·T) GPT-2 only */
     float *ln2_rstd;  /* (L, B·T) */
-    float *fc;        /* (L, B·T, F or 2F) MLP pre-activation (Llama: [gate | up]) */
-    float *fc_act;    /* (B·T, F) after GELU / SwiGLU, one layer's: the backward recomputes it */
+    float *fc;        /* (L, B·T, F or 2F) MLP pre-activation (Llama: [gate | up]); MoE:
+                         (L, B·T·K, F or 2F), the experts' rows in dispatch order */
+    float *fc_act;    /* (B·T, F) after GELU / SwiGLU, one layer's: the backward recomputes it;
+                         MoE: (B·T·K, F) */
+    /* MoE only (NULL when dense). Dispatch order: the (token, k) assignments grouped by expert,
+       expert 0's first, each group in token order, so that each expert is one product. */
+    float *router_probs; /* (L, B·T, E) softmax of the router logits */
+    float *gates;        /* (L, B·T, K) the chosen experts' probabilities renormalised to sum 1 */
+    float *expert_out;   /* (L, B·T·K, C) each dispatch row's expert output (before its gate) */
+    float *moe_in;       /* (B·T·K, C) ln2 rows gathered in dispatch order, one layer's */
+    int32_t *topk;       /* (L, B·T, K) the chosen experts, by descending probability (ties: the
+                            lower index first) */
+    int32_t *slot_row;   /* (L, B·T, K) the dispatch row of each (token, k) */
+    int32_t *row_token;  /* (L, B·T·K) the token of each dispatch row */
+    int32_t *expert_off; /* (L, E + 1) expert e's dispatch rows are [off[e], off[e+1]) */
     float *res3;      /* (L, B·T, C) layer output */
     float *lnf;       /* (B·T, C) final hidden states (after the final norm) */
     float *lnf_mean;  /* (B·T) GPT-2 only */
@@ -138,6 +171,9 @@ typedef struct alloy_grad_acts {
     float *dfc;     /* (B·T, F or 2F) */
     float *dfc_act; /* (B·T, F) */
     float *dhidden; /* (B·T, C) gradient into the final hidden states from a head other than LM */
+    float *drouter; /* MoE: (B·T, E) gradient of the router logits */
+    float *dgate;   /* MoE: (B·T, K) gradient of the renormalised gates */
+    float *dmoe;    /* MoE: (B·T·K, C) a dispatch row's output gradient, then its input gradient */
 } alloy_grad_acts;
 
 /* Rows of the LM head per chunk of alloy_lm_loss_chunked unless loss_chunk_rows says otherwise:
@@ -177,6 +213,16 @@ typedef struct alloy_model {
                                    at its first call */
     int loss_chunk_rows;        /* rows of the LM head per chunk there (ALLOY_LOSS_CHUNK_ROWS) */
     int loss_chunk_cap;         /* rows loss_chunk has room for */
+    /* mixture of experts (config.n_experts > 0), from the last forward: */
+    alloy_expert_params *expert_params, *expert_grads; /* (L·E) what layers[l].experts point into */
+    int32_t *route_memory;      /* the int32 routing buffers of acts (topk, slot_row, ...) */
+    size_t route_ints;          /* its length */
+    int64_t *expert_tokens;     /* (L, E) (token, k) assignments routed to each expert */
+    int64_t *expert_tokens_total; /* (E) the same summed over the layers */
+    double *router_prob_sum;    /* (L, E) Σ over the tokens of each expert's router probability */
+    float aux_loss;             /* the load-balancing loss (see alloy_model_backward) */
+    float aux_grad_scale;       /* its gradient is scaled by router_aux_loss_coef and this: set
+                                   to grad_scale by alloy_lm_loss(_chunked), 1 after a forward */
 } alloy_model;
 
 /* Builds the table and allocates params, grads and activations for max_B x max_T tokens
@@ -224,8 +270,23 @@ void alloy_model_zero_grad(alloy_model *m);
 /* Backpropagates from the gradient in acts.logits (as left by an objective) — and, when
  * have_hidden_grad is set, from gacts.dhidden into the final hidden states — accumulating
  * into grads_memory. Needs the activations of the last forward (same B, T). If the last
- * forward skipped the logits, only dhidden is used. */
+ * forward skipped the logits, only dhidden is used.
+ *
+ * Mixture of experts: each MoE layer computes p = softmax(x·Wrᵀ) over the E experts (x the
+ * ln2 output), keeps the K largest (Mixtral's order: softmax, top-k, renormalise),
+ * g_k = p_k / Σ_chosen p, and outputs Σ_k g_k · expert_k(x). The forward also sets aux_loss,
+ * the load-balancing loss of transformers' load_balancing_loss_func over all layers' router
+ * logits concatenated (L·N rows, N = B·T):
+ *     aux = E · Σ_e f_e · P_e,   f_e = c_e / (L·N),   P_e = Σ_{l,n} p_{l,n,e} / (L·N),
+ * c_e counting the (layer, token, k) assignments to expert e — so Σ_e f_e = K and a perfectly
+ * balanced router scores K. The backward adds router_aux_loss_coef · aux_grad_scale · d aux,
+ * through P_e only (f_e counts are constant), to the gradient — as transformers' Mixtral adds
+ * coef · aux to its loss. The gates' gradient reaches the router through the renormalisation
+ * and the softmax. */
 alloy_status alloy_model_backward(alloy_model *m);
+
+/* True for the name of an MoE router weight (…mlp.gate.weight, …block_sparse_moe.gate.weight). */
+bool alloy_tensor_is_router(const char *name);
 
 /* ---- heads for the alignment objectives (alloy/align.h) ---- */
 

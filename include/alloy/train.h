@@ -38,7 +38,17 @@ typedef struct alloy_optimizer {
     float *m;       /* (n) first moment, mirrors the parameter arena */
     float *v;       /* (n) second moment */
     int64_t step;   /* updates taken so far */
+    uint8_t *frozen;/* (model->n_tensors) 1: the tensor is frozen; NULL: none is */
 } alloy_optimizer;
+
+/* Which parameters a run trains. */
+typedef enum alloy_train_only {
+    ALLOY_TRAIN_ONLY_ALL = 0, /* every parameter */
+    ALLOY_TRAIN_ONLY_ROUTER,  /* the MoE routers alone (alloy_tensor_is_router) */
+} alloy_train_only;
+
+const char *alloy_train_only_name(alloy_train_only t); /* "all", "router" */
+bool alloy_train_only_parse(const char *name, alloy_train_only *out);
 
 alloy_status alloy_optimizer_create(alloy_optimizer **out, const alloy_model *model, const alloy_adamw_config *cfg);
 void alloy_optimizer_destroy(alloy_optimizer *opt);
@@ -47,6 +57,11 @@ void alloy_optimizer_destroy(alloy_optimizer *opt);
  * *grad_norm (may be NULL) receives the norm before clipping. Non-finite gradients fail with
  * RANGE and leave the parameters untouched. */
 alloy_status alloy_optimizer_step(alloy_optimizer *opt, alloy_model *model, float lr, float *grad_norm);
+/* Freezes every tensor outside `which`: from then on alloy_optimizer_step zeroes a frozen
+ * tensor's gradient before the norm (so clipping sees the trained tensors only, as torch with
+ * requires_grad off) and neither updates nor decays it. USAGE (naming --train-only) for
+ * ROUTER on a model without experts. */
+alloy_status alloy_optimizer_train_only(alloy_optimizer *opt, const alloy_model *model, alloy_train_only which);
 
 /* ---- learning-rate schedule: linear warm-up, then cosine decay to min_lr ---- */
 
@@ -100,6 +115,9 @@ typedef struct alloy_train_options {
     int log_every;                    /* when stderr is not a terminal: a progress line every n steps */
     alloy_precision precision;        /* matrix products: F32 (default) or BF16 */
     bool recompute;                   /* activation recomputation (same results, less memory) */
+    alloy_train_only train_only;      /* which parameters train (all, or an MoE's routers) */
+    double aux_loss_coef;             /* MoE: router_aux_loss_coef to train with (saved in the
+                                         checkpoints' config.json); < 0: the model's own */
     bool quiet;                       /* no progress output */
     const alloy_objective *objective; /* NULL: next-token cross-entropy */
     char objective_json[4096];        /* the objective's settings as JSON, saved with the run so

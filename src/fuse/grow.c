@@ -296,6 +296,8 @@ alloy_status alloy_grow_ffn(alloy_model **out, const alloy_model *src, int new_f
                           new_ff, F, GROW_MAX_FF);
     if (!(noise >= 0.0f) || !isfinite(noise))
         return alloy_fail(ALLOY_STATUS_USAGE, "--noise %g: must be a finite number >= 0", (double)noise);
+    if (src->config.n_experts > 0)
+        return alloy_fail(ALLOY_STATUS_USAGE, "--ffn-width: widening a mixture of experts is not supported");
     alloy_config cfg = src->config;
     cfg.d_ff = new_ff;
     alloy_model *m;

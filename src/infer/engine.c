@@ -656,6 +656,9 @@ alloy_status alloy_engine_create(alloy_engine **out, const alloy_model *m, const
     *out = NULL;
     if (!m) return alloy_fail(ALLOY_STATUS_USAGE, "engine: no model");
     const alloy_config *c = &m->config;
+    if (c->n_experts > 0)
+        return alloy_fail(ALLOY_STATUS_USAGE, "engine: mixture-of-experts models (%d experts) are not supported by the "
+                          "inference engine yet; score them with alloy eval without --weights", c->n_experts);
     alloy_engine_options o = opts ? *opts : (alloy_engine_options){0};
     alloy_status s = check_options(&o, c);
     if (s) return s;

@@ -1308,6 +1308,8 @@ alloy_status alloy_gguf_export_model_ex(const alloy_model *m, const alloy_tokeni
     if (!alloy_ggml_type_from_qtype(type, &want_type))
         return alloy_fail(ALLOY_STATUS_USAGE, "%s: unknown weight type %d", path, (int)type);
     const alloy_config *c = &m->config;
+    if (c->n_experts > 0)
+        return alloy_fail(ALLOY_STATUS_USAGE, "%s: GGUF export of a mixture of experts is not supported", path);
     const char *arch = alloy_family_name(c->family);
     alloy_gguf_writer *w;
     alloy_status s = alloy_gguf_writer_create(&w);

@@ -374,6 +374,9 @@ alloy_status alloy_llmc_export(const alloy_model *m, const char *path) {
     if (c->family != ALLOY_FAMILY_GPT2)
         return alloy_fail(ALLOY_STATUS_USAGE, "%s: llm.c checkpoints hold GPT-2 models; this one is %s", path,
                           alloy_family_name(c->family));
+    if (c->n_experts > 0)
+        return alloy_fail(ALLOY_STATUS_USAGE, "%s: llm.c checkpoints hold dense models; this one has %d experts", path,
+                          c->n_experts);
     if ((int64_t)c->d_ff != 4 * (int64_t)c->d_model)
         return alloy_fail(ALLOY_STATUS_USAGE, "%s: llm.c fixes the MLP width at 4 x %d = %d; this model's is %d", path,
                           c->d_model, 4 * c->d_model, c->d_ff);

@@ -91,6 +91,16 @@ alloy_status alloy_config_validate(const alloy_config *c, const char *what) {
               alloy_config_head_dim(c));
         CHECK(c->rope_theta > 1.0, "rope_theta %g must be > 1", (double)c->rope_theta);
     }
+    CHECK(c->n_experts >= 0 && c->n_experts <= ALLOY_MAX_EXPERTS, "num_local_experts %d out of range [0, %d]",
+          c->n_experts, ALLOY_MAX_EXPERTS);
+    if (c->n_experts > 0) {
+        CHECK(c->top_k >= 1 && c->top_k <= c->n_experts, "num_experts_per_tok %d must lie in [1, num_local_experts = %d]",
+              c->top_k, c->n_experts);
+        CHECK(c->router_aux_loss_coef >= 0.0 && c->router_aux_loss_coef < 1e6, "router_aux_loss_coef %g must be >= 0",
+              c->router_aux_loss_coef);
+    } else {
+        CHECK(c->top_k == 0, "num_experts_per_tok %d without experts (num_local_experts is 0)", c->top_k);
+    }
 #undef CHECK
     return ALLOY_STATUS_OK;
 }
@@ -101,6 +111,30 @@ static alloy_status get_int_field(const cJSON *j, const char *key, const char *w
     if (s) return s;
     if (v < 0 || v > (1 << 30)) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"%s\" out of range", what, key);
     *out = (int)v;
+    return ALLOY_STATUS_OK;
+}
+
+/* The mixture-of-experts keys of MixtralConfig. For model_type "mixtral" they take Mixtral's
+ * defaults when absent (8 experts, 2 per token, aux coefficient 0.001) and the experts must be
+ * there; the other types are dense unless num_local_experts > 0 (GPT-2 MoE is alloy's own).
+ * Mixtral's sliding_window must be null or cover the context: alloy attends to all positions. */
+static alloy_status experts_from_json(alloy_config *cfg, const cJSON *j, const char *what, bool mixtral) {
+    cfg->n_experts = mixtral ? 8 : 0;
+    alloy_status s = get_int_field(j, "num_local_experts", what, &cfg->n_experts, true);
+    if (s) return s;
+    if (mixtral && cfg->n_experts < 1)
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: model_type \"mixtral\" needs num_local_experts >= 1", what);
+    if (cfg->n_experts == 0) {
+        cfg->top_k = 0;
+        return ALLOY_STATUS_OK;
+    }
+    cfg->top_k = 2;
+    cfg->router_aux_loss_coef = 0.001;
+    if ((s = get_int_field(j, "num_experts_per_tok", what, &cfg->top_k, true))) return s;
+    if ((s = alloy_json_opt_double(j, "router_aux_loss_coef", what, &cfg->router_aux_loss_coef))) return s;
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "sliding_window");
+    if (sw && !cJSON_IsNull(sw) && !(cJSON_IsNumber(sw) && sw->valuedouble >= cfg->max_seq_len))
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: sliding_window attention is not supported (must be null)", what);
     return ALLOY_STATUS_OK;
 }
 
@@ -130,7 +164,7 @@ alloy_status alloy_config_from_json(alloy_config *cfg, const cJSON *j, const cha
         if (act && (!cJSON_IsString(act) ||
                     (strcmp(act->valuestring, "gelu_new") && strcmp(act->valuestring, "gelu_pytorch_tanh"))))
             return alloy_fail(ALLOY_STATUS_FORMAT, "%s: activation_function must be \"gelu_new\"", what);
-    } else if (!strcmp(type, "llama")) {
+    } else if (!strcmp(type, "llama") || !strcmp(type, "mixtral")) {
         cfg->family = ALLOY_FAMILY_LLAMA;
         if ((s = get_int_field(j, "vocab_size", what, &cfg->vocab_size, false)) ||
             (s = get_int_field(j, "max_position_embeddings", what, &cfg->max_seq_len, false)) ||
@@ -162,9 +196,10 @@ alloy_status alloy_config_from_json(alloy_config *cfg, const cJSON *j, const cha
         if (hd && cJSON_IsNumber(hd) && cfg->n_head > 0 && hd->valuedouble * cfg->n_head != cfg->d_model)
             return alloy_fail(ALLOY_STATUS_FORMAT, "%s: head_dim must equal hidden_size / num_attention_heads", what);
     } else {
-        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: unsupported model_type \"%s\" (expected gpt2 or llama)", what,
-                          type);
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: unsupported model_type \"%s\" (expected gpt2, llama or mixtral)",
+                          what, type);
     }
+    if ((s = experts_from_json(cfg, j, what, !strcmp(type, "mixtral")))) return s;
     cfg->norm_eps = eps;
     cfg->rope_theta = theta;
     const cJSON *tok = cJSON_GetObjectItemCaseSensitive(j, "alloy_tokenizer");
@@ -197,8 +232,9 @@ cJSON *alloy_config_to_json(const alloy_config *c) {
         cJSON_AddNumberToObject(j, "attn_pdrop", 0.0);
         cJSON_AddBoolToObject(j, "tie_word_embeddings", true);
     } else {
-        cJSON_AddItemToArray(arch, cJSON_CreateString("LlamaForCausalLM"));
-        cJSON_AddStringToObject(j, "model_type", "llama");
+        bool moe = c->n_experts > 0;
+        cJSON_AddItemToArray(arch, cJSON_CreateString(moe ? "MixtralForCausalLM" : "LlamaForCausalLM"));
+        cJSON_AddStringToObject(j, "model_type", moe ? "mixtral" : "llama");
         cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
         cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_seq_len);
         cJSON_AddNumberToObject(j, "hidden_size", c->d_model);
@@ -211,6 +247,15 @@ cJSON *alloy_config_to_json(const alloy_config *c) {
         cJSON_AddNumberToObject(j, "rope_theta", c->rope_theta);
         cJSON_AddBoolToObject(j, "attention_bias", false);
         cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
+        if (moe) cJSON_AddNullToObject(j, "sliding_window");
+    }
+    if (c->n_experts > 0) {
+        cJSON_AddNumberToObject(j, "num_local_experts", c->n_experts);
+        cJSON_AddNumberToObject(j, "num_experts_per_tok", c->top_k);
+        cJSON_AddNumberToObject(j, "router_aux_loss_coef", c->router_aux_loss_coef);
+        // transformers adds the aux loss to the loss only when asked to return router logits
+        cJSON_AddBoolToObject(j, "output_router_logits", c->router_aux_loss_coef > 0.0);
+        cJSON_AddNumberToObject(j, "router_jitter_noise", 0.0);
     }
     cJSON_AddStringToObject(j, "torch_dtype", "float32");
     if (c->tokenizer[0]) cJSON_AddStringToObject(j, "alloy_tokenizer", c->tokenizer);

@@ -6,6 +6,7 @@
  * than the model was created for costs nothing extra.
  */
 #include "alloy/model.h"
+#include "internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -94,8 +95,14 @@ static void layer_forward(alloy_model *m, const dims *dp, int l) {
     attention_forward(la.atty, la.lse, la.qkv, B, T, d.H, d.KV, d.hd);
     memcpy(la.res2, la.res_in, sizeof(float) * (size_t)(d.N * d.C));
     matmul_forward(la.res2, la.atty, lp->o_w, lp->o_b, d.N, d.H * d.hd, d.C, d.layout, 1.0f, d.prec);
-    // MLP block: res3 = res2 + down(act(up(norm2(res2))))
+    // MLP block: res3 = res2 + down(act(up(norm2(res2)))), or the mixture of experts
     norm_forward(&d, la.ln2, la.ln2_mean, la.ln2_rstd, la.res2, lp->ln2_w, lp->ln2_b, c->norm_eps);
+    if (c->n_experts > 0) {
+        memcpy(la.res3, la.res2, sizeof(float) * (size_t)(d.N * d.C));
+        moe_forward(m, l, d.N, la.ln2, la.res3, d.prec);
+        m->layer_in_buffers = l;
+        return;
+    }
     matmul_forward(la.fc, la.ln2, lp->up_w, lp->up_b, d.N, d.C, d.FF, d.layout, 0.0f, d.prec);
     if (d.gpt2) gelu_forward(la.fc_act, la.fc, d.N * d.F);
     else swiglu_forward(la.fc_act, la.fc, d.N, d.F);
@@ -131,10 +138,12 @@ alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B
     m->T = T;
     m->have_logits = want_logits;
     m->have_hidden_grad = false;
+    m->aux_grad_scale = 1.0f;
     const alloy_params *p = &m->params;
 
     embedding_forward(m->acts.encoded, tokens, p->wte, d.gpt2 ? p->wpe : NULL, B, T, d.C);
     for (int l = 0; l < c->n_layer; l++) layer_forward(m, &d, l);
+    if (c->n_experts > 0) moe_finish_forward(m, d.N);
     const float *last = m->acts.res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
     norm_forward(&d, m->acts.lnf, m->acts.lnf_mean, m->acts.lnf_rstd, last, p->lnf_w, p->lnf_b, c->norm_eps);
     if (want_logits)
@@ -182,6 +191,7 @@ alloy_status alloy_lm_loss(alloy_model *m, const int32_t *targets, const float *
     if (s) return s;
     crossentropy_forward_backward(m->acts.losses, grad_scale != 0.0f ? m->acts.logits : NULL, m->acts.logits,
                                   targets, m->acts.row_scale, N, m->config.vocab_size);
+    if (grad_scale != 0.0f) m->aux_grad_scale = grad_scale; // the aux loss joins the loss at its scale
     *out_loss = mean_loss(m, targets, mask, N, count);
     return ALLOY_STATUS_OK;
 }
@@ -219,13 +229,14 @@ alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const
     if (grad) {
         m->have_logits = false; // the head's part of the backward is done
         m->have_hidden_grad = true;
+        m->aux_grad_scale = grad_scale; // the aux loss joins the loss at its scale
     }
     *out_loss = mean_loss(m, targets, mask, d.N, count);
     return ALLOY_STATUS_OK;
 }
 
 size_t alloy_model_activation_bytes(const alloy_model *m) {
-    size_t n = m->acts_floats;
+    size_t n = m->acts_floats + m->route_ints; // the MoE routing indices are 4-byte ints
     if (m->acts.logits) n += logits_floats(m);
     n += (size_t)m->loss_chunk_cap * (size_t)m->config.vocab_size;
     return n * sizeof(float);
@@ -262,17 +273,21 @@ alloy_status alloy_model_backward(alloy_model *m) {
         const alloy_layer_params *lg = &g->layers[l];
         if (m->opts.recompute && m->layer_in_buffers != l) layer_forward(m, &d, l); // bitwise the same values
         layer_acts la = get_layer_acts(m, &d, l);
-        if (m->fc_act_layer != l) { // the MLP's activation output is not kept per layer: recompute it
-            if (d.gpt2) gelu_forward(la.fc_act, la.fc, d.N * d.F);
-            else swiglu_forward(la.fc_act, la.fc, d.N, d.F);
-            m->fc_act_layer = l;
-        }
         // MLP block; dres holds d(res3) and, through the residual, becomes d(res2)
-        matmul_backward(ga->dfc_act, lg->down_w, lg->down_b, ga->dres, la.fc_act, lp->down_w, d.N, d.F, d.C,
-                        d.layout, d.prec);
-        if (d.gpt2) gelu_backward(ga->dfc, la.fc, ga->dfc_act, d.N * d.F);
-        else swiglu_backward(ga->dfc, ga->dfc_act, la.fc, d.N, d.F);
-        matmul_backward(ga->dln, lg->up_w, lg->up_b, ga->dfc, la.ln2, lp->up_w, d.N, d.C, d.FF, d.layout, d.prec);
+        if (c->n_experts > 0) {
+            moe_backward(m, l, d.N, la.ln2, ga->dres, ga->dln, d.prec);
+        } else {
+            if (m->fc_act_layer != l) { // the MLP's activation output is not kept per layer: recompute it
+                if (d.gpt2) gelu_forward(la.fc_act, la.fc, d.N * d.F);
+                else swiglu_forward(la.fc_act, la.fc, d.N, d.F);
+                m->fc_act_layer = l;
+            }
+            matmul_backward(ga->dfc_act, lg->down_w, lg->down_b, ga->dres, la.fc_act, lp->down_w, d.N, d.F, d.C,
+                            d.layout, d.prec);
+            if (d.gpt2) gelu_backward(ga->dfc, la.fc, ga->dfc_act, d.N * d.F);
+            else swiglu_backward(ga->dfc, ga->dfc_act, la.fc, d.N, d.F);
+            matmul_backward(ga->dln, lg->up_w, lg->up_b, ga->dfc, la.ln2, lp->up_w, d.N, d.C, d.FF, d.layout, d.prec);
+        }
         norm_backward(&d, ga->dres, lg->ln2_w, lg->ln2_b, ga->dln, la.res2, lp->ln2_w, la.ln2_mean, la.ln2_rstd);
         // attention block; dres becomes d(res_in)
         matmul_backward(ga->datty, lg->o_w, lg->o_b, ga->dres, la.atty, lp->o_w, d.N, d.H * d.hd, d.C, d.layout, d.prec);

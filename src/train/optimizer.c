@@ -8,6 +8,7 @@
 #include "alloy/train.h"
 
 #include <math.h>
+#include <string.h>
 
 alloy_adamw_config alloy_adamw_defaults(void) {
     alloy_adamw_config c = {.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f};
@@ -36,6 +37,7 @@ alloy_status alloy_optimizer_create(alloy_optimizer **out, const alloy_model *mo
 
 void alloy_optimizer_destroy(alloy_optimizer *o) {
     if (!o) return;
+    alloy_free(o->frozen);
     alloy_pages_free(o->m, sizeof(float) * o->n);
     alloy_pages_free(o->v, sizeof(float) * o->n);
     alloy_free(o);
@@ -43,6 +45,8 @@ void alloy_optimizer_destroy(alloy_optimizer *o) {
 
 alloy_status alloy_optimizer_step(alloy_optimizer *o, alloy_model *model, float lr, float *grad_norm) {
     if (o->n != model->num_params) return alloy_fail(ALLOY_STATUS_INTERNAL, "optimiser does not match the model");
+    for (int i = 0; o->frozen && i < model->n_tensors; i++)
+        if (o->frozen[i]) memset(model->grads_memory + model->tensors[i].offset, 0, sizeof(float) * model->tensors[i].numel);
     // padding between tensors stays zero in the grads, so the flat sum is the global norm
     double norm = sqrt(sum_squares(model->grads_memory, (int64_t)model->num_params));
     if (grad_norm) *grad_norm = (float)norm;
@@ -55,10 +59,31 @@ alloy_status alloy_optimizer_step(alloy_optimizer *o, alloy_model *model, float 
     o->step++;
     for (int i = 0; i < model->n_tensors; i++) {
         const alloy_tensor_info *t = &model->tensors[i];
+        if (o->frozen && o->frozen[i]) continue;
         adamw_update(model->params_memory + t->offset, model->grads_memory + t->offset, o->m + t->offset,
                      o->v + t->offset, (int64_t)t->numel, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps,
                      t->decay ? o->cfg.weight_decay : 0.0f, scale, o->step);
     }
+    return ALLOY_STATUS_OK;
+}
+
+const char *alloy_train_only_name(alloy_train_only t) { return t == ALLOY_TRAIN_ONLY_ROUTER ? "router" : "all"; }
+
+bool alloy_train_only_parse(const char *name, alloy_train_only *out) {
+    if (!strcmp(name, "all")) *out = ALLOY_TRAIN_ONLY_ALL;
+    else if (!strcmp(name, "router")) *out = ALLOY_TRAIN_ONLY_ROUTER;
+    else return false;
+    return true;
+}
+
+alloy_status alloy_optimizer_train_only(alloy_optimizer *o, const alloy_model *model, alloy_train_only which) {
+    alloy_free(o->frozen);
+    o->frozen = NULL;
+    if (which == ALLOY_TRAIN_ONLY_ALL) return ALLOY_STATUS_OK;
+    if (model->config.n_experts == 0)
+        return alloy_fail(ALLOY_STATUS_USAGE, "--train-only router: the model has no experts (build one with alloy moe)");
+    if (!(o->frozen = alloy_calloc((size_t)model->n_tensors, 1))) return ALLOY_STATUS_NOMEM;
+    for (int i = 0; i < model->n_tensors; i++) o->frozen[i] = !alloy_tensor_is_router(model->tensors[i].name);
     return ALLOY_STATUS_OK;
 }
 

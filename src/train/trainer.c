@@ -37,6 +37,7 @@ alloy_train_options alloy_train_defaults(void) {
     o.ckpt_every = 500;
     o.keep_ckpts = 3;
     o.log_every = 10;
+    o.aux_loss_coef = -1.0;
     return o;
 }
 
@@ -71,6 +72,8 @@ static cJSON *options_to_json(const alloy_train_options *o) {
     cJSON_AddNumberToObject(j, "keep_ckpts", o->keep_ckpts);
     cJSON_AddStringToObject(j, "dtype", o->precision == ALLOY_PRECISION_BF16 ? "bf16" : "f32");
     cJSON_AddBoolToObject(j, "recompute", o->recompute);
+    cJSON_AddStringToObject(j, "train_only", alloy_train_only_name(o->train_only));
+    cJSON_AddNumberToObject(j, "aux_loss_coef", o->aux_loss_coef);
     if (o->objective_json[0]) cJSON_AddStringToObject(j, "objective", o->objective_json);
     return j;
 }
@@ -120,6 +123,14 @@ static alloy_status options_from_json(alloy_train_options *o, const cJSON *j, co
     if (cJSON_GetObjectItemCaseSensitive(j, "recompute") &&
         (s = alloy_json_get_bool(j, "recompute", what, &o->recompute)))
         return s;
+    // runs saved before these fields existed trained everything at the model's coefficient
+    if (cJSON_GetObjectItemCaseSensitive(j, "train_only")) {
+        const char *to;
+        if ((s = alloy_json_get_string(j, "train_only", what, &to))) return s;
+        if (!alloy_train_only_parse(to, &o->train_only))
+            return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"train_only\" is \"%s\", not all or router", what, to);
+    }
+    if ((s = alloy_json_opt_double(j, "aux_loss_coef", what, &o->aux_loss_coef))) return s;
     if (cJSON_GetObjectItemCaseSensitive(j, "objective") &&
         (s = get_str(j, "objective", what, o->objective_json, sizeof o->objective_json)))
         return s;
@@ -395,6 +406,38 @@ static void format_count(double n, char *buf, size_t size) {
     else snprintf(buf, size, "%.0f", n);
 }
 
+/* An MoE model's routing over one step, for the metrics: the load-balancing loss (mean over the
+ * micro-batches) and the (token, k) assignments per layer and expert (summed over them). */
+typedef struct moe_step {
+    double aux;
+    int64_t *counts; /* (L, E) */
+} moe_step;
+
+static void moe_step_add(moe_step *ms, const alloy_model *m, int grad_accum) {
+    size_t LE = (size_t)m->config.n_layer * (size_t)m->config.n_experts;
+    ms->aux += m->aux_loss / grad_accum;
+    for (size_t i = 0; i < LE; i++) ms->counts[i] += m->expert_tokens[i];
+}
+
+/* Appends ,"aux_loss":..,"expert_tokens":[per expert, all layers],"expert_tokens_per_layer":[[..],..]
+ * to a metrics line. */
+static void moe_step_print(FILE *f, const moe_step *ms, const alloy_model *m) {
+    int L = m->config.n_layer, E = m->config.n_experts;
+    fprintf(f, ",\"aux_loss\":%.6f,\"expert_tokens\":[", ms->aux);
+    for (int e = 0; e < E; e++) {
+        int64_t tot = 0;
+        for (int l = 0; l < L; l++) tot += ms->counts[(size_t)l * E + e];
+        fprintf(f, "%s%lld", e ? "," : "", (long long)tot);
+    }
+    fprintf(f, "],\"expert_tokens_per_layer\":[");
+    for (int l = 0; l < L; l++) {
+        fprintf(f, "%s[", l ? "," : "");
+        for (int e = 0; e < E; e++) fprintf(f, "%s%lld", e ? "," : "", (long long)ms->counts[(size_t)l * E + e]);
+        fprintf(f, "]");
+    }
+    fprintf(f, "]");
+}
+
 static alloy_status train_loop(run *r, float *final_val) {
     const alloy_train_options *o = r->opt;
     alloy_model *m = r->model;
@@ -404,10 +447,18 @@ static alloy_status train_loop(run *r, float *final_val) {
     int64_t first_step = r->step;
     alloy_status s = ALLOY_STATUS_OK;
     bool stopped = false;
+    bool moe = m->config.n_experts > 0;
+    moe_step ms = {0};
+    size_t LE = (size_t)m->config.n_layer * (size_t)m->config.n_experts;
+    if (moe && !(ms.counts = alloy_calloc(LE, sizeof(int64_t)))) return ALLOY_STATUS_NOMEM;
     while (r->step < o->steps) {
         double t0 = alloy_time_now();
         alloy_model_zero_grad(m);
         double loss = 0.0;
+        if (moe) {
+            ms.aux = 0.0;
+            memset(ms.counts, 0, sizeof(int64_t) * LE);
+        }
         for (int a = 0; a < o->grad_accum && !s; a++) {
             alloy_loader_next(r->train);
             float l = 0.0f;
@@ -418,14 +469,22 @@ static alloy_status train_loop(run *r, float *final_val) {
                 s = alloy_model_forward_ex(m, r->train->inputs, B, T, false);
                 if (!s) s = alloy_lm_loss_chunked(m, r->train->targets, NULL, B, T, 1.0f / (float)o->grad_accum, &l);
             }
+            if (!s && moe) {
+                m->aux_grad_scale = 1.0f / (float)o->grad_accum; // whatever the objective left
+                moe_step_add(&ms, m, o->grad_accum);
+            }
             if (!s) s = alloy_model_backward(m);
             loss += l / o->grad_accum;
         }
-        if (s) return s;
+        if (s) {
+            alloy_free(ms.counts);
+            return s;
+        }
         float lr = (float)alloy_schedule_lr(&r->sched, r->step);
         float gnorm;
         if ((s = alloy_optimizer_step(r->optim, m, lr, &gnorm))) {
             alloy_error_prefix("step %lld", (long long)r->step + 1);
+            alloy_free(ms.counts);
             return s;
         }
         r->step++;
@@ -436,9 +495,11 @@ static alloy_status train_loop(run *r, float *final_val) {
         double rate = (double)(r->step - first_step) * tokens_per_step / (now - t_start);
         fprintf(r->metrics,
                 "{\"type\":\"train\",\"step\":%lld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens\":%.0f,"
-                "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"elapsed_s\":%.3f}\n",
+                "\"tokens_per_s\":%.1f,\"step_s\":%.4f,\"elapsed_s\":%.3f",
                 (long long)r->step, loss, (double)lr, (double)gnorm, r->tokens_seen, tokens_per_step / step_time, step_time,
                 r->elapsed);
+        if (moe) moe_step_print(r->metrics, &ms, m);
+        fprintf(r->metrics, "}\n");
         fflush(r->metrics);
         bool last = r->step == o->steps;
         if (o->stop && *o->stop) stopped = true;
@@ -452,7 +513,7 @@ static alloy_status train_loop(run *r, float *final_val) {
         }
         if ((o->eval_every > 0 && r->step % o->eval_every == 0) || last) {
             float vl;
-            if ((s = evaluate(r, &vl))) return s;
+            if ((s = evaluate(r, &vl))) break;
             r->last_val = vl;
             fprintf(r->metrics, "{\"type\":\"eval\",\"step\":%lld,\"val_loss\":%.6f,\"val_ppl\":%.4f,\"tokens\":%.0f}\n",
                     (long long)r->step, (double)vl, exp((double)vl), r->tokens_seen);
@@ -462,7 +523,7 @@ static alloy_status train_loop(run *r, float *final_val) {
                                      (double)vl, exp((double)vl));
         }
         if ((o->ckpt_every > 0 && r->step % o->ckpt_every == 0) || last || stopped) {
-            if ((s = save_checkpoint(r))) return s;
+            if ((s = save_checkpoint(r))) break;
         }
         if (stopped) {
             if (!o->quiet) alloy_progress_print(&r->prog, "stopped at step %lld; checkpoint saved (resume with --resume %s)",
@@ -470,6 +531,8 @@ static alloy_status train_loop(run *r, float *final_val) {
             break;
         }
     }
+    alloy_free(ms.counts);
+    if (s) return s;
     if (!o->quiet) alloy_progress_done(&r->prog);
     if (final_val) *final_val = r->last_val;
     return ALLOY_STATUS_OK;
@@ -488,6 +551,13 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
     char *mpath = NULL;
     if ((s = alloy_dataset_open(&r.ds, o->data_dir, o->val_fraction))) goto done;
     if ((s = choose_config(o, resume, r.ds->vocab_size, &cfg))) goto done;
+    if (o->aux_loss_coef >= 0.0) { // a coefficient chosen for this run (saved in its checkpoints)
+        if (cfg.n_experts == 0) {
+            s = alloy_fail(ALLOY_STATUS_USAGE, "--aux-loss-coef: the model has no experts");
+            goto done;
+        }
+        cfg.router_aux_loss_coef = o->aux_loss_coef;
+    }
     alloy_model_options mo = {.precision = o->precision, .recompute = o->recompute};
     if ((s = alloy_model_create_ex(&r.model, &cfg, o->batch, o->seq, &mo))) goto done;
     if (resume || o->init_dir[0]) {
@@ -500,6 +570,7 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
     }
     if ((s = check_tokenizer(&r, resume ? resume : (o->init_dir[0] ? o->init_dir : NULL)))) goto done;
     if ((s = alloy_optimizer_create(&r.optim, r.model, &o->adamw))) goto done;
+    if ((s = alloy_optimizer_train_only(r.optim, r.model, o->train_only))) goto done;
     if ((s = alloy_loader_create(&r.train, r.ds, ALLOY_SPLIT_TRAIN, o->batch, o->seq, o->seed))) goto done;
     if ((s = alloy_loader_create(&r.val, r.ds, ALLOY_SPLIT_VAL, o->batch, o->seq, o->seed))) goto done;
     if (resume) {
@@ -533,12 +604,16 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
     fprintf(r.metrics,
             "{\"type\":\"start\",\"step\":%lld,\"resumed\":%s,\"params\":%zu,\"train_tokens\":%llu,"
             "\"val_tokens\":%llu,\"unigram_entropy\":%.6f,\"tokens_per_step\":%d,\"dtype\":\"%s\","
-            "\"recompute\":%s,\"activation_bytes\":%zu}\n",
+            "\"recompute\":%s,\"activation_bytes\":%zu",
             (long long)r.step, resume ? "true" : "false", r.model->num_params,
             (unsigned long long)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_TRAIN),
             (unsigned long long)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_VAL), unigram, o->batch * o->seq * o->grad_accum,
             o->precision == ALLOY_PRECISION_BF16 ? "bf16" : "f32", o->recompute ? "true" : "false",
             alloy_model_activation_bytes(r.model));
+    if (cfg.n_experts > 0)
+        fprintf(r.metrics, ",\"experts\":%d,\"top_k\":%d,\"aux_loss_coef\":%g,\"train_only\":\"%s\"", cfg.n_experts,
+                cfg.top_k, cfg.router_aux_loss_coef, alloy_train_only_name(o->train_only));
+    fprintf(r.metrics, "}\n");
     fflush(r.metrics);
     if (!o->quiet) {
         char np[32], nt[32], nv[32];
@@ -548,6 +623,10 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
         alloy_progress_print(&r.prog, "model: %s, %s parameters (L=%d C=%d H=%d KV=%d F=%d V=%d); data: %s train / %s held-out tokens",
                              alloy_family_name(cfg.family), np, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.d_ff,
                              cfg.vocab_size, nt, nv);
+        if (cfg.n_experts > 0)
+            alloy_progress_print(&r.prog, "mixture of %d experts, %d per token, aux loss coefficient %g; training %s",
+                                 cfg.n_experts, cfg.top_k, cfg.router_aux_loss_coef,
+                                 o->train_only == ALLOY_TRAIN_ONLY_ROUTER ? "the routers only" : "every parameter");
         alloy_progress_print(&r.prog, "unigram entropy of the data: %.4f nats/token (a model that learns nothing beyond token frequencies scores this)", unigram);
         if (resume) alloy_progress_print(&r.prog, "resuming from %s at step %lld", resume, (long long)r.step);
     }

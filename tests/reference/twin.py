@@ -13,6 +13,10 @@ error — and writes a safetensors file of reference outputs for one batch:
     losses            (B, T)     F32   per-token cross-entropy, 0 where the target is negative
     loss              (1)        F32   mean loss over counted tokens (mask-weighted)
     <parameter name>  as stored  F32   d loss / d parameter, for every parameter
+    aux_loss          (1)        F32   MoE only: the load-balancing loss (transformers'
+                                       load_balancing_loss_func); the gradients and the training
+                                       run are of loss + router_aux_loss_coef · aux_loss
+    expert_counts     (L, E)     F32   MoE only: (token, k) assignments per layer and expert
     train_losses      (steps)    F32   loss before each AdamW step, on the same batch
     train_grad_norms  (steps)    F32   global gradient norm before clipping
     train_lrs         (steps)    F32   learning rate of each step
@@ -192,13 +196,63 @@ class GPT2MLP(nn.Module):
         return self.c_proj(gelu_new(self.c_fc(x)))
 
 
+class SparseMoe(nn.Module):
+    """A mixture of E experts as transformers' MixtralSparseMoeBlock: the router ("gate", a
+    Linear without bias), softmax in float32, top-k, the chosen weights renormalised to sum 1,
+    each expert run on the rows routed to it and its output added in by index_add_. The router
+    logits of the last forward stay in self.logits for the load-balancing loss."""
+
+    def __init__(self, C, E, K, make_expert):
+        super().__init__()
+        self.E, self.K = E, K
+        self.gate = nn.Linear(C, E, bias=False)
+        self.experts = nn.ModuleList([make_expert() for _ in range(E)])
+        self.logits = None
+
+    def forward(self, x):
+        shape = x.shape
+        h = x.reshape(-1, shape[-1])
+        logits = self.gate(h)
+        self.logits = logits
+        w = F.softmax(logits, dim=1, dtype=torch.float)
+        w, sel = torch.topk(w, self.K, dim=-1)
+        w = w / w.sum(dim=-1, keepdim=True)
+        w = w.to(h.dtype)
+        out = torch.zeros_like(h)
+        mask = F.one_hot(sel, num_classes=self.E).permute(2, 1, 0)  # (E, K, N)
+        for e in range(self.E):
+            idx, rows = torch.where(mask[e])
+            if rows.numel() == 0:
+                continue
+            y = self.experts[e](h[rows]) * w[rows, idx, None]
+            out.index_add_(0, rows, y.to(h.dtype))
+        return out.reshape(shape)
+
+
+def load_balancing_loss(logits_per_layer, E, K):
+    """transformers' load_balancing_loss_func without an attention mask: the layers' router
+    logits concatenated (L·N rows); E · Σ_e (Σ_k fraction of rows whose k-th choice is e) ·
+    (mean probability of e). Also returns the (token, k) counts per layer and expert."""
+    cat = torch.cat(logits_per_layer, dim=0)
+    probs = F.softmax(cat, dim=-1)
+    _, sel = torch.topk(probs, K, dim=-1)
+    mask = F.one_hot(sel, E)
+    tokens_per_expert = torch.mean(mask.float(), dim=0)
+    prob_per_expert = torch.mean(probs, dim=0)
+    aux = torch.sum(tokens_per_expert * prob_per_expert.unsqueeze(0)) * E
+    counts = torch.stack([F.one_hot(torch.topk(F.softmax(g, dim=-1), K, dim=-1)[1], E).sum(dim=(0, 1))
+                          for g in logits_per_layer]).float()
+    return aux, counts
+
+
 class GPT2Block(nn.Module):
-    def __init__(self, C, H, Fd, eps):
+    def __init__(self, C, H, Fd, eps, E=0, K=0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(C, eps=eps)
         self.attn = GPT2Attention(C, H)
         self.ln_2 = nn.LayerNorm(C, eps=eps)
-        self.mlp = GPT2MLP(C, Fd)
+        # alloy's own GPT-2 MoE layout: mlp.gate.weight (E, C), mlp.experts.N.{c_fc,c_proj}
+        self.mlp = SparseMoe(C, E, K, lambda: GPT2MLP(C, Fd)) if E > 0 else GPT2MLP(C, Fd)
 
     def forward(self, x):
         x = x + self.attn(self.ln_1(x))
@@ -206,11 +260,11 @@ class GPT2Block(nn.Module):
 
 
 class GPT2Model(nn.Module):
-    def __init__(self, V, maxT, L, C, H, Fd, eps):
+    def __init__(self, V, maxT, L, C, H, Fd, eps, E=0, K=0):
         super().__init__()
         self.wte = nn.Embedding(V, C)
         self.wpe = nn.Embedding(maxT, C)
-        self.h = nn.ModuleList([GPT2Block(C, H, Fd, eps) for _ in range(L)])
+        self.h = nn.ModuleList([GPT2Block(C, H, Fd, eps, E, K) for _ in range(L)])
         self.ln_f = nn.LayerNorm(C, eps=eps)
 
     def forward(self, tokens):
@@ -234,9 +288,11 @@ class GPT2LMHeadModel(nn.Module):
             fail("config.json: the GPT-2 twin expects tied embeddings")
         if C % H:
             fail("config.json: n_embd %d is not a multiple of n_head %d" % (C, H))
-        self.transformer = GPT2Model(V, maxT, L, C, H, Fd, float(cfg.get("layer_norm_epsilon", 1e-5)))
+        E, K = moe_config(cfg, False)
+        self.transformer = GPT2Model(V, maxT, L, C, H, Fd, float(cfg.get("layer_norm_epsilon", 1e-5)), E, K)
         self.lm_head = nn.Linear(C, V, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied
+        self.moe = [b.mlp for b in self.transformer.h] if E > 0 else []
 
     def forward(self, tokens):
         hidden = self.transformer(tokens)
@@ -305,24 +361,41 @@ class LlamaMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+class MixtralExpert(nn.Module):
+    """transformers' MixtralBlockSparseTop2MLP: w2(silu(w1(x)) · w3(x))."""
+
+    def __init__(self, C, Fd):
+        super().__init__()
+        self.w1 = nn.Linear(C, Fd, bias=False)
+        self.w2 = nn.Linear(Fd, C, bias=False)
+        self.w3 = nn.Linear(C, Fd, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, C, H, KV, Fd, eps, theta):
+    def __init__(self, C, H, KV, Fd, eps, theta, E=0, K=0):
         super().__init__()
         self.self_attn = LlamaAttention(C, H, KV, theta)
-        self.mlp = LlamaMLP(C, Fd)
+        if E > 0:  # MixtralDecoderLayer
+            self.block_sparse_moe = SparseMoe(C, E, K, lambda: MixtralExpert(C, Fd))
+        else:
+            self.mlp = LlamaMLP(C, Fd)
         self.input_layernorm = LlamaRMSNorm(C, eps)
         self.post_attention_layernorm = LlamaRMSNorm(C, eps)
 
     def forward(self, x):
         x = x + self.self_attn(self.input_layernorm(x))
-        return x + self.mlp(self.post_attention_layernorm(x))
+        mlp = self.block_sparse_moe if hasattr(self, "block_sparse_moe") else self.mlp
+        return x + mlp(self.post_attention_layernorm(x))
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, V, L, C, H, KV, Fd, eps, theta):
+    def __init__(self, V, L, C, H, KV, Fd, eps, theta, E=0, K=0):
         super().__init__()
         self.embed_tokens = nn.Embedding(V, C)
-        self.layers = nn.ModuleList([LlamaDecoderLayer(C, H, KV, Fd, eps, theta) for _ in range(L)])
+        self.layers = nn.ModuleList([LlamaDecoderLayer(C, H, KV, Fd, eps, theta, E, K) for _ in range(L)])
         self.norm = LlamaRMSNorm(C, eps)
 
     def forward(self, tokens):
@@ -349,15 +422,28 @@ class LlamaForCausalLM(nn.Module):
             fail("config.json: head_dim %r is not hidden_size / num_attention_heads" % cfg["head_dim"])
         if cfg.get("rope_scaling"):
             fail("config.json: rope_scaling is not supported")
+        E, K = moe_config(cfg, cfg.get("model_type") == "mixtral")
         self.model = LlamaModel(V, L, C, H, KV, Fd, float(cfg.get("rms_norm_eps", 1e-6)),
-                                float(cfg.get("rope_theta", 10000.0)))
+                                float(cfg.get("rope_theta", 10000.0)), E, K)
         self.lm_head = nn.Linear(C, V, bias=False)
         if cfg.get("tie_word_embeddings", False):
             self.lm_head.weight = self.model.embed_tokens.weight
+        self.moe = [layer.block_sparse_moe for layer in self.model.layers] if E > 0 else []
 
     def forward(self, tokens):
         hidden = self.model(tokens)
         return hidden, self.lm_head(hidden)
+
+
+def moe_config(cfg, mixtral):
+    """(E, K) from MixtralConfig's keys, with its defaults for model_type mixtral; (0, 0) dense."""
+    E = int(cfg.get("num_local_experts", 8 if mixtral else 0) or 0)
+    if E == 0:
+        return 0, 0
+    K = int(cfg.get("num_experts_per_tok", 2))
+    if not 1 <= K <= E:
+        fail("config.json: num_experts_per_tok %d must lie in [1, %d]" % (K, E))
+    return E, K
 
 
 def build_model(folder):
@@ -372,7 +458,7 @@ def build_model(folder):
     try:
         if kind == "gpt2":
             model = GPT2LMHeadModel(cfg)
-        elif kind == "llama":
+        elif kind in ("llama", "mixtral"):
             model = LlamaForCausalLM(cfg)
         else:
             fail("%s: unsupported model_type %r" % (cpath, kind))
@@ -393,6 +479,7 @@ def build_model(folder):
                 fail("%s: tensor %r is %s %s, expected float32 %s"
                      % (wpath, name, w.dtype, list(w.shape), list(p.shape)))
             p.copy_(w)
+    model.aux_coef = float(cfg.get("router_aux_loss_coef", 0.001)) if model.moe else 0.0
     return model
 
 
@@ -479,9 +566,21 @@ def run(args, inputs_path, out_path):
             hidden, logits = model(tokens)
         return hidden.float(), logits.float()
 
+    def aux_loss():
+        """The load-balancing loss of an MoE model's last forward, and its counts (None: dense)."""
+        if not model.moe:
+            return None, None
+        first = model.moe[0]
+        return load_balancing_loss([b.logits for b in model.moe], first.E, first.K)
+
     hidden, logits = forward()
     loss, losses = lm_loss(logits, targets, mask)
-    loss.backward()
+    aux, counts = aux_loss()
+    # the gradient of Mixtral's training loss: lm + router_aux_loss_coef · aux
+    (loss if aux is None else loss + model.aux_coef * aux).backward()
+    if aux is not None:
+        out["aux_loss"] = aux.detach().reshape(1)
+        out["expert_counts"] = counts
     out["logits"] = logits.detach()
     out["hidden"] = hidden.detach()
     out["losses"] = losses.detach()
@@ -489,7 +588,7 @@ def run(args, inputs_path, out_path):
     for name, p in params.items():
         if name in out:
             fail("parameter name %r collides with an output" % name)
-        out[name] = p.grad.detach().clone()
+        out[name] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
 
     if args.steps > 0:
         decay = [p for p in params.values() if p.dim() >= 2]
@@ -506,7 +605,14 @@ def run(args, inputs_path, out_path):
             opt.zero_grad(set_to_none=True)
             _, logits = forward()
             loss, _ = lm_loss(logits, targets, mask)
-            loss.backward()
+            aux, _ = aux_loss()
+            (loss if aux is None else loss + model.aux_coef * aux).backward()
+            for p in params.values():
+                # an expert that no token chose has no gradient in torch, and AdamW would skip it;
+                # alloy's gradient arena holds zeros for it, so that it decays and its moments
+                # move on like any other parameter's: the same here
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
             if args.clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(list(params.values()), f32(args.clip))
             else:

@@ -40,6 +40,12 @@ static const char help[] =
     "                        backward: about 1/3 more compute, far less activation memory, the\n"
     "                        same results bit for bit (may change on --resume)\n"
     "  --val-fraction X      held-out share when the data has no val shards (default 0.05)\n"
+    "mixture of experts (a model from alloy moe, or a config with num_local_experts):\n"
+    "  --train-only WHAT     all (default) or router: train the routers alone, every other tensor\n"
+    "                        frozen (no update, no weight decay; its gradient left out of the norm)\n"
+    "  --aux-loss-coef X     weight of the load-balancing loss (router_aux_loss_coef; default: the\n"
+    "                        model's config.json; 0 turns it off). metrics.jsonl gets each step's\n"
+    "                        aux_loss and the tokens routed to each expert\n"
     "optimiser (AdamW, linear warm-up then cosine decay):\n"
     "  --lr X                peak learning rate (default 1e-3)\n"
     "  --min-lr X            final learning rate (default lr/10)\n"
@@ -107,9 +113,11 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
     alloy_train_options o = alloy_train_defaults();
     const char *data = NULL, *out = NULL, *preset = NULL, *config = NULL, *init = NULL, *resume = NULL;
     int threads = 0;
-    const char *dtype = NULL;
+    const char *dtype = NULL, *train_only = NULL;
     bool recompute = false;
     cli_flag flags[] = {
+        {"train-only", CLI_STR, &train_only, false},
+        {"aux-loss-coef", CLI_DBL, &o.aux_loss_coef, false},
         {"dtype", CLI_STR, &dtype, false},
         {"recompute", CLI_BOOL, &recompute, false},
         {"data", CLI_STR, &data, false},
@@ -227,6 +235,10 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
                 else preset = student;
             }
         }
+        if (train_only && !alloy_train_only_parse(train_only, &o.train_only))
+            return cli_usage(verb, "--train-only must be all or router, not \"%s\"", train_only);
+        if (cli_find(flags, nf, "aux-loss-coef")->seen && !(o.aux_loss_coef >= 0.0))
+            return cli_usage(verb, "--aux-loss-coef must be >= 0");
         if (dtype && !strcmp(dtype, "bf16")) o.precision = ALLOY_PRECISION_BF16;
         else if (dtype && strcmp(dtype, "f32")) return cli_usage(verb, "--dtype must be f32 or bf16, not \"%s\"", dtype);
         o.recompute = recompute;

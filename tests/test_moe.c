@@ -1,0 +1,537 @@
+/*
+ * test_moe.c — mixtures of experts: the MoE layer's router gradient against finite differences,
+ * recomputation, tie-breaking, config.json and the tensor names, bf16, router-only training,
+ * and alloy_moe_build (experts copied bit for bit, shared tensors averaged or from the base,
+ * identical experts computing the dense model's function, the hidden router, refusals).
+ * The MoE forward, loss, load-balancing loss and every gradient are checked against the PyTorch
+ * twin in tests/test_model.c (test_moe).
+ */
+#include "alloy/alloy.h"
+#include "harness.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <string.h>
+
+#define B_ 2
+#define T_ 7
+
+static alloy_config moe_config(alloy_family f, int E, int K) {
+    alloy_config c = {.family = f, .vocab_size = 29, .max_seq_len = 16, .n_layer = 2, .n_head = 2,
+                      .n_kv_head = f == ALLOY_FAMILY_GPT2 ? 2 : 1, .d_model = 16, .d_ff = 24, .norm_eps = 1e-5,
+                      .rope_theta = 10000.0, .tie_embeddings = f == ALLOY_FAMILY_GPT2, .n_experts = E, .top_k = K,
+                      .router_aux_loss_coef = E ? 0.3 : 0.0};
+    return c;
+}
+
+/* A seeded model with weights scaled up (matrices x4, biases and norms perturbed) so that the
+ * routing and every parameter matter. */
+static alloy_model *make(const alloy_config *c, uint64_t seed, const alloy_model_options *o) {
+    alloy_model *m;
+    if (alloy_model_create_ex(&m, c, B_, T_, o)) {
+        fprintf(stderr, "  create: %s\n", alloy_last_error());
+        return NULL;
+    }
+    alloy_model_init_weights(m, seed);
+    alloy_rng rng;
+    alloy_rng_seed(&rng, seed + 99);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const alloy_tensor_info *t = &m->tensors[i];
+        float *p = m->params_memory + t->offset;
+        bool bias = strstr(t->name, ".bias") != NULL;
+        for (size_t k = 0; k < t->numel; k++) {
+            if (t->ndim == 2) p[k] *= alloy_tensor_is_router(t->name) ? 10.0f : 4.0f;
+            else if (bias) p[k] = 0.1f * (float)alloy_rng_normal(&rng);
+            else p[k] = 1.0f + 0.2f * (float)alloy_rng_normal(&rng);
+        }
+    }
+    return m;
+}
+
+static void make_tokens(int32_t *tok, int32_t *tgt, int V, uint64_t seed) {
+    alloy_rng rng;
+    alloy_rng_seed(&rng, seed);
+    for (int i = 0; i < B_ * T_; i++) {
+        tok[i] = (int32_t)alloy_rng_below(&rng, (uint64_t)V);
+        tgt[i] = (int32_t)alloy_rng_below(&rng, (uint64_t)V);
+    }
+}
+
+/* The training loss: LM loss + coef · aux (what alloy_model_backward differentiates). */
+static double total_loss(alloy_model *m, const int32_t *tok, const int32_t *tgt) {
+    float l = 0.0f;
+    if (alloy_model_forward(m, tok, B_, T_) || alloy_lm_loss(m, tgt, NULL, B_, T_, 0.0f, &l)) return NAN;
+    return (double)l + m->config.router_aux_loss_coef * (double)m->aux_loss;
+}
+
+/* Central differences on entries of every router (and one expert's up-projection), skipping an
+ * entry whose perturbation changes any routing decision (the loss is not smooth there). */
+static void fd_check(const char *label, alloy_family f, int E, int K) {
+    alloy_config c = moe_config(f, E, K);
+    alloy_model *m = make(&c, 7 + (uint64_t)E * 3 + (uint64_t)K, NULL);
+    REQUIRE(m, "%s: model", label);
+    int32_t tok[B_ * T_], tgt[B_ * T_];
+    make_tokens(tok, tgt, c.vocab_size, 5);
+    float l;
+    alloy_status s = alloy_model_forward(m, tok, B_, T_);
+    if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, &l);
+    alloy_model_zero_grad(m);
+    if (!s) s = alloy_model_backward(m);
+    REQUIRE(s == ALLOY_STATUS_OK, "%s: %s", label, alloy_last_error());
+    size_t NK = (size_t)c.n_layer * B_ * T_ * (size_t)K;
+    int32_t *routes = malloc(sizeof(int32_t) * NK);
+    memcpy(routes, m->acts.topk, sizeof(int32_t) * NK);
+    char names[3][ALLOY_MAX_NAME];
+    bool gpt2 = f == ALLOY_FAMILY_GPT2;
+    snprintf(names[0], sizeof names[0], gpt2 ? "transformer.h.0.mlp.gate.weight" : "model.layers.0.block_sparse_moe.gate.weight");
+    snprintf(names[1], sizeof names[1], gpt2 ? "transformer.h.1.mlp.gate.weight" : "model.layers.1.block_sparse_moe.gate.weight");
+    snprintf(names[2], sizeof names[2],
+             gpt2 ? "transformer.h.0.mlp.experts.1.c_fc.weight" : "model.layers.0.block_sparse_moe.experts.1.w3.weight");
+    const double h = 1e-2; // float rounding of the loss (~3e-7) stays ~3e-5 of the difference quotient
+    int checked = 0, skipped = 0;
+    double worst = 0.0;
+    for (int n = 0; n < 3; n++) {
+        const alloy_tensor_info *t = alloy_model_find_tensor(m, names[n]);
+        REQUIRE(t, "%s: no tensor %s", label, names[n]);
+        for (size_t k = 0; k < t->numel; k += t->numel / 24 + 1) {
+            float *p = m->params_memory + t->offset + k, saved = *p;
+            *p = saved + (float)h;
+            double lp = total_loss(m, tok, tgt);
+            bool same = !memcmp(routes, m->acts.topk, sizeof(int32_t) * NK);
+            *p = saved - (float)h;
+            double lm = total_loss(m, tok, tgt);
+            same &= !memcmp(routes, m->acts.topk, sizeof(int32_t) * NK);
+            *p = saved;
+            if (!same) {
+                skipped++;
+                continue;
+            }
+            double fd = (lp - lm) / (2.0 * h), an = m->grads_memory[t->offset + k];
+            double err = fabs(fd - an) / (fabs(an) + 5e-3);
+            if (err > worst) worst = err;
+            checked++;
+            EXPECT(err < 1e-2, "%s: d loss / d %s[%zu]: finite differences %.6g, backward %.6g", label, names[n], k, fd,
+                   an);
+        }
+    }
+    EXPECT(checked >= 40, "%s: only %d entries checked (%d skipped for routing changes)", label, checked, skipped);
+    printf("# %s: %d router/expert entries within %.2e of finite differences (relative, floor 5e-3); %d skipped\n",
+           label, checked, worst, skipped);
+    free(routes);
+    alloy_model_destroy(m);
+}
+
+static void test_fd_router(void) {
+    fd_check("gpt2 E=4 K=2", ALLOY_FAMILY_GPT2, 4, 2);
+    fd_check("llama E=3 K=2", ALLOY_FAMILY_LLAMA, 3, 2);
+    fd_check("llama E=4 K=1 (aux loss only)", ALLOY_FAMILY_LLAMA, 4, 1);
+    fd_check("gpt2 E=3 K=3 (all experts)", ALLOY_FAMILY_GPT2, 3, 3);
+}
+
+/* With recompute the loss, the aux loss, the counts and every gradient are bitwise the same. */
+static void test_recompute(void) {
+    for (int f = 0; f < 2; f++) {
+        alloy_config c = moe_config((alloy_family)f, 4, 2);
+        alloy_model_options ro = {.recompute = true};
+        alloy_model *a = make(&c, 3, NULL), *b = make(&c, 3, &ro);
+        REQUIRE(a && b, "models");
+        int32_t tok[B_ * T_], tgt[B_ * T_];
+        make_tokens(tok, tgt, c.vocab_size, 9);
+        float la, lb;
+        alloy_model *ms[2] = {a, b};
+        float *ls[2] = {&la, &lb};
+        for (int i = 0; i < 2; i++) {
+            alloy_model_zero_grad(ms[i]);
+            alloy_status s = alloy_model_forward_ex(ms[i], tok, B_, T_, false);
+            if (!s) s = alloy_lm_loss_chunked(ms[i], tgt, NULL, B_, T_, 0.5f, ls[i]);
+            if (!s) s = alloy_model_backward(ms[i]);
+            EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        }
+        EXPECT(la == lb && a->aux_loss == b->aux_loss, "%s: recompute changed the loss (%g %g) or aux (%g %g)",
+               alloy_family_name(c.family), la, lb, a->aux_loss, b->aux_loss);
+        EXPECT(!memcmp(a->expert_tokens, b->expert_tokens, sizeof(int64_t) * 8), "recompute changed the counts");
+        EXPECT(!memcmp(a->grads_memory, b->grads_memory, sizeof(float) * a->num_params),
+               "%s: recompute changed the gradients", alloy_family_name(c.family));
+        EXPECT(alloy_model_activation_bytes(b) < alloy_model_activation_bytes(a), "recompute saved no memory");
+        alloy_model_destroy(a);
+        alloy_model_destroy(b);
+    }
+}
+
+/* A zero router gives every expert the same probability: the ties go to the lower indices,
+ * the gates are 1/K, each of the first K experts gets every token, and aux = E·Σ(c/LN)(1/E) = K. */
+static void test_ties(void) {
+    alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 5, 3);
+    alloy_model *m = make(&c, 4, NULL);
+    REQUIRE(m, "model");
+    for (int l = 0; l < c.n_layer; l++) memset(m->params.layers[l].router_w, 0, sizeof(float) * 5 * 16);
+    int32_t tok[B_ * T_], tgt[B_ * T_];
+    make_tokens(tok, tgt, c.vocab_size, 1);
+    REQUIRE(alloy_model_forward(m, tok, B_, T_) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    bool ok = true;
+    for (int i = 0; i < c.n_layer * B_ * T_; i++)
+        for (int k = 0; k < 3; k++) ok &= m->acts.topk[i * 3 + k] == k && fabsf(m->acts.gates[i * 3 + k] - 1.0f / 3) < 1e-7f;
+    EXPECT(ok, "ties are not broken towards the lower index with equal gates");
+    for (int e = 0; e < 5; e++)
+        EXPECT(m->expert_tokens_total[e] == (e < 3 ? 2 * B_ * T_ : 0), "expert %d got %lld tokens", e,
+               (long long)m->expert_tokens_total[e]);
+    EXPECT(fabsf(m->aux_loss - 3.0f) < 1e-5f, "aux loss of a uniform router %g, expected K = 3", m->aux_loss);
+    alloy_model_destroy(m);
+}
+
+/* config.json: a Llama MoE is Mixtral; a GPT-2 MoE keeps gpt2 with the Mixtral keys; bad values
+ * are refused naming the field. */
+static void test_config_json(void) {
+    alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 4, 2), back;
+    cJSON *j = alloy_config_to_json(&c);
+    REQUIRE(j, "to json");
+    const cJSON *mt = cJSON_GetObjectItem(j, "model_type"), *ar = cJSON_GetObjectItem(j, "architectures");
+    EXPECT(mt && !strcmp(mt->valuestring, "mixtral"), "model_type is not mixtral");
+    EXPECT(ar && cJSON_GetArraySize(ar) == 1 && !strcmp(cJSON_GetArrayItem(ar, 0)->valuestring, "MixtralForCausalLM"),
+           "architectures is not [MixtralForCausalLM]");
+    EXPECT(alloy_config_from_json(&back, j, "x") == ALLOY_STATUS_OK && back.n_experts == 4 && back.top_k == 2 &&
+               back.router_aux_loss_coef == 0.3 && back.family == ALLOY_FAMILY_LLAMA,
+           "mixtral round trip: %s", alloy_last_error());
+    cJSON_ReplaceItemInObject(j, "num_experts_per_tok", cJSON_CreateNumber(5));
+    EXPECT(alloy_config_from_json(&back, j, "cfg.json") == ALLOY_STATUS_FORMAT &&
+               strstr(alloy_last_error(), "cfg.json: num_experts_per_tok 5 must lie in [1, num_local_experts = 4]"),
+           "K > E: %s", alloy_last_error());
+    cJSON_ReplaceItemInObject(j, "num_experts_per_tok", cJSON_CreateNumber(2));
+    cJSON_ReplaceItemInObject(j, "sliding_window", cJSON_CreateNumber(4));
+    EXPECT(alloy_config_from_json(&back, j, "cfg.json") == ALLOY_STATUS_FORMAT && strstr(alloy_last_error(), "sliding_window"),
+           "sliding window: %s", alloy_last_error());
+    cJSON_DeleteItemFromObject(j, "sliding_window");
+    cJSON_DeleteItemFromObject(j, "num_local_experts");
+    cJSON_DeleteItemFromObject(j, "num_experts_per_tok");
+    cJSON_DeleteItemFromObject(j, "router_aux_loss_coef");
+    EXPECT(alloy_config_from_json(&back, j, "x") == ALLOY_STATUS_OK && back.n_experts == 8 && back.top_k == 2 &&
+               back.router_aux_loss_coef == 0.001,
+           "mixtral defaults (8, 2, 0.001): %d %d %g", back.n_experts, back.top_k, back.router_aux_loss_coef);
+    cJSON_Delete(j);
+    c = moe_config(ALLOY_FAMILY_GPT2, 3, 1);
+    j = alloy_config_to_json(&c);
+    mt = cJSON_GetObjectItem(j, "model_type");
+    EXPECT(mt && !strcmp(mt->valuestring, "gpt2"), "GPT-2 MoE model_type");
+    EXPECT(alloy_config_from_json(&back, j, "x") == ALLOY_STATUS_OK && back.n_experts == 3 && back.top_k == 1,
+           "gpt2 moe round trip: %s", alloy_last_error());
+    cJSON_Delete(j);
+    c = moe_config(ALLOY_FAMILY_LLAMA, 0, 0);
+    j = alloy_config_to_json(&c);
+    mt = cJSON_GetObjectItem(j, "model_type");
+    EXPECT(mt && !strcmp(mt->valuestring, "llama") && !cJSON_GetObjectItem(j, "num_local_experts"),
+           "a dense Llama stays llama");
+    cJSON_Delete(j);
+}
+
+/* The parameter table in the Mixtral layout (and alloy's GPT-2 one), w1 and w3 one stacked matrix. */
+static void test_names(void) {
+    alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 3, 2);
+    c.d_model = 20, c.n_head = 2, c.n_kv_head = 1, c.d_ff = 13; // sizes not multiples of 16
+    alloy_model *m;
+    REQUIRE(alloy_model_create(&m, &c, 1, 4) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    static const struct {
+        const char *name;
+        int64_t d0, d1;
+    } want[] = {
+        {"model.layers.1.block_sparse_moe.gate.weight", 3, 20},
+        {"model.layers.1.block_sparse_moe.experts.2.w1.weight", 13, 20},
+        {"model.layers.1.block_sparse_moe.experts.2.w3.weight", 13, 20},
+        {"model.layers.1.block_sparse_moe.experts.2.w2.weight", 20, 13},
+        {"model.layers.0.self_attn.k_proj.weight", 10, 20},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const alloy_tensor_info *t = alloy_model_find_tensor(m, want[i].name);
+        EXPECT(t && t->shape[0] == want[i].d0 && t->shape[1] == want[i].d1, "tensor %s", want[i].name);
+    }
+    EXPECT(!alloy_model_find_tensor(m, "model.layers.0.mlp.gate_proj.weight"), "an MoE layer kept a dense MLP");
+    const alloy_tensor_info *w1 = alloy_model_find_tensor(m, "model.layers.0.block_sparse_moe.experts.1.w1.weight");
+    const alloy_tensor_info *w3 = alloy_model_find_tensor(m, "model.layers.0.block_sparse_moe.experts.1.w3.weight");
+    EXPECT(w1 && w3 && w3->offset == w1->offset + w1->numel, "w1 and w3 are not one stacked matrix");
+    EXPECT(m->params.layers[0].experts[1].up_w == m->params_memory + w1->offset, "expert pointers");
+    const alloy_tensor_info *q = alloy_model_find_tensor(m, "model.layers.0.self_attn.q_proj.weight");
+    const alloy_tensor_info *k = alloy_model_find_tensor(m, "model.layers.0.self_attn.k_proj.weight");
+    const alloy_tensor_info *v = alloy_model_find_tensor(m, "model.layers.0.self_attn.v_proj.weight");
+    EXPECT(k->offset == q->offset + q->numel && v->offset == k->offset + k->numel, "q, k, v are not one stacked matrix");
+    EXPECT(m->n_tensors == 1 + 2 * (6 + 1 + 3 * 3) + 2, "%d tensors", m->n_tensors);
+    for (int i = 0; i < m->n_tensors; i++) { // stacked parts follow each other; all else is aligned
+        const char *n = m->tensors[i].name;
+        bool inner = strstr(n, "k_proj") || strstr(n, "v_proj") || strstr(n, ".w3.");
+        EXPECT(inner || m->tensors[i].offset % 16 == 0, "%s is not 64-byte aligned", n);
+    }
+    alloy_model_destroy(m);
+    c = moe_config(ALLOY_FAMILY_GPT2, 2, 1);
+    REQUIRE(alloy_model_create(&m, &c, 1, 4) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    const alloy_tensor_info *t = alloy_model_find_tensor(m, "transformer.h.1.mlp.experts.1.c_proj.bias");
+    EXPECT(t && t->shape[0] == 16, "gpt2 expert bias");
+    t = alloy_model_find_tensor(m, "transformer.h.0.mlp.gate.weight");
+    EXPECT(t && t->shape[0] == 2 && t->shape[1] == 16 && alloy_tensor_is_router(t->name), "gpt2 router");
+    alloy_model_destroy(m);
+}
+
+/* bf16 products (the router stays fp32): the loss close to fp32's. */
+static void test_bf16(void) {
+    if (!gemm_bf16_supported()) {
+        printf("# skipped: no avx512_bf16\n");
+        return;
+    }
+    for (int f = 0; f < 2; f++) {
+        alloy_config c = moe_config((alloy_family)f, 4, 2);
+        alloy_model_options bo = {.precision = ALLOY_PRECISION_BF16};
+        alloy_model *a = make(&c, 21, NULL), *b = make(&c, 21, &bo);
+        REQUIRE(a && b, "models");
+        int32_t tok[B_ * T_], tgt[B_ * T_];
+        make_tokens(tok, tgt, c.vocab_size, 2);
+        float la = 0, lb = 0;
+        alloy_status s = alloy_model_forward(a, tok, B_, T_);
+        if (!s) s = alloy_lm_loss(a, tgt, NULL, B_, T_, 1.0f, &la);
+        if (!s) s = alloy_model_forward(b, tok, B_, T_);
+        if (!s) s = alloy_lm_loss(b, tgt, NULL, B_, T_, 1.0f, &lb);
+        if (!s) s = alloy_model_backward(b);
+        EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        EXPECT(fabsf(la - lb) < 5e-2f * fabsf(la), "%s bf16 loss %g vs f32 %g", alloy_family_name(c.family), lb, la);
+        alloy_model_destroy(a);
+        alloy_model_destroy(b);
+    }
+}
+
+/* Router-only training: AdamW moves the routers and nothing else (not even by weight decay). */
+static void test_train_only_router(void) {
+    alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 3, 2);
+    alloy_model *m = make(&c, 8, NULL);
+    REQUIRE(m, "model");
+    float *before = malloc(sizeof(float) * m->num_params);
+    memcpy(before, m->params_memory, sizeof(float) * m->num_params);
+    alloy_optimizer *o;
+    alloy_adamw_config ac = alloy_adamw_defaults();
+    REQUIRE(alloy_optimizer_create(&o, m, &ac) == ALLOY_STATUS_OK, "optimizer");
+    EXPECT(alloy_optimizer_train_only(o, m, ALLOY_TRAIN_ONLY_ROUTER) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    int32_t tok[B_ * T_], tgt[B_ * T_];
+    make_tokens(tok, tgt, c.vocab_size, 3);
+    float first = 0, last = 0;
+    for (int step = 0; step < 5; step++) {
+        float l;
+        alloy_status s = alloy_model_forward(m, tok, B_, T_);
+        if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, &l);
+        alloy_model_zero_grad(m);
+        if (!s) s = alloy_model_backward(m);
+        if (!s) s = alloy_optimizer_step(o, m, 1e-2f, NULL);
+        EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        if (step == 0) first = l;
+        last = l;
+    }
+    int changed_router = 0, changed_other = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const alloy_tensor_info *t = &m->tensors[i];
+        bool changed = memcmp(before + t->offset, m->params_memory + t->offset, sizeof(float) * t->numel) != 0;
+        if (alloy_tensor_is_router(t->name)) changed_router += changed;
+        else changed_other += changed;
+    }
+    EXPECT(changed_router == c.n_layer && changed_other == 0, "%d routers and %d other tensors changed", changed_router,
+           changed_other);
+    EXPECT(last < first, "router training did not lower the loss (%g -> %g)", first, last);
+    alloy_optimizer_destroy(o);
+    // a dense model has no routers to train
+    alloy_config d = moe_config(ALLOY_FAMILY_LLAMA, 0, 0);
+    alloy_model *dm = make(&d, 8, NULL);
+    REQUIRE(dm && alloy_optimizer_create(&o, dm, &ac) == ALLOY_STATUS_OK, "dense");
+    EXPECT(alloy_optimizer_train_only(o, dm, ALLOY_TRAIN_ONLY_ROUTER) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "--train-only router: the model has no experts"),
+           "dense: %s", alloy_last_error());
+    alloy_optimizer_destroy(o);
+    alloy_model_destroy(dm);
+    free(before);
+    alloy_model_destroy(m);
+}
+
+/* The inference engine refuses an MoE model with a message, never a crash. */
+static void test_engine_refuses(void) {
+    alloy_config c = moe_config(ALLOY_FAMILY_GPT2, 2, 1);
+    alloy_model *m = make(&c, 1, NULL);
+    REQUIRE(m, "model");
+    alloy_engine *e = NULL;
+    EXPECT(alloy_engine_create(&e, m, NULL) == ALLOY_STATUS_USAGE && !e && strstr(alloy_last_error(), "mixture-of-experts"),
+           "engine: %s", alloy_last_error());
+    alloy_model_destroy(m);
+}
+
+/* ---- alloy_moe_build ---- */
+
+static void logits_of(alloy_model *m, const int32_t *tok, float *out) {
+    alloy_status s = alloy_model_forward(m, tok, B_, T_);
+    EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    memcpy(out, m->acts.logits, sizeof(float) * B_ * T_ * (size_t)m->config.vocab_size);
+}
+
+/* Saves and reloads m so that it has activations for B_ x T_. */
+static alloy_model *reload(const alloy_model *m) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/m", harness_tmpdir());
+    alloy_model *r = NULL;
+    if (alloy_model_save(m, dir) || alloy_model_load(&r, dir, B_, T_)) fprintf(stderr, "  %s\n", alloy_last_error());
+    return r;
+}
+
+static void test_build(void) {
+    for (int f = 0; f < 2; f++) {
+        alloy_config c = moe_config((alloy_family)f, 0, 0);
+        alloy_model *a = make(&c, 31, NULL), *b = make(&c, 32, NULL), *base = make(&c, 33, NULL);
+        REQUIRE(a && b && base, "models");
+        alloy_model *ex[3] = {a, b, a};
+        alloy_moe_options o = alloy_moe_defaults();
+        alloy_model *moe = NULL;
+        REQUIRE(alloy_moe_build(&moe, ex, 3, NULL, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        EXPECT(moe->config.n_experts == 3 && moe->config.top_k == 2 && moe->config.router_aux_loss_coef == 0.001, "config");
+        // experts copied bit for bit; shared tensors the mean
+        bool same = true;
+        size_t FF = (size_t)(f ? 2 * c.d_ff : c.d_ff) * (size_t)c.d_model;
+        for (int l = 0; l < c.n_layer; l++)
+            for (int e = 0; e < 3; e++) {
+                const alloy_layer_params *sp = &ex[e]->params.layers[l];
+                const alloy_expert_params *ep = &moe->params.layers[l].experts[e];
+                same &= !memcmp(ep->up_w, sp->up_w, sizeof(float) * FF);
+                same &= !memcmp(ep->down_w, sp->down_w, sizeof(float) * (size_t)c.d_ff * (size_t)c.d_model);
+                if (ep->up_b) same &= !memcmp(ep->up_b, sp->up_b, sizeof(float) * (size_t)c.d_ff);
+            }
+        EXPECT(same, "%s: an expert is not its model's MLP", alloy_family_name(c.family));
+        const alloy_tensor_info *t = alloy_model_find_tensor(moe, f ? "model.layers.1.self_attn.o_proj.weight"
+                                                                     : "transformer.h.1.attn.c_proj.weight");
+        const alloy_tensor_info *ta = alloy_model_find_tensor(a, t->name), *tb = alloy_model_find_tensor(b, t->name);
+        double worst = 0.0;
+        for (size_t k = 0; k < t->numel; k++) {
+            double want = (2.0 * a->params_memory[ta->offset + k] + b->params_memory[tb->offset + k]) / 3.0;
+            double d = fabs(moe->params_memory[t->offset + k] - want);
+            worst = d > worst ? d : worst;
+        }
+        EXPECT(worst < 1e-6, "%s: shared tensor is not the experts' mean (error %g)", alloy_family_name(c.family), worst);
+        alloy_model_destroy(moe);
+        // with a base: shared tensors are the base's, bit for bit
+        REQUIRE(alloy_moe_build(&moe, ex, 2, base, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        t = alloy_model_find_tensor(moe, f ? "model.embed_tokens.weight" : "transformer.wte.weight");
+        const alloy_tensor_info *tbase = alloy_model_find_tensor(base, t->name);
+        EXPECT(!memcmp(moe->params_memory + t->offset, base->params_memory + tbase->offset, sizeof(float) * t->numel),
+               "the base's embedding was not copied");
+        alloy_model_destroy(moe);
+        // experts that are all the same model compute that model's function, whatever the router
+        alloy_model *same_ex[2] = {b, b};
+        o.top_k = 2;
+        REQUIRE(alloy_moe_build(&moe, same_ex, 2, NULL, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        alloy_model *r = reload(moe);
+        REQUIRE(r, "reload");
+        int32_t tok[B_ * T_], tgt[B_ * T_];
+        make_tokens(tok, tgt, c.vocab_size, 4);
+        size_t nl = (size_t)B_ * T_ * (size_t)c.vocab_size;
+        float *la = malloc(sizeof(float) * nl), *lb = malloc(sizeof(float) * nl);
+        logits_of(b, tok, la);
+        logits_of(r, tok, lb);
+        double e = harness_max_rel(lb, la, nl, 1e-3);
+        EXPECT(e < 1e-4, "%s: identical experts differ from the dense model: %g", alloy_family_name(c.family), e);
+        free(la);
+        free(lb);
+        alloy_model_destroy(r);
+        alloy_model_destroy(moe);
+        alloy_model_destroy(a);
+        alloy_model_destroy(b);
+        alloy_model_destroy(base);
+    }
+}
+
+/* The hidden router: unit rows; with two experts the centred rows are opposite. With a base,
+ * the rows come from the base's hidden states. */
+static void test_hidden_router(void) {
+    alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 0, 0);
+    alloy_model *a = make(&c, 51, NULL), *b = make(&c, 52, NULL);
+    REQUIRE(a && b, "models");
+    int32_t p0[] = {1, 2, 3, 4}, p1[] = {20, 21, 22}, p2[] = {5, 6};
+    alloy_moe_prompt pr[] = {{0, p0, 4}, {1, p1, 3}, {0, p2, 2}};
+    alloy_moe_options o = alloy_moe_defaults();
+    o.router = ALLOY_MOE_ROUTER_HIDDEN;
+    o.prompts = pr;
+    o.n_prompts = 3;
+    o.top_k = 1;
+    alloy_model *ex[2] = {a, b}, *moe = NULL;
+    REQUIRE(alloy_moe_build(&moe, ex, 2, NULL, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    for (int l = 0; l < c.n_layer; l++) {
+        const float *w = moe->params.layers[l].router_w;
+        double n0 = 0, n1 = 0, sum = 0;
+        for (int k = 0; k < c.d_model; k++) {
+            n0 += (double)w[k] * w[k];
+            n1 += (double)w[c.d_model + k] * w[c.d_model + k];
+            sum += fabs((double)w[k] + w[c.d_model + k]);
+        }
+        EXPECT(fabs(n0 - 1) < 1e-5 && fabs(n1 - 1) < 1e-5 && sum < 1e-5, "layer %d: rows not unit and opposite", l);
+    }
+    alloy_model_destroy(moe);
+    // sampled prompts (no --prompts): deterministic by seed
+    o.prompts = NULL;
+    o.n_prompts = 0;
+    alloy_model *m2 = NULL, *m3 = NULL;
+    REQUIRE(alloy_moe_build(&m2, ex, 2, NULL, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    REQUIRE(alloy_moe_build(&m3, ex, 2, NULL, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    EXPECT(!memcmp(m2->params_memory, m3->params_memory, sizeof(float) * m2->num_params), "sampled prompts not deterministic");
+    alloy_model_destroy(m2);
+    alloy_model_destroy(m3);
+    // refusals
+    alloy_moe_prompt bad[] = {{2, p0, 4}};
+    o.prompts = bad;
+    o.n_prompts = 1;
+    EXPECT(alloy_moe_build(&moe, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "--prompts: prompt 1 is for expert 2, outside [0, 1]"),
+           "bad expert: %s", alloy_last_error());
+    alloy_moe_prompt only0[] = {{0, p0, 4}};
+    o.prompts = only0;
+    EXPECT(alloy_moe_build(&moe, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "--prompts: no prompt for expert 1"),
+           "missing expert: %s", alloy_last_error());
+    alloy_model_destroy(a);
+    alloy_model_destroy(b);
+}
+
+static void test_build_refuses(void) {
+    alloy_config c = moe_config(ALLOY_FAMILY_GPT2, 0, 0), wide = c, mc = moe_config(ALLOY_FAMILY_GPT2, 2, 1);
+    wide.d_ff = 32;
+    alloy_config ll = moe_config(ALLOY_FAMILY_LLAMA, 0, 0);
+    alloy_model *a = make(&c, 1, NULL), *w = make(&wide, 2, NULL), *m = make(&mc, 3, NULL), *l = make(&ll, 4, NULL);
+    REQUIRE(a && w && m && l, "models");
+    alloy_moe_options o = alloy_moe_defaults();
+    alloy_model *out = NULL, *ex[2] = {a, w};
+    EXPECT(alloy_moe_build(&out, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "--experts: model 2: d_ff is 32 but the first expert's is 24"),
+           "shape: %s", alloy_last_error());
+    ex[1] = l;
+    EXPECT(alloy_moe_build(&out, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "--experts: model 2: family llama differs from the first expert's gpt2"),
+           "family: %s", alloy_last_error());
+    ex[1] = m;
+    EXPECT(alloy_moe_build(&out, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE && strstr(alloy_last_error(), "already a mixture"),
+           "moe input: %s", alloy_last_error());
+    ex[1] = a;
+    EXPECT(alloy_moe_build(&out, ex, 1, NULL, &o) == ALLOY_STATUS_USAGE && strstr(alloy_last_error(), "at least 2"),
+           "one expert: %s", alloy_last_error());
+    o.top_k = 3;
+    EXPECT(alloy_moe_build(&out, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "--top-k 3: must lie in [1, 2]"),
+           "K > E: %s", alloy_last_error());
+    o.top_k = 1;
+    EXPECT(alloy_moe_build(&out, ex, 2, w, &o) == ALLOY_STATUS_USAGE && strstr(alloy_last_error(), "--base: d_ff is 32"),
+           "base: %s", alloy_last_error());
+    EXPECT(!out, "a refused build returned a model");
+    alloy_model_destroy(a);
+    alloy_model_destroy(w);
+    alloy_model_destroy(m);
+    alloy_model_destroy(l);
+}
+
+int main(void) {
+    RUN(test_fd_router);
+    RUN(test_recompute);
+    RUN(test_ties);
+    RUN(test_config_json);
+    RUN(test_names);
+    RUN(test_bf16);
+    RUN(test_train_only_router);
+    RUN(test_engine_refuses);
+    RUN(test_build);
+    RUN(test_hidden_router);
+    RUN(test_build_refuses);
+    return harness_exit();
+}
