@@ -84,6 +84,16 @@ grep -q '"type":"eval".*"val_accuracy":[0-9.]*' "$T/rm/metrics.jsonl" && grep -q
   && ok "reward model: held-out pair accuracy, score.weight, ForSequenceClassification" || nok "reward run: $(tail -2 "$T/rm/metrics.jsonl")"
 expect 0 "score" '"line":3,"scores":\[[^,]+,[^,]+,[^,]+,[^,]+\]' "$ALLOY" score --model "$T/rm" --data "$T/prefs.jsonl"
 [ "$(count '^\{"line":[0-9]+,"scores":\[' "$T/out")" = 6 ] && ok "score: one line per example" || nok "score output: $(cat "$T/out")"
+# log-probabilities under a language model: one per response, negative, the same in any batch size
+expect 0 "score --logprobs" '"line":3,"logps":\[-[0-9.e+-]+(,-[0-9.e+-]+){3}\],"tokens":\[[0-9]+(,[0-9]+){3}\]' \
+  "$ALLOY" score --model "$T/sft" --logprobs --data "$T/prefs.jsonl" --batch 4
+cp "$T/out" "$T/logps4"
+"$ALLOY" score --model "$T/sft" --logprobs --data "$T/prefs.jsonl" --batch 1 >"$T/logps1" 2>/dev/null
+# (padding to a batch's longest row changes the products' blocking: equal to 1e-6, not bitwise)
+paste -d' ' <(tr -c '0-9.e+-' '\n' <"$T/logps1" | grep '[0-9]') <(tr -c '0-9.e+-' '\n' <"$T/logps4" | grep '[0-9]') \
+  | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-6 * (($1 < 0 ? -$1 : $1) + 1)) bad++ } END { exit bad > 0 || NR < 30 }' \
+  && [ "$(count '"logps"' "$T/logps1")" = 6 ] && ok "score --logprobs: the same figures with --batch 1 and 4" \
+  || nok "score --logprobs batch dependence: $(diff "$T/logps1" "$T/logps4" | head -4)"
 expect 1 "sft cannot start from a reward model" "unexpected tensor \"score.weight\"" "$ALLOY" sft --model "$T/rm" --data "$T/sft.jsonl" --out "$T/r2"
 
 # ---- dpo ----

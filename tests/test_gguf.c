@@ -1,8 +1,8 @@
 /*
  * test_gguf.c — GGUF: every value and tensor type through the writer and the reader; models
  * exported and imported (a tiny GPT-2, a tiny Llama with grouped-query attention, tied and
- * untied, at every weight type) with the Q/K permutation checked against llama.cpp's RoPE;
- * tokenizers; importing llama.cpp-style and mismatched files; a catalogue of corrupt files
+ * untied, at every weight type; a Mixtral MoE with stacked experts) with the Q/K permutation
+ * checked against llama.cpp's RoPE; tokenizers; importing llama.cpp-style and mismatched files; a catalogue of corrupt files
  * made by mutating a valid one, every truncation, a mutation fuzz; out-of-memory paths; and an
  * outside parser — node with @huggingface/gguf (tests/js/gguf_check.mjs) — reading our exports.
  *
@@ -1237,6 +1237,119 @@ static void test_export_llama(void) {
     alloy_free(dir);
 }
 
+/* A Mixtral (Llama-family MoE) exports as llama.cpp's converter writes one: llama arch with
+ * llama.expert_count / expert_used_count, each layer's router as ffn_gate_inp (kept f32) and
+ * its experts stacked into ffn_gate_exps / ffn_up_exps / ffn_down_exps, ne [cols, rows, E]
+ * (slice e expert e's w1 / w3 / w2); it imports back bitwise at f32, and quantised as its rows'
+ * round trip through the format. A GPT-2 MoE (alloy's own layout) is refused in one line. */
+static void test_export_moe(void) {
+    char *dir = copy_tmpdir();
+    alloy_config c = wide(ALLOY_FAMILY_LLAMA);
+    c.n_layer = 2;
+    c.n_experts = 4;
+    c.top_k = 2;
+    c.router_aux_loss_coef = 0.001; // Mixtral's: the value an import assumes
+    alloy_model *m = make_model(&c, 6);
+    REQUIRE(m, "create");
+    char *path = alloy_path_join(dir, "moe.gguf");
+    REQUIRE(alloy_gguf_export_model(m, NULL, path, ALLOY_QTYPE_F32) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    alloy_gguf *g;
+    REQUIRE(alloy_gguf_open(&g, path) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    int64_t v = 0;
+    EXPECT(!alloy_gguf_get_int(g, "llama.expert_count", &v) && v == 4, "llama.expert_count %lld", (long long)v);
+    EXPECT(!alloy_gguf_get_int(g, "llama.expert_used_count", &v) && v == 2, "llama.expert_used_count %lld", (long long)v);
+    EXPECT(!alloy_gguf_get_int(g, "llama.feed_forward_length", &v) && v == 512, "feed_forward_length %lld", (long long)v);
+    EXPECT(g->n_tensors == 3 + 10 * 2, "%zu tensors (3 + 10 per layer expected)", g->n_tensors);
+    EXPECT(!alloy_gguf_find_tensor(g, "blk.0.ffn_gate.weight") && !alloy_gguf_find_tensor(g, "blk.0.ffn_down.weight"),
+           "dense MLP tensors in an MoE file");
+    static const struct {
+        const char *gguf, *hf;
+        int64_t ne0, ne1;
+    } stacks[] = {{"ffn_gate_exps", "w1", 256, 512}, {"ffn_up_exps", "w3", 256, 512}, {"ffn_down_exps", "w2", 512, 256}};
+    for (int l = 0; l < 2; l++) {
+        char name[96];
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
+        const alloy_gguf_tensor *t = alloy_gguf_find_tensor(g, name);
+        snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.gate.weight", l);
+        const alloy_tensor_info *ti = alloy_model_find_tensor(m, name);
+        EXPECT(t && t->type == ALLOY_GGML_TYPE_F32 && t->n_dims == 2 && t->ne[0] == 256 && t->ne[1] == 4 &&
+                   !memcmp(t->data, m->params_memory + ti->offset, ti->numel * sizeof(float)),
+               "layer %d: ffn_gate_inp is not the router as f32 [256, 4]", l);
+        for (int k = 0; k < 3; k++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, stacks[k].gguf);
+            t = alloy_gguf_find_tensor(g, name);
+            bool ok = t && t->type == ALLOY_GGML_TYPE_F32 && t->n_dims == 3 && t->ne[0] == stacks[k].ne0 &&
+                      t->ne[1] == stacks[k].ne1 && t->ne[2] == 4;
+            for (int e = 0; e < 4 && ok; e++) {
+                snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", l, e, stacks[k].hf);
+                ti = alloy_model_find_tensor(m, name);
+                ok = ti && !memcmp(t->data + (size_t)e * ti->numel * sizeof(float), m->params_memory + ti->offset,
+                                   ti->numel * sizeof(float));
+            }
+            EXPECT(ok, "layer %d: %s is not the experts' %s stacked [%lld, %lld, 4]", l, stacks[k].gguf, stacks[k].hf,
+                   (long long)stacks[k].ne0, (long long)stacks[k].ne1);
+        }
+    }
+    alloy_gguf_close(g);
+    for (int q = 0; q < ALLOY_QTYPE_COUNT; q++) {
+        char file[64];
+        snprintf(file, sizeof file, "moe-%s.gguf", alloy_qtype_name((alloy_qtype)q));
+        char *p = alloy_path_join(dir, file);
+        alloy_model *back = NULL;
+        alloy_status s = alloy_gguf_export_model(m, NULL, p, (alloy_qtype)q);
+        if (!s) s = alloy_gguf_import_model_ex(&back, NULL, p, 1, MAX_T);
+        EXPECT(s == ALLOY_STATUS_OK, "%s: %s", file, alloy_last_error());
+        if (s) {
+            alloy_free(p);
+            continue;
+        }
+        EXPECT(!memcmp(&back->config, &m->config, sizeof m->config), "%s: the config differs", file);
+        EXPECT(back->n_tensors == m->n_tensors, "%s: %d tensors", file, back->n_tensors);
+        int bad = 0;
+        for (int i = 0; i < m->n_tensors && i < back->n_tensors; i++) {
+            const alloy_tensor_info *t = &m->tensors[i];
+            const float *orig = m->params_memory + t->offset, *got = back->params_memory + back->tensors[i].offset;
+            bool expert = strstr(t->name, ".experts.") != NULL;
+            if (q == ALLOY_QTYPE_F32 || !expert) {
+                // f32, and (Llama, no transforms on these) the router and norms: bitwise; the
+                // attention and head are checked by test_export_llama
+                if (q == ALLOY_QTYPE_F32 || t->ndim == 1 || alloy_tensor_is_router(t->name))
+                    bad += memcmp(orig, got, t->numel * sizeof(float)) != 0;
+                continue;
+            }
+            int64_t cols = t->shape[1];
+            uint8_t *qrow = malloc(alloy_quant_row_bytes((alloy_qtype)q, cols));
+            float *row = malloc(sizeof(float) * (size_t)cols);
+            for (int64_t r = 0; r < t->shape[0]; r++) {
+                alloy_quantize_row((alloy_qtype)q, qrow, orig + r * cols, cols);
+                alloy_dequantize_row((alloy_qtype)q, row, qrow, cols);
+                bad += memcmp(row, got + r * cols, sizeof(float) * (size_t)cols) != 0;
+            }
+            free(qrow);
+            free(row);
+        }
+        EXPECT(bad == 0, "%s: %d tensors or expert rows differ from their round trip", file, bad);
+        alloy_model_destroy(back);
+        alloy_free(p);
+    }
+    alloy_model_destroy(m);
+    // GPT-2 MoE: refused, nothing written
+    c = preset("tiny-gpt2", 256);
+    c.n_experts = 2;
+    c.top_k = 1;
+    m = make_model(&c, 7);
+    REQUIRE(m, "create gpt2 moe");
+    char *gp = alloy_path_join(dir, "gmoe.gguf");
+    EXPECT(alloy_gguf_export_model(m, NULL, gp, ALLOY_QTYPE_F32) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "GGUF export of a GPT-2 mixture of experts is not supported"),
+           "gpt2 moe: %s", alloy_last_error());
+    EXPECT(access(gp, F_OK) != 0, "a refused export left %s", gp);
+    alloy_model_destroy(m);
+    alloy_free(gp);
+    alloy_free(path);
+    alloy_free(dir);
+}
+
 /* The metadata of an export: the keys and types llama.cpp reads, with their values. */
 static void test_export_metadata(void) {
     char *dir = copy_tmpdir();
@@ -2137,6 +2250,7 @@ int main(void) {
     RUN(test_fuzz);
     RUN(test_export_gpt2);
     RUN(test_export_llama);
+    RUN(test_export_moe);
     RUN(test_export_metadata);
     RUN(test_tokenizer_roundtrip);
     RUN(test_import_variants);

@@ -1,7 +1,9 @@
 /*
  * test_moe.c — mixtures of experts: the MoE layer's router gradient against finite differences,
  * recomputation, tie-breaking, config.json and the tensor names, bf16, router-only training,
- * and alloy_moe_build (experts copied bit for bit, shared tensors averaged or from the base,
+ * the inference engine (prefill, chunked prefill and decode logits of both layouts, top-1 and
+ * top-2, against the training forward; quantised engines against fp32; greedy generation), and
+ * alloy_moe_build (experts copied bit for bit, shared tensors averaged or from the base,
  * identical experts computing the dense model's function, the hidden router, refusals).
  * The MoE forward, loss, load-balancing loss and every gradient are checked against the PyTorch
  * twin in tests/test_model.c (test_moe).
@@ -24,11 +26,12 @@ static alloy_config moe_config(alloy_family f, int E, int K) {
     return c;
 }
 
-/* A seeded model with weights scaled up (matrices x4, biases and norms perturbed) so that the
- * routing and every parameter matter. */
-static alloy_model *make(const alloy_config *c, uint64_t seed, const alloy_model_options *o) {
+/* A seeded model with activations for B x T and weights scaled up (matrices x mscale, routers
+ * x rscale, biases and norms perturbed) so that the routing and every parameter matter. */
+static alloy_model *make_bt(const alloy_config *c, uint64_t seed, const alloy_model_options *o, int B, int T,
+                            float mscale, float rscale) {
     alloy_model *m;
-    if (alloy_model_create_ex(&m, c, B_, T_, o)) {
+    if (alloy_model_create_ex(&m, c, B, T, o)) {
         fprintf(stderr, "  create: %s\n", alloy_last_error());
         return NULL;
     }
@@ -40,12 +43,16 @@ static alloy_model *make(const alloy_config *c, uint64_t seed, const alloy_model
         float *p = m->params_memory + t->offset;
         bool bias = strstr(t->name, ".bias") != NULL;
         for (size_t k = 0; k < t->numel; k++) {
-            if (t->ndim == 2) p[k] *= alloy_tensor_is_router(t->name) ? 10.0f : 4.0f;
+            if (t->ndim == 2) p[k] *= alloy_tensor_is_router(t->name) ? rscale : mscale;
             else if (bias) p[k] = 0.1f * (float)alloy_rng_normal(&rng);
             else p[k] = 1.0f + 0.2f * (float)alloy_rng_normal(&rng);
         }
     }
     return m;
+}
+
+static alloy_model *make(const alloy_config *c, uint64_t seed, const alloy_model_options *o) {
+    return make_bt(c, seed, o, B_, T_, 4.0f, 10.0f);
 }
 
 static void make_tokens(int32_t *tok, int32_t *tgt, int V, uint64_t seed) {
@@ -343,14 +350,275 @@ static void test_train_only_router(void) {
     alloy_model_destroy(m);
 }
 
-/* The inference engine refuses an MoE model with a message, never a crash. */
-static void test_engine_refuses(void) {
-    alloy_config c = moe_config(ALLOY_FAMILY_GPT2, 2, 1);
-    alloy_model *m = make(&c, 1, NULL);
+/* ---- the inference engine on MoE models ---- */
+
+/* max|a - b| / max|b| over n values */
+static double scale_err(const float *a, const float *b, size_t n) {
+    double dmax = 0.0, bmax = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > dmax || isnan(d)) dmax = isnan(d) ? INFINITY : d;
+        if (fabs((double)b[i]) > bmax) bmax = fabs((double)b[i]);
+    }
+    return bmax > 0 ? dmax / bmax : dmax;
+}
+
+/* ||a - b|| / ||b|| over n values */
+static double rms_err(const float *a, const float *b, size_t n) {
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+#define NSEQ 3
+
+/* Three sequences (the first fills the context) through an engine: their prompts prefilled
+ * together with every row's logits (in chunks of max_rows), then decoded together one token
+ * per step (one row per sequence: the experts grouped over the batch); each row against the
+ * training model's forward over the whole sequence. Returns the largest max error / scale. */
+static double engine_vs_forward(alloy_model *m, int max_rows, const int *prompt, int64_t *used) {
+    const alloy_config *c = &m->config;
+    int V = c->vocab_size;
+    const int total[NSEQ] = {c->max_seq_len, 11, 7};
+    int32_t toks[NSEQ][64];
+    float *ref[NSEQ];
+    for (int b = 0; b < NSEQ; b++) {
+        alloy_rng rng;
+        alloy_rng_seed(&rng, 40 + (uint64_t)b);
+        for (int t = 0; t < total[b]; t++) toks[b][t] = (int32_t)alloy_rng_below(&rng, (uint64_t)V);
+        ref[b] = malloc(sizeof(float) * (size_t)total[b] * V);
+        if (alloy_model_forward(m, toks[b], 1, total[b])) return INFINITY;
+        memcpy(ref[b], m->acts.logits, sizeof(float) * (size_t)total[b] * V);
+        for (int i = 0; i < c->n_layer * c->n_experts; i++) used[i] += m->expert_tokens[i];
+    }
+    alloy_engine *e;
+    if (alloy_engine_create(&e, m, &(alloy_engine_options){.max_batch = NSEQ, .max_rows = max_rows})) {
+        fprintf(stderr, "  engine: %s\n", alloy_last_error());
+        return INFINITY;
+    }
+    float *logits = malloc(sizeof(float) * 64 * NSEQ * (size_t)V);
+    int seqs[NSEQ] = {0, 1, 2}, lens[NSEQ];
+    const int32_t *pp[NSEQ];
+    for (int b = 0; b < NSEQ; b++) pp[b] = toks[b], lens[b] = prompt[b];
+    double worst = 0.0;
+    if (alloy_engine_prefill_batch(e, logits, ALLOY_LOGITS_ALL, seqs, pp, lens, NSEQ)) {
+        fprintf(stderr, "  prefill: %s\n", alloy_last_error());
+        worst = INFINITY;
+    }
+    size_t row = 0;
+    for (int b = 0; b < NSEQ; b++)
+        for (int t = 0; t < prompt[b]; t++, row++) {
+            double err = scale_err(logits + row * V, ref[b] + (size_t)t * V, (size_t)V);
+            worst = err > worst ? err : worst;
+        }
+    for (int step = 0; worst < INFINITY; step++) {
+        int k = 0, sq[NSEQ];
+        int32_t tk[NSEQ];
+        for (int b = 0; b < NSEQ; b++)
+            if (prompt[b] + step < total[b]) sq[k] = b, tk[k] = toks[b][prompt[b] + step], k++;
+        if (k == 0) break;
+        if (alloy_engine_decode(e, logits, sq, tk, k)) {
+            fprintf(stderr, "  decode: %s\n", alloy_last_error());
+            worst = INFINITY;
+            break;
+        }
+        for (int i = 0; i < k; i++) {
+            double err = scale_err(logits + (size_t)i * V, ref[sq[i]] + (size_t)(prompt[sq[i]] + step) * V, (size_t)V);
+            worst = err > worst ? err : worst;
+        }
+    }
+    free(logits);
+    for (int b = 0; b < NSEQ; b++) free(ref[b]);
+    alloy_engine_destroy(e);
+    return worst;
+}
+
+/* The engine's logits of an MoE model (prefill, chunked prefill, decode from one token) equal
+ * the training model's forward: GPT-2 layout (alloy's own) and Mixtral layout with GQA, top-1
+ * and top-2. The two paths sum in different orders (sgemv and sgemm, attention over the cache),
+ * ~1e-7 of the scale; a different routing decision would give O(1). */
+static void test_engine_forward(void) {
+    static const struct {
+        alloy_family f;
+        int E, K;
+    } cases[] = {{ALLOY_FAMILY_GPT2, 4, 2}, {ALLOY_FAMILY_GPT2, 3, 1}, {ALLOY_FAMILY_LLAMA, 4, 1}, {ALLOY_FAMILY_LLAMA, 3, 2}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        alloy_config c = moe_config(cases[i].f, cases[i].E, cases[i].K);
+        c.n_head = 4;
+        c.n_kv_head = cases[i].f == ALLOY_FAMILY_GPT2 ? 4 : 2; // Llama: grouped-query attention
+        alloy_model *m = make_bt(&c, 50 + i, NULL, 1, c.max_seq_len, 4.0f, 10.0f);
+        REQUIRE(m, "model");
+        char label[64];
+        snprintf(label, sizeof label, "%s E=%d K=%d", alloy_family_name(c.family), c.n_experts, c.top_k);
+        const int prompts[NSEQ] = {6, 1, 4}, singles[NSEQ] = {1, 1, 1};
+        int64_t counts[2 * 4] = {0};
+        double e1 = engine_vs_forward(m, 512, prompts, counts);
+        double e2 = engine_vs_forward(m, 4, prompts, counts); // chunks of 4 rows across sequences
+        double e3 = engine_vs_forward(m, 512, singles, counts); // almost all decode steps
+        // every expert of every layer gets rows: the routing is exercised
+        bool used = true;
+        for (int x = 0; x < c.n_layer * c.n_experts; x++) used &= counts[x] > 0;
+        EXPECT(used, "%s: an expert gets no tokens; the test does not exercise the routing", label);
+        EXPECT(e1 <= 1e-4 && e2 <= 1e-4 && e3 <= 1e-4, "%s: engine vs forward: %.3g, chunked %.3g, decode %.3g", label,
+               e1, e2, e3);
+        printf("# %s: engine vs training forward, max error / scale: prefill+decode %.2e, chunks of 4 %.2e, "
+               "decode %.2e\n", label, e1, e2, e3);
+        alloy_model_destroy(m);
+    }
+}
+
+/* Logits (T, V) of one sequence through an engine of format wt: the first `prefill` tokens at
+ * once, then the rest one decode step at a time (or, continued, as a second prefill). */
+static float *engine_logits(alloy_model *m, alloy_qtype wt, const int32_t *tokens, int T, int prefill, bool continued) {
+    int V = m->config.vocab_size;
+    alloy_engine *e;
+    if (alloy_engine_create(&e, m, &(alloy_engine_options){.weights = wt})) {
+        fprintf(stderr, "  engine %s: %s\n", alloy_qtype_name(wt), alloy_last_error());
+        return NULL;
+    }
+    float *out = malloc(sizeof(float) * (size_t)T * V);
+    int seq = 0, n = prefill;
+    bool ok = !alloy_engine_prefill_batch(e, out, ALLOY_LOGITS_ALL, &seq, &tokens, &n, 1);
+    if (continued && ok) {
+        const int32_t *rest = tokens + prefill;
+        n = T - prefill;
+        ok = !alloy_engine_prefill_batch(e, out + (size_t)prefill * V, ALLOY_LOGITS_ALL, &seq, &rest, &n, 1);
+    }
+    for (int t = prefill; t < T && ok && !continued; t++) ok = !alloy_engine_decode(e, out + (size_t)t * V, &seq, tokens + t, 1);
+    alloy_engine_destroy(e);
+    if (!ok) {
+        fprintf(stderr, "  engine %s: %s\n", alloy_qtype_name(wt), alloy_last_error());
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Rounds every matrix but the embedding and the routers through format t (quantise,
+ * dequantise): the weights a quantised engine computes with. Llama only (its matrices are
+ * (out, in) as quantised, its head untied here). */
+static void round_matrices(alloy_model *m, alloy_qtype t) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const alloy_tensor_info *ti = &m->tensors[i];
+        if (ti->ndim != 2 || strstr(ti->name, "embed_tokens") || alloy_tensor_is_router(ti->name))
+            continue;
+        int64_t rows = ti->shape[0], cols = ti->shape[1];
+        uint8_t *q = malloc(alloy_quant_row_bytes(t, cols));
+        for (int64_t r = 0; r < rows; r++) {
+            float *row = m->params_memory + ti->offset + (size_t)r * cols;
+            alloy_quantize_row(t, q, row, cols);
+            alloy_dequantize_row(t, row, q, cols);
+        }
+        free(q);
+    }
+}
+
+/* Quantised engines of an MoE (C 256, 4 experts of F 512, top-2; routers fp32) against the fp32
+ * engine, within the dense engine's tolerances (tests/test_infer.c: QUANT_TOL, ROUNDED_TOL);
+ * a continued prefill equals decode steps bitwise (the router sums each row in one order);
+ * Llama against the fp32 engine on the rounded weights (which isolates the products and their
+ * layout): f16 to fp32 rounding, the integer formats to the 8-bit rounding of x. */
+static void test_engine_quant(void) {
+    static const double QUANT_TOL[ALLOY_QTYPE_COUNT] = {0.0, 1e-3, 4e-2, 0.45, 0.4};
+    static const double ROUNDED_TOL[ALLOY_QTYPE_COUNT] = {0.0, 1e-5, 3.5e-2, 3.5e-2, 3.5e-2};
+    for (int f = 0; f < 2; f++) {
+        alloy_config c = moe_config((alloy_family)f, 4, 2);
+        c.d_model = 256;
+        c.d_ff = 512;
+        c.n_head = 4;
+        c.n_kv_head = f ? 2 : 4;
+        c.max_seq_len = 24;
+        const int T = 24;
+        alloy_model *m = make_bt(&c, 5, NULL, 1, T, 1.0f, 10.0f);
+        REQUIRE(m, "model");
+        int32_t tokens[24];
+        alloy_rng rng;
+        alloy_rng_seed(&rng, 9);
+        for (int t = 0; t < T; t++) tokens[t] = (int32_t)alloy_rng_below(&rng, (uint64_t)c.vocab_size);
+        size_t n = (size_t)T * c.vocab_size;
+        float *ref = engine_logits(m, ALLOY_QTYPE_F32, tokens, T, 10, false);
+        REQUIRE(ref, "fp32 engine");
+        char line[512];
+        int k = snprintf(line, sizeof line, "# %s MoE C 256 E 4 K 2: ||error|| / ||fp32 logits||:", alloy_family_name(c.family));
+        for (int t = ALLOY_QTYPE_F16; t < ALLOY_QTYPE_COUNT; t++) {
+            const char *tn = alloy_qtype_name((alloy_qtype)t);
+            float *q = engine_logits(m, (alloy_qtype)t, tokens, T, 10, false);
+            float *q2 = engine_logits(m, (alloy_qtype)t, tokens, T, 10, true);
+            if (!q || !q2) {
+                EXPECT(false, "%s engine failed", tn);
+                free(q);
+                free(q2);
+                continue;
+            }
+            double err = rms_err(q, ref, n);
+            EXPECT(err <= QUANT_TOL[t], "%s: %s against fp32: %.3g > %.3g", alloy_family_name(c.family), tn, err, QUANT_TOL[t]);
+            EXPECT(!memcmp(q, q2, sizeof(float) * n), "%s: %s: a continued prefill differs from decode steps (%.3g)",
+                   alloy_family_name(c.family), tn, scale_err(q2, q, n));
+            k += snprintf(line + k, sizeof line - (size_t)k, " %s %.2e", tn, err);
+            if (f == ALLOY_FAMILY_LLAMA) { // GPT-2 ties the head to the embedding, which stays fp32
+                alloy_model *mr = make_bt(&c, 5, NULL, 1, T, 1.0f, 10.0f);
+                round_matrices(mr, (alloy_qtype)t);
+                float *rr = engine_logits(mr, ALLOY_QTYPE_F32, tokens, T, 10, false);
+                double er = !rr ? INFINITY : t == ALLOY_QTYPE_F16 ? scale_err(q, rr, n) : rms_err(q, rr, n);
+                EXPECT(er <= ROUNDED_TOL[t], "%s: %s against fp32 on the rounded weights: %.3g > %.3g",
+                       alloy_family_name(c.family), tn, er, ROUNDED_TOL[t]);
+                k += snprintf(line + k, sizeof line - (size_t)k, " (rounded %.2e)", er);
+                free(rr);
+                alloy_model_destroy(mr);
+            }
+            free(q);
+            free(q2);
+        }
+        printf("%s\n", line);
+        // what the engine holds: every expert quantised, the routers fp32
+        alloy_engine *e;
+        REQUIRE(!alloy_engine_create(&e, m, &(alloy_engine_options){.weights = ALLOY_QTYPE_Q8_0}), "%s", alloy_last_error());
+        alloy_engine_info info;
+        alloy_engine_get_info(e, &info);
+        EXPECT(info.n_matrices[ALLOY_QTYPE_Q8_0] == c.n_layer * (2 + 2 * 4) + 1 && info.n_matrices[ALLOY_QTYPE_F32] == c.n_layer,
+               "%d matrices in q8_0, %d in f32", info.n_matrices[ALLOY_QTYPE_Q8_0], info.n_matrices[ALLOY_QTYPE_F32]);
+        alloy_engine_destroy(e);
+        free(ref);
+        alloy_model_destroy(m);
+    }
+}
+
+/* Greedy generation through the engine equals an argmax loop over the training forward. */
+static void test_engine_generate(void) {
+    alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 4, 2);
+    alloy_model *m = make_bt(&c, 77, NULL, 1, c.max_seq_len, 4.0f, 10.0f);
     REQUIRE(m, "model");
-    alloy_engine *e = NULL;
-    EXPECT(alloy_engine_create(&e, m, NULL) == ALLOY_STATUS_USAGE && !e && strstr(alloy_last_error(), "mixture-of-experts"),
-           "engine: %s", alloy_last_error());
+    alloy_engine *e;
+    REQUIRE(!alloy_engine_create(&e, m, &(alloy_engine_options){.max_batch = 2}), "%s", alloy_last_error());
+    alloy_generate_options o;
+    alloy_generate_options_default(&o);
+    o.sampling.temperature = 0.0f;
+    o.max_tokens = 10;
+    int32_t p0[3] = {1, 2, 3}, p1[2] = {7, 5};
+    const int32_t *prompts[2] = {p0, p1};
+    int lens[2] = {3, 2};
+    alloy_generation g[2] = {0};
+    REQUIRE(!alloy_generate(e, g, prompts, lens, 2, &o, NULL, NULL), "%s", alloy_last_error());
+    for (int i = 0; i < 2; i++) {
+        int32_t seq[32];
+        int n = lens[i];
+        memcpy(seq, prompts[i], sizeof(int32_t) * (size_t)n);
+        bool same = g[i].ids.n == 10;
+        for (int t = 0; t < 10 && same; t++) {
+            REQUIRE(!alloy_model_forward(m, seq, 1, n), "%s", alloy_last_error());
+            const float *row = m->acts.logits + (size_t)(n - 1) * c.vocab_size;
+            int best = 0;
+            for (int v = 1; v < c.vocab_size; v++) best = row[v] > row[best] ? v : best;
+            same &= g[i].ids.data[t] == best;
+            seq[n++] = best;
+        }
+        EXPECT(same, "request %d: greedy generation differs from the forward's argmax", i);
+        alloy_generation_free(&g[i]);
+    }
+    alloy_engine_destroy(e);
     alloy_model_destroy(m);
 }
 
@@ -529,7 +797,9 @@ int main(void) {
     RUN(test_names);
     RUN(test_bf16);
     RUN(test_train_only_router);
-    RUN(test_engine_refuses);
+    RUN(test_engine_forward);
+    RUN(test_engine_quant);
+    RUN(test_engine_generate);
     RUN(test_build);
     RUN(test_hidden_router);
     RUN(test_build_refuses);

@@ -3,8 +3,10 @@
 # Mixtral-layout MoE (random and hidden routers, with and without --base); usage errors and bad
 # inputs (one line on stderr, exit 2 or 1, nothing written); `alloy train --init MOE
 # --train-only router` changes the routers and nothing else, logs the routing, and resumes;
-# `alloy eval` scores the MoE; the engine (eval --weights, sample) refuses it in one line; a
-# GPT-2 MoE in alloy's own layout.
+# `alloy eval` scores the MoE, through the inference engine too (--weights f32 as the training
+# forward, q8_0 close to it); greedy `alloy generate` / `alloy sample` run it, batches equal
+# single runs; GGUF export as llama.cpp's Mixtral and import back; a GPT-2 MoE in alloy's own
+# layout, scored and generated from as well (its GGUF export refused).
 set -u
 . "$(dirname "$0")/cli_lib.sh"
 PY=/usr/bin/python3
@@ -121,10 +123,36 @@ expect 2 "train-only bad value" "--train-only must be all or router, not \"exper
 expect 2 "train-only router on a dense model" "--train-only router: the model has no experts" "$ALLOY" train --data "$T/dprose" --out "$T/rx" --init "$BASE" --train-only router --steps 1 --batch 2 --seq 32
 expect 0 "train all of the MoE" "training every parameter" "$ALLOY" train --data "$T/dcode" --out "$T/rall" --init "$T/moe_h" --train-only all --steps 2 "${TRAIN[@]}"
 
-# ---- eval on the MoE; the engine refuses it in one line ----
+# ---- eval on the MoE: the training forward and the inference engine ----
 expect 0 "eval the MoE" '"perplexity":' "$ALLOY" eval --model "$T/rt" --data "$T/dprose" --seq 32 --max-windows 4 --quiet
-expect 2 "eval --weights refuses" "mixture-of-experts models \(2 experts\) are not supported by the inference engine" "$ALLOY" eval --model "$T/rt" --data "$T/dprose" --seq 32 --weights f32 --max-windows 4
-expect 2 "sample refuses" "not supported by the inference engine" "$ALLOY" sample --model "$T/moe" --tokens 4
+for w in none f32 q8_0; do
+  flag=(); [ "$w" = none ] || flag=(--weights "$w")
+  "$ALLOY" eval --model "$T/rall" --data "$T/dprose" --seq 32 --max-windows 4 --quiet "${flag[@]}" >"$T/eval_$w.json" 2>"$T/eval_$w.err" \
+    || nok "eval --weights $w: $(cat "$T/eval_$w.err")"
+done
+$PY - "$T"/eval_none.json "$T"/eval_f32.json "$T"/eval_q8_0.json <<'EOF' && ok "eval --weights f32 equals the training forward, q8_0 within 0.2%" || nok "engine eval of the MoE: $(cat "$T"/eval_*.json)"
+import json, sys
+ref, f32, q8 = (json.loads(open(p).read().strip().splitlines()[-1])["loss"] for p in sys.argv[1:])
+print("# MoE eval loss: forward %.6f, engine f32 %.6f, q8_0 %.6f" % (ref, f32, q8))
+assert abs(f32 - ref) <= 1e-4 * ref, (ref, f32)
+assert abs(q8 - ref) <= 2e-3 * ref, (ref, q8)
+EOF
+expect 0 "sample the MoE" "" "$ALLOY" sample --model "$T/moe_h" --tokens 8
+a=$("$ALLOY" generate --model "$T/rall" --prompt-ids "65 66 67" --tokens 12 --temperature 0 --quiet)
+b=$("$ALLOY" generate --model "$T/rall" --prompt-ids "65 66 67" --tokens 12 --temperature 0 --quiet)
+[ -n "$a" ] && [ "$a" = "$b" ] && [ "$(echo $a | wc -w)" = 12 ] && ok "greedy generate on the MoE: 12 tokens, reproducible" || nok "greedy: '$a' '$b'"
+expect 0 "generate the MoE, q4_k" "stopped: token limit after 10 tokens.*q4_k weights" "$ALLOY" generate --model "$T/moe_h" --prompt-ids "1 2" --tokens 10 --weights q4_k
+# decode steps of several sequences group their rows by expert: a batch gives each prompt what it
+# gets alone (q8_0: the products are the same bits for any number of rows)
+printf '{"prompt_ids": [65, 66, 67]}\n{"prompt_ids": [105, 110, 116, 32]}\n{"prompt": "ROMEO:"}\n' >"$T/mp.jsonl"
+for bs in 1 3; do
+  expect 0 "generate batch $bs" "3 prompts" "$ALLOY" generate --model "$T/moe_h" --prompts "$T/mp.jsonl" --tokens 10 --batch $bs --temperature 0 --weights q8_0 --out "$T/mb$bs.jsonl"
+done
+$PY - "$T/mb1.jsonl" "$T/mb3.jsonl" <<'EOF' && ok "MoE batch of 3 equals single runs" || nok "MoE batch differs"
+import json, sys
+a, b = ([json.loads(l)["ids"] for l in open(p)] for p in sys.argv[1:])
+assert a == b and all(len(x) == 10 for x in a), (a, b)
+EOF
 expect 0 "ensemble of the MoE and an expert" '"perplexity":' "$ALLOY" eval --model "$T/moe" "$T/ea" --data "$T/dprose" --seq 32 --max-windows 2 --quiet
 
 # ---- GPT-2: alloy's own layout ----
@@ -132,3 +160,18 @@ expect 0 "train a second gpt2" "held-out loss" "$ALLOY" train --data "$T/dcode" 
 expect 0 "gpt2 moe" "built a mixture of 2 experts \(gpt2" "$ALLOY" moe --experts "$T/g" "$T/g2" --top-k 2 --out "$T/gmoe"
 expect 0 "inspect gpt2 moe" "transformer.h.1.mlp.experts.1.c_fc.bias +F32 +\[256\]" "$ALLOY" inspect "$T/gmoe"
 expect 0 "train the gpt2 moe" "training the routers only" "$ALLOY" train --data "$T/dprose" --out "$T/grt" --init "$T/gmoe" --train-only router --steps 1 "${TRAIN[@]}"
+# ---- GGUF: the Mixtral exports as llama.cpp's (stacked experts) and imports back ----
+expect 0 "export the MoE as GGUF" "as gguf q8_0" "$ALLOY" export --model "$T/moe_h" --format gguf --type q8_0 --out "$T/moe.gguf"
+expect 0 "import the MoE GGUF" "GGUF file" "$ALLOY" import "$T/moe.gguf" --out "$T/moe_gg"
+grep -q '"num_local_experts":[[:space:]]*2' "$T/moe_gg/config.json" && grep -q '"num_experts_per_tok":[[:space:]]*2' "$T/moe_gg/config.json" \
+  && ok "imported GGUF is a Mixtral" || nok "imported config: $(tr -d '\n' <"$T/moe_gg/config.json")"
+expect 0 "generate from the imported MoE" "stopped: token limit after 5 tokens" "$ALLOY" generate --model "$T/moe_gg" --prompt-ids "1 2" --tokens 5
+expect 2 "gpt2 MoE GGUF export refused" "GGUF export of a GPT-2 mixture of experts is not supported" "$ALLOY" export --model "$T/gmoe" --format gguf --out "$T/gmoe.gguf"
+expect 0 "generate the gpt2 moe" "stopped: token limit after 6 tokens" "$ALLOY" generate --model "$T/grt" --prompt-ids "1 2 3" --tokens 6 --temperature 0
+"$ALLOY" eval --model "$T/grt" --data "$T/dprose" --seq 32 --max-windows 2 --quiet >"$T/geval_none.json" 2>/dev/null
+"$ALLOY" eval --model "$T/grt" --data "$T/dprose" --seq 32 --max-windows 2 --quiet --weights f32 >"$T/geval_f32.json" 2>/dev/null
+$PY - "$T/geval_none.json" "$T/geval_f32.json" <<'EOF' && ok "gpt2 MoE: engine eval equals the training forward" || nok "gpt2 MoE engine eval: $(cat "$T"/geval_*.json)"
+import json, sys
+a, b = (json.loads(open(p).read().strip().splitlines()[-1])["loss"] for p in sys.argv[1:])
+assert abs(a - b) <= 1e-4 * a, (a, b)
+EOF

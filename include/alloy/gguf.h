@@ -39,6 +39,11 @@
  *          tied); the rows of attn_q and attn_k are permuted within each head from Hugging
  *          Face's rotate-half order (x[i], x[i + hd/2]) to the interleaved pairs (x[2i],
  *          x[2i+1]) of llama.cpp's RoPE; import undoes it.
+ *   llama, mixture of experts (Mixtral): llama.expert_count = E, llama.expert_used_count = K;
+ *          per layer, instead of ffn_gate/up/down, the router ffn_gate_inp.weight [C, E] (kept
+ *          F32) and the experts stacked as ffn_gate_exps, ffn_up_exps [C, F, E] and
+ *          ffn_down_exps [F, C, E] (slice e is expert e's w1, w3, w2). alloy's GPT-2 MoE layout
+ *          has no llama.cpp counterpart: its export is refused (USAGE).
  *
  *     alloy_gguf_export_model(m, tok, "model-q8_0.gguf", ALLOY_QTYPE_Q8_0);
  *     alloy_gguf *g;
@@ -258,8 +263,8 @@ alloy_status alloy_gguf_write(const alloy_gguf_writer *w, const char *path);
  * as llama.cpp's converter does). */
 typedef struct alloy_gguf_export_report {
     int n_tensors;            /* tensors written */
-    int n_requested;          /* 2-D weights written in the requested type */
-    int n_fallback;           /* 2-D weights written as F16 instead */
+    int n_requested;          /* weight matrices (2-D, or stacked experts) in the requested type */
+    int n_fallback;           /* weight matrices written as F16 instead */
     char note[256];           /* "" or one line naming the fallbacks, for the user */
 } alloy_gguf_export_report;
 
@@ -270,7 +275,9 @@ typedef struct alloy_gguf_export_report {
  * general.alignment) and, when tok is not NULL, the tokenizer (tokenizer.ggml.model "gpt2",
  * tokens, token_type, merges, pre, bos/eos ids). 1-D tensors (norms, biases) and GPT-2's
  * position_embd are F32; 2-D weights are in `type` (F32, F16, Q8_0, Q4_0, Q4_K), falling back to
- * F16 as the report says. report may be NULL. */
+ * F16 as the report says. A Llama-family MoE is written as a Mixtral (above: expert keys, the
+ * router F32, the experts' stacked 3-D tensors in `type`); a GPT-2 MoE is USAGE. report may be
+ * NULL. */
 alloy_status alloy_gguf_export_model_ex(const alloy_model *m, const alloy_tokenizer *tok, const char *path,
                                         alloy_qtype type, alloy_gguf_export_report *report);
 static inline alloy_status alloy_gguf_export_model(const alloy_model *m, const alloy_tokenizer *tok,
@@ -278,8 +285,9 @@ static inline alloy_status alloy_gguf_export_model(const alloy_model *m, const a
     return alloy_gguf_export_model_ex(m, tok, path, type, NULL);
 }
 
-/* Reads a "gpt2" or "llama" GGUF file (ours, or llama.cpp's of these architectures) into a new
- * model for max_B x max_T tokens (max_T 0: the file's context length), every tensor converted
+/* Reads a "gpt2" or "llama" GGUF file (ours, or llama.cpp's of these architectures; a llama with
+ * llama.expert_count > 0 as a Mixtral, router_aux_loss_coef 0.001) into a new model for
+ * max_B x max_T tokens (max_T 0: the file's context length), every tensor converted
  * to f32 and the Q/K permutation undone. With tok_out not NULL, also the tokenizer: a byte-level
  * BPE (tokenizer.ggml.model "gpt2"), or *tok_out = NULL when the file has none; another kind of
  * tokenizer is an error (pass NULL to read the weights alone). A tensor the model lacks, one

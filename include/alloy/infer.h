@@ -32,6 +32,12 @@
  * width is not a multiple of the format's block (32, or 256 for Q4_K) falls back to Q8_0 if
  * it is a multiple of 32, else to F16; alloy_engine_get_info counts the matrices per format.
  * Embeddings, positions, norms and biases always stay fp32.
+ * A mixture-of-experts model (config.n_experts > 0) routes each token as the training model does
+ * (fp32 router: softmax over the E experts, the top K with ties to the lower index, gates
+ * renormalised over the K); the rows of a pass — a prefill's tokens, a decode step's sequences —
+ * are grouped by expert, each expert one product over its rows. Every expert's matrices are
+ * held (quantised as a dense MLP's would be); the router stays fp32 and sums each row in one
+ * order, whatever the batch.
  *
  * Each of max_batch sequences (numbered 0..max_batch-1) has its own KV cache of max_ctx
  * positions and its own length. A prefill appends a run of tokens to a sequence (several
@@ -120,8 +126,10 @@ typedef struct alloy_engine_info {
     int max_batch, max_ctx, max_rows; /* as created */
     int vocab_size;                   /* V: the length of a row of logits */
     alloy_qtype weights;              /* the format asked for */
-    int n_matrices[ALLOY_QTYPE_COUNT];/* matrices stored in each format (fallbacks included) */
-    size_t weight_bytes;              /* bytes of the matrices a token's forward reads */
+    int n_matrices[ALLOY_QTYPE_COUNT];/* matrices stored in each format (fallbacks included; an
+                                         MoE's routers count as F32, each expert's up and down) */
+    size_t weight_bytes;              /* bytes of the matrices a token's forward reads (MoE: the
+                                         routers and K experts' matrices per layer) */
     size_t other_bytes;               /* bytes of the fp32 vectors it reads (norms, biases, one
                                          embedding row) */
     size_t cache_bytes;               /* bytes of the KV cache (max_batch · max_ctx positions) */

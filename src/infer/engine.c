@@ -10,12 +10,20 @@
  *              k, v of each row into its sequence's cache at its position;
  *              att = attention of each row over its sequence's cache, positions 0..pos;
  *              x += att·Wo (+b); xn = norm2(x); fc = xn·Wup (+b); x += act(fc)·Wdown (+b)
+ *              (MoE layer: x += Σ_k g_k · expert_k(xn) over each row's K chosen experts)
  *   logits = norm_f(x[rows asked for])·Wheadᵀ
  *
  * The products go over all R rows at once, whatever sequence each belongs to; only attention
  * looks at sequences. A run of rows that is a whole sequence from position 0 (a fresh prompt)
  * takes the training kernel attention_forward (blocked, FlashAttention-style); other rows
  * (decode steps, continued prefills) attend to the cache directly.
+ *
+ * A mixture-of-experts layer routes as the training model does (src/model/moe_layer.c): router
+ * logits xn·Wrᵀ in fp32, softmax over the E experts, the K largest (ties: the lower index),
+ * gates renormalised over the K. The (row, k) assignments are grouped by expert, so each expert
+ * is one product over its rows — a prefill's tokens or a decode step's sequences alike — and
+ * each row sums its K outputs in k order. Every expert's matrices are held (in place, or
+ * quantised with the others); the router stays fp32.
  *
  * Cache layout: per (layer, sequence, KV head), k transposed (hd, max_ctx) — the scores of a
  * query are then a vector loop over positions — and v (max_ctx, hd). Pages are mapped lazily,
@@ -49,7 +57,9 @@ typedef struct matrix {
 } matrix;
 
 typedef struct layer_matrices {
-    matrix qkv, o, up, down;
+    matrix qkv, o, up, down; /* up, down: dense layers only */
+    matrix router;           /* MoE: (E, C), always fp32 */
+    matrix *eup, *edown;     /* MoE: (E) each, the experts' up and down (into e->experts) */
 } layer_matrices;
 
 /* A run of consecutive rows of one sequence in the current pass. */
@@ -70,11 +80,13 @@ struct alloy_engine {
     const alloy_model *m;      /* the parameters: borrowed */
     alloy_engine_options opts; /* with the defaults filled in */
     int L, C, H, KV, hd, F, FF, V, QKV; /* sizes (FF: up's width, F or 2F) */
+    int E, K;                  /* experts per layer and per token (0, 0: dense MLPs) */
     bool gpt2;                 /* the family: GPT-2 (else Llama) */
     float eps;                 /* the norms' epsilon */
     int max_threads;           /* threads the scratch has room for */
     int call_threads;          /* the most threads a step of the current call may take */
     layer_matrices *layers;    /* (L) */
+    matrix *experts;           /* MoE: (L, 2, E) each layer's experts' up, then down */
     matrix head;               /* (V, C) */
     uint8_t *qmem;             /* the quantised matrices, one mapping */
     size_t qbytes;             /* its size */
@@ -90,8 +102,12 @@ struct alloy_engine {
     float *qkv;                /* (R, QKV) */
     float *att;                /* (R, H·hd) */
     float *tmp;                /* (R, C) a product before it is added; the gathered head rows */
-    float *fc;                 /* (R, FF) */
-    float *act;                /* (R, F) */
+    float *fc;                 /* (R, FF); MoE: (R·K, FF), rows in dispatch order */
+    float *act;                /* (R, F); MoE: (R·K, F) */
+    float *probs;              /* MoE: (R, E) router logits, then probabilities */
+    float *gates;              /* MoE: (R, K) the chosen experts' renormalised probabilities */
+    float *moe_in;             /* MoE: (R·K, C) xn rows in dispatch order */
+    float *moe_out;            /* MoE: (R·K, C) each dispatch row's expert output */
     float *mean, *rstd;        /* (R) */
     float *lse;                /* (H, R) attention_forward's row statistics (unused) */
     float *scores;             /* (max_threads, max_ctx) attention scores per thread */
@@ -99,6 +115,11 @@ struct alloy_engine {
     int *row_seq, *row_pos;    /* (R) */
     int32_t *row_tok;          /* (R) */
     int *sel;                  /* (R) rows whose logits are asked for */
+    int *topk;                 /* MoE: (R, K) the chosen experts, by descending probability */
+    int *slot_row;             /* MoE: (R, K) the dispatch row of each (row, k) */
+    int *row_token;            /* MoE: (R·K) the row each dispatch row reads */
+    int *expert_off;           /* MoE: (E + 1) expert e's dispatch rows are [off[e], off[e+1]) */
+    int *expert_pos;           /* MoE: (E) scratch of the dispatch */
     int *crow;                 /* (R) rows that attend to the cache */
     segment *segs;             /* (R) */
     int *base_len;             /* (max_batch) lengths at the start of a call */
@@ -306,6 +327,101 @@ static void attention(alloy_engine *e, int l, int n_segs) {
     }
 }
 
+/* ---- mixture of experts ----------------------------------------------------------------- */
+
+/* probs (R, E) = xn (R, C) · Wrᵀ (E, C): each row's dot products in one fixed order whatever
+ * the number of rows, so that a row routes the same in a prefill as in a decode step (BLAS
+ * sums one row and several in different orders; a gate's last bit would then differ). */
+static void router_logits(const alloy_engine *e, float *restrict probs, const float *restrict xn, const float *restrict w,
+                          int R) {
+    const int E = e->E, C = e->C;
+    use_threads(e, 2.0 * R * E * C);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < R; n++) {
+        const float *x = xn + (size_t)n * C;
+        for (int k = 0; k < E; k++) {
+            const float *wk = w + (size_t)k * C;
+            float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+            for (int c = 0; c < C; c++) acc += x[c] * wk[c];
+            probs[(size_t)n * E + k] = acc;
+        }
+    }
+}
+
+/* x (R, C) += the MoE block of layer lw on xn (R, C), as moe_forward of the training model:
+ * router probabilities, top-K (ties: the lower index), renormalised gates; the (row, k) pairs
+ * in dispatch order (expert 0's first, each in row order), one product per expert over its
+ * rows; each row adds its K outputs, in k order. */
+static void moe_rows(alloy_engine *e, const layer_matrices *lw, int R) {
+    const int E = e->E, K = e->K, C = e->C;
+    const size_t FF = (size_t)e->FF, F = (size_t)e->F;
+    const int NK = R * K;
+    router_logits(e, e->probs, e->xn, lw->router.w, R);
+    use_threads(e, (double)R * E * (8.0 + (double)K * K)); // softmax, top-K, gates
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < R; n++) {
+        float *p = e->probs + (size_t)n * E;
+        float mx = p[0];
+        for (int x = 1; x < E; x++) mx = p[x] > mx ? p[x] : mx;
+        float sum = 0.0f;
+        for (int x = 0; x < E; x++) {
+            p[x] = expf(p[x] - mx);
+            sum += p[x];
+        }
+        for (int x = 0; x < E; x++) p[x] /= sum;
+        int *sel = e->topk + (size_t)n * K;
+        float z = 0.0f;
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int x = 0; x < E; x++) {
+                bool taken = false;
+                for (int j = 0; j < k; j++) taken |= sel[j] == x;
+                if (!taken && (best < 0 || p[x] > p[best])) best = x; // strict: ties keep the lower index
+            }
+            sel[k] = best;
+            z += p[best];
+        }
+        for (int k = 0; k < K; k++) e->gates[(size_t)n * K + k] = p[sel[k]] / z;
+    }
+    // dispatch order: counts, offsets, then each (row, k) its dispatch row
+    int *off = e->expert_off, *pos = e->expert_pos;
+    memset(off, 0, sizeof(int) * (size_t)(E + 1));
+    for (int i = 0; i < NK; i++) off[e->topk[i] + 1]++;
+    for (int x = 0; x < E; x++) off[x + 1] += off[x];
+    memcpy(pos, off, sizeof(int) * (size_t)E);
+    for (int i = 0; i < NK; i++) {
+        int r = pos[e->topk[i]]++;
+        e->slot_row[i] = r;
+        e->row_token[r] = i / K;
+    }
+    for (int r = 0; r < NK; r++)
+        memcpy(e->moe_in + (size_t)r * C, e->xn + (size_t)e->row_token[r] * C, sizeof(float) * (size_t)C);
+    // the experts: up, activation over all dispatch rows, down
+    for (int x = 0; x < E; x++) {
+        int r0 = off[x], ne = off[x + 1] - r0;
+        if (ne) linear(e, e->fc + (size_t)r0 * FF, e->moe_in + (size_t)r0 * C, &lw->eup[x], ne, false, NULL);
+    }
+    use_threads(e, 20.0 * NK * e->F);
+    if (e->gpt2) gelu_forward(e->act, e->fc, (int64_t)NK * e->F);
+    else swiglu_forward(e->act, e->fc, NK, e->F);
+    for (int x = 0; x < E; x++) {
+        int r0 = off[x], ne = off[x + 1] - r0;
+        if (ne) linear(e, e->moe_out + (size_t)r0 * C, e->act + (size_t)r0 * F, &lw->edown[x], ne, false, NULL);
+    }
+    // combine: x_n += Σ_k g_n,k · out[dispatch row of (n, k)], in k order
+    use_threads(e, 2.0 * NK * C);
+#pragma omp parallel for schedule(static) if ((int64_t)NK * C > 65536)
+    for (int n = 0; n < R; n++) {
+        float *o = e->x + (size_t)n * C;
+        for (int k = 0; k < K; k++) {
+            float g = e->gates[(size_t)n * K + k];
+            const float *y = e->moe_out + (size_t)e->slot_row[(size_t)n * K + k] * C;
+            for (int c = 0; c < C; c++) o[c] += g * y[c];
+        }
+    }
+}
+
 /* ---- the forward pass over R rows ------------------------------------------------------- */
 
 /* Runs the rows set up in row_seq / row_pos / row_tok / segs and writes the logits of the rows
@@ -333,6 +449,10 @@ static void forward_rows(alloy_engine *e, int R, int n_segs, float *logits, int 
         attention(e, l, n_segs);
         linear(e, e->x, e->att, &lw->o, R, true, e->tmp);
         norm(e, e->xn, e->x, lp->ln2_w, lp->ln2_b, R);
+        if (e->E) {
+            moe_rows(e, lw, R);
+            continue;
+        }
         linear(e, e->fc, e->xn, &lw->up, R, false, e->tmp);
         use_threads(e, 20.0 * R * e->F);
         if (e->gpt2) gelu_forward(e->act, e->fc, (int64_t)R * e->F);
@@ -517,14 +637,19 @@ static void quantise_matrix(matrix *w, uint8_t *dst, float *scratch) {
     w->w = NULL;
 }
 
-/* Every matrix of the engine, in a fixed order: per layer qkv, o, up, down; then the head. */
+/* Every matrix the engine may quantise, in a fixed order: per layer qkv, o, then up, down (MoE:
+ * each expert's up, then each expert's down); then the head. Not the routers (always fp32). */
 static int all_matrices(alloy_engine *e, matrix **list) {
     int n = 0;
     for (int l = 0; l < e->L; l++) {
         list[n++] = &e->layers[l].qkv;
         list[n++] = &e->layers[l].o;
-        list[n++] = &e->layers[l].up;
-        list[n++] = &e->layers[l].down;
+        if (e->E) {
+            for (int x = 0; x < 2 * e->E; x++) list[n++] = &e->experts[(size_t)l * 2 * e->E + x];
+        } else {
+            list[n++] = &e->layers[l].up;
+            list[n++] = &e->layers[l].down;
+        }
     }
     list[n++] = &e->head;
     return n;
@@ -540,14 +665,26 @@ static alloy_status set_weights(alloy_engine *e) {
         layer_matrices *lw = &e->layers[l];
         lw->qkv = make_matrix(lp->qkv_w, lp->qkv_b, e->C, e->QKV, lay);
         lw->o = make_matrix(lp->o_w, lp->o_b, e->H * e->hd, e->C, lay);
-        lw->up = make_matrix(lp->up_w, lp->up_b, e->C, e->FF, lay);
-        lw->down = make_matrix(lp->down_w, lp->down_b, e->F, e->C, lay);
+        if (e->E) {
+            lw->router = make_matrix(lp->router_w, NULL, e->C, e->E, ALLOY_WEIGHT_OUT_IN);
+            lw->eup = e->experts + (size_t)l * 2 * e->E;
+            lw->edown = lw->eup + e->E;
+            for (int x = 0; x < e->E; x++) {
+                const alloy_expert_params *ep = &lp->experts[x];
+                lw->eup[x] = make_matrix(ep->up_w, ep->up_b, e->C, e->FF, lay);
+                lw->edown[x] = make_matrix(ep->down_w, ep->down_b, e->F, e->C, lay);
+            }
+        } else {
+            lw->up = make_matrix(lp->up_w, lp->up_b, e->C, e->FF, lay);
+            lw->down = make_matrix(lp->down_w, lp->down_b, e->F, e->C, lay);
+        }
     }
     e->head = make_matrix(p->lm_head, NULL, e->C, e->V, ALLOY_WEIGHT_OUT_IN);
-    matrix **list = alloy_malloc(sizeof(matrix *) * (4 * (size_t)e->L + 1));
+    size_t per_layer = e->E ? 2 + 2 * (size_t)e->E : 4;
+    matrix **list = alloy_malloc(sizeof(matrix *) * (per_layer * (size_t)e->L + 1));
     if (!list) return ALLOY_STATUS_NOMEM;
     int n = all_matrices(e, list);
-    size_t total = 0, largest = 0;
+    size_t total = 0, largest = 0, expert_bytes = 0;
     alloy_status s = ALLOY_STATUS_OK;
     for (int i = 0; i < n && !s; i++) {
         matrix *w = list[i];
@@ -556,11 +693,18 @@ static alloy_status set_weights(alloy_engine *e) {
         if (!alloy_mul_size(alloy_quant_row_bytes(w->type, w->in), (size_t)w->out, &bytes) || total + bytes < total)
             s = alloy_fail(ALLOY_STATUS_NOMEM, "engine: the matrices' size overflows");
         total += bytes;
+        if (e->E && w >= e->experts && w < e->experts + (size_t)e->L * 2 * e->E) expert_bytes += bytes;
         e->n_matrices[w->type]++;
         if (w->layout == ALLOY_WEIGHT_IN_OUT && (size_t)w->in * (size_t)w->out > largest)
             largest = (size_t)w->in * (size_t)w->out;
     }
+    // what a token reads: every matrix but the experts, the routers, K of each layer's E experts
     e->weight_bytes = total;
+    if (e->E) {
+        e->n_matrices[ALLOY_QTYPE_F32] += e->L; // the routers
+        e->weight_bytes = total - expert_bytes + expert_bytes / (size_t)e->E * (size_t)e->K +
+                          (size_t)e->L * (size_t)e->E * (size_t)e->C * sizeof(float);
+    }
     if (s || e->opts.weights == ALLOY_QTYPE_F32) {
         alloy_free(list);
         return s;
@@ -607,12 +751,13 @@ static alloy_status check_options(alloy_engine_options *o, const alloy_config *c
 static alloy_status alloc_buffers(alloy_engine *e) {
     size_t R = (size_t)e->opts.max_rows, ctx = (size_t)e->opts.max_ctx;
     size_t half = e->gpt2 ? 0 : (size_t)e->hd / 2;
+    size_t E = (size_t)e->E, K = (size_t)e->K, RK = e->E ? R * K : R; // MLP rows: dispatch rows in MoE
     size_t sizes[] = {
-        R * e->C, R * e->C, R * e->QKV, R * e->H * e->hd, R * e->C, R * e->FF, R * e->F, R, R, R * e->H,
-        (size_t)e->max_threads * ctx, ctx * half, ctx * half,
+        R * e->C, R * e->C, R * e->QKV, R * e->H * e->hd, R * e->C, RK * e->FF, RK * e->F, R, R, R * e->H,
+        (size_t)e->max_threads * ctx, ctx * half, ctx * half, R * E, R * K, R * K * e->C, R * K * e->C,
     };
     float **ptrs[] = {&e->x, &e->xn, &e->qkv, &e->att, &e->tmp, &e->fc, &e->act, &e->mean, &e->rstd, &e->lse,
-                      &e->scores, &e->rope_cos, &e->rope_sin};
+                      &e->scores, &e->rope_cos, &e->rope_sin, &e->probs, &e->gates, &e->moe_in, &e->moe_out};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
     e->buf_floats = total;
@@ -628,8 +773,18 @@ static alloy_status alloc_buffers(alloy_engine *e) {
     e->base_len = alloy_calloc(B, sizeof(int));
     e->seen = alloy_calloc(B, 1);
     e->layers = alloy_calloc((size_t)e->L, sizeof(layer_matrices));
+    bool moe_ok = true;
+    if (e->E) {
+        e->experts = alloy_calloc((size_t)e->L * 2 * E, sizeof(matrix));
+        e->topk = alloy_malloc(sizeof(int) * R * K);
+        e->slot_row = alloy_malloc(sizeof(int) * R * K);
+        e->row_token = alloy_malloc(sizeof(int) * R * K);
+        e->expert_off = alloy_malloc(sizeof(int) * (E + 1));
+        e->expert_pos = alloy_malloc(sizeof(int) * E);
+        moe_ok = e->experts && e->topk && e->slot_row && e->row_token && e->expert_off && e->expert_pos;
+    }
     if (!e->buf || !e->row_seq || !e->row_pos || !e->row_tok || !e->sel || !e->crow || !e->segs || !e->len || !e->base_len ||
-        !e->seen || !e->layers)
+        !e->seen || !e->layers || !moe_ok)
         return alloy_fail(ALLOY_STATUS_NOMEM, "engine: out of memory for the buffers of %zu rows", R);
     size_t off = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -656,9 +811,9 @@ alloy_status alloy_engine_create(alloy_engine **out, const alloy_model *m, const
     *out = NULL;
     if (!m) return alloy_fail(ALLOY_STATUS_USAGE, "engine: no model");
     const alloy_config *c = &m->config;
-    if (c->n_experts > 0)
-        return alloy_fail(ALLOY_STATUS_USAGE, "engine: mixture-of-experts models (%d experts) are not supported by the "
-                          "inference engine yet; score them with alloy eval without --weights", c->n_experts);
+    if (c->n_experts > 0 && (c->n_experts > ALLOY_MAX_EXPERTS || c->top_k < 1 || c->top_k > c->n_experts))
+        return alloy_fail(ALLOY_STATUS_USAGE, "engine: %d experts, %d per token: expected 1 <= K <= E <= %d",
+                          c->n_experts, c->top_k, ALLOY_MAX_EXPERTS);
     alloy_engine_options o = opts ? *opts : (alloy_engine_options){0};
     alloy_status s = check_options(&o, c);
     if (s) return s;
@@ -676,6 +831,8 @@ alloy_status alloy_engine_create(alloy_engine **out, const alloy_model *m, const
     e->FF = e->gpt2 ? e->F : 2 * e->F;
     e->V = c->vocab_size;
     e->QKV = (e->H + 2 * e->KV) * e->hd;
+    e->E = c->n_experts > 0 ? c->n_experts : 0;
+    e->K = e->E ? c->top_k : 0;
     e->eps = (float)c->norm_eps;
     // room for as many threads as the machine has, or the caller asks for now or in the options
     e->max_threads = caller_threads();
@@ -685,9 +842,11 @@ alloy_status alloy_engine_create(alloy_engine **out, const alloy_model *m, const
     if (o.threads > e->max_threads) e->max_threads = o.threads;
     if (e->max_threads < 1) e->max_threads = 1;
     e->call_threads = 1;
-    // fp32 vectors a token reads: norms, biases, its embedding row (and position row)
+    // fp32 vectors a token reads: norms, biases (MoE: its K experts'), its embedding row (and
+    // position row)
     size_t other = (size_t)(e->gpt2 ? 2 : 1) * e->C;
-    other += (size_t)e->L * (e->gpt2 ? 4 * (size_t)e->C + e->QKV + e->C + e->FF + e->C : 2 * (size_t)e->C);
+    size_t mlp_bias = (size_t)(e->E ? e->K : 1) * ((size_t)e->FF + (size_t)e->C);
+    other += (size_t)e->L * (e->gpt2 ? 4 * (size_t)e->C + e->QKV + e->C + mlp_bias : 2 * (size_t)e->C);
     other += (size_t)(e->gpt2 ? 2 : 1) * e->C;
     e->other_bytes = other * sizeof(float);
     s = alloc_buffers(e);
@@ -716,5 +875,11 @@ void alloy_engine_destroy(alloy_engine *e) {
     alloy_free(e->base_len);
     alloy_free(e->seen);
     alloy_free(e->layers);
+    alloy_free(e->experts);
+    alloy_free(e->topk);
+    alloy_free(e->slot_row);
+    alloy_free(e->row_token);
+    alloy_free(e->expert_off);
+    alloy_free(e->expert_pos);
     alloy_free(e);
 }

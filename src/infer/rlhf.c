@@ -424,6 +424,7 @@ typedef struct step_stats {
     double loss, pg_loss, vf_loss, clipfrac, vf_clipfrac, approx_kl, policy_kl, ratio, value, returns, advantages;
     double grad_norm, lr;
     double tokens, gen_tokens;
+    double rollout_s, score_s, optim_s; /* wall time of sampling, of scoring, of the PPO epochs */
 } step_stats;
 
 /* One PPO step (1-6 of the file's top). */
@@ -439,9 +440,14 @@ static alloy_status ppo_step(ppo_run *r, step_stats *st) {
         }
         r->ex[i] = r->perm[r->cursor++];
     }
+    double t0 = alloy_time_now();
     alloy_status s = sample_rollouts(r); // 2.
+    double t1 = alloy_time_now();
     if (!s) s = score_rollouts(r);       // 3.
     if (s) return s;
+    double t2 = alloy_time_now();
+    st->rollout_s = t1 - t0;
+    st->score_s = t2 - t1;
     int64_t N = r->off[B];
     double beta = r->kl.value; // 4.
     alloy_ppo_rewards(&o->ppo, beta, r->logp, r->ref_logp, r->scores, r->off, B, r->rewards, r->kl_tok);
@@ -650,10 +656,11 @@ static alloy_status train_loop(ppo_run *r) {
                 "\"entropy\":%.6f,\"response_length\":%.3f,\"beta\":%.6g,\"loss\":%.6f,\"policy_loss\":%.6f,"
                 "\"value_loss\":%.6f,\"clipfrac\":%.6f,\"vf_clipfrac\":%.6f,\"approx_kl\":%.6g,\"policy_kl\":%.6g,"
                 "\"ratio\":%.6f,\"value\":%.6f,\"returns\":%.6f,\"advantages\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
-                "\"tokens\":%.0f,\"tokens_per_s\":%.1f,\"gen_tokens_per_s\":%.1f,\"step_s\":%.4f,\"elapsed_s\":%.3f}\n",
+                "\"tokens\":%.0f,\"tokens_per_s\":%.1f,\"gen_tokens_per_s\":%.1f,\"rollout_s\":%.4f,\"score_s\":%.4f,"
+                "\"optim_s\":%.4f,\"step_s\":%.4f,\"elapsed_s\":%.3f}\n",
                 (long long)r->step, st.reward, st.reward_std, st.kl, st.non_score, st.entropy, st.length, st.beta, st.loss,
                 st.pg_loss, st.vf_loss, st.clipfrac, st.vf_clipfrac, st.approx_kl, st.policy_kl, st.ratio, st.value,
-                st.returns, st.advantages, st.lr, st.grad_norm, r->tokens_seen, st.tokens / dt, st.gen_tokens / dt, dt,
+                st.returns, st.advantages, st.lr, st.grad_norm, r->tokens_seen, st.tokens / dt, st.gen_tokens / dt, st.rollout_s, st.score_s, dt - st.rollout_s - st.score_s, dt,
                 r->elapsed);
         fflush(r->metrics);
         bool last = r->step == o->steps;

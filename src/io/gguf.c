@@ -1058,13 +1058,24 @@ static const name_pair llama_layer[] = {
     {"mlp.gate_proj.weight", "ffn_gate.weight", XF_NONE},
     {"mlp.up_proj.weight", "ffn_up.weight", XF_NONE},
     {"mlp.down_proj.weight", "ffn_down.weight", XF_NONE},
+    {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight", XF_NONE},
+};
+/* Mixtral's experts: llama.cpp stacks each layer's E matrices of one kind into one 3-D tensor,
+ * ne = [cols, rows, E] (expert e's (rows, cols) matrix is slice e). */
+static const name_pair llama_expert[] = {
+    {"w1.weight", "ffn_gate_exps.weight", XF_NONE},
+    {"w3.weight", "ffn_up_exps.weight", XF_NONE},
+    {"w2.weight", "ffn_down_exps.weight", XF_NONE},
 };
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
-/* The llama.cpp name of a parameter-table tensor and how it is laid out there; false for a name
- * with no counterpart (a bug: the table holds only names of the two families). */
-static bool gguf_name(alloy_family family, const char *hf, char out[ALLOY_GGUF_MAX_NAME + 1], int *xf) {
+/* The llama.cpp name of a parameter-table tensor and how it is laid out there; *expert gets the
+ * slice of a Mixtral expert's matrix in its stacked tensor, -1 for any other tensor. False for a
+ * name with no counterpart (a GPT-2 MoE's experts and router; otherwise a bug: the table holds
+ * only names of the two families). */
+static bool gguf_name(alloy_family family, const char *hf, char out[ALLOY_GGUF_MAX_NAME + 1], int *xf, int *expert) {
     bool gpt2 = family == ALLOY_FAMILY_GPT2;
+    *expert = -1;
     const name_pair *glob = gpt2 ? gpt2_global : llama_global, *layer = gpt2 ? gpt2_layer : llama_layer;
     size_t ng = gpt2 ? COUNT_OF(gpt2_global) : COUNT_OF(llama_global);
     size_t nl = gpt2 ? COUNT_OF(gpt2_layer) : COUNT_OF(llama_layer);
@@ -1085,6 +1096,19 @@ static bool gguf_name(alloy_family family, const char *hf, char out[ALLOY_GGUF_M
         if (!strcmp(end + 1, layer[i].hf)) {
             snprintf(out, ALLOY_GGUF_MAX_NAME + 1, "blk.%ld.%s", l, layer[i].gguf);
             *xf = layer[i].xf;
+            return true;
+        }
+    }
+    static const char experts[] = "block_sparse_moe.experts.";
+    if (gpt2 || strncmp(end + 1, experts, sizeof experts - 1)) return false;
+    const char *num = end + sizeof experts;
+    long e = strtol(num, &end, 10);
+    if (end == num || *end != '.' || e < 0 || e >= ALLOY_MAX_EXPERTS) return false;
+    for (size_t i = 0; i < COUNT_OF(llama_expert); i++) {
+        if (!strcmp(end + 1, llama_expert[i].hf)) {
+            snprintf(out, ALLOY_GGUF_MAX_NAME + 1, "blk.%ld.%s", l, llama_expert[i].gguf);
+            *xf = llama_expert[i].xf;
+            *expert = (int)e;
             return true;
         }
     }
@@ -1278,6 +1302,10 @@ static alloy_status put_hparams(alloy_gguf_writer *w, const alloy_config *c, con
     PUT_U32("feed_forward_length", c->d_ff);
     PUT_U32("attention.head_count", c->n_head);
     PUT_U32("attention.head_count_kv", c->n_kv_head);
+    if (c->n_experts > 0) { // llama.cpp's Mixtral keys
+        PUT_U32("expert_count", c->n_experts);
+        PUT_U32("expert_used_count", c->top_k);
+    }
     if (c->family == ALLOY_FAMILY_GPT2) {
         PUT_F32("attention.layer_norm_epsilon", c->norm_eps);
     } else {
@@ -1288,6 +1316,25 @@ static alloy_status put_hparams(alloy_gguf_writer *w, const alloy_config *c, con
 #undef PUT_U32
 #undef PUT_F32
     return s;
+}
+
+/* *out (E, rows, cols), allocated: expert 0's tensor ti and the other experts' of the same kind
+ * (found by name: "...experts.0.w1.weight" -> "...experts.e.w1.weight"), one after another. */
+static alloy_status stack_experts(const alloy_model *m, const alloy_tensor_info *ti, float **out) {
+    int E = m->config.n_experts;
+    const char *at = strstr(ti->name, "experts.0.");
+    ALLOY_ASSERT(at);
+    float *buf = alloy_malloc(sizeof(float) * ti->numel * (size_t)E); // E·numel < the arena: no overflow
+    if (!buf) return ALLOY_STATUS_NOMEM;
+    for (int e = 0; e < E; e++) {
+        char name[ALLOY_MAX_NAME + 16];
+        snprintf(name, sizeof name, "%.*sexperts.%d.%s", (int)(at - ti->name), ti->name, e, at + strlen("experts.0."));
+        const alloy_tensor_info *te = alloy_model_find_tensor(m, name);
+        ALLOY_ASSERT(te && te->numel == ti->numel);
+        memcpy(buf + (size_t)e * ti->numel, m->params_memory + te->offset, sizeof(float) * ti->numel);
+    }
+    *out = buf;
+    return ALLOY_STATUS_OK;
 }
 
 /* general.name: the file's name without folders and ".gguf". */
@@ -1308,8 +1355,11 @@ alloy_status alloy_gguf_export_model_ex(const alloy_model *m, const alloy_tokeni
     if (!alloy_ggml_type_from_qtype(type, &want_type))
         return alloy_fail(ALLOY_STATUS_USAGE, "%s: unknown weight type %d", path, (int)type);
     const alloy_config *c = &m->config;
-    if (c->n_experts > 0)
-        return alloy_fail(ALLOY_STATUS_USAGE, "%s: GGUF export of a mixture of experts is not supported", path);
+    if (c->n_experts > 0 && c->family == ALLOY_FAMILY_GPT2)
+        return alloy_fail(ALLOY_STATUS_USAGE,
+                          "%s: GGUF export of a GPT-2 mixture of experts is not supported (llama.cpp has no GPT-2 "
+                          "MoE; a Llama-family MoE exports as Mixtral)",
+                          path);
     const char *arch = alloy_family_name(c->family);
     alloy_gguf_writer *w;
     alloy_status s = alloy_gguf_writer_create(&w);
@@ -1333,22 +1383,29 @@ alloy_status alloy_gguf_export_model_ex(const alloy_model *m, const alloy_tokeni
                        path, alloy_tokenizer_vocab_size(tok), c->vocab_size);
     if (!s && tok) s = put_tokenizer(w, tok, c->vocab_size);
 
-    int n_fallback = 0, n_requested = 0;
+    int n_fallback = 0, n_requested = 0, n_written = 0;
     char first_fallback[ALLOY_GGUF_MAX_NAME + 1] = "";
     int64_t fallback_row = 0;
     for (int i = 0; i < m->n_tensors && !s; i++) {
         const alloy_tensor_info *ti = &m->tensors[i];
         char gname[ALLOY_GGUF_MAX_NAME + 1];
-        int xf;
-        bool mapped = gguf_name(c->family, ti->name, gname, &xf);
+        int xf, expert;
+        bool mapped = gguf_name(c->family, ti->name, gname, &xf, &expert);
         ALLOY_ASSERT(mapped);
+        if (expert > 0) continue; // written with expert 0's, as one stacked tensor
         int64_t ne[ALLOY_GGUF_MAX_DIMS];
         int nd = gguf_shape(ti, xf, ne);
         const float *src = m->params_memory + ti->offset;
         // the f32 values in llama.cpp's layout
         const float *f32 = src;
         float *tmp = NULL;
-        if (nd == 2 && xf != XF_NONE) {
+        if (expert == 0) { // the E experts' matrices of this kind, slice after slice
+            s = stack_experts(m, ti, &tmp);
+            if (s) break;
+            f32 = tmp;
+            nd = 3;
+            ne[2] = c->n_experts;
+        } else if (nd == 2 && xf != XF_NONE) {
             tmp = alloy_malloc(ti->numel * sizeof(float));
             if (!tmp) {
                 s = ALLOY_STATUS_NOMEM;
@@ -1358,9 +1415,9 @@ alloy_status alloy_gguf_export_model_ex(const alloy_model *m, const alloy_tokeni
             else permute_heads(tmp, src, permute_heads_of(c, xf), alloy_config_head_dim(c), ti->shape[1], true);
             f32 = tmp;
         }
-        // norms, biases and positions stay f32, as llama.cpp's converter keeps them
+        // norms, biases, positions and routers stay f32, as llama.cpp's converter keeps them
         alloy_qtype q = ALLOY_QTYPE_F32;
-        if (nd == 2 && strcmp(gname, "position_embd.weight")) {
+        if (nd >= 2 && strcmp(gname, "position_embd.weight") && !strstr(gname, "ffn_gate_inp")) {
             q = type;
             if (ne[0] % alloy_qtype_block_elems(type)) { // F16 takes any row, as llama.cpp falls back
                 q = ALLOY_QTYPE_F16;
@@ -1373,7 +1430,7 @@ alloy_status alloy_gguf_export_model_ex(const alloy_model *m, const alloy_tokeni
             }
         }
         uint32_t gtype = qtype_ggml[q];
-        size_t rows = ti->numel / (size_t)ne[0], row_bytes = alloy_quant_row_bytes(q, ne[0]);
+        size_t rows = ti->numel * (size_t)ne[2] / (size_t)ne[0], row_bytes = alloy_quant_row_bytes(q, ne[0]);
         const void *data = f32;
         if (q != ALLOY_QTYPE_F32) {
             uint8_t *out = alloy_malloc(rows * row_bytes);
@@ -1392,10 +1449,11 @@ alloy_status alloy_gguf_export_model_ex(const alloy_model *m, const alloy_tokeni
             owned[i] = tmp;
         }
         s = alloy_gguf_add_tensor(w, gname, nd, ne, gtype, data, rows * row_bytes);
+        n_written++;
     }
     if (!s) s = alloy_gguf_write(w, path);
     if (!s && report) {
-        report->n_tensors = m->n_tensors;
+        report->n_tensors = n_written;
         report->n_requested = n_requested;
         report->n_fallback = n_fallback;
         if (n_fallback)
@@ -1508,6 +1566,12 @@ static alloy_status config_from_gguf(const alloy_gguf *g, alloy_config *cfg) {
                               "%s: llama.rope.dimension_count %d: rotary embeddings over part of a "
                               "head (of %d) are not supported",
                               g->path, rope_dims, cfg->d_model / cfg->n_head);
+        // a Mixtral: llama.cpp's expert keys (the aux-loss coefficient, not stored, is Mixtral's)
+        if ((s = get_hparam(g, arch, "expert_count", false, 0, ALLOY_MAX_EXPERTS, &cfg->n_experts))) return s;
+        if (cfg->n_experts > 0) {
+            if ((s = get_hparam(g, arch, "expert_used_count", true, 1, cfg->n_experts, &cfg->top_k))) return s;
+            cfg->router_aux_loss_coef = 0.001;
+        }
         const alloy_gguf_kv *scaling = alloy_gguf_find_kv(g, "llama.rope.scaling.type");
         if (scaling && (scaling->type != ALLOY_GGUF_VTYPE_STRING || strcmp(scaling->str, "none")))
             return alloy_fail(ALLOY_STATUS_FORMAT, "%s: RoPE scaling (llama.rope.scaling.type) is not supported",
@@ -1524,15 +1588,18 @@ static alloy_status config_from_gguf(const alloy_gguf *g, alloy_config *cfg) {
     // anything is allocated: a header alone cannot make alloy allocate what the file lacks
     char last[64];
     snprintf(last, sizeof last, "blk.%d.attn_norm.weight", cfg->n_layer - 1);
-    const alloy_gguf_tensor *down = alloy_gguf_find_tensor(g, "blk.0.ffn_down.weight");
+    const char *down_name = cfg->n_experts ? "blk.0.ffn_down_exps.weight" : "blk.0.ffn_down.weight";
+    const alloy_gguf_tensor *down = alloy_gguf_find_tensor(g, down_name);
     const alloy_gguf_tensor *pos = alloy_gguf_find_tensor(g, "position_embd.weight");
     if (!alloy_gguf_find_tensor(g, last))
         return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: missing tensor \"%s\" (%s.block_count is %d)", g->path, last,
                           arch, cfg->n_layer);
     if (!down || down->ne[0] != cfg->d_ff)
-        return alloy_fail(ALLOY_STATUS_MISMATCH,
-                          "%s: tensor \"blk.0.ffn_down.weight\" is missing or not %d wide (%s.feed_forward_length)",
-                          g->path, cfg->d_ff, arch);
+        return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: tensor \"%s\" is missing or not %d wide (%s.feed_forward_length)",
+                          g->path, down_name, cfg->d_ff, arch);
+    if (cfg->n_experts && (down->n_dims != 3 || down->ne[2] != cfg->n_experts))
+        return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: tensor \"%s\" does not stack %d experts (%s.expert_count)",
+                          g->path, down_name, cfg->n_experts, arch);
     if (gpt2 && (!pos || pos->n_dims != 2 || pos->ne[1] != cfg->max_seq_len))
         return alloy_fail(ALLOY_STATUS_MISMATCH,
                           "%s: tensor \"position_embd.weight\" is missing or has not %d rows (%s.context_length)",
@@ -1556,8 +1623,8 @@ static alloy_status load_tensors(alloy_model *m, const alloy_gguf *g) {
     alloy_status s = names ? ALLOY_STATUS_OK : ALLOY_STATUS_NOMEM;
     for (int i = 0; i < m->n_tensors && !s; i++) {
         const alloy_tensor_info *ti = &m->tensors[i];
-        int xf;
-        bool mapped = gguf_name(c->family, ti->name, names[i], &xf);
+        int xf, expert;
+        bool mapped = gguf_name(c->family, ti->name, names[i], &xf, &expert);
         ALLOY_ASSERT(mapped);
         const alloy_gguf_tensor *t = alloy_gguf_find_tensor(g, names[i]);
         if (!t) {
@@ -1566,6 +1633,23 @@ static alloy_status load_tensors(alloy_model *m, const alloy_gguf *g) {
         }
         int64_t ne[ALLOY_GGUF_MAX_DIMS];
         int nd = gguf_shape(ti, xf, ne);
+        alloy_gguf_tensor slice;
+        if (expert >= 0) { // slice `expert` of the stacked [cols, rows, E] tensor, if that is its shape
+            nd = 3;
+            ne[2] = c->n_experts;
+            if (t->n_dims == 3 && t->ne[0] == ne[0] && t->ne[1] == ne[1] && t->ne[2] == ne[2]) {
+                slice = *t;
+                slice.n_dims = 2;
+                slice.ne[2] = 1;
+                slice.n_elems = t->n_elems / (size_t)ne[2];
+                slice.nbytes = t->nbytes / (size_t)ne[2]; // whole rows: an expert's bytes are contiguous
+                slice.data = t->data + (size_t)expert * slice.nbytes;
+                slice.offset = t->offset + (uint64_t)expert * slice.nbytes;
+                t = &slice;
+                nd = 2;
+                ne[2] = 1;
+            }
+        }
         bool same = t->n_dims == nd;
         for (int d = 0; d < ALLOY_GGUF_MAX_DIMS; d++) same = same && t->ne[d] == ne[d];
         if (!same) {

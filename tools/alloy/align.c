@@ -96,13 +96,20 @@ static const char dpo_help[] =
 
 static const char score_help[] =
     "usage: alloy score --model RM --data FILE.jsonl [--batch B] [--seq T] [--template NAME] [--threads N]\n"
+    "       alloy score --model LM --logprobs --data FILE.jsonl [flags]\n"
     "\n"
     "Prints a reward model's score of every response, one JSON line per input line:\n"
     "  {\"line\": N, \"scores\": [r1, ...]}\n"
     "in the line's order: \"response\", each of \"responses\", \"chosen\" then \"rejected\", or the whole\n"
     "\"messages\" conversation. The template defaults to the model's own (config.json).\n"
+    "With --logprobs, the model is a language model and each response gets the sum of its tokens'\n"
+    "log-probabilities given the prompt (nats; the closing end-of-turn token included, as SFT and\n"
+    "DPO count it) and their number:\n"
+    "  {\"line\": N, \"logps\": [l1, ...], \"tokens\": [n1, ...]}\n"
+    "(the mean over a policy's own samples of its logps minus a reference's estimates KL(policy||ref)).\n"
     "\n"
     "  --model DIR           a reward model (checkpoint or run folder of alloy reward)\n"
+    "  --logprobs            score by log-probability under a language model instead\n"
     "  --data FILE.jsonl     prompts and responses\n"
     "  --batch B             lines per forward pass (default 8)\n"
     "  --seq T               tokens per sequence at most (default: the model's context, at most 1024);\n"
@@ -240,9 +247,11 @@ int cmd_dpo(int argc, char **argv) { return run_verb("dpo", ALLOY_ALIGN_DPO, arg
 int cmd_score(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tmpl_name = NULL;
     int batch = 8, seq = 0, threads = 0;
+    bool logprobs = false;
     cli_flag flags[] = {
         {"model", CLI_STR, &model, false}, {"data", CLI_STR, &data, false},     {"template", CLI_STR, &tmpl_name, false},
         {"batch", CLI_INT, &batch, false}, {"seq", CLI_INT, &seq, false},       {"threads", CLI_INT, &threads, false},
+        {"logprobs", CLI_BOOL, &logprobs, false},
     };
     int r = cli_parse("score", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), score_help, NULL);
     if (r) return r == 1 ? 0 : r;
@@ -280,24 +289,37 @@ int cmd_score(int argc, char **argv) {
         s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", seq, cfg.max_seq_len);
     if (!s) s = alloy_align_load_tokenizer(dir, &cfg, &tok);
     if (!s) s = alloy_align_data_read(&d, data, tok, ALLOY_ALIGN_SCORE, tmpl, seq);
-    if (!s) s = alloy_reward_model_load(&rm, dir, batch * d.max_seqs, seq, true, 0);
+    // a language model (--logprobs) is loaded the same way: its unused head is a new one
+    if (!s) s = alloy_reward_model_load(&rm, dir, batch * d.max_seqs, seq, !logprobs, 0);
+    size_t rows = (size_t)batch * (size_t)d.max_seqs;
+    double *logp = NULL;
+    int *count = NULL;
     if (!s) {
-        scores = alloy_malloc(sizeof(float) * (size_t)batch * (size_t)d.max_seqs);
+        scores = alloy_malloc(sizeof(float) * rows);
+        logp = alloy_malloc(sizeof(double) * rows);
+        count = alloy_malloc(sizeof(int) * rows);
         idx = alloy_malloc(sizeof(int64_t) * (size_t)batch);
-        if (!scores || !idx) s = ALLOY_STATUS_NOMEM;
+        if (!scores || !logp || !count || !idx) s = ALLOY_STATUS_NOMEM;
     }
     for (int64_t e0 = 0; !s && e0 < d.n_examples; e0 += batch) {
         int n = (int)(d.n_examples - e0 < batch ? d.n_examples - e0 : batch);
         for (int i = 0; i < n; i++) idx[i] = e0 + i;
         s = alloy_align_batch_make(&b, &d, idx, n);
-        if (!s) s = alloy_reward_scores(rm, &b, scores);
+        if (!s) s = logprobs ? alloy_dpo_logps(rm->model, &b, logp, count) : alloy_reward_scores(rm, &b, scores);
         for (int i = 0; !s && i < n; i++) {
-            printf("{\"line\":%lld,\"scores\":[", (long long)d.ex_line[e0 + i]);
-            for (int k = b.ex_row[i]; k < b.ex_row[i + 1]; k++) printf("%s%.6g", k > b.ex_row[i] ? "," : "", (double)scores[k]);
+            printf("{\"line\":%lld,\"%s\":[", (long long)d.ex_line[e0 + i], logprobs ? "logps" : "scores");
+            for (int k = b.ex_row[i]; k < b.ex_row[i + 1]; k++)
+                printf(logprobs ? "%s%.8g" : "%s%.6g", k > b.ex_row[i] ? "," : "", logprobs ? logp[k] : (double)scores[k]);
+            if (logprobs) {
+                printf("],\"tokens\":[");
+                for (int k = b.ex_row[i]; k < b.ex_row[i + 1]; k++) printf("%s%d", k > b.ex_row[i] ? "," : "", count[k]);
+            }
             printf("]}\n");
         }
         fflush(stdout);
     }
+    alloy_free(logp);
+    alloy_free(count);
     alloy_free(scores);
     alloy_free(idx);
     alloy_align_batch_free(&b);
