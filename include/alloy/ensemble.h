@@ -12,6 +12,12 @@
  *     alloy_ensemble_create(&e, ms, w, 2, ALLOY_ENSEMBLE_PROBS);
  *     alloy_ensemble_logprobs(e, tokens, 1, T, logp);   // logp: (T, V) log-probabilities
  *     alloy_ensemble_destroy(e);                // the models stay the caller's
+ *
+ *     alloy_combiner *c;                        // a learned gate over the same members
+ *     alloy_combiner_create(&c, ms, NULL, 2);   // or alloy_combiner_load(&c, "comb")
+ *     alloy_combiner_train(c, ms, 2, heldout, &opts, &report);
+ *     alloy_combiner_save(c, "comb");
+ *     alloy_ensemble_create_learned(&e, ms, 2, c);
  */
 #ifndef ALLOY_ENSEMBLE_H
 #define ALLOY_ENSEMBLE_H
@@ -28,7 +34,53 @@ extern "C" {
 typedef enum alloy_ensemble_mode {
     ALLOY_ENSEMBLE_PROBS = 0,  /* mixture: log Σ wᵢ softmax(zᵢ) */
     ALLOY_ENSEMBLE_LOGITS = 1, /* log softmax(Σ wᵢ zᵢ) */
+    ALLOY_ENSEMBLE_LEARNED = 2,/* log Σ gᵢ(h) softmax(zᵢ), g from an alloy_combiner */
 } alloy_ensemble_mode;
+
+/* The most members an ensemble with a learned combiner may have. */
+#define ALLOY_COMBINER_MAX 16
+
+/* A learned gate over an ensemble's members, saved as a folder:
+ *   combiner.safetensors  "gate.weight" F32 (N, D) and "gate.bias" F32 (N), D = Σ Cᵢ
+ *   combiner.json         {"format": "alloy-combiner", "version": 1, "vocab_size": V,
+ *                          "members": [{"path", "fingerprint" (16 hex digits), "d_model",
+ *                          "family", "n_layer"}, …], "training": {…what made it…}}
+ * Loading checks every size against the JSON; using it checks the members against it. */
+typedef struct alloy_combiner {
+    int n;                                  /* N members */
+    int width[ALLOY_COMBINER_MAX];          /* Cᵢ: member i's d_model */
+    int offset[ALLOY_COMBINER_MAX];         /* Σ_{j<i} Cⱼ: member i's columns of weight */
+    int D;                                  /* Σ Cᵢ */
+    int vocab_size;                         /* the members' common V */
+    uint64_t fingerprint[ALLOY_COMBINER_MAX]; /* alloy_ensemble_fingerprint of each member */
+    char *path[ALLOY_COMBINER_MAX];         /* where each member was loaded from (information) */
+    float *weight;                          /* (N, D) gate weights W */
+    float *bias;                            /* (N) gate biases b */
+    char *training_json;                    /* the "training" object as JSON text, or NULL */
+} alloy_combiner;
+
+/* How alloy_combiner_train runs. */
+typedef struct alloy_combiner_train_options {
+    int64_t steps;        /* AdamW steps (default 200) */
+    int batch, seq;       /* windows per step B and tokens per window T (default 8 x 128) */
+    double lr;            /* peak learning rate (default 1e-2); warm-up steps/10, cosine to lr/10 */
+    float weight_decay;   /* on W, not b (default 0) */
+    uint64_t seed;        /* data order (default 1337); W and b start at 0: the uniform mixture */
+    int64_t eval_windows; /* held-out windows scored at the end (default 0: all of the val split) */
+    const char *metrics;  /* a JSONL file for one line per step and the final evaluation, or NULL */
+    bool quiet;           /* no progress line on stderr */
+    int log_every;        /* progress every n steps when stderr is not a terminal (default 10) */
+} alloy_combiner_train_options;
+
+/* Held-out losses (nats per token) after training: each member alone, the uniform mixture
+ * (equal fixed weights), and the learned gate. */
+typedef struct alloy_combiner_report {
+    double member_loss[ALLOY_COMBINER_MAX];
+    double uniform_loss;
+    double learned_loss;
+    double train_loss;    /* the mean of the last step's batch */
+    int64_t tokens;       /* held-out tokens scored */
+} alloy_combiner_report;
 
 typedef struct alloy_ensemble {
     alloy_model **models;     /* (n) borrowed */
@@ -36,6 +88,7 @@ typedef struct alloy_ensemble {
     int n;
     alloy_ensemble_mode mode;
     int vocab_size;           /* V, the members' common vocabulary */
+    const alloy_combiner *combiner; /* LEARNED: the gate (borrowed); else NULL */
 } alloy_ensemble;
 
 /* Checks that the members agree (family need not; vocabulary size and tokenizer name must),
@@ -43,7 +96,14 @@ typedef struct alloy_ensemble {
 alloy_status alloy_ensemble_create(alloy_ensemble **out, alloy_model *const *models, const float *weights, int n,
                                    alloy_ensemble_mode mode);
 void alloy_ensemble_destroy(alloy_ensemble *e);
-bool alloy_ensemble_mode_parse(const char *name, alloy_ensemble_mode *out); /* "probs", "logits" */
+/* "probs", "logits", "learned" (which needs alloy_ensemble_create_learned). */
+bool alloy_ensemble_mode_parse(const char *name, alloy_ensemble_mode *out);
+
+/* A learned ensemble: the members (in the combiner's order) must be the ones it was trained
+ * over — same vocabulary, widths and fingerprints (MISMATCH naming the member otherwise). The
+ * combiner stays the caller's and must outlive the ensemble. */
+alloy_status alloy_ensemble_create_learned(alloy_ensemble **out, alloy_model *const *models, int n,
+                                           const alloy_combiner *c);
 
 /* logp (B·T, V) = the ensemble's log-probabilities of the next token at every position of
  * tokens (B, T); B·T must fit every member's buffers. */
@@ -53,6 +113,41 @@ alloy_status alloy_ensemble_logprobs(alloy_ensemble *e, const int32_t *tokens, i
  * split (or the first max_windows). */
 alloy_status alloy_ensemble_eval(alloy_ensemble *e, const alloy_dataset *ds, alloy_split split, int B, int T,
                                  int64_t max_windows, alloy_eval_result *out);
+
+/* ---- the learned combiner (src/fuse/combiner.c) ---- */
+
+/* A 64-bit fingerprint of a model: FNV-1a over its config's sizes and its parameter arena. */
+uint64_t alloy_ensemble_fingerprint(const alloy_model *m);
+
+/* A new combiner over these members with W = 0, b = 0 (the uniform mixture); paths (may be
+ * NULL) are recorded in its JSON. MISMATCH when the vocabularies or tokenizers differ; USAGE
+ * for n outside [2, ALLOY_COMBINER_MAX]. */
+alloy_status alloy_combiner_create(alloy_combiner **out, alloy_model *const *models, const char *const *paths, int n);
+void alloy_combiner_destroy(alloy_combiner *c);
+/* OK when models are the members c was made for (count, vocabulary, widths, fingerprints);
+ * else MISMATCH with a one-line message naming the member. */
+alloy_status alloy_combiner_check(const alloy_combiner *c, alloy_model *const *models, int n);
+/* Writes dir/combiner.safetensors and dir/combiner.json (creating dir), each atomically. */
+alloy_status alloy_combiner_save(const alloy_combiner *c, const char *dir);
+/* Reads a combiner folder, checking the format, every size and that the tensors are finite. */
+alloy_status alloy_combiner_load(alloy_combiner **out, const char *dir);
+
+/* gates (N, n) = softmax over members of W·[h₁; …; hₙ] + b for N rows; hidden[i] is member
+ * i's (N, Cᵢ) final hidden states. */
+void combiner_gate_forward(float *gates, const alloy_combiner *c, const float *const *hidden, int64_t N);
+/* The mixture's next-token loss and its gradient for N rows: member_logp (n, N) holds
+ * log pᵢ(yₜ) of each member at each row's target; *loss = mean over rows of −log Σᵢ gᵢ·pᵢ(y).
+ * dweight (n, D) and dbias (n), if not NULL, ACCUMULATE grad_scale · the gradient of
+ * that mean (per row dL/dzᵢ = gᵢ − gᵢ·pᵢ(y)/p(y), zᵢ the gate logits). gates (N, n) is scratch (the gates on return). */
+void combiner_loss_backward(float *loss, float *dweight, float *dbias, float *gates, const alloy_combiner *c,
+                            const float *const *hidden, const float *member_logp, int64_t N, float grad_scale);
+
+alloy_combiner_train_options alloy_combiner_train_defaults(void);
+/* Trains c's gate on the train split of ds with the members frozen (forward only), then scores
+ * the val split (report may be NULL) and records both in c->training_json. Deterministic for a
+ * seed and thread count. The members must have room for o->batch x o->seq tokens. */
+alloy_status alloy_combiner_train(alloy_combiner *c, alloy_model *const *models, int n, const alloy_dataset *ds,
+                                  const alloy_combiner_train_options *o, alloy_combiner_report *report);
 
 #ifdef __cplusplus
 }

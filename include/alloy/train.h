@@ -93,6 +93,15 @@ typedef struct alloy_objective {
     alloy_status (*loss)(void *ctx, alloy_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
                          float grad_scale, float *loss);
     void *ctx;
+    /* Optional (NULL: none), for an objective with trainable parameters of its own, whose
+       gradients loss accumulates: */
+    alloy_status (*step)(void *ctx, float lr);          /* after each optimiser step of the model,
+                                                           with its learning rate: update them and
+                                                           zero their gradients */
+    alloy_status (*save)(void *ctx, const char *dir);   /* write their state (for an exact resume)
+                                                           into a checkpoint folder being written */
+    alloy_status (*load)(void *ctx, const char *dir);   /* read it back from the checkpoint a run
+                                                           resumes from */
 } alloy_objective;
 
 typedef struct alloy_train_options {

@@ -3,6 +3,8 @@
  *
  * Per position: each member's logits z; PROBS gives log Σ wᵢ·softmax(zᵢ) computed as a
  * log-sum-exp over members of (log wᵢ + log softmax(zᵢ)); LOGITS gives log softmax(Σ wᵢ·zᵢ).
+ * LEARNED runs every member first, takes the gate's per-row weights from their final hidden
+ * states (combiner.c), then mixes as PROBS with those weights.
  * Sums are in double, so the result is the same for any number of threads.
  */
 #include "alloy/ensemble.h"
@@ -13,6 +15,7 @@
 bool alloy_ensemble_mode_parse(const char *name, alloy_ensemble_mode *out) {
     if (!strcmp(name, "probs")) *out = ALLOY_ENSEMBLE_PROBS;
     else if (!strcmp(name, "logits")) *out = ALLOY_ENSEMBLE_LOGITS;
+    else if (!strcmp(name, "learned")) *out = ALLOY_ENSEMBLE_LEARNED;
     else return false;
     return true;
 }
@@ -57,6 +60,17 @@ alloy_status alloy_ensemble_create(alloy_ensemble **out, alloy_model *const *mod
     return ALLOY_STATUS_OK;
 }
 
+alloy_status alloy_ensemble_create_learned(alloy_ensemble **out, alloy_model *const *models, int n,
+                                           const alloy_combiner *c) {
+    *out = NULL;
+    alloy_status s = alloy_combiner_check(c, models, n);
+    if (!s) s = alloy_ensemble_create(out, models, NULL, n, ALLOY_ENSEMBLE_PROBS);
+    if (s) return s;
+    (*out)->mode = ALLOY_ENSEMBLE_LEARNED;
+    (*out)->combiner = c;
+    return ALLOY_STATUS_OK;
+}
+
 void alloy_ensemble_destroy(alloy_ensemble *e) {
     if (!e) return;
     alloy_free(e->models);
@@ -74,19 +88,36 @@ static double row_logsumexp(const float *z, int V) {
 }
 
 alloy_status alloy_ensemble_logprobs(alloy_ensemble *e, const int32_t *tokens, int B, int T, float *logp) {
-    int V = e->vocab_size;
+    int V = e->vocab_size, n = e->n;
     int64_t N = (int64_t)B * T;
+    bool learned = e->mode == ALLOY_ENSEMBLE_LEARNED;
+    float *gates = NULL; // LEARNED: (N, n) per-row weights from the members' hidden states
+    if (learned) {
+        const float *hidden[ALLOY_COMBINER_MAX];
+        for (int i = 0; i < n; i++) { // every member first: the gate reads all their hidden states
+            alloy_status s = alloy_model_forward_ex(e->models[i], tokens, B, T, true);
+            if (s) return s;
+            hidden[i] = e->models[i]->acts.lnf;
+        }
+        size_t cells;
+        if (!alloy_mul_size((size_t)N, (size_t)n, &cells) || !(gates = alloy_malloc(sizeof(float) * cells)))
+            return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the gate's weights (%lld x %d)", (long long)N, n);
+        combiner_gate_forward(gates, e->combiner, hidden, N);
+    }
     // PROBS: logp accumulates Σ wᵢ pᵢ (as probabilities, in place), then its log; LOGITS: Σ wᵢ zᵢ
-    for (int i = 0; i < e->n; i++) {
+    for (int i = 0; i < n; i++) {
         alloy_model *m = e->models[i];
-        alloy_status s = alloy_model_forward_ex(m, tokens, B, T, true);
-        if (s) return s;
+        if (!learned) {
+            alloy_status s = alloy_model_forward_ex(m, tokens, B, T, true);
+            if (s) return s;
+        }
         const float *z = m->acts.logits;
-        double w = e->weights[i];
+        double w0 = e->weights[i];
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < N; r++) {
             const float *zr = z + r * V;
             float *out = logp + r * V;
+            double w = learned ? (double)gates[r * n + i] : w0;
             if (e->mode == ALLOY_ENSEMBLE_LOGITS) {
                 for (int v = 0; v < V; v++) out[v] = (float)((i ? out[v] : 0.0) + w * zr[v]);
             } else {
@@ -95,6 +126,7 @@ alloy_status alloy_ensemble_logprobs(alloy_ensemble *e, const int32_t *tokens, i
             }
         }
     }
+    alloy_free(gates);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < N; r++) {
         float *out = logp + r * V;

@@ -304,11 +304,21 @@ static alloy_status trim_metrics(const char *path, int64_t step) {
     return s;
 }
 
+/* The model's files, then the objective's own state (alloy_objective.save). */
+static alloy_status write_model_and_objective(void *ctx, const char *dir) {
+    const run *r = ctx;
+    alloy_status s = alloy_model_save(r->model, dir);
+    if (!s) s = r->opt->objective->save(r->opt->objective->ctx, dir);
+    return s;
+}
+
 static alloy_status save_checkpoint(run *r) {
     cJSON *state = state_to_json(r);
     if (!state) return ALLOY_STATUS_NOMEM;
+    alloy_checkpoint_writer w = {write_model_and_objective, r};
+    bool own = r->opt->objective && r->opt->objective->save;
     alloy_status s = alloy_train_save_checkpoint(r->opt->out_dir, r->step, r->model, r->optim, state, r->opt->keep_ckpts,
-                                                 r->tokenizer_json, r->tokenizer_len, NULL);
+                                                 r->tokenizer_json, r->tokenizer_len, own ? &w : NULL);
     cJSON_Delete(state);
     return s;
 }
@@ -482,7 +492,8 @@ static alloy_status train_loop(run *r, float *final_val) {
         }
         float lr = (float)alloy_schedule_lr(&r->sched, r->step);
         float gnorm;
-        if ((s = alloy_optimizer_step(r->optim, m, lr, &gnorm))) {
+        if ((s = alloy_optimizer_step(r->optim, m, lr, &gnorm)) ||
+            (o->objective && o->objective->step && (s = o->objective->step(o->objective->ctx, lr)))) {
             alloy_error_prefix("step %lld", (long long)r->step + 1);
             alloy_free(ms.counts);
             return s;
@@ -578,6 +589,7 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
         s = op ? alloy_optimizer_load(r.optim, r.model, op) : ALLOY_STATUS_NOMEM;
         alloy_free(op);
         if (!s) s = state_from_json(&r, resume);
+        if (!s && o->objective && o->objective->load) s = o->objective->load(o->objective->ctx, resume);
         if (!s && r.optim->step != r.step)
             s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: optimizer step %lld does not match trainer step %lld", resume,
                            (long long)r.optim->step, (long long)r.step);

@@ -66,6 +66,7 @@ int cmd_ppo(int argc, char **argv);     /* ppo.c */
 int cmd_merge(int argc, char **argv);   /* merge.c */
 int cmd_grow(int argc, char **argv);
 int cmd_moe(int argc, char **argv);    /* moe.c */
+int cmd_ensemble(int argc, char **argv); /* ensemble.c: alloy ensemble train */
 /* `alloy tokenizer train`: learns a BPE from the files and folders given (tokenizer_train.c). */
 int cmd_tokenizer_train(const char *const *inputs, int n_inputs, int vocab_size, const char *const *specials, int n_specials,
                         int min_frequency, bool quiet, const char *out);

@@ -16,11 +16,14 @@ static const char help[] =
     "the tokens scored, as one JSON line on stdout (with --quiet only that) and a summary on stderr.\n"
     "The result does not depend on --batch. Several models are scored as one ensemble (they must\n"
     "share the vocabulary and tokenizer): a mixture of their probabilities, or one softmax of\n"
-    "their weighted logits.\n"
+    "their weighted logits, or with per-token weights from a learned combiner (alloy ensemble train).\n"
     "\n"
     "  --model DIR ...       checkpoint folders or run folders (their latest checkpoint)\n"
     "  --member-weights W ...  ensemble weights, one per model (default equal; normalised)\n"
-    "  --ensemble MODE       probs (default: Σ wᵢ·pᵢ) or logits (softmax of Σ wᵢ·zᵢ)\n"
+    "  --ensemble MODE       probs (default: Σ wᵢ·pᵢ), logits (softmax of Σ wᵢ·zᵢ) or learned\n"
+    "                        (Σ gᵢ·pᵢ, g per token from --combiner's gate over the hidden states)\n"
+    "  --combiner DIR        the learned combiner (alloy ensemble train) for --ensemble learned; the\n"
+    "                        models must be its members, in its order\n"
     "  --weights FORMAT      score through the inference engine with the matrices in FORMAT: f32,\n"
     "                        f16, q8_0, q4_0 or q4_k (as alloy generate --weights); one model only.\n"
     "                        Without it the training forward (fp32) scores the model\n"
@@ -49,7 +52,7 @@ int cmd_eval(int argc, char **argv) {
 
 /* cmd_eval's body; the lists cli_parse fills are the caller's to free. */
 static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_) {
-    const char *data = NULL, *split_name = "val", *mode_name = "probs", *format = NULL;
+    const char *data = NULL, *split_name = "val", *mode_name = "probs", *format = NULL, *combiner = NULL;
     cli_list model_dirs = {0}, weight_args = {0};
     int T = 0, B = 8, threads = 0;
     int64_t max_windows = 0;
@@ -59,6 +62,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
         {"model", CLI_LIST, &model_dirs, false}, {"data", CLI_STR, &data, false},
         {"member-weights", CLI_LIST, &weight_args, false},
         {"weights", CLI_STR, &format, false}, {"ensemble", CLI_STR, &mode_name, false},
+        {"combiner", CLI_STR, &combiner, false},
         {"split", CLI_STR, &split_name, false},  {"val-fraction", CLI_DBL, &val_fraction, false},
         {"seq", CLI_INT, &T, false},             {"batch", CLI_INT, &B, false},
         {"max-windows", CLI_I64, &max_windows, false}, {"threads", CLI_INT, &threads, false},
@@ -86,7 +90,11 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
         return cli_usage("eval", "--weights must be f32, f16, q8_0, q4_0 or q4_k, not '%s'", format);
     if (format && n > 1) return cli_usage("eval", "--weights scores one model (not an ensemble)");
     alloy_ensemble_mode mode;
-    if (!alloy_ensemble_mode_parse(mode_name, &mode)) return cli_usage("eval", "--ensemble must be probs or logits");
+    if (!alloy_ensemble_mode_parse(mode_name, &mode)) return cli_usage("eval", "--ensemble must be probs or logits (or learned, with --combiner)");
+    if ((mode == ALLOY_ENSEMBLE_LEARNED) != (combiner != NULL))
+        return cli_usage("eval", "--ensemble learned and --combiner DIR go together");
+    if (combiner && (n < 2 || weight_args.n))
+        return cli_usage("eval", "--combiner needs its 2 or more member models and no --member-weights");
     bool val = !strcmp(split_name, "val");
     if (!val && strcmp(split_name, "train")) return cli_usage("eval", "--split must be val or train");
     if (B < 1 || T < 0 || max_windows < 0) return cli_usage("eval", "--batch must be >= 1, --seq and --max-windows >= 0");
@@ -98,6 +106,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
     alloy_config cfg;
     alloy_dataset *ds = NULL;
     alloy_ensemble *ens = NULL;
+    alloy_combiner *comb = NULL;
     alloy_eval_result res;
     alloy_status s = ALLOY_STATUS_OK;
     for (int i = 0; i < n && !s; i++) {
@@ -127,14 +136,26 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
     } else if (!s && n == 1) {
         s = alloy_eval_lm(ms[0], ds, split, B, T, max_windows, &res);
     }
-    if (!s && n > 1) s = alloy_ensemble_create(&ens, ms, weight_args.n ? weights : NULL, n, mode);
+    if (!s && combiner) {
+        s = alloy_combiner_load(&comb, combiner);
+        if (!s) s = alloy_ensemble_create_learned(&ens, ms, n, comb);
+        if (s) alloy_error_prefix("--combiner %s", combiner);
+    } else if (!s && n > 1) {
+        s = alloy_ensemble_create(&ens, ms, weight_args.n ? weights : NULL, n, mode);
+    }
     if (!s && n > 1) s = alloy_ensemble_eval(ens, ds, split, B, T, max_windows, &res);
     if (!s) {
         printf("{\"model\":\"%s\",", dirs[0]);
         if (format) printf("\"weights\":\"%s\",", alloy_qtype_name(qtype));
         if (n > 1) {
-            printf("\"ensemble\":\"%s\",\"members\":[", mode_name);
-            for (int i = 0; i < n; i++) printf("%s{\"model\":\"%s\",\"weight\":%.6g}", i ? "," : "", dirs[i], ens->weights[i]);
+            printf("\"ensemble\":\"%s\",", mode_name);
+            if (combiner) printf("\"combiner\":\"%s\",", combiner);
+            printf("\"members\":[");
+            for (int i = 0; i < n; i++) {
+                printf("%s{\"model\":\"%s\"", i ? "," : "", dirs[i]);
+                if (!combiner) printf(",\"weight\":%.6g", ens->weights[i]);
+                printf("}");
+            }
             printf("],");
         }
         printf("\"data\":\"%s\",\"split\":\"%s\",\"seq\":%d,\"windows\":%lld,\"tokens\":%lld,"
@@ -146,6 +167,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
                     (long long)res.tokens);
     }
     alloy_ensemble_destroy(ens);
+    alloy_combiner_destroy(comb);
     alloy_engine_destroy(engine);
     alloy_dataset_close(ds);
     for (int i = 0; i < n; i++) {

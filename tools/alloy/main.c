@@ -35,6 +35,7 @@ static const char usage[] =
     "  merge     models -> one model by a mergekit-style YAML recipe (linear, slerp, ties, dare, ...)\n"
     "  grow      a deeper (SOLAR depth up-scaling, any layer plan) or wider-MLP (Net2Net) model\n"
     "  moe       dense models -> one mixture of experts (Branch-Train-MiX; Mixtral layout for Llama)\n"
+    "  ensemble  train a learned combiner: per-token mixing weights over models from their hidden states\n"
     "\n"
     "  alloy --version\n";
 
@@ -64,7 +65,7 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(int, char **);
     } verbs[] = {{"prepare", cmd_prepare}, {"train", cmd_train}, {"distill", cmd_distill}, {"sft", cmd_sft}, {"reward", cmd_reward}, {"score", cmd_score}, {"dpo", cmd_dpo}, {"ppo", cmd_ppo}, {"sample", cmd_sample}, {"generate", cmd_generate}, {"chat", cmd_chat}, {"inspect", cmd_inspect}, {"tokenizer", cmd_tokenizer},
-                 {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}, {"merge", cmd_merge}, {"grow", cmd_grow}, {"moe", cmd_moe}};
+                 {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}, {"merge", cmd_merge}, {"grow", cmd_grow}, {"moe", cmd_moe}, {"ensemble", cmd_ensemble}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (!strcmp(verb, verbs[i].name)) {
             choose_blas_kernels(argv);

@@ -90,7 +90,15 @@ static const char distill_help[] =
     "  --divergence D         forward_kl (default), reverse_kl or jsd\n"
     "  --temperature X        softening temperature (default 2)\n"
     "  --alpha X              weight of the hard-label cross-entropy (default 0.5)\n"
-    "  --jsd-beta X           the JSD's beta in (0, 1) (default 0.5)\n";
+    "  --jsd-beta X           the JSD's beta in (0, 1) (default 0.5)\n"
+    "  --combiner COMB        mix the teachers per token with a learned combiner (alloy ensemble\n"
+    "                         train) instead of equal weights; the teachers must be its members, in\n"
+    "                         its order\n"
+    "  --hidden-weight W      add W * mean over tokens of |P h_student - h_teacher|^2 on the final\n"
+    "                         hidden states (after the final norm), h_teacher the first teacher's;\n"
+    "                         P (teacher width x student width) is learned with the student (identity\n"
+    "                         at first when the widths match, else small random) and saved in each\n"
+    "                         checkpoint (default 0: off)\n";
 
 static int train_main(const char *verb, int argc, char **argv, cli_list *teachers_);
 
@@ -109,7 +117,7 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
     bool distill = !strcmp(verb, "distill");
     alloy_distill_options dopt = alloy_distill_defaults();
     cli_list teachers = {0};
-    const char *student = NULL, *divergence = NULL;
+    const char *student = NULL, *divergence = NULL, *combiner = NULL;
     alloy_train_options o = alloy_train_defaults();
     const char *data = NULL, *out = NULL, *preset = NULL, *config = NULL, *init = NULL, *resume = NULL;
     int threads = 0;
@@ -154,8 +162,10 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
         {"temperature", CLI_FLOAT, &dopt.temperature, false},
         {"alpha", CLI_FLOAT, &dopt.alpha, false},
         {"jsd-beta", CLI_FLOAT, &dopt.beta, false},
+        {"combiner", CLI_STR, &combiner, false},
+        {"hidden-weight", CLI_FLOAT, &dopt.hidden_weight, false},
     };
-    int nf = (int)(sizeof flags / sizeof flags[0]) - (distill ? 0 : 6);
+    int nf = (int)(sizeof flags / sizeof flags[0]) - (distill ? 0 : 8);
     int r = cli_parse(verb, argc, argv, flags, nf, distill ? distill_help : help, NULL);
     *teachers_ = teachers;
     if (r) return r == 1 ? 0 : r;
@@ -220,6 +230,9 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
                 strcpy(dopt.teachers[i], teachers.items[i]);
             }
             dopt.n_teachers = teachers.n;
+            if (combiner && strlen(combiner) >= sizeof dopt.combiner) return cli_usage(verb, "--combiner: path too long");
+            if (combiner) strcpy(dopt.combiner, combiner);
+            if (!(dopt.hidden_weight >= 0.0f)) return cli_usage(verb, "--hidden-weight must be >= 0");
             if (divergence && !alloy_divergence_parse(divergence, &dopt.divergence))
                 return cli_usage(verb, "--divergence must be forward_kl, reverse_kl or jsd, not \"%s\"", divergence);
             if (student && (preset || config || init)) return cli_usage(verb, "give --student or one of --preset, --config, --init");
