@@ -161,40 +161,10 @@ static alloy_status options_from_json(alloy_ppo_options *o, const cJSON *j, cons
     return ALLOY_STATUS_OK;
 }
 
+static alloy_status parse_ppo_options(void *o, const cJSON *j, const char *what) { return options_from_json(o, j, what); }
+
 alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, char **ckpt) {
-    *ckpt = NULL;
-    char *sp = alloy_path_join(dir, "trainer_state.json");
-    if (!sp) return ALLOY_STATUS_NOMEM;
-    alloy_status s = ALLOY_STATUS_OK;
-    bool run_folder = false;
-    if (alloy_path_exists(sp)) {
-        if (!(*ckpt = alloy_strdup(dir))) s = ALLOY_STATUS_NOMEM;
-    } else {
-        run_folder = true;
-        alloy_free(sp);
-        sp = NULL;
-        s = alloy_run_latest(dir, ckpt);
-        if (!s && !(sp = alloy_path_join(*ckpt, "trainer_state.json"))) s = ALLOY_STATUS_NOMEM;
-    }
-    cJSON *state = NULL;
-    if (!s) s = alloy_json_read_file(sp, &state);
-    if (!s) {
-        const cJSON *oj = cJSON_GetObjectItemCaseSensitive(state, "options");
-        if (!cJSON_IsObject(oj) || !cJSON_GetObjectItemCaseSensitive(oj, "objective"))
-            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of an alignment run (no \"options\" with an \"objective\")", sp);
-        else s = options_from_json(o, oj, sp);
-    }
-    if (!s && run_folder) { // a run folder continues where it is now, even if it was moved
-        if (strlen(dir) >= sizeof o->out_dir) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: path too long", dir);
-        else strcpy(o->out_dir, dir);
-    }
-    cJSON_Delete(state);
-    alloy_free(sp);
-    if (s) {
-        alloy_free(*ckpt);
-        *ckpt = NULL;
-    }
-    return s;
+    return alloy_align_resume_state(dir, ckpt, parse_ppo_options, o, o->out_dir, sizeof o->out_dir);
 }
 
 static alloy_status check_options(const alloy_ppo_options *o) {

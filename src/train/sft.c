@@ -216,7 +216,8 @@ static alloy_status options_from_json(alloy_align_options *o, const cJSON *j, co
     return ALLOY_STATUS_OK;
 }
 
-alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o, char **ckpt) {
+alloy_status alloy_align_resume_state(const char *dir, char **ckpt, alloy_options_parser parse, void *opts, char *out_dir,
+                                      size_t out_dir_size) {
     *ckpt = NULL;
     char *sp = alloy_path_join(dir, "trainer_state.json");
     if (!sp) return ALLOY_STATUS_NOMEM;
@@ -237,11 +238,11 @@ alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o,
         const cJSON *oj = cJSON_GetObjectItemCaseSensitive(state, "options");
         if (!cJSON_IsObject(oj) || !cJSON_GetObjectItemCaseSensitive(oj, "objective"))
             s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of an alignment run (no \"options\" with an \"objective\")", sp);
-        else s = options_from_json(o, oj, sp);
+        else s = parse(opts, oj, sp);
     }
     if (!s && run_folder) { // a run folder continues where it is now, even if it was moved
-        if (strlen(dir) >= sizeof o->out_dir) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: path too long", dir);
-        else strcpy(o->out_dir, dir);
+        if (strlen(dir) >= out_dir_size) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: path too long", dir);
+        else strcpy(out_dir, dir);
     }
     cJSON_Delete(state);
     alloy_free(sp);
@@ -250,6 +251,12 @@ alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o,
         *ckpt = NULL;
     }
     return s;
+}
+
+static alloy_status parse_align_options(void *o, const cJSON *j, const char *what) { return options_from_json(o, j, what); }
+
+alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o, char **ckpt) {
+    return alloy_align_resume_state(dir, ckpt, parse_align_options, o, o->out_dir, sizeof o->out_dir);
 }
 
 static alloy_status check_options(const alloy_align_options *o) {
