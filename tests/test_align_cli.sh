@@ -112,6 +112,7 @@ expect 0 "ppo --help" "usage: alloy ppo" "$ALLOY" ppo --help
 expect 2 "ppo without a reward model" "--model, --reward, --prompts and --out are required" "$ALLOY" ppo --model "$T/sft" --prompts "$T/prompts.jsonl" --out "$T/p"
 expect 2 "ppo bad kl penalty" "--kl-penalty must be kl, abs or mse" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO[@]}" --kl-penalty full
 expect 2 "ppo mini-batch above batch" "--mini-batch must lie in \[1, --batch\]" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO1[@]}" --prompts "$T/prompts.jsonl" --mini-batch 9
+expect 2 "ppo negative missing-eos penalty" "--missing-eos-penalty must be >= 0" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO[@]}" --missing-eos-penalty -1
 expect 1 "ppo: missing reward model" "reward model: .*nope: no such folder" "$ALLOY" ppo --model "$T/sft" --reward "$T/nope" --out "$T/p" "${PPO[@]}"
 expect 1 "ppo: a language model as reward model" "not a reward model" "$ALLOY" ppo --model "$T/sft" --reward "$T/sft" --out "$T/p" "${PPO[@]}"
 expect 1 "ppo: malformed prompts line" "badprompts.jsonl:2: not valid JSON" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO1[@]}" --prompts "$T/badprompts.jsonl"
@@ -137,6 +138,17 @@ grep -q 'step-00000005' "$T/ppo/latest" && [ "$(count '"type":"train"' "$T/ppo/m
   && ok "resumed ppo run: latest is step 5, 5 train lines" || nok "ppo resume: $(cat "$T/ppo/latest")"
 expect 0 "ppo fixed beta, abs penalty" "ppo step 2/2" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/ppo2" "${PPO[@]}" --steps 2 --adaptive-kl off --init-kl-coef 0.05 --kl-penalty abs
 [ "$(count '"beta":0.05,' "$T/ppo2/metrics.jsonl")" = 2 ] && ok "ppo --adaptive-kl off keeps beta" || nok "fixed beta: $(cat "$T/ppo2/metrics.jsonl")"
+# the same first step with and without the penalty samples the same responses; cut-off ones lose 100
+for pen in 0 100; do
+  expect 0 "ppo --missing-eos-penalty $pen" "ppo step 1/1" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/eos$pen" \
+    --prompts "$T/prompts.jsonl" --batch 4 --mini-batch 4 --max-new-tokens 2 --steps 1 --missing-eos-penalty $pen
+done
+reward_of() { sed -n 's/.*"type":"train".*"reward":\([-0-9.]*\),.*/\1/p' "$1/metrics.jsonl"; }
+awk -v a="$(reward_of "$T/eos0")" -v b="$(reward_of "$T/eos100")" 'BEGIN { d = (a - b) / 25; k = int(d + 0.5);
+  exit !(k >= 1 && k <= 4 && d - k < 1e-3 && k - d < 1e-3) }' \
+  && grep -rqE '"missing_eos_penalty":[[:space:]]*100' "$T/eos100/checkpoints" \
+  && ok "ppo --missing-eos-penalty: 100 off each cut-off response's score, saved with the run" \
+  || nok "missing-eos-penalty: $(cat "$T/eos0/metrics.jsonl" "$T/eos100/metrics.jsonl" | tr "\n" " ")"
 
 # ---- real preference data (Anthropic hh-rlhf), raw template ----
 if [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then

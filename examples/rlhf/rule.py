@@ -8,17 +8,20 @@ the share of its sampled continuations of held-out prompts that mention a colour
 
     rule.py sft STORIES.txt OUT.jsonl [MAX]       prompt = first sentence, response = next two
     rule.py prompts STORIES.txt OUT.jsonl [MAX]   {"prompt": first sentence} per story
-    rule.py pairs SAMPLES.jsonl... OUT.jsonl      preference pairs from `alloy generate` records:
-                                                  each continuation against its minimal edit (a
-                                                  colour inserted after its first article, or its
-                                                  colours removed), the one that follows the rule
-                                                  chosen; and for each prompt, a sampled
+    rule.py pairs [--natural] SAMPLES.jsonl... OUT.jsonl
+                                                  preference pairs from `alloy generate` records:
+                                                  each continuation as a minimal pair of the same
+                                                  length (a colour against a plain adjective after
+                                                  its first article, or its colours against plain
+                                                  adjectives), the colour chosen; and for each
+                                                  prompt, a sampled
                                                   continuation that follows the rule over one that
-                                                  does not
+                                                  does not (--natural: only these)
     rule.py score SAMPLES.jsonl                   prints {"score": share following the rule, ...}
     rule.py responses SAMPLES.jsonl OUT.jsonl     {"prompt", "response"} lines for alloy score
     rule.py report RESULTS.jsonl [KL_BUDGET]     the markdown table of docs/alignment.md, targets
                                                   checked (default budget: 15 nats per response)
+    rule.py accuracy METRICS.jsonl                a reward run's last held-out pair accuracy, as text
     rule.py kl POLICY.jsonl REF.jsonl             from `alloy score --logprobs` of the policy's own
                                                   samples under the policy and under the reference:
                                                   prints {"kl": mean of the differences, ...}, a
@@ -42,20 +45,26 @@ def follows(text):
 ARTICLE_RE = re.compile(r"\b(the|a|an|his|her|their|my|your)\s", re.IGNORECASE)
 
 
-def with_colour(text, rng):
-    """text with a colour after its first article or possessive, or None if it has none."""
+# Plain adjectives that stand in for a colour, so that an edited pair differs in the colour and
+# not in length: a reward model trained on "colour inserted" against "nothing inserted" learns
+# that longer is better as much as that colours are, and PPO then buys length.
+PLAIN = ["big", "small", "little", "old", "new", "nice", "happy", "tall", "long", "soft", "funny"]
+
+
+def with_word(text, word):
+    """text with word after its first article or possessive, or None if it has none."""
     m = ARTICLE_RE.search(text)
     if not m:
         return None
-    colour = rng.choice(COLOURS[:11])
     art = m.group(1)
     if art.lower() == "an":  # "an apple" -> "a red apple"
         art = art[0] if art[0] in "aA" else art
-    return text[:m.start()] + art + " " + colour + " " + text[m.end():]
+    return text[:m.start()] + art + " " + word + " " + text[m.end():]
 
 
-def without_colour(text):
-    return re.sub(r"\s+", " ", COLOUR_RE.sub("", text)).replace(" .", ".").replace(" ,", ",")
+def plain_for_colour(text, rng):
+    """text with each colour replaced by a plain adjective."""
+    return COLOUR_RE.sub(lambda m: rng.choice(PLAIN), text)
 
 
 def stories(path):
@@ -93,6 +102,9 @@ def main(argv):
                 break
         write_jsonl(argv[3], rows)
     elif cmd == "pairs" and len(argv) >= 4:
+        natural_only = argv[2] == "--natural"
+        if natural_only:
+            argv = argv[:2] + argv[3:]
         by_prompt = {}
         for path in argv[2:-1]:
             with open(path, encoding="utf-8") as f:
@@ -107,16 +119,16 @@ def main(argv):
             for g, b in zip(good, bad):
                 rows.append({"prompt": prompt, "chosen": g, "rejected": b})
             for t in texts:
-                if not t.strip():
+                if natural_only or not t.strip():
                     continue
                 if follows(t):
-                    edit = without_colour(t)
-                    if edit.strip() and not follows(edit):
+                    edit = plain_for_colour(t, rng)
+                    if not follows(edit):
                         rows.append({"prompt": prompt, "chosen": t, "rejected": edit})
                 else:
-                    edit = with_colour(t, rng)
-                    if edit:
-                        rows.append({"prompt": prompt, "chosen": edit, "rejected": t})
+                    colour = with_word(t, rng.choice(COLOURS[:11]))
+                    if colour:
+                        rows.append({"prompt": prompt, "chosen": colour, "rejected": with_word(t, rng.choice(PLAIN))})
         rng.shuffle(rows)
         write_jsonl(argv[-1], rows)
         print(json.dumps({"prompts": len(by_prompt), "pairs": len(rows)}))
@@ -147,6 +159,12 @@ def main(argv):
             print(f"| {r['model']} | {r['score']:.3f} | {r['kl']:.2f} | {r['mean_tokens']:.1f} | {met} |")
         print(f"\nTarget: a true score of at least {goal:.3f} (halfway from SFT's {base:.3f} to 1) with a mean "
               f"KL to the SFT model of at most {budget:g} nats per response.")
+    elif cmd == "accuracy" and len(argv) == 3:
+        evals = [r for r in map(json.loads, open(argv[2], encoding="utf-8")) if r.get("type") == "eval"]
+        if not evals:
+            sys.exit(f"rule.py accuracy: {argv[2]} has no eval line")
+        r = evals[-1]
+        print(f"held-out pair accuracy {r['val_accuracy']:.3f} on {r['val_pairs']} pairs")
     elif cmd == "kl" and len(argv) == 4:
         def logps(path):
             with open(path, encoding="utf-8") as f:

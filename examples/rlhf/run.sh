@@ -4,15 +4,21 @@
 #
 #   1. pretrain small-llama on TinyStories (a 2 MB sample), with its own 2048-token BPE;
 #   2. SFT: first sentence of a story -> its next two sentences (raw template);
-#   3. sample 2 continuations of 1200 training prompts from the SFT model and judge them by the
-#      rule: each continuation is paired with its minimal edit (a colour inserted after its first
-#      article, or its colours removed), and where a prompt got one continuation that follows
-#      the rule and one that does not, those two are a pair too;
-#   4. a reward model from the SFT model on those pairs (held-out pair accuracy reported);
-#   5. PPO from the SFT model against that reward model, with a KL penalty to the SFT model;
-#   6. DPO from the SFT model on the same pairs;
+#   3. sample 4 continuations of 1200 training prompts from the SFT model and judge them by the
+#      rule. The reward model's pairs (from the first 2 samples): each continuation against its
+#      minimal edit of the same length (a colour against a plain adjective), and where a prompt
+#      got one continuation that follows the rule and one that does not, those two; DPO's pairs
+#      are these natural pairs alone, from all 4 samples;
+#   4. a reward model from the SFT model on its pairs (held-out pair accuracy reported);
+#   5. PPO from the SFT model against that reward model, with a KL penalty to the SFT model and
+#      a penalty on responses cut off before their end (whose scores the reward model never
+#      learned);
+#   6. DPO from the SFT model on the natural pairs;
 #   7. the true score (share of continuations of 300 held-out prompts that mention a colour)
-#      and the KL to the SFT model, for SFT, PPO and DPO; results.md gets the table.
+#      and the KL to the SFT model, for SFT, PPO and DPO; results.md gets the table;
+#   8. for the record, a reward model from the pretrained model on real human preferences
+#      (Anthropic's hh-rlhf, harmless-base test sample in ../shared/data): its held-out pair
+#      accuracy (HH=0 skips it).
 #
 #     examples/rlhf/run.sh [WORK_DIR]     (default: runs/rlhf)
 #
@@ -37,6 +43,7 @@ for f in "$train_txt" "$valid_txt"; do
 done
 [[ -x $alloy ]] || make -C "$root" -s
 mkdir -p "$work"
+SECONDS=0
 steps() { awk -v n="$1" -v s="$scale" 'BEGIN { v = int(n * s + 0.5); print (v < 2 ? 2 : v) }'; }
 count() { awk -v n="$1" -v s="$scale" 'BEGIN { v = int(n * s + 0.5); print (v < 16 ? 16 : v) }'; }
 log() { printf '\n== [%s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -66,12 +73,13 @@ done_run sft || "$alloy" sft --model "$work/pretrain" --data "$work/sft.jsonl" -
     --out "$work/sft" --quiet
 
 log "preference pairs from the SFT model's samples"
-for s in 1 2; do
+for s in 1 2 3 4; do
     [[ -f $work/samples-$s.jsonl ]] ||
         "$alloy" generate --model "$work/sft" --prompts "$work/train_prompts.jsonl" --seed "$s$seed" \
             "${sampling[@]}" --out "$work/samples-$s.jsonl"
 done
 "${rule[@]}" pairs "$work"/samples-[12].jsonl "$work/pairs.jsonl"
+"${rule[@]}" pairs --natural "$work"/samples-[1234].jsonl "$work/natural-pairs.jsonl"
 
 log "reward model (held-out pair accuracy in rm/metrics.jsonl)"
 done_run rm || "$alloy" reward --model "$work/sft" --data "$work/pairs.jsonl" --val-fraction 0.1 --epochs 1 \
@@ -80,11 +88,12 @@ done_run rm || "$alloy" reward --model "$work/sft" --data "$work/pairs.jsonl" --
 log "PPO from the SFT model against the reward model"
 "${rule[@]}" prompts "$train_txt" "$work/ppo_prompts.jsonl"
 done_run ppo || "$alloy" ppo --model "$work/sft" --reward "$work/rm" --prompts "$work/ppo_prompts.jsonl" \
-    --steps "$(steps 40)" --batch 32 --mini-batch 16 --max-new-tokens 48 --lr 2e-4 --ckpt-every 0 --seed "$seed" \
+    --steps "$(steps 50)" --batch 32 --mini-batch 16 --max-new-tokens 48 --lr 1e-4 --missing-eos-penalty 4 \
+    --ckpt-every 0 --seed "$seed" \
     --threads "$threads" --out "$work/ppo" --quiet
 
-log "DPO from the SFT model on the same pairs"
-done_run dpo || "$alloy" dpo --model "$work/sft" --data "$work/pairs.jsonl" --epochs 1 --steps "$(steps 135)" \
+log "DPO from the SFT model on the natural pairs"
+done_run dpo || "$alloy" dpo --model "$work/sft" --data "$work/natural-pairs.jsonl" --epochs 5 --steps "$(steps 120)" \
     --batch 16 --lr 1e-4 --beta 0.1 --eval-every 0 --ckpt-every 0 --seed "$seed" --threads "$threads" \
     --out "$work/dpo" --quiet
 
@@ -108,7 +117,19 @@ PY
 done
 mv "$work/results.jsonl.tmp" "$work/results.jsonl"
 "${rule[@]}" report "$work/results.jsonl" > "$work/results.md"
-grep '"type":"eval"' "$work/rm/metrics.jsonl" | tail -1 | python3 -c \
-    'import json,sys; r=json.loads(sys.stdin.read()); print(f"\nReward model: held-out pair accuracy {r[\"val_accuracy\"]:.3f} on {r[\"val_pairs\"]} pairs.")' \
-    >> "$work/results.md"
+echo "
+Reward model: $("${rule[@]}" accuracy "$work/rm/metrics.jsonl")." >> "$work/results.md"
+
+if [[ ${HH:-1} != 0 && -r $data/preference/hh-rlhf-harmless-base-test.jsonl.gz ]]; then
+    log "reward model on real preferences: hh-rlhf harmless-base (test sample), from the pretrained model"
+    gzip -dc "$data/preference/hh-rlhf-harmless-base-test.jsonl.gz" > "$work/hh-rlhf.jsonl"
+    done_run rm-hh || "$alloy" reward --model "$work/pretrain" --data "$work/hh-rlhf.jsonl" --template raw \
+        --val-fraction 0.1 --epochs 1 --steps "$(steps 130)" --batch 16 --lr 1e-4 --eval-every 0 --ckpt-every 0 \
+        --seed "$seed" --threads "$threads" --out "$work/rm-hh" --quiet
+    echo "
+Reward model on hh-rlhf (harmless-base test sample, 128-token window, from the pretrained model):
+$("${rule[@]}" accuracy "$work/rm-hh/metrics.jsonl")." >> "$work/results.md"
+fi
+echo "
+Wall time of this run: $((SECONDS / 60)) min $((SECONDS % 60)) s on $threads threads (steps already done are skipped)." >> "$work/results.md"
 cat "$work/results.md"

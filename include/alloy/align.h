@@ -455,6 +455,8 @@ typedef struct alloy_ppo_options {
     double init_kl_coef;              /* β at the start (0.2) */
     double kl_target, kl_horizon;     /* adaptive controller (6, 10000) */
     bool adaptive_kl;                 /* (true) */
+    double missing_eos_penalty;       /* subtracted from the score of a response cut off by
+                                       * max_new_tokens (TRL's missing_eos_penalty; 0: off) */
     uint64_t seed;                    /* prompt order, sampling, minibatch order */
     int64_t ckpt_every;               /* steps between checkpoints (0: only at the end) */
     int keep_ckpts;

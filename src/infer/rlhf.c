@@ -99,6 +99,7 @@ static cJSON *options_to_json(const alloy_ppo_options *o) {
     cJSON_AddNumberToObject(j, "kl_target", o->kl_target);
     cJSON_AddNumberToObject(j, "kl_horizon", o->kl_horizon);
     cJSON_AddBoolToObject(j, "adaptive_kl", o->adaptive_kl);
+    cJSON_AddNumberToObject(j, "missing_eos_penalty", o->missing_eos_penalty);
     char seed[24];
     snprintf(seed, sizeof seed, "%" PRIu64, o->seed); // as a string: a double would lose bits
     cJSON_AddStringToObject(j, "seed", seed);
@@ -154,6 +155,11 @@ static alloy_status options_from_json(alloy_ppo_options *o, const cJSON *j, cons
 #undef INT
 #undef DBL
 #undef BOOL
+    o->missing_eos_penalty = 0.0; // absent from runs saved before it existed
+    if (cJSON_GetObjectItemCaseSensitive(j, "missing_eos_penalty")) {
+        if ((s = alloy_json_get_double(j, "missing_eos_penalty", what, &d))) return s;
+        o->missing_eos_penalty = d;
+    }
     if ((s = alloy_json_get_string(j, "seed", what, &v))) return s;
     char *end;
     o->seed = strtoull(v, &end, 10);
@@ -191,6 +197,8 @@ static alloy_status check_options(const alloy_ppo_options *o) {
     if (!(o->init_kl_coef >= 0.0 && o->init_kl_coef < 1e6)) return alloy_fail(ALLOY_STATUS_USAGE, "--init-kl-coef must be >= 0");
     if (o->adaptive_kl && !(o->kl_target > 0.0 && o->kl_horizon > 0.0))
         return alloy_fail(ALLOY_STATUS_USAGE, "--target and --horizon must be > 0");
+    if (!(o->missing_eos_penalty >= 0.0 && o->missing_eos_penalty < 1e6))
+        return alloy_fail(ALLOY_STATUS_USAGE, "--missing-eos-penalty must be >= 0");
     if (o->ckpt_every < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--ckpt-every must be >= 0");
     if (o->keep_ckpts < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--keep must be at least 1");
     if (o->log_every < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--log-every must be at least 1");
@@ -415,6 +423,9 @@ static alloy_status ppo_step(ppo_run *r, step_stats *st) {
     double t1 = alloy_time_now();
     if (!s) s = score_rollouts(r);       // 3.
     if (s) return s;
+    for (int i = 0; i < B; i++) // a response the length limit cut off is scored where the reward model never looked
+        if (r->resp_len[i] == 0 || r->resp[(size_t)i * o->max_new_tokens + r->resp_len[i] - 1] != r->stop_id)
+            r->scores[i] -= (float)o->missing_eos_penalty;
     double t2 = alloy_time_now();
     st->rollout_s = t1 - t0;
     st->score_s = t2 - t1;

@@ -52,6 +52,10 @@ static const char ppo_help[] =
     "  --target X            KL target of the adaptive controller (default 6)\n"
     "  --horizon X           its horizon (default 10000)\n"
     "  --whiten on|off       whiten advantages over the batch (default on)\n"
+    "  --missing-eos-penalty X  subtracted from the score of a response that --max-new-tokens cut\n"
+    "                        off before its end-of-turn token (default 0: off; TRL's option): the\n"
+    "                        reward model never saw unfinished responses, and their scores can\n"
+    "                        teach the policy to stop ending them\n"
     "  --seed S              prompt order, sampling, minibatch order (default 1337)\n"
     "  --ckpt-every N        steps between checkpoints (default 100; 0 = at the end)\n"
     "  --keep N              checkpoints kept (default 3)\n"
@@ -126,6 +130,7 @@ int cmd_ppo(int argc, char **argv) {
         {"target", CLI_DBL, &o.kl_target, false},
         {"horizon", CLI_DBL, &o.kl_horizon, false},
         {"whiten", CLI_STR, &whiten, false},
+        {"missing-eos-penalty", CLI_DBL, &o.missing_eos_penalty, false},
         {"seed", CLI_U64, &o.seed, false},
         {"ckpt-every", CLI_I64, &o.ckpt_every, false},
         {"keep", CLI_INT, &o.keep_ckpts, false},
