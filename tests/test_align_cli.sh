@@ -167,5 +167,8 @@ printf 'hello there\nand again\n/reset\nonce more\n/quit\nnever read\n' >"$T/cha
 "$ALLOY" chat --model "$T/sft" --max-tokens 8 --temperature 0 --system "be brief" < <(printf 'once more\n') >"$T/chat2.out" 2>/dev/null
 [ "$(sed -n 3p "$T/chat.out")" = "$(cat "$T/chat2.out")" ] \
   && ok "chat: /reset starts over (the same reply as a fresh chat)" || nok "chat: after /reset '$(sed -n 3p "$T/chat.out")' vs fresh '$(cat "$T/chat2.out")'"
+"$ALLOY" chat --model "$T/sft" "$T/sft" --ensemble logits --max-tokens 8 --temperature 0 --system "be brief" <"$T/chat.in" >"$T/chat3.out" 2>/dev/null
+cmp -s "$T/chat.out" "$T/chat3.out" && ok "chat: an ensemble of the model with itself replies as the model" \
+  || nok "chat ensemble: '$(head -c 200 "$T/chat3.out")' vs '$(head -c 200 "$T/chat.out")'"
 expect 1 "chat refuses a model without a chat template" "not a chat model" "$ALLOY" chat --model "$T/base" </dev/null
 expect 2 "chat --weights checked" "--weights must be" "$ALLOY" chat --model "$T/sft" --weights q2

@@ -22,6 +22,13 @@
  *
  * or, for whole requests with stop strings and batching, alloy_generate below.
  *
+ * Several models that share a tokenizer generate as one (an ensemble engine, below):
+ *
+ *     alloy_engine *ms[2], *ens;                            // alloy_engine_create for each model
+ *     alloy_engine_create_ensemble(&ens, ms, NULL, 2, ALLOY_ENSEMBLE_PROBS); // owns ms[0], ms[1] now
+ *     alloy_generate(ens, ...);                             // as any engine
+ *     alloy_engine_destroy(ens);                            // and its members
+ *
  * ---- The engine ----
  * It reads the parameters of an alloy_model (GPT-2 or Llama family; the model must outlive the
  * engine and its weights must not change while the engine lives). Matrices — the attention's
@@ -54,6 +61,19 @@
  * model runs on one thread), up to the caller's omp_get_max_threads() at the call; threads = n
  * uses n everywhere. The caller's OpenMP thread setting is restored before each call returns.
  * An engine is not safe to use from two threads at once.
+ *
+ * ---- Ensemble engines ----
+ * alloy_engine_create_ensemble makes one engine of N member engines (models that share a
+ * vocabulary and tokenizer; any families, sizes and weight formats). Every engine call works
+ * on it: prefill, prefill_batch (LAST, ALL, NONE), decode, reset, truncate, seq_len, eval_lm
+ * run each member with the same arguments — the members' caches stay in lockstep — and write
+ * the combined row of logits: PROBS log Σ wᵢ softmax(zᵢ) (log-probabilities: valid logits, so
+ * the sampler's temperature, top-k, top-p and min-p act on the mixture), LOGITS Σ wᵢ zᵢ (one
+ * softmax of the weighted logits), weights normalised to sum to 1. A call is checked against
+ * the ensemble (max_ctx: the members' least) before any member runs, and a member's failure
+ * (an allocation) takes the members that ran back to where they were. get_info counts every
+ * member's matrices and bytes. Each call costs the sum of the members' passes plus O(N·rows·V)
+ * to combine.
  *
  * ---- Sampling: the chain, in this order (as llama.cpp's default sampler chain) ----
  *   0. only ids below n_vocab are candidates (a model's vocabulary may be padded beyond its
@@ -98,6 +118,7 @@
 #define ALLOY_INFER_H
 
 #include "alloy/base.h"
+#include "alloy/ensemble.h"
 #include "alloy/model.h"
 #include "alloy/quant.h"
 #include "alloy/tokenizer.h"
@@ -125,7 +146,8 @@ typedef struct alloy_engine_options {
 typedef struct alloy_engine_info {
     int max_batch, max_ctx, max_rows; /* as created */
     int vocab_size;                   /* V: the length of a row of logits */
-    alloy_qtype weights;              /* the format asked for */
+    alloy_qtype weights;              /* the format asked for (an ensemble: its member 0's); an
+                                         ensemble's counts and bytes below are its members' sums */
     int n_matrices[ALLOY_QTYPE_COUNT];/* matrices stored in each format (fallbacks included; an
                                          MoE's routers count as F32, each expert's up and down) */
     size_t weight_bytes;              /* bytes of the matrices a token's forward reads (MoE: the
@@ -177,6 +199,21 @@ alloy_status alloy_engine_eval_lm(alloy_engine *e, const alloy_dataset *ds, allo
                                   int64_t max_windows, alloy_eval_result *out);
 /* Tokens held by sequence seq (-1 for a bad seq). */
 int alloy_engine_seq_len(const alloy_engine *e, int seq);
+
+/* The most members an ensemble engine may have. */
+#define ALLOY_ENGINE_MAX_MEMBERS 16
+
+/* An engine that runs n member engines (2 to ALLOY_ENGINE_MAX_MEMBERS, distinct) in lockstep
+ * and combines their logits per row as mode says: ALLOY_ENSEMBLE_PROBS (log Σ wᵢ softmax(zᵢ))
+ * or ALLOY_ENSEMBLE_LOGITS (Σ wᵢ zᵢ); weights (n) finite, >= 0, not all 0, normalised to sum
+ * to 1 (NULL: equal). The members must have the same vocabulary size and max_batch (MISMATCH
+ * naming the member otherwise); the ensemble's max_ctx and max_rows are the members' least.
+ * ALLOY_ENSEMBLE_LEARNED is refused (USAGE): a learned combiner needs the members' hidden
+ * states, which an engine does not expose. On success the ensemble owns the members (destroyed
+ * with it; do not use them apart meanwhile) and their sequences start empty; on failure they
+ * stay the caller's, unchanged, and *out is NULL. An ensemble can be a member of another. */
+alloy_status alloy_engine_create_ensemble(alloy_engine **out, alloy_engine *const *members, const float *weights, int n,
+                                          alloy_ensemble_mode mode);
 
 /* ---- samplers --------------------------------------------------------------------------- */
 

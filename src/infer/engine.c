@@ -28,8 +28,12 @@
  * Cache layout: per (layer, sequence, KV head), k transposed (hd, max_ctx) — the scores of a
  * query are then a vector loop over positions — and v (max_ctx, hd). Pages are mapped lazily,
  * so a position never written costs no memory.
+ *
+ * An ensemble engine is an engine without a model of its own: it keeps the options, the
+ * vocabulary and the sequence lengths, every call is checked here as for a model, and then
+ * goes to ensemble_engine.c (through `ens`), which runs the members and combines their logits.
  */
-#include "alloy/infer.h"
+#include "internal.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -124,6 +128,7 @@ struct alloy_engine {
     segment *segs;             /* (R) */
     int *base_len;             /* (max_batch) lengths at the start of a call */
     unsigned char *seen;       /* (max_batch) scratch of the checks */
+    ensemble_engine *ens;      /* an ensemble's members; then only opts, V, len and seen are set */
 };
 
 /* ---- threads ---------------------------------------------------------------------------- */
@@ -542,7 +547,10 @@ alloy_status alloy_engine_prefill_batch(alloy_engine *e, float *logits, alloy_lo
     if (!jobs) return ALLOY_STATUS_NOMEM;
     for (int i = 0; i < n_seqs; i++) jobs[i] = (job){.seq = seqs[i], .tokens = tokens[i], .n = lens[i]};
     alloy_status s = check_jobs(e, "prefill", jobs, n_seqs);
-    if (!s) {
+    if (!s && e->ens) {
+        s = ensemble_engine_prefill(e->ens, logits, rows, seqs, tokens, lens, n_seqs);
+        for (int i = 0; !s && i < n_seqs; i++) e->len[seqs[i]] += lens[i];
+    } else if (!s) {
         int saved = begin_call(e);
         run_jobs(e, rows == ALLOY_LOGITS_NONE ? NULL : logits, rows, jobs, n_seqs);
         restore_threads(saved);
@@ -564,7 +572,10 @@ alloy_status alloy_engine_decode(alloy_engine *e, float *logits, const int *seqs
     if (!jobs) return ALLOY_STATUS_NOMEM;
     for (int i = 0; i < n; i++) jobs[i] = (job){.seq = seqs[i], .tokens = tokens + i, .n = 1};
     alloy_status s = check_jobs(e, "decode", jobs, n);
-    if (!s) {
+    if (!s && e->ens) {
+        s = ensemble_engine_decode(e->ens, logits, seqs, tokens, n);
+        for (int i = 0; !s && i < n; i++) e->len[seqs[i]]++;
+    } else if (!s) {
         int saved = begin_call(e);
         run_jobs(e, logits, ALLOY_LOGITS_LAST, jobs, n);
         restore_threads(saved);
@@ -574,7 +585,9 @@ alloy_status alloy_engine_decode(alloy_engine *e, float *logits, const int *seqs
 }
 
 void alloy_engine_reset(alloy_engine *e, int seq) {
-    if (seq >= 0 && seq < e->opts.max_batch) e->len[seq] = 0;
+    if (seq < 0 || seq >= e->opts.max_batch) return;
+    e->len[seq] = 0;
+    if (e->ens) ensemble_engine_reset(e->ens, seq);
 }
 
 alloy_status alloy_engine_truncate(alloy_engine *e, int seq, int len) {
@@ -583,6 +596,10 @@ alloy_status alloy_engine_truncate(alloy_engine *e, int seq, int len) {
     if (len < 0 || len > e->len[seq])
         return alloy_fail(ALLOY_STATUS_USAGE, "truncate: sequence %d holds %d tokens, cannot keep %d", seq, e->len[seq],
                           len);
+    if (e->ens) {
+        alloy_status s = ensemble_engine_truncate(e->ens, seq, len);
+        if (s) return s;
+    }
     e->len[seq] = len;
     return ALLOY_STATUS_OK;
 }
@@ -602,6 +619,7 @@ void alloy_engine_get_info(const alloy_engine *e, alloy_engine_info *info) {
     info->weight_bytes = e->weight_bytes;
     info->other_bytes = e->other_bytes;
     info->cache_bytes = 2 * e->cache_floats * sizeof(float);
+    if (e->ens) ensemble_engine_info(e->ens, info); // the members' matrices and bytes
 }
 
 /* ---- creation --------------------------------------------------------------------------- */
@@ -859,8 +877,35 @@ alloy_status alloy_engine_create(alloy_engine **out, const alloy_model *m, const
     return ALLOY_STATUS_OK;
 }
 
+alloy_status alloy_engine_create_ensemble(alloy_engine **out, alloy_engine *const *members, const float *weights, int n,
+                                          alloy_ensemble_mode mode) {
+    *out = NULL;
+    alloy_engine_options o;
+    int V;
+    ensemble_engine *x;
+    alloy_status s = ensemble_engine_create(&x, &o, &V, members, weights, n, mode);
+    if (s) return s;
+    alloy_engine *e = alloy_calloc(1, sizeof *e);
+    if (e) {
+        e->len = alloy_calloc((size_t)o.max_batch, sizeof(int));
+        e->seen = alloy_calloc((size_t)o.max_batch, 1);
+    }
+    if (!e || !e->len || !e->seen) {
+        alloy_engine_destroy(e);
+        ensemble_engine_destroy(x, false); // the members stay the caller's
+        return alloy_fail(ALLOY_STATUS_NOMEM, "ensemble engine: out of memory");
+    }
+    e->opts = o;
+    e->V = V;
+    e->ens = x;
+    for (int q = 0; q < o.max_batch; q++) alloy_engine_reset(e, q); // every member's sequences empty
+    *out = e;
+    return ALLOY_STATUS_OK;
+}
+
 void alloy_engine_destroy(alloy_engine *e) {
     if (!e) return;
+    ensemble_engine_destroy(e->ens, true);
     alloy_pages_free(e->qmem, e->qbytes);
     alloy_pages_free(e->kc, e->cache_floats * sizeof(float));
     alloy_pages_free(e->vc, e->cache_floats * sizeof(float));

@@ -4,7 +4,7 @@
  * Each turn renders the whole conversation with the model's chat template (ChatML, as alloy
  * sft stores it), keeps the KV cache of the part already seen (only the new tokens are
  * prefilled), and streams the reply as it is sampled until <|im_end|>, the token limit or a full
- * context.
+ * context. Several models that share a tokenizer talk as one ensemble engine.
  */
 #include "cli.h"
 #include "alloy/tokenizer.h"
@@ -15,18 +15,24 @@
 #include <unistd.h>
 
 static const char help[] =
-    "usage: alloy chat --model DIR [flags]\n"
+    "usage: alloy chat --model DIR [DIR ...] [flags]\n"
     "\n"
     "Talks with a chat model (one trained with alloy sft, or any model folder whose config.json\n"
     "names chat_template \"chatml\" and whose tokenizer has <|im_start|> and <|im_end|>). Reads one\n"
     "message per line from standard input and streams each reply to standard output. The\n"
     "conversation is kept: only its new tokens are run through the model each turn. Lines\n"
-    "\"/reset\" (start over) and \"/quit\" are commands; end of input quits.\n"
+    "\"/reset\" (start over) and \"/quit\" are commands; end of input quits. Several models (sharing\n"
+    "the vocabulary and tokenizer; the first's chat template is used) answer as one ensemble:\n"
+    "each token is sampled from their mixture of probabilities (--ensemble probs) or from the\n"
+    "softmax of their weighted logits (--ensemble logits), the sampling flags acting on the mixture.\n"
     "\n"
-    "  --model DIR             checkpoint folder or run folder (its latest checkpoint)\n"
+    "  --model DIR ...         checkpoint folders or run folders (their latest checkpoint; two or\n"
+    "                          more: an ensemble)\n"
+    "  --member-weights W ...  ensemble weights, one per model (default equal; normalised)\n"
+    "  --ensemble MODE         probs (default: Σ wᵢ·pᵢ) or logits (softmax of Σ wᵢ·zᵢ)\n"
     "  --system TEXT           a system message that opens the conversation\n"
     "  --max-tokens N          longest reply in tokens (default 512)\n"
-    "  --weights F             f32 (default), f16, q8_0, q4_0 or q4_k\n"
+    "  --weights F             f32 (default), f16, q8_0, q4_0 or q4_k (every model alike)\n"
     "  --temperature X         (default 0.7; 0 = greedy)\n"
     "  --top-k K --top-p P --min-p P --repeat-penalty R   as alloy generate (defaults 40, 0.95,\n"
     "                          0.05, 1.0)\n"
@@ -34,7 +40,9 @@ static const char help[] =
     "  --threads N             OpenMP threads (default: all cores)\n";
 
 typedef struct chat {
-    alloy_model *m;
+    alloy_model *ms[ALLOY_ENGINE_MAX_MEMBERS]; /* (n_models) the models; ms[0] gives the tokenizer */
+    char *dirs[ALLOY_ENGINE_MAX_MEMBERS];      /* (n_models) their checkpoint folders */
+    int n_models;
     alloy_tokenizer *tok;
     alloy_engine *e;
     alloy_sampler *smp;
@@ -162,14 +170,27 @@ static alloy_status reply(chat *c, int max_tokens, int32_t end_id, int max_ctx) 
     return s;
 }
 
+static int chat_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_);
+
 int cmd_chat(int argc, char **argv) {
-    const char *model_dir = NULL, *system_msg = NULL, *weights = "f32";
+    cli_list model_dirs = {0}, weight_args = {0};
+    int rc = chat_main(argc, argv, &model_dirs, &weight_args);
+    free(model_dirs.items);
+    free(weight_args.items);
+    return rc;
+}
+
+/* cmd_chat's body; the lists cli_parse fills are the caller's to free. */
+static int chat_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_) {
+    const char *system_msg = NULL, *weights = "f32", *mode_name = "probs";
+    cli_list model_dirs = {0}, weight_args = {0};
     int max_tokens = 512, threads = 0;
     alloy_sampler_params sp;
     alloy_sampler_params_default(&sp);
     sp.temperature = 0.7f;
     cli_flag flags[] = {
-        {"model", CLI_STR, &model_dir, false},        {"system", CLI_STR, &system_msg, false},
+        {"model", CLI_LIST, &model_dirs, false},      {"system", CLI_STR, &system_msg, false},
+        {"member-weights", CLI_LIST, &weight_args, false}, {"ensemble", CLI_STR, &mode_name, false},
         {"max-tokens", CLI_INT, &max_tokens, false},  {"weights", CLI_STR, &weights, false},
         {"temperature", CLI_FLOAT, &sp.temperature, false}, {"top-k", CLI_INT, &sp.top_k, false},
         {"top-p", CLI_FLOAT, &sp.top_p, false},       {"min-p", CLI_FLOAT, &sp.min_p, false},
@@ -177,37 +198,55 @@ int cmd_chat(int argc, char **argv) {
         {"threads", CLI_INT, &threads, false},
     };
     int r = cli_parse("chat", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), help, NULL);
+    *model_dirs_ = model_dirs;
+    *weight_args_ = weight_args;
     if (r) return r == 1 ? 0 : r;
-    if (!model_dir) return cli_usage("chat", "--model is required");
+    if (!model_dirs.n) return cli_usage("chat", "--model is required");
     if (max_tokens < 1) return cli_usage("chat", "--max-tokens must be at least 1");
     alloy_qtype qt;
     if (!alloy_qtype_parse(weights, &qt)) return cli_usage("chat", "--weights must be f32, f16, q8_0, q4_0 or q4_k");
+    float member_w[ALLOY_ENGINE_MAX_MEMBERS];
+    alloy_ensemble_mode mode;
+    r = cli_ensemble_options("chat", model_dirs.n, &weight_args, mode_name, member_w, &mode);
+    if (r) return r;
     cli_set_threads(threads);
 
     chat c = {0};
-    char *dir = NULL;
-    alloy_status s = alloy_checkpoint_resolve(model_dir, &dir);
+    alloy_status s = alloy_checkpoint_resolve(model_dirs.items[0], &c.dirs[0]);
+    c.n_models = 1;
+    const char *dir = c.dirs[0];
     alloy_chat_template tmpl;
     bool found = false;
     if (!s) s = alloy_chat_template_of(dir, &tmpl, &found);
     if (!s && (!found || tmpl != ALLOY_CHAT_TEMPLATE_CHATML))
         s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: not a chat model (config.json names no chat_template \"chatml\"; make one with alloy sft)",
                        dir);
-    if (!s) s = alloy_model_load(&c.m, dir, 1, 0);
-    if (!s) s = alloy_align_load_tokenizer(dir, &c.m->config, &c.tok);
+    if (!s) s = alloy_model_load(&c.ms[0], dir, 1, 0);
+    if (!s) s = alloy_align_load_tokenizer(dir, &c.ms[0]->config, &c.tok);
     int32_t end_id = !s ? alloy_chat_end_id(c.tok) : -1;
     if (!s && end_id < 0) s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has no <|im_end|>", dir);
-    int max_ctx = c.m ? c.m->config.max_seq_len : 0;
-    if (!s) s = alloy_engine_create(&c.e, c.m, &(alloy_engine_options){.weights = qt, .max_ctx = max_ctx});
+    for (int i = 1; i < model_dirs.n && !s; i++) { // the other members: the first one's tokenizer
+        s = alloy_checkpoint_resolve(model_dirs.items[i], &c.dirs[i]);
+        c.n_models = i + 1;
+        if (!s) s = alloy_model_load(&c.ms[i], c.dirs[i], 1, 0);
+        if (!s) s = cli_check_member(dir, &c.ms[0]->config, c.dirs[i], &c.ms[i]->config);
+    }
+    int max_ctx = 0; // the members' least context
+    for (int i = 0; !s && i < c.n_models; i++)
+        if (!max_ctx || c.ms[i]->config.max_seq_len < max_ctx) max_ctx = c.ms[i]->config.max_seq_len;
+    if (!s)
+        s = cli_engine_create(&c.e, c.ms, c.n_models, &(alloy_engine_options){.weights = qt, .max_ctx = max_ctx},
+                              weight_args.n ? member_w : NULL, mode);
+    int V = c.ms[0] ? c.ms[0]->config.vocab_size : 0;
     sp.n_vocab = c.tok ? alloy_tokenizer_vocab_size(c.tok) : 0;
-    if (!s) s = alloy_sampler_create(&c.smp, &sp, c.m->config.vocab_size);
-    if (!s && !(c.logits = alloy_malloc(sizeof(float) * (size_t)c.m->config.vocab_size))) s = ALLOY_STATUS_NOMEM;
+    if (!s) s = alloy_sampler_create(&c.smp, &sp, V);
+    if (!s && !(c.logits = alloy_malloc(sizeof(float) * (size_t)V))) s = ALLOY_STATUS_NOMEM;
     if (!s && system_msg) s = add_message(&c, "system", system_msg, strlen(system_msg));
     int keep = c.n; // /reset keeps the system message
     bool tty = isatty(0) && isatty(1);
     if (!s && tty)
-        fprintf(stderr, "alloy chat: %s (%s weights, context %d); /reset starts over, /quit or Ctrl-D ends\n", dir,
-                alloy_qtype_name(qt), max_ctx);
+        fprintf(stderr, "alloy chat: %s%s (%s weights, context %d); /reset starts over, /quit or Ctrl-D ends\n", dir,
+                c.n_models > 1 ? " and the other members" : "", alloy_qtype_name(qt), max_ctx);
     char *line = NULL;
     size_t cap = 0;
     while (!s) {
@@ -237,7 +276,9 @@ int cmd_chat(int argc, char **argv) {
     alloy_sampler_destroy(c.smp);
     alloy_engine_destroy(c.e);
     alloy_tokenizer_destroy(c.tok);
-    alloy_model_destroy(c.m);
-    alloy_free(dir);
+    for (int i = 0; i < c.n_models; i++) {
+        alloy_model_destroy(c.ms[i]);
+        alloy_free(c.dirs[i]);
+    }
     return s ? cli_fail("chat", s) : 0;
 }

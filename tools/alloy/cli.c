@@ -125,3 +125,84 @@ int cli_parse(const char *verb, int argc, char **argv, cli_flag *flags, int n, c
     }
     return 0;
 }
+
+/* ---- ensembles of models where one is sampled (generate, sample, chat) ---- */
+
+int cli_ensemble_options(const char *verb, int n_models, const cli_list *weight_args, const char *mode_name,
+                         float *weights, alloy_ensemble_mode *mode) {
+    if (n_models > ALLOY_ENGINE_MAX_MEMBERS) return cli_usage(verb, "at most %d models", ALLOY_ENGINE_MAX_MEMBERS);
+    if (weight_args->n && weight_args->n != n_models)
+        return cli_usage(verb, "--member-weights needs one weight per model (%d)", n_models);
+    for (int i = 0; i < weight_args->n; i++) {
+        char *end;
+        weights[i] = strtof(weight_args->items[i], &end);
+        if (end == weight_args->items[i] || *end || !(weights[i] >= 0.0f) || isinf(weights[i]))
+            return cli_usage(verb, "--member-weights: '%s' is not a number >= 0", weight_args->items[i]);
+    }
+    if (!alloy_ensemble_mode_parse(mode_name, mode) || *mode == ALLOY_ENSEMBLE_LEARNED)
+        return cli_usage(verb, "--ensemble must be probs or logits (a learned combiner needs hidden states that "
+                               "generation does not keep)");
+    return 0;
+}
+
+/* The bytes of dir/tokenizer.json; NULL (and no error) when there is none. */
+static alloy_status read_tokenizer_json(const char *dir, char **path, char **data, size_t *size) {
+    *data = NULL;
+    *size = 0;
+    if (!(*path = alloy_path_join(dir, "tokenizer.json"))) return ALLOY_STATUS_NOMEM;
+    return alloy_path_exists(*path) ? alloy_file_read_all(*path, data, size) : ALLOY_STATUS_OK;
+}
+
+/* The vocabulary size of a tokenizer.json, or -1 if it does not load. */
+static int tokenizer_vocab(const char *path) {
+    alloy_tokenizer *t;
+    if (alloy_tokenizer_load(&t, path)) return -1;
+    int v = alloy_tokenizer_vocab_size(t);
+    alloy_tokenizer_destroy(t);
+    return v;
+}
+
+alloy_status cli_check_member(const char *dir0, const alloy_config *c0, const char *dir, const alloy_config *c) {
+    if (c->vocab_size != c0->vocab_size)
+        return alloy_fail(ALLOY_STATUS_MISMATCH, "%s has a vocabulary of %d, %s of %d: ensemble members must share one",
+                          dir, c->vocab_size, dir0, c0->vocab_size);
+    char *p0 = NULL, *p = NULL, *d0 = NULL, *d = NULL;
+    size_t n0, n;
+    alloy_status s = read_tokenizer_json(dir0, &p0, &d0, &n0);
+    if (!s) s = read_tokenizer_json(dir, &p, &d, &n);
+    if (!s && (d0 != NULL) != (d != NULL)) {
+        s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s has no tokenizer.json but %s has: ensemble members must share a tokenizer",
+                       d0 ? dir : dir0, d0 ? p0 : p);
+    } else if (!s && !d0 && strcmp(c0->tokenizer, c->tokenizer)) {
+        s = alloy_fail(ALLOY_STATUS_MISMATCH,
+                       "%s was trained with the tokenizer \"%s\", %s with \"%s\": ensemble members must share a tokenizer",
+                       dir, c->tokenizer, dir0, c0->tokenizer);
+    } else if (!s && d0 && (n0 != n || memcmp(d0, d, n))) {
+        int v0 = tokenizer_vocab(p0), v = tokenizer_vocab(p);
+        if (v0 >= 0 && v >= 0 && v0 != v)
+            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s (%d tokens) differs from %s (%d tokens): ensemble members must share a tokenizer",
+                           p, v, p0, v0);
+        else
+            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s differs from %s: ensemble members must share a tokenizer", p, p0);
+    }
+    alloy_free(p0);
+    alloy_free(p);
+    alloy_free(d0);
+    alloy_free(d);
+    return s;
+}
+
+alloy_status cli_engine_create(alloy_engine **out, alloy_model *const *ms, int n, const alloy_engine_options *eo,
+                               const float *weights, alloy_ensemble_mode mode) {
+    *out = NULL;
+    if (n == 1) return alloy_engine_create(out, ms[0], eo);
+    alloy_engine *members[ALLOY_ENGINE_MAX_MEMBERS] = {0};
+    alloy_status s = n > ALLOY_ENGINE_MAX_MEMBERS ? alloy_fail(ALLOY_STATUS_USAGE, "at most %d models", ALLOY_ENGINE_MAX_MEMBERS)
+                                                  : ALLOY_STATUS_OK;
+    for (int i = 0; i < n && !s; i++)
+        if ((s = alloy_engine_create(&members[i], ms[i], eo))) alloy_error_prefix("ensemble member %d", i);
+    if (!s) s = alloy_engine_create_ensemble(out, members, weights, n, mode);
+    if (s)
+        for (int i = 0; i < n && i < ALLOY_ENGINE_MAX_MEMBERS; i++) alloy_engine_destroy(members[i]);
+    return s;
+}

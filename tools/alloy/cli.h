@@ -47,6 +47,22 @@ int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(prin
 /* Applies --threads (0: leave the default). */
 void cli_set_threads(int threads);
 
+/* Ensembles where a model is sampled (generate, sample, chat: --model A B ... --member-weights
+ * W ... --ensemble probs|logits). */
+/* Checks the model count (at most ALLOY_ENGINE_MAX_MEMBERS), parses --member-weights (one
+ * number >= 0 per model, or none: equal) into weights and --ensemble into *mode (probs or
+ * logits). Returns 0, or 2 after printing the usage error. */
+int cli_ensemble_options(const char *verb, int n_models, const cli_list *weight_args, const char *mode_name,
+                         float *weights, alloy_ensemble_mode *mode);
+/* MISMATCH, naming both, unless the model in dir (config c) can join an ensemble with the one in
+ * dir0 (config c0): the same vocabulary size, and the same tokenizer — tokenizer.json files with
+ * the same bytes, or neither folder has one and the configs name the same tokenizer. */
+alloy_status cli_check_member(const char *dir0, const alloy_config *c0, const char *dir, const alloy_config *c);
+/* An engine with options eo over the model ms[0] (n = 1), or an ensemble engine over one such
+ * engine per model of ms (n >= 2) combined as weights (NULL: equal) and mode say. */
+alloy_status cli_engine_create(alloy_engine **out, alloy_model *const *ms, int n, const alloy_engine_options *eo,
+                               const float *weights, alloy_ensemble_mode mode);
+
 int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_distill(int argc, char **argv); /* train.c */

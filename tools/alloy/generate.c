@@ -1,7 +1,8 @@
 /*
  * generate.c — `alloy generate`: text or token ids from a model through the inference engine
  * (src/infer/): a KV cache, fp32 or quantised weights, the sampling chain, stop strings, and
- * batches of prompts from a JSONL file.
+ * batches of prompts from a JSONL file. Several models that share a tokenizer generate as one
+ * ensemble engine.
  */
 #include "cli.h"
 #include "alloy/infer.h"
@@ -14,7 +15,8 @@
 
 
 static const char help[] =
-    "usage: alloy generate --model DIR (--prompt TEXT | --prompts FILE.jsonl | --prompt-ids \"1 2 3\") [flags]\n"
+    "usage: alloy generate --model DIR [DIR ...] (--prompt TEXT | --prompts FILE.jsonl | --prompt-ids \"1 2 3\")\n"
+    "                      [flags]\n"
     "\n"
     "Continues prompts with a model (a checkpoint folder, or a run folder: its latest checkpoint),\n"
     "keeping a KV cache, so each new token costs one step of the model.\n"
@@ -29,6 +31,10 @@ static const char help[] =
     "A continuation ends at <|endoftext|> (finish_reason \"eos\"), at a stop string (\"stop\"; the text\n"
     "is cut before it), after --tokens tokens (\"length\") or when prompt + continuation fill the\n"
     "context (\"context_full\"; stderr says \"stopped: context full\").\n"
+    "Several models (sharing the vocabulary and tokenizer; the first's tokenizer is used) generate\n"
+    "as one ensemble: each step runs every model and samples from their mixture of probabilities\n"
+    "Σ wᵢ·pᵢ (--ensemble probs) or from the softmax of Σ wᵢ·zᵢ (--ensemble logits); the sampling\n"
+    "chain below, temperature included, acts on the combined distribution.\n"
     "\n"
     "Sampling, in this order (llama.cpp's chain and defaults):\n"
     "  1. --logit-bias ID=BIAS ...  added to those logits (-inf bans a token)\n"
@@ -43,23 +49,27 @@ static const char help[] =
     "  7. --temperature T: logits / T (default 0.8); stages 4-6 see temperature 1\n"
     "  8. a draw from the softmax, seeded by --seed (default 1337; prompt i of a file uses seed + i)\n"
     "\n"
-    "  --model DIR             checkpoint or run folder\n"
+    "  --model DIR ...         checkpoint or run folders (two or more: an ensemble)\n"
+    "  --member-weights W ...  ensemble weights, one per model (default equal; normalised)\n"
+    "  --ensemble MODE         probs (default: mixture of probabilities) or logits (weighted logits)\n"
     "  --tokens N              tokens to generate at most (default 128; -1: until the context is full)\n"
     "  --stop STR ...          stop strings, matched on the text across token boundaries\n"
     "  --weights F             f32 (default), f16, q8_0, q4_0 or q4_k: matrices quantised as loaded\n"
-    "                          (norms, biases and embeddings stay fp32)\n"
+    "                          (norms, biases and embeddings stay fp32; every model alike)\n"
     "  --batch N               sequences decoded together with --prompts (default 8)\n"
-    "  --ctx N                 positions per sequence (default and at most the model's context)\n"
+    "  --ctx N                 positions per sequence (default and at most the model's context; an\n"
+    "                          ensemble's: its members' least)\n"
     "  --out FILE.jsonl        where --prompts records go (default stdout), written atomically\n"
     "  --threads N             at most N threads (default: all cores; small products use fewer)\n"
     "  --quiet                 no summary or progress on stderr\n";
 
 /* Everything the verb holds, freed in one place. */
 typedef struct gen {
-    alloy_model *m;
+    alloy_model *ms[ALLOY_ENGINE_MAX_MEMBERS]; /* (n_models) the models; ms[0] gives the tokenizer */
+    char *dirs[ALLOY_ENGINE_MAX_MEMBERS];      /* (n_models) their checkpoint folders */
+    int n_models;
     alloy_tokenizer *tok;
-    alloy_engine *e;
-    char *dir;
+    alloy_engine *e;                           /* over one model, or an ensemble of them */
     int32_t **prompts;   /* (n) */
     int *lens;           /* (n) */
     int *lines;          /* (n) line numbers in the file */
@@ -86,8 +96,10 @@ static void gen_free(gen *g) {
     alloy_free(g->bias);
     alloy_engine_destroy(g->e);
     alloy_tokenizer_destroy(g->tok);
-    alloy_model_destroy(g->m);
-    alloy_free(g->dir);
+    for (int i = 0; i < g->n_models; i++) {
+        alloy_model_destroy(g->ms[i]);
+        alloy_free(g->dirs[i]);
+    }
 }
 
 /* Adds a prompt (takes ids and text). */
@@ -121,7 +133,7 @@ static alloy_status add_prompt(gen *g, int32_t *ids, int n, char *text, int line
 static alloy_status add_text_prompt(gen *g, const char *text, size_t len, int line, const char *what) {
     if (!g->tok)
         return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the model %s has no tokenizer.json and its config names none: give token ids",
-                          what, g->dir);
+                          what, g->dirs[0]);
     alloy_ids ids = {0};
     alloy_status s = alloy_tokenizer_encode(g->tok, text, len, 0, &ids);
     if (!s && ids.n == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: the prompt encodes to no tokens", what);
@@ -219,18 +231,24 @@ static alloy_status read_prompts(gen *g, const char *path) {
     return s;
 }
 
-/* Loads the model folder (or a run's latest checkpoint) and its tokenizer, if any. */
-static alloy_status load_model(gen *g, const char *model_dir) {
-    alloy_status s = alloy_checkpoint_resolve(model_dir, &g->dir);
-    if (!s) s = alloy_model_load(&g->m, g->dir, 1, 1); // the engine keeps its own activations
+/* Loads the model folders (or runs' latest checkpoints), checks that they can form an ensemble,
+ * and loads the first one's tokenizer, if any. */
+static alloy_status load_models(gen *g, const cli_list *model_dirs) {
+    alloy_status s = ALLOY_STATUS_OK;
+    for (int i = 0; i < model_dirs->n && !s; i++) {
+        s = alloy_checkpoint_resolve(model_dirs->items[i], &g->dirs[i]);
+        g->n_models = i + 1;
+        if (!s) s = alloy_model_load(&g->ms[i], g->dirs[i], 1, 1); // the engine keeps its own activations
+        if (!s && i) s = cli_check_member(g->dirs[0], &g->ms[0]->config, g->dirs[i], &g->ms[i]->config);
+    }
     if (s) return s;
-    const alloy_config *c = &g->m->config;
-    char *tj = alloy_path_join(g->dir, "tokenizer.json");
+    const alloy_config *c = &g->ms[0]->config;
+    char *tj = alloy_path_join(g->dirs[0], "tokenizer.json");
     if (tj && alloy_path_exists(tj)) s = alloy_tokenizer_load(&g->tok, tj);
     else if (!strcmp(c->tokenizer, "bytes")) s = alloy_tokenizer_create(&g->tok, "bytes");
     alloy_free(tj);
     if (!s && g->tok && alloy_tokenizer_vocab_size(g->tok) > c->vocab_size)
-        s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has %d tokens but the model only %d", g->dir,
+        s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has %d tokens but the model only %d", g->dirs[0],
                        alloy_tokenizer_vocab_size(g->tok), c->vocab_size);
     return s;
 }
@@ -330,15 +348,19 @@ static int parse_bias(gen *g, const cli_list *l) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model_dir = NULL, *prompt = NULL, *prompts_file = NULL, *prompt_ids = NULL, *weights = "f32",
-               *out = NULL;
+    const char *prompt = NULL, *prompts_file = NULL, *prompt_ids = NULL, *weights = "f32", *out = NULL,
+               *mode_name = "probs";
     int n_tokens = 128, batch = 8, ctx = 0, threads = 0;
     alloy_sampler_params sp;
     alloy_sampler_params_default(&sp);
-    cli_list bias_list = {0}, stop_list = {0};
+    cli_list bias_list = {0}, stop_list = {0}, model_dirs = {0}, weight_args = {0};
+    float member_w[ALLOY_ENGINE_MAX_MEMBERS];
+    alloy_ensemble_mode mode = ALLOY_ENSEMBLE_PROBS;
     gen g = {0};
     cli_flag flags[] = {
-        {"model", CLI_STR, &model_dir, false},
+        {"model", CLI_LIST, &model_dirs, false},
+        {"member-weights", CLI_LIST, &weight_args, false},
+        {"ensemble", CLI_STR, &mode_name, false},
         {"prompt", CLI_STR, &prompt, false},
         {"prompts", CLI_STR, &prompts_file, false},
         {"prompt-ids", CLI_STR, &prompt_ids, false},
@@ -368,7 +390,7 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     alloy_qtype qt;
-    if (!model_dir) rc = cli_usage("generate", "--model is required");
+    if (!model_dirs.n) rc = cli_usage("generate", "--model is required");
     else if ((prompt != NULL) + (prompts_file != NULL) + (prompt_ids != NULL) != 1)
         rc = cli_usage("generate", "give exactly one of --prompt, --prompts and --prompt-ids");
     else if (n_tokens < -1) rc = cli_usage("generate", "--tokens must be >= 0 (or -1: until the context is full)");
@@ -383,24 +405,29 @@ int cmd_generate(int argc, char **argv) {
     else if (!(sp.min_p >= 0.0f && sp.min_p <= 1.0f)) rc = cli_usage("generate", "--min-p must be in [0, 1]");
     else if (!(sp.repeat_penalty > 0.0f)) rc = cli_usage("generate", "--repeat-penalty must be > 0");
     else if (sp.repeat_last_n < -1) rc = cli_usage("generate", "--repeat-last-n must be >= -1");
+    if (!rc) rc = cli_ensemble_options("generate", model_dirs.n, &weight_args, mode_name, member_w, &mode);
     if (!rc) rc = parse_bias(&g, &bias_list);
     for (int i = 0; !rc && i < stop_list.n; i++)
         if (!stop_list.items[i][0]) rc = cli_usage("generate", "--stop: an empty stop string");
     if (rc) goto done;
     cli_set_threads(threads);
 
-    alloy_status s = load_model(&g, model_dir);
-    const alloy_config *c = g.m ? &g.m->config : NULL;
-    if (!s && ctx > c->max_seq_len)
-        s = alloy_fail(ALLOY_STATUS_USAGE, "--ctx %d exceeds the model's context of %d", ctx, c->max_seq_len);
+    alloy_status s = load_models(&g, &model_dirs);
+    const alloy_config *c = s ? NULL : &g.ms[0]->config;
+    int least_ctx = 0; // the members' least context
+    for (int i = 0; !s && i < g.n_models; i++)
+        if (!least_ctx || g.ms[i]->config.max_seq_len < least_ctx) least_ctx = g.ms[i]->config.max_seq_len;
+    if (!s && ctx > least_ctx)
+        s = alloy_fail(ALLOY_STATUS_USAGE, "--ctx %d exceeds the %s context of %d", ctx,
+                       g.n_models > 1 ? "models' least" : "model's", least_ctx);
     if (!s && stop_list.n > 0 && !g.tok)
-        s = alloy_fail(ALLOY_STATUS_USAGE, "--stop: the model %s has no tokenizer to decode text with", g.dir);
+        s = alloy_fail(ALLOY_STATUS_USAGE, "--stop: the model %s has no tokenizer to decode text with", g.dirs[0]);
     if (!s) {
         if (prompt) s = add_text_prompt(&g, prompt, strlen(prompt), 0, "--prompt");
         else if (prompt_ids) s = add_id_prompt(&g, prompt_ids);
         else s = read_prompts(&g, prompts_file);
     }
-    int max_ctx = ctx > 0 ? ctx : (c ? c->max_seq_len : 0);
+    int max_ctx = ctx > 0 ? ctx : least_ctx;
     for (int i = 0; !s && i < g.n; i++) { // name the prompt as the user knows it
         char what[600];
         if (prompts_file) snprintf(what, sizeof what, "%s:%d", prompts_file, g.lines[i]);
@@ -415,7 +442,7 @@ int cmd_generate(int argc, char **argv) {
     }
     alloy_engine_options eo = {.weights = qt, .max_batch = prompts_file ? (batch < g.n ? batch : g.n) : 1,
                                .max_ctx = max_ctx, .threads = 0};
-    if (!s) s = alloy_engine_create(&g.e, g.m, &eo);
+    if (!s) s = cli_engine_create(&g.e, g.ms, g.n_models, &eo, weight_args.n ? member_w : NULL, mode);
     if (!s && !(g.results = alloy_calloc((size_t)g.n, sizeof(alloy_generation)))) s = ALLOY_STATUS_NOMEM;
     if (s) {
         rc = cli_fail("generate", s);
@@ -457,19 +484,25 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (!g.quiet) {
+        char what[64]; // the weights, and the ensemble
+        if (g.n_models > 1)
+            snprintf(what, sizeof what, "%s weights, an ensemble of %d (%s)", alloy_qtype_name(qt), g.n_models, mode_name);
+        else
+            snprintf(what, sizeof what, "%s weights", alloy_qtype_name(qt));
         size_t total = 0;
         for (int i = 0; i < g.n; i++) total += g.results[i].ids.n;
         if (g.n == 1)
-            fprintf(stderr, "alloy generate: stopped: %s after %zu tokens (prompt %d) in %.2f s, %.1f tokens/s, %s weights\n",
-                    finish_words(g.results[0].finish), total, g.lens[0], dt, dt > 0 ? total / dt : 0.0,
-                    alloy_qtype_name(qt));
+            fprintf(stderr, "alloy generate: stopped: %s after %zu tokens (prompt %d) in %.2f s, %.1f tokens/s, %s\n",
+                    finish_words(g.results[0].finish), total, g.lens[0], dt, dt > 0 ? total / dt : 0.0, what);
         else
-            fprintf(stderr, "alloy generate: %d prompts, %zu tokens in %.2f s, %.1f tokens/s (batch %d, %s weights)\n", g.n,
-                    total, dt, dt > 0 ? total / dt : 0.0, eo.max_batch, alloy_qtype_name(qt));
+            fprintf(stderr, "alloy generate: %d prompts, %zu tokens in %.2f s, %.1f tokens/s (batch %d, %s)\n", g.n,
+                    total, dt, dt > 0 ? total / dt : 0.0, eo.max_batch, what);
     }
 done:
     free(bias_list.items);
     free(stop_list.items);
+    free(model_dirs.items);
+    free(weight_args.items);
     gen_free(&g);
     return rc;
 }

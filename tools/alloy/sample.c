@@ -2,6 +2,7 @@
  * sample.c — `alloy sample`: plain sampling from a checkpoint (greedy, or temperature with
  * top-k), through the inference engine of src/infer/ (a KV cache: each token costs one step).
  * `alloy generate` has the whole sampling chain, quantised weights and batches of prompts.
+ * Several models that share a tokenizer sample as one ensemble engine.
  */
 #include "cli.h"
 #include "alloy/infer.h"
@@ -11,15 +12,20 @@
 #include <string.h>
 
 static const char help[] =
-    "usage: alloy sample --model DIR --prompt TEXT [--tokens N] [flags]\n"
+    "usage: alloy sample --model DIR [DIR ...] --prompt TEXT [--tokens N] [flags]\n"
     "\n"
     "Generates text from a model: DIR is a checkpoint folder or a run folder (its latest\n"
     "checkpoint), with its tokenizer.json (or the byte tokenizer). Prints the prompt, then the\n"
     "continuation as it is sampled; stops early if the model produces <|endoftext|> or when the\n"
     "prompt and the continuation fill the model's context. (alloy generate has top-p, min-p,\n"
-    "penalties, stop strings, quantised weights and batches.)\n"
+    "penalties, stop strings, quantised weights and batches.) Several models (sharing the\n"
+    "vocabulary and tokenizer; the first's is used) sample as one ensemble: from their mixture of\n"
+    "probabilities (--ensemble probs) or the softmax of their weighted logits (--ensemble logits),\n"
+    "temperature and top-k applied to the combined distribution.\n"
     "\n"
-    "  --model DIR           checkpoint or run folder\n"
+    "  --model DIR ...       checkpoint or run folders (two or more: an ensemble)\n"
+    "  --member-weights W ...  ensemble weights, one per model (default equal; normalised)\n"
+    "  --ensemble MODE       probs (default: Σ wᵢ·pᵢ) or logits (softmax of Σ wᵢ·zᵢ)\n"
     "  --prompt TEXT         text to continue (default: a newline)\n"
     "  --tokens N            tokens to generate (default 200)\n"
     "  --temperature X       0 = greedy (default 0.8)\n"
@@ -36,41 +42,64 @@ static void print_text(void *user, const alloy_stream_event *ev) {
     }
 }
 
+static int sample_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_);
+
 int cmd_sample(int argc, char **argv) {
-    const char *model_dir = NULL, *prompt = "\n";
+    cli_list model_dirs = {0}, weight_args = {0};
+    int rc = sample_main(argc, argv, &model_dirs, &weight_args);
+    free(model_dirs.items);
+    free(weight_args.items);
+    return rc;
+}
+
+/* cmd_sample's body; the lists cli_parse fills are the caller's to free. */
+static int sample_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_) {
+    const char *prompt = "\n", *mode_name = "probs";
+    cli_list model_dirs = {0}, weight_args = {0};
     int n_tokens = 200, top_k = 40, threads = 0;
     float temperature = 0.8f;
     uint64_t seed = 1337;
     cli_flag flags[] = {
-        {"model", CLI_STR, &model_dir, false},     {"prompt", CLI_STR, &prompt, false},
+        {"model", CLI_LIST, &model_dirs, false},   {"prompt", CLI_STR, &prompt, false},
+        {"member-weights", CLI_LIST, &weight_args, false}, {"ensemble", CLI_STR, &mode_name, false},
         {"tokens", CLI_INT, &n_tokens, false},     {"temperature", CLI_FLOAT, &temperature, false},
         {"top-k", CLI_INT, &top_k, false},         {"seed", CLI_U64, &seed, false},
         {"threads", CLI_INT, &threads, false},
     };
     int r = cli_parse("sample", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), help, NULL);
+    *model_dirs_ = model_dirs;
+    *weight_args_ = weight_args;
     if (r) return r == 1 ? 0 : r;
-    if (!model_dir) return cli_usage("sample", "--model is required");
+    if (!model_dirs.n) return cli_usage("sample", "--model is required");
     if (n_tokens < 0) return cli_usage("sample", "--tokens must be >= 0");
     if (top_k < 0) return cli_usage("sample", "--top-k must be >= 0");
     if (!(temperature >= 0.0f)) return cli_usage("sample", "--temperature must be >= 0");
+    float member_w[ALLOY_ENGINE_MAX_MEMBERS];
+    alloy_ensemble_mode mode;
+    r = cli_ensemble_options("sample", model_dirs.n, &weight_args, mode_name, member_w, &mode);
+    if (r) return r;
     cli_set_threads(threads);
 
-    char *dir = NULL;
-    alloy_status s = alloy_checkpoint_resolve(model_dir, &dir);
-    if (s) return cli_fail("sample", s);
-    alloy_model *m;
-    s = alloy_model_load(&m, dir, 1, 1); // the engine keeps its own activations
-    if (s) {
-        alloy_free(dir);
-        return cli_fail("sample", s);
+    int n = model_dirs.n;
+    char *dirs[ALLOY_ENGINE_MAX_MEMBERS] = {0};
+    alloy_model *ms[ALLOY_ENGINE_MAX_MEMBERS] = {0};
+    alloy_status s = ALLOY_STATUS_OK;
+    for (int i = 0; i < n && !s; i++) {
+        s = alloy_checkpoint_resolve(model_dirs.items[i], &dirs[i]);
+        if (!s) s = alloy_model_load(&ms[i], dirs[i], 1, 1); // the engine keeps its own activations
+        if (!s && i) s = cli_check_member(dirs[0], &ms[0]->config, dirs[i], &ms[i]->config);
     }
-    const alloy_config *c = &m->config;
-    // the checkpoint's tokenizer.json, or the byte tokenizer its config names
+    const char *dir = dirs[0];
+    const alloy_config *c = ms[0] ? &ms[0]->config : NULL;
+    int least_ctx = c ? c->max_seq_len : 0; // the members' least context
+    for (int i = 1; !s && i < n; i++)
+        if (ms[i]->config.max_seq_len < least_ctx) least_ctx = ms[i]->config.max_seq_len;
+    // the (first) checkpoint's tokenizer.json, or the byte tokenizer its config names
     alloy_tokenizer *tok = NULL;
-    char *tj = alloy_path_join(dir, "tokenizer.json");
-    if (tj && alloy_path_exists(tj)) s = alloy_tokenizer_load(&tok, tj);
-    else if (!strcmp(c->tokenizer, "bytes")) s = alloy_tokenizer_create(&tok, "bytes");
-    else s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: no tokenizer.json and config.json names no tokenizer", dir);
+    char *tj = s ? NULL : alloy_path_join(dir, "tokenizer.json");
+    if (!s && tj && alloy_path_exists(tj)) s = alloy_tokenizer_load(&tok, tj);
+    else if (!s && !strcmp(c->tokenizer, "bytes")) s = alloy_tokenizer_create(&tok, "bytes");
+    else if (!s) s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: no tokenizer.json and config.json names no tokenizer", dir);
     alloy_free(tj);
     if (!s && alloy_tokenizer_vocab_size(tok) > c->vocab_size)
         s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has %d tokens but the model only %d", dir,
@@ -78,11 +107,12 @@ int cmd_sample(int argc, char **argv) {
     alloy_ids enc = {0};
     if (!s) s = alloy_tokenizer_encode(tok, prompt, strlen(prompt), 0, &enc);
     if (!s && enc.n == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "--prompt: encodes to no tokens");
-    if (!s && enc.n > (size_t)c->max_seq_len)
-        s = alloy_fail(ALLOY_STATUS_RANGE, "--prompt: %zu tokens, more than the model's context of %d", enc.n,
-                       c->max_seq_len);
+    if (!s && enc.n > (size_t)least_ctx)
+        s = alloy_fail(ALLOY_STATUS_RANGE, "--prompt: %zu tokens, more than the %s context of %d", enc.n,
+                       n > 1 ? "models' least" : "model's", least_ctx);
     alloy_engine *e = NULL;
-    if (!s) s = alloy_engine_create(&e, m, &(alloy_engine_options){.weights = ALLOY_QTYPE_F32});
+    alloy_engine_options eo = {.weights = ALLOY_QTYPE_F32, .max_ctx = least_ctx};
+    if (!s) s = cli_engine_create(&e, ms, n, &eo, weight_args.n ? member_w : NULL, mode);
     if (!s) {
         alloy_generate_options o;
         alloy_generate_options_default(&o);
@@ -108,7 +138,9 @@ int cmd_sample(int argc, char **argv) {
     alloy_engine_destroy(e);
     alloy_ids_free(&enc);
     alloy_tokenizer_destroy(tok);
-    alloy_model_destroy(m);
-    alloy_free(dir);
+    for (int i = 0; i < n; i++) {
+        alloy_model_destroy(ms[i]);
+        alloy_free(dirs[i]);
+    }
     return s ? cli_fail("sample", s) : 0;
 }
