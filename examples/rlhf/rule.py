@@ -13,7 +13,9 @@ the share of its sampled continuations of held-out prompts that mention a colour
                                                   each continuation as a minimal pair of the same
                                                   length (a colour against a plain adjective after
                                                   its first article, or its colours against plain
-                                                  adjectives), the colour chosen; and for each
+                                                  adjectives), the colour chosen; a quarter of
+                                                  them also against the empty response (any
+                                                  continuation beats none); and for each
                                                   prompt, a sampled
                                                   continuation that follows the rule over one that
                                                   does not (--natural: only these)
@@ -121,6 +123,8 @@ def main(argv):
             for t in texts:
                 if natural_only or not t.strip():
                     continue
+                if rng.random() < 0.25:  # a continuation is better than none
+                    rows.append({"prompt": prompt, "chosen": t, "rejected": ""})
                 if follows(t):
                     edit = plain_for_colour(t, rng)
                     if not follows(edit):

@@ -6,7 +6,8 @@
 #   2. SFT: first sentence of a story -> its next two sentences (raw template);
 #   3. sample 4 continuations of 1200 training prompts from the SFT model and judge them by the
 #      rule. The reward model's pairs (from the first 2 samples): each continuation against its
-#      minimal edit of the same length (a colour against a plain adjective), and where a prompt
+#      minimal edit of the same length (a colour against a plain adjective), a quarter of them
+#      also against the empty response (any continuation beats none), and where a prompt
 #      got one continuation that follows the rule and one that does not, those two; DPO's pairs
 #      are these natural pairs alone, from all 4 samples;
 #   4. a reward model from the SFT model on its pairs (held-out pair accuracy reported);
@@ -83,17 +84,17 @@ done
 
 log "reward model (held-out pair accuracy in rm/metrics.jsonl)"
 done_run rm || "$alloy" reward --model "$work/sft" --data "$work/pairs.jsonl" --val-fraction 0.1 --epochs 1 \
-    --steps "$(steps 138)" --batch 16 --lr 1e-4 --eval-every 0 --seed "$seed" --threads "$threads" --out "$work/rm" --quiet
+    --steps "$(steps 168)" --batch 16 --lr 1e-4 --eval-every 0 --seed "$seed" --threads "$threads" --out "$work/rm" --quiet
 
 log "PPO from the SFT model against the reward model"
 "${rule[@]}" prompts "$train_txt" "$work/ppo_prompts.jsonl"
 done_run ppo || "$alloy" ppo --model "$work/sft" --reward "$work/rm" --prompts "$work/ppo_prompts.jsonl" \
-    --steps "$(steps 50)" --batch 32 --mini-batch 16 --max-new-tokens 48 --lr 1e-4 --missing-eos-penalty 4 \
+    --steps "$(steps 50)" --batch 32 --mini-batch 16 --max-new-tokens 48 --lr 1e-4 --init-kl-coef 0.3 --missing-eos-penalty 4 \
     --ckpt-every 0 --seed "$seed" \
     --threads "$threads" --out "$work/ppo" --quiet
 
 log "DPO from the SFT model on the natural pairs"
-done_run dpo || "$alloy" dpo --model "$work/sft" --data "$work/natural-pairs.jsonl" --epochs 5 --steps "$(steps 120)" \
+done_run dpo || "$alloy" dpo --model "$work/sft" --data "$work/natural-pairs.jsonl" --epochs 4 --steps "$(steps 96)" \
     --batch 16 --lr 1e-4 --beta 0.1 --eval-every 0 --ckpt-every 0 --seed "$seed" --threads "$threads" \
     --out "$work/dpo" --quiet
 
