@@ -31,10 +31,11 @@ print()
 checks = []
 own = {"code": "lab-code", "stories": "lab-stories"}
 other = {"code": "lab-stories", "stories": "lab-code"}
-if "moe" in rows:
-    for d in doms:
-        ratio = ppl("moe", d) / ppl(own[d], d)
-        checks.append((f"MoE on {d} within 3% of {own[d]}", f"{ratio:.4f}x", ratio <= 1.03))
+for moe in ("moe", "moe-all"):
+    if moe in rows:
+        for d in doms:
+            ratio = ppl(moe, d) / ppl(own[d], d)
+            checks.append((f"{moe} on {d} within 3% of {own[d]}", f"{ratio:.4f}x", ratio <= 1.03))
 for d in doms:
     ratio = ppl(other[d], d) / ppl(own[d], d)
     checks.append((f"{other[d]} clearly worse on {d} than {own[d]}", f"{ratio:.3f}x", ratio > 1.1))
