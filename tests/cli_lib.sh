@@ -8,6 +8,11 @@
 #             runs cmd: exit status CODE, no sanitizer report, exactly one line on stderr when
 #             CODE is not 0, and PATTERN (extended regex) somewhere in its stdout or stderr
 #   tree_sum DIR            one checksum of every file under DIR (to show nothing changed)
+#   tiny_model OUT STEPS [PRESET [flags...]]
+#             trains a tiny model (PRESET, default tiny-gpt2: byte tokenizer, context 32) for
+#             STEPS steps into the run folder OUT, batch 2, windows of 32, on the first 100 kB of
+#             tinyshakespeare, prepared into $T/data by the first call; flags go to alloy train.
+#             Status 0 when OUT has a checkpoint
 ALLOY=${ALLOY:-build/alloy}
 ROOT=${ALLOY_ROOT:-.}
 SHARED="$ROOT/../shared/data"
@@ -25,3 +30,12 @@ expect() {
   ok "$name"
 }
 tree_sum() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum; }
+tiny_model() {
+  local out=$1 steps=$2 preset=${3:-tiny-gpt2}; shift $(($# < 3 ? $# : 3))
+  if [ ! -d "$T/data" ]; then
+    mkdir -p "$T/src" && head -c 100000 "$SHARED/prose/tinyshakespeare.txt" >"$T/src/a.txt" &&
+      "$ALLOY" prepare --input "$T/src" --out "$T/data" --quiet >/dev/null 2>&1 || return 1
+  fi
+  "$ALLOY" train --data "$T/data" --preset "$preset" --out "$out" --steps "$steps" --batch 2 --seq 32 --quiet "$@" \
+    >/dev/null 2>&1 && [ -f "$out/latest" ]
+}

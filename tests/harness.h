@@ -7,9 +7,15 @@
  *
  *     static void test_roundtrip(void) { EXPECT(x == 1, "x is %d", x); }
  *     int main(void) { RUN(test_roundtrip); return harness_exit(); }
+ *
+ * It also makes what many tests start from: temporary folders (harness_tmpdir), random token
+ * ids (harness_random_tokens) and token shards laid out as alloy prepare writes them
+ * (harness_write_dataset, harness_random_dataset).
  */
 #ifndef ALLOY_TEST_HARNESS_H
 #define ALLOY_TEST_HARNESS_H
+
+#include "alloy/data.h"
 
 #include <dirent.h>
 #include <ftw.h>
@@ -120,13 +126,56 @@ static inline int harness_count_entries(const char *dir) {
     return n;
 }
 
-/* The library's last error message contains `needle` (alloy/base.h must be included). */
+/* The library's last error message contains `needle`. */
 #define says(needle) (strstr(alloy_last_error(), (needle)) != NULL)
 
 /* The repository root (tests run from it; ALLOY_ROOT overrides). */
 static inline const char *harness_root(void) {
     const char *r = getenv("ALLOY_ROOT");
     return r && *r ? r : ".";
+}
+
+/* t[0..n) uniform in [0, vocab) (alloy_rng_below) from an alloy_rng seeded with seed. */
+static inline void harness_random_tokens(int32_t *t, int n, int vocab, uint64_t seed) {
+    alloy_rng rng;
+    alloy_rng_seed(&rng, seed);
+    for (int i = 0; i < n; i++) t[i] = (int32_t)alloy_rng_below(&rng, (uint64_t)vocab);
+}
+
+/* Writes the n tokens t (each in [0, vocab)) as the shard at path; the file appears only whole. */
+static inline alloy_status harness_write_shard(const char *path, int vocab, const int32_t *t, int n) {
+    alloy_shard_writer w;
+    alloy_status s = alloy_shard_writer_open(&w, path, (uint32_t)vocab);
+    if (s) return s;
+    if ((s = alloy_shard_writer_add(&w, t, (size_t)n))) {
+        alloy_shard_writer_abort(&w);
+        return s;
+    }
+    return alloy_shard_writer_close(&w);
+}
+
+/* A dataset in the existing folder dir, as alloy prepare lays it out: train-00000.bin holding
+ * train (n_train tokens) and val-00000.bin holding val (n_val), vocabulary vocab. Returns the
+ * first failure (alloy_last_error names it). */
+static inline alloy_status harness_write_dataset(const char *dir, int vocab, const int32_t *train, int n_train,
+                                                 const int32_t *val, int n_val) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/train-00000.bin", dir);
+    alloy_status s = harness_write_shard(path, vocab, train, n_train);
+    snprintf(path, sizeof path, "%s/val-00000.bin", dir);
+    return s ? s : harness_write_shard(path, vocab, val, n_val);
+}
+
+/* harness_write_dataset with n_tokens random tokens in each split: the training split's from
+ * seed, the held-out split's from seed + 1 (harness_random_tokens). */
+static inline alloy_status harness_random_dataset(const char *dir, int vocab, int n_tokens, uint64_t seed) {
+    int32_t *t = malloc(sizeof(int32_t) * 2 * (size_t)n_tokens);
+    if (!t) return ALLOY_STATUS_NOMEM;
+    harness_random_tokens(t, n_tokens, vocab, seed);
+    harness_random_tokens(t + n_tokens, n_tokens, vocab, seed + 1);
+    alloy_status s = harness_write_dataset(dir, vocab, t, n_tokens, t + n_tokens, n_tokens);
+    free(t);
+    return s;
 }
 
 #endif /* ALLOY_TEST_HARNESS_H */

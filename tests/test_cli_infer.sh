@@ -8,11 +8,7 @@ set -u
 PY=/usr/bin/python3
 
 # ---- a model to work with ----
-mkdir -p "$T/src"
-head -c 100000 "$SHARED/prose/tinyshakespeare.txt" >"$T/src/a.txt"
-"$ALLOY" prepare --input "$T/src" --out "$T/data" --quiet >/dev/null 2>&1 &&
-  "$ALLOY" train --data "$T/data" --preset tiny-gpt2 --out "$T/run" --steps 3 --batch 2 --seq 32 --quiet >/dev/null 2>&1
-[ -f "$T/run/latest" ] || { nok "could not train the model to test with"; exit 1; }
+tiny_model "$T/run" 3 || { nok "could not train the model to test with"; exit 1; }
 M="$T/run"
 
 # ---- help and usage errors: exit 2 ----

@@ -273,20 +273,15 @@ static void test_learned_beats_fixed(void) {
     enum { B = 8, T = 16 };
     // held-out data: segments of 24 tokens of either stream, in random order
     const char *dir = harness_tmpdir();
-    char sub[512], path[600];
+    char sub[512];
     snprintf(sub, sizeof sub, "%s/mixed", dir);
     REQUIRE(alloy_mkdir_p(sub) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     alloy_rng rng;
     alloy_rng_seed(&rng, 77);
-    for (int split = 0; split < 2; split++) {
-        int32_t tok[6000];
-        for (int i = 0; i < 6000; i += 24) stream(tok + i, 24, (int)alloy_rng_below(&rng, 2), &rng);
-        snprintf(path, sizeof path, "%s/%s-00000.bin", sub, split ? "val" : "train");
-        alloy_shard_writer w;
-        REQUIRE(alloy_shard_writer_open(&w, path, V) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-        REQUIRE(alloy_shard_writer_add(&w, tok, split ? 2000 : 6000) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-        REQUIRE(alloy_shard_writer_close(&w) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    }
+    int32_t tok[2][6000]; // train, then val (its first 2000 tokens)
+    for (int split = 0; split < 2; split++)
+        for (int i = 0; i < 6000; i += 24) stream(tok[split] + i, 24, (int)alloy_rng_below(&rng, 2), &rng);
+    REQUIRE(harness_write_dataset(sub, V, tok[0], 6000, tok[1], 2000) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     alloy_dataset *ds;
     REQUIRE(alloy_dataset_open(&ds, sub, 0.05) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     alloy_model *ms[2] = {specialist(0, 0), specialist(1, 32)};

@@ -20,18 +20,12 @@ static alloy_model *member(const char *preset, uint64_t seed) {
     return m;
 }
 
-static void random_tokens(int32_t *t, int n, uint64_t seed) {
-    alloy_rng rng;
-    alloy_rng_seed(&rng, seed);
-    for (int i = 0; i < n; i++) t[i] = (int32_t)(alloy_rng_u64(&rng) % V);
-}
-
 static void test_against_reference(void) {
     alloy_model *ms[3] = {member("tiny-gpt2", 1), member("tiny-gpt2", 2), member("tiny-llama", 3)};
     REQUIRE(ms[0] && ms[1] && ms[2], "models: %s", alloy_last_error());
     float w[3] = {0.5f, 0.3f, 1.2f}; // normalised by the ensemble
     int32_t tok[B * T];
-    random_tokens(tok, B * T, 7);
+    harness_random_tokens(tok, B * T, V, 7);
     // the members' logits, written for the reference
     float *z[3];
     alloy_st_entry e[4];
@@ -96,16 +90,7 @@ static void test_against_reference(void) {
 static void test_eval_and_refusals(void) {
     // a dataset of random tokens: two shards, one held out
     const char *dir = harness_tmpdir();
-    char path[512];
-    int32_t tok[2000];
-    for (int s = 0; s < 2; s++) {
-        snprintf(path, sizeof path, "%s/%s-00000.bin", dir, s ? "val" : "train");
-        alloy_shard_writer w;
-        random_tokens(tok, 2000, 11 + s);
-        REQUIRE(alloy_shard_writer_open(&w, path, V) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-        REQUIRE(alloy_shard_writer_add(&w, tok, 2000) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-        REQUIRE(alloy_shard_writer_close(&w) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    }
+    REQUIRE(harness_random_dataset(dir, V, 2000, 11) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     alloy_dataset *ds;
     REQUIRE(alloy_dataset_open(&ds, dir, 0.05) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     alloy_model *a = member("tiny-gpt2", 1), *b = member("tiny-gpt2", 1), *c = member("tiny-gpt2", 9);

@@ -5,17 +5,14 @@
 # (greedy in both modes; sampled in logits mode, whose logits are then the model's own); weights
 # (1, 0) in logits mode are the first model; two different models give records of the same form;
 # members whose tokenizers differ are refused in one line (exit 1), bad flags with exit 2.
+# `alloy eval --weights FORMAT` scores an ensemble through the ensemble engine: A with itself
+# scores as A, A and B as the training forward's ensemble, q8_0 within 1% of f32.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
 PY=/usr/bin/python3
 
 # ---- two models to work with ----
-mkdir -p "$T/src"
-head -c 100000 "$SHARED/prose/tinyshakespeare.txt" >"$T/src/a.txt"
-"$ALLOY" prepare --input "$T/src" --out "$T/data" --quiet >/dev/null 2>&1 &&
-  "$ALLOY" train --data "$T/data" --preset tiny-gpt2 --out "$T/a" --steps 20 --batch 2 --seq 32 --quiet >/dev/null 2>&1 &&
-  "$ALLOY" train --data "$T/data" --preset tiny-llama --out "$T/b" --steps 20 --batch 2 --seq 32 --seed 5 --quiet >/dev/null 2>&1
-[ -f "$T/a/latest" ] && [ -f "$T/b/latest" ] || { nok "could not train the models to test with"; exit 1; }
+tiny_model "$T/a" 20 && tiny_model "$T/b" 20 tiny-llama --seed 5 || { nok "could not train the models to test with"; exit 1; }
 A="$T/a" B="$T/b"
 
 # ---- help and usage errors: exit 2 ----
@@ -115,3 +112,39 @@ EOF
 expect 0 "two models, q8_0, one prompt" "token limit after 10 tokens .*q8_0 weights, an ensemble of 2 \(probs\)" \
   "$ALLOY" generate --model "$A" "$B" --weights q8_0 --prompt-ids "1 2" --tokens 10
 expect 0 "sample with two models" "^ROMEO" "$ALLOY" sample --model "$A" "$B" --prompt ROMEO --tokens 10
+
+# ---- eval through the ensemble engine (--weights) ----
+EV=(--data "$T/data" --seq 32 --max-windows 20 --threads 1 --quiet)
+expect 0 "eval --help: --weights for ensembles" "every member of a probs or logits ensemble" "$ALLOY" eval --help
+expect 2 "eval: learned takes no --weights" "--ensemble learned scores through the training forward \(fp32\): it takes no --weights" \
+  "$ALLOY" eval --model "$A" "$B" --ensemble learned --combiner "$T/none" --weights q8_0 "${EV[@]}"
+expect 2 "eval --weights: a weight per model" "--member-weights needs one weight per model \(2\)" \
+  "$ALLOY" eval --model "$A" "$B" --member-weights 1 --weights f32 "${EV[@]}"
+expect 1 "eval --weights: different tokenizer.json refused" "tb/tokenizer.json differs from" \
+  "$ALLOY" eval --model "$T/ta" "$T/tb" --weights f32 "${EV[@]}"
+ev() { # NAME FLAGS...: the eval's JSON line into $T/ev-NAME.json
+  local name=$1; shift
+  expect 0 "eval $name" '"loss":[0-9.]+' "$ALLOY" eval "$@" "${EV[@]}"
+  cp "$T/out" "$T/ev-$name.json"
+}
+ev a-f32 --model "$A" --weights f32
+ev aa-f32 --model "$A" "$A" --weights f32
+ev ab-fwd --model "$A" "$B" --ensemble probs
+ev ab-f32 --model "$A" "$B" --ensemble probs --weights f32
+ev ab-q8 --model "$A" "$B" --ensemble probs --weights q8_0
+ev abl-fwd --model "$A" "$B" --ensemble logits --member-weights 3 1
+ev abl-f32 --model "$A" "$B" --ensemble logits --member-weights 3 1 --weights f32
+$PY - "$T" <<'EOF' && ok "eval --weights: A A is A, A B as the training forward, q8_0 within 1%" || nok "eval --weights: $(cat "$T"/ev-*.json)"
+import json, sys
+r = {n: json.load(open("%s/ev-%s.json" % (sys.argv[1], n))) for n in
+     ("a-f32", "aa-f32", "ab-fwd", "ab-f32", "ab-q8", "abl-fwd", "abl-f32")}
+loss = {n: v["loss"] for n, v in r.items()}
+print("# eval losses: " + ", ".join("%s %.6f" % kv for kv in sorted(loss.items())))
+assert r["ab-q8"]["weights"] == "q8_0" and r["ab-q8"]["ensemble"] == "probs", r["ab-q8"]
+assert [m["weight"] for m in r["abl-f32"]["members"]] == [0.75, 0.25], r["abl-f32"]
+assert all(v["tokens"] == r["a-f32"]["tokens"] > 0 for v in r.values())
+assert abs(loss["aa-f32"] - loss["a-f32"]) <= 2e-6          # the print's precision
+assert abs(loss["ab-f32"] - loss["ab-fwd"]) <= 1e-4
+assert abs(loss["abl-f32"] - loss["abl-fwd"]) <= 1e-4
+assert abs(loss["ab-q8"] - loss["ab-f32"]) <= 0.01 * loss["ab-f32"]
+EOF

@@ -27,12 +27,6 @@ static alloy_engine *make_engine(const alloy_model *m, int max_batch, int max_ct
     return e;
 }
 
-static void random_tokens(int32_t *t, int n, uint64_t seed) {
-    alloy_rng rng;
-    alloy_rng_seed(&rng, seed);
-    for (int i = 0; i < n; i++) t[i] = (int32_t)(alloy_rng_u64(&rng) % V);
-}
-
 static double logsumexp(const float *z, int n) {
     double mx = -INFINITY, s = 0.0;
     for (int v = 0; v < n; v++) mx = fmax(mx, z[v]);
@@ -97,8 +91,8 @@ static void check_mode(alloy_ensemble_mode mode, const char *name) {
 
     enum { N = 40 };
     int32_t tok[N], tok2[N];
-    random_tokens(tok, N, 5);
-    random_tokens(tok2, N, 6);
+    harness_random_tokens(tok, N, V, 5);
+    harness_random_tokens(tok2, N, V, 6);
     size_t cells = (size_t)(N + 2) * V;
     float *got = malloc(sizeof(float) * cells), *za = malloc(sizeof(float) * cells), *zb = malloc(sizeof(float) * cells),
           *want = malloc(sizeof(float) * cells);
@@ -205,7 +199,7 @@ static void test_lockstep(void) {
     alloy_engine_get_info(e, &info);
     EXPECT(info.max_ctx == 48, "max_ctx is the members' least: %d", info.max_ctx);
     int32_t tok[20];
-    random_tokens(tok, 20, 9);
+    harness_random_tokens(tok, 20, V, 9);
     float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
     REQUIRE(alloy_engine_prefill(e, a, 0, tok, 12) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     REQUIRE(alloy_engine_truncate(e, 0, 6) == ALLOY_STATUS_OK, "%s", alloy_last_error());
@@ -254,8 +248,8 @@ static void test_generate_self(void) {
     alloy_model *m = make_model("tiny-llama", 7, V), *mb = make_model("tiny-gpt2", 8, V);
     REQUIRE(m && mb, "models: %s", alloy_last_error());
     int32_t p0[5], p1[3];
-    random_tokens(p0, 5, 21);
-    random_tokens(p1, 3, 22);
+    harness_random_tokens(p0, 5, V, 21);
+    harness_random_tokens(p1, 3, V, 22);
     const int32_t *prompts[2] = {p0, p1};
     int lens[2] = {5, 3};
     for (int k = 0; k < 3; k++) {
@@ -305,16 +299,7 @@ static void test_generate_self(void) {
 /* alloy_engine_eval_lm through an ensemble engine scores as alloy_ensemble_eval does. */
 static void test_eval_lm(void) {
     const char *dir = harness_tmpdir();
-    char path[512];
-    int32_t tok[1500];
-    for (int s = 0; s < 2; s++) {
-        snprintf(path, sizeof path, "%s/%s-00000.bin", dir, s ? "val" : "train");
-        alloy_shard_writer w;
-        random_tokens(tok, 1500, 31 + s);
-        REQUIRE(alloy_shard_writer_open(&w, path, V) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-        REQUIRE(alloy_shard_writer_add(&w, tok, 1500) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-        REQUIRE(alloy_shard_writer_close(&w) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    }
+    REQUIRE(harness_random_dataset(dir, V, 1500, 31) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     alloy_dataset *ds;
     REQUIRE(alloy_dataset_open(&ds, dir, 0.05) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     alloy_model *ma = make_model("tiny-gpt2", 11, V), *mb = make_model("tiny-llama", 12, V);

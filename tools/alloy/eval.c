@@ -17,6 +17,8 @@ static const char help[] =
     "The result does not depend on --batch. Several models are scored as one ensemble (they must\n"
     "share the vocabulary and tokenizer): a mixture of their probabilities, or one softmax of\n"
     "their weighted logits, or with per-token weights from a learned combiner (alloy ensemble train).\n"
+    "With --weights an ensemble (probs or logits) is scored as generate runs one: an ensemble engine\n"
+    "over one inference engine per model, every member's matrices in that format.\n"
     "\n"
     "  --model DIR ...       checkpoint folders or run folders (their latest checkpoint)\n"
     "  --member-weights W ...  ensemble weights, one per model (default equal; normalised)\n"
@@ -25,20 +27,21 @@ static const char help[] =
     "  --combiner DIR        the learned combiner (alloy ensemble train) for --ensemble learned; the\n"
     "                        models must be its members, in its order\n"
     "  --weights FORMAT      score through the inference engine with the matrices in FORMAT: f32,\n"
-    "                        f16, q8_0, q4_0 or q4_k (as alloy generate --weights); one model only.\n"
-    "                        Without it the training forward (fp32) scores the model\n"
+    "                        f16, q8_0, q4_0 or q4_k (as alloy generate --weights), for one model or\n"
+    "                        every member of a probs or logits ensemble (not learned). Without it\n"
+    "                        the training forward (fp32) scores the models\n"
     "  --data DIR            token shards: val-*.bin is the held-out split\n"
     "  --split val|train     which split to score (default val)\n"
     "  --val-fraction X      without val-*.bin shards, the share of training windows held out,\n"
     "                        as in alloy train (default 0.05)\n"
     "  --seq T               tokens per window (default: the model's context, at most 1024)\n"
     "  --batch B             windows per forward pass (default 8; 1 for an ensemble, whose members\n"
-    "                        each hold B·T·V logits)\n"
+    "                        each hold B·T·V logits; with --weights the engine takes one at a time)\n"
     "  --max-windows N       score only the first N windows (default: all)\n"
     "  --threads N           OpenMP threads (default: all cores)\n"
     "  --quiet               no summary on stderr\n";
 
-#define MAX_MEMBERS 16
+#define MAX_MEMBERS ALLOY_ENGINE_MAX_MEMBERS
 
 static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_);
 
@@ -75,26 +78,23 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
     if (model_dirs.n == 0 || !data) return cli_usage("eval", "--model and --data are required");
     int n = model_dirs.n;
     if (n > MAX_MEMBERS) return cli_usage("eval", "at most %d models", MAX_MEMBERS);
-    float weights[MAX_MEMBERS];
-    if (weight_args.n && weight_args.n != n) return cli_usage("eval", "--member-weights needs one weight per model (%d)", n);
-    for (int i = 0; i < weight_args.n; i++) {
-        char *end;
-        weights[i] = strtof(weight_args.items[i], &end);
-        if (end == weight_args.items[i] || *end || !(weights[i] >= 0.0f))
-            return cli_usage("eval", "--member-weights: '%s' is not a number >= 0", weight_args.items[i]);
-    }
     if (n > 1 && !cli_find(flags, (int)(sizeof flags / sizeof flags[0]), "batch")->seen)
         B = 1; // each member holds B·T·V logits, and the ensemble as many log-probabilities
     alloy_qtype qtype = ALLOY_QTYPE_F32;
     if (format && !alloy_qtype_parse(format, &qtype))
         return cli_usage("eval", "--weights must be f32, f16, q8_0, q4_0 or q4_k, not '%s'", format);
-    if (format && n > 1) return cli_usage("eval", "--weights scores one model (not an ensemble)");
     alloy_ensemble_mode mode;
     if (!alloy_ensemble_mode_parse(mode_name, &mode)) return cli_usage("eval", "--ensemble must be probs or logits (or learned, with --combiner)");
+    if (mode == ALLOY_ENSEMBLE_LEARNED && format)
+        return cli_usage("eval", "--ensemble learned scores through the training forward (fp32): it takes no --weights "
+                                 "(the engine keeps no hidden states for the combiner)");
     if ((mode == ALLOY_ENSEMBLE_LEARNED) != (combiner != NULL))
         return cli_usage("eval", "--ensemble learned and --combiner DIR go together");
     if (combiner && (n < 2 || weight_args.n))
         return cli_usage("eval", "--combiner needs its 2 or more member models and no --member-weights");
+    float weights[MAX_MEMBERS];
+    if (!combiner && (r = cli_ensemble_options("eval", n, &weight_args, mode_name, weights, &mode)))
+        return r; // the same checks and parse as generate's
     bool val = !strcmp(split_name, "val");
     if (!val && strcmp(split_name, "train")) return cli_usage("eval", "--split must be val or train");
     if (B < 1 || T < 0 || max_windows < 0) return cli_usage("eval", "--batch must be >= 1, --seq and --max-windows >= 0");
@@ -109,6 +109,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
     alloy_combiner *comb = NULL;
     alloy_eval_result res;
     alloy_status s = ALLOY_STATUS_OK;
+    int Tw = T; // the window: --seq, else member 0's context (at most 1024); every member scores the same
     for (int i = 0; i < n && !s; i++) {
         s = alloy_checkpoint_resolve(model_dirs.items[i], &dirs[i]);
         if (!s) {
@@ -117,43 +118,46 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
             alloy_free(cp);
         }
         if (!s) {
-            int Ti = T ? T : (cfg.max_seq_len < 1024 ? cfg.max_seq_len : 1024);
-            if (!T && i > 0) Ti = ms[0]->max_T; // every member scores the same windows
-            if (Ti > cfg.max_seq_len)
-                s = alloy_fail(ALLOY_STATUS_USAGE, "%s: --seq %d exceeds the model's context of %d", dirs[i], Ti,
+            if (!Tw) Tw = cfg.max_seq_len < 1024 ? cfg.max_seq_len : 1024;
+            if (Tw > cfg.max_seq_len)
+                s = alloy_fail(ALLOY_STATUS_USAGE, "%s: --seq %d exceeds the model's context of %d", dirs[i], Tw,
                                cfg.max_seq_len);
-            if (!s) s = alloy_model_load(&ms[i], dirs[i], B, Ti);
+            // the engine keeps its own activations: the model then needs none of B·T·V
+            if (!s) s = format ? alloy_model_load(&ms[i], dirs[i], 1, 1) : alloy_model_load(&ms[i], dirs[i], B, Tw);
+            if (!s && format && i) s = cli_check_member(dirs[0], &ms[0]->config, dirs[i], &ms[i]->config);
         }
     }
-    if (!s) T = ms[0]->max_T;
+    T = Tw;
     if (!s) s = alloy_dataset_open(&ds, data, val_fraction);
     alloy_split split = val ? ALLOY_SPLIT_VAL : ALLOY_SPLIT_TRAIN;
     alloy_engine *engine = NULL;
-    if (!s && n == 1 && format) {
+    if (!s && format) {
         alloy_engine_options eo = {.weights = qtype, .max_ctx = T, .max_rows = T};
-        s = alloy_engine_create(&engine, ms[0], &eo);
+        s = cli_engine_create(&engine, ms, n, &eo, weight_args.n ? weights : NULL, mode);
         if (!s) s = alloy_engine_eval_lm(engine, ds, split, T, max_windows, &res);
     } else if (!s && n == 1) {
         s = alloy_eval_lm(ms[0], ds, split, B, T, max_windows, &res);
-    }
-    if (!s && combiner) {
+    } else if (!s && combiner) {
         s = alloy_combiner_load(&comb, combiner);
         if (!s) s = alloy_ensemble_create_learned(&ens, ms, n, comb);
         if (s) alloy_error_prefix("--combiner %s", combiner);
-    } else if (!s && n > 1) {
+    } else if (!s) {
         s = alloy_ensemble_create(&ens, ms, weight_args.n ? weights : NULL, n, mode);
     }
-    if (!s && n > 1) s = alloy_ensemble_eval(ens, ds, split, B, T, max_windows, &res);
+    if (!s && ens) s = alloy_ensemble_eval(ens, ds, split, B, T, max_windows, &res);
     if (!s) {
         printf("{\"model\":\"%s\",", dirs[0]);
         if (format) printf("\"weights\":\"%s\",", alloy_qtype_name(qtype));
         if (n > 1) {
             printf("\"ensemble\":\"%s\",", mode_name);
             if (combiner) printf("\"combiner\":\"%s\",", combiner);
+            double total = 0.0; // the engine normalises the weights as the fp32 ensemble does
+            for (int i = 0; !ens && i < n; i++) total += weight_args.n ? weights[i] : 1.0;
             printf("\"members\":[");
             for (int i = 0; i < n; i++) {
                 printf("%s{\"model\":\"%s\"", i ? "," : "", dirs[i]);
-                if (!combiner) printf(",\"weight\":%.6g", ens->weights[i]);
+                if (!combiner)
+                    printf(",\"weight\":%.6g", ens ? ens->weights[i] : (weight_args.n ? weights[i] : 1.0) / total);
                 printf("}");
             }
             printf("],");
