@@ -586,35 +586,6 @@ static alloy_status save_checkpoint(ppo_run *r) {
     return s;
 }
 
-/* Keeps the metrics lines of steps <= step (a resumed run rewrites what came after). */
-static alloy_status trim_metrics(const char *path, int64_t step) {
-    if (!alloy_path_exists(path)) return alloy_write_file_atomic(path, "", 0);
-    char *text;
-    alloy_status s = alloy_file_read_all(path, &text, NULL);
-    if (s) return s;
-    alloy_atomic_file f;
-    s = alloy_atomic_open(&f, path);
-    for (char *line = text, *next; !s && line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = '\0';
-        cJSON *j = cJSON_Parse(line);
-        const cJSON *st = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
-        if (cJSON_IsNumber(st) && st->valuedouble <= (double)step) s = alloy_atomic_printf(&f, "%s\n", line);
-        cJSON_Delete(j);
-    }
-    if (!s) s = alloy_atomic_commit(&f);
-    else if (f.fp) alloy_atomic_abort(&f);
-    alloy_free(text);
-    return s;
-}
-
-static void format_count(double n, char *buf, size_t size) {
-    if (n >= 1e9) snprintf(buf, size, "%.2fB", n / 1e9);
-    else if (n >= 1e6) snprintf(buf, size, "%.2fM", n / 1e6);
-    else if (n >= 1e3) snprintf(buf, size, "%.1fk", n / 1e3);
-    else snprintf(buf, size, "%.0f", n);
-}
-
 static alloy_status train_loop(ppo_run *r) {
     const alloy_ppo_options *o = &r->opt;
     double t_start = alloy_time_now(), elapsed0 = r->elapsed;
@@ -650,7 +621,7 @@ static alloy_status train_loop(ppo_run *r) {
             char eta[32], rbuf[32];
             double per_step = (now - t_start) / (double)(r->step - first_step);
             alloy_format_duration((double)(o->steps - r->step) * per_step, eta, sizeof eta);
-            format_count(st.tokens / dt, rbuf, sizeof rbuf);
+            alloy_format_count(st.tokens / dt, rbuf, sizeof rbuf);
             alloy_progress_update(&r->prog,
                                   "ppo step %lld/%lld | reward %.4f | kl %.4f | beta %.4f | entropy %.3f | len %.1f | "
                                   "clip %.3f | vloss %.4f | %s tok/s | ETA %s",
@@ -901,7 +872,7 @@ alloy_status alloy_ppo_run(const alloy_ppo_options *o, const char *resume) {
         s = ALLOY_STATUS_NOMEM;
         goto done;
     }
-    if ((s = resume ? trim_metrics(mpath, r.step) : alloy_write_file_atomic(mpath, "", 0))) goto done;
+    if ((s = resume ? alloy_train_trim_metrics(mpath, r.step) : alloy_write_file_atomic(mpath, "", 0))) goto done;
     if (!(r.metrics = fopen(mpath, "a"))) {
         s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot open for writing", mpath);
         goto done;
@@ -918,7 +889,7 @@ alloy_status alloy_ppo_run(const alloy_ppo_options *o, const char *resume) {
     if (!o->quiet) {
         const alloy_config *c = &r.pv->model->config;
         char np[32];
-        format_count((double)r.pv->model->num_params, np, sizeof np);
+        alloy_format_count((double)r.pv->model->num_params, np, sizeof np);
         alloy_progress_print(&r.prog, "ppo: %s policy, %s parameters (L=%d C=%d V=%d); %lld prompts; %d rollouts a step, "
                                       "%d epochs of minibatches of %d; template %s",
                              alloy_family_name(c->family), np, c->n_layer, c->d_model, c->vocab_size,

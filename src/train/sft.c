@@ -606,35 +606,6 @@ static alloy_status save_checkpoint(run *r) {
     return s;
 }
 
-/* Keeps the metrics lines of steps <= step (a resumed run rewrites what came after). */
-static alloy_status trim_metrics(const char *path, int64_t step) {
-    if (!alloy_path_exists(path)) return alloy_write_file_atomic(path, "", 0);
-    char *text;
-    alloy_status s = alloy_file_read_all(path, &text, NULL);
-    if (s) return s;
-    alloy_atomic_file f;
-    s = alloy_atomic_open(&f, path);
-    for (char *line = text, *next; !s && line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = '\0';
-        cJSON *j = cJSON_Parse(line);
-        const cJSON *st = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
-        if (cJSON_IsNumber(st) && st->valuedouble <= (double)step) s = alloy_atomic_printf(&f, "%s\n", line);
-        cJSON_Delete(j);
-    }
-    if (!s) s = alloy_atomic_commit(&f);
-    else if (f.fp) alloy_atomic_abort(&f);
-    alloy_free(text);
-    return s;
-}
-
-static void format_count(double n, char *buf, size_t size) {
-    if (n >= 1e9) snprintf(buf, size, "%.2fB", n / 1e9);
-    else if (n >= 1e6) snprintf(buf, size, "%.2fM", n / 1e6);
-    else if (n >= 1e3) snprintf(buf, size, "%.1fk", n / 1e3);
-    else snprintf(buf, size, "%.0f", n);
-}
-
 static alloy_status train_loop(run *r, alloy_align_stats *final_val) {
     const alloy_align_options *o = &r->opt;
     double t_start = alloy_time_now(), elapsed0 = r->elapsed, tokens0 = r->tokens_seen;
@@ -678,7 +649,7 @@ static alloy_status train_loop(run *r, alloy_align_stats *final_val) {
             char eta[32], rbuf[32];
             double per_step = (now - t_start) / (double)(r->step - first_step);
             alloy_format_duration((double)(o->steps - r->step) * per_step, eta, sizeof eta);
-            format_count(rate, rbuf, sizeof rbuf);
+            alloy_format_count(rate, rbuf, sizeof rbuf);
             stats_brief(brief, sizeof brief, o->kind, &st);
             alloy_progress_update(&r->prog, "%s step %lld/%lld | loss %.4f | %s | lr %.2e | norm %.2f | %s tok/s | ETA %s",
                                   alloy_align_kind_name(o->kind), (long long)r->step, (long long)o->steps,
@@ -875,7 +846,7 @@ alloy_status alloy_align_run(const alloy_align_options *o, const char *resume, a
         s = ALLOY_STATUS_NOMEM;
         goto done;
     }
-    if ((s = resume ? trim_metrics(mpath, r.step) : alloy_write_file_atomic(mpath, "", 0))) goto done;
+    if ((s = resume ? alloy_train_trim_metrics(mpath, r.step) : alloy_write_file_atomic(mpath, "", 0))) goto done;
     if (!(r.metrics = fopen(mpath, "a"))) {
         s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot open for writing", mpath);
         goto done;
@@ -892,7 +863,7 @@ alloy_status alloy_align_run(const alloy_align_options *o, const char *resume, a
     if (!o->quiet) {
         const alloy_config *c = &r.model->config;
         char np[32];
-        format_count((double)r.model->num_params, np, sizeof np);
+        alloy_format_count((double)r.model->num_params, np, sizeof np);
         alloy_progress_print(&r.prog, "%s: %s model, %s parameters (L=%d C=%d V=%d); %lld training / %lld held-out examples "
                                       "(%lld sequences cut to %d tokens); template %s%s",
                              alloy_align_kind_name(o->kind), alloy_family_name(c->family), np, c->n_layer, c->d_model,

@@ -281,10 +281,8 @@ static alloy_status evaluate(run *r, float *out) {
     return ALLOY_STATUS_OK;
 }
 
-/* On resume: keeps the metrics lines up to the checkpoint's step (a killed run may have
- * logged steps past its last checkpoint, and those will be run again). */
-static alloy_status trim_metrics(const char *path, int64_t step) {
-    if (!alloy_path_exists(path)) return ALLOY_STATUS_OK;
+alloy_status alloy_train_trim_metrics(const char *path, int64_t step) {
+    if (!alloy_path_exists(path)) return alloy_write_file_atomic(path, "", 0);
     char *text;
     alloy_status s = alloy_file_read_all(path, &text, NULL);
     if (s) return s;
@@ -409,7 +407,7 @@ static alloy_status check_tokenizer(run *r, const char *model_dir) {
     return s;
 }
 
-static void format_count(double n, char *buf, size_t size) {
+void alloy_format_count(double n, char *buf, size_t size) {
     if (n >= 1e9) snprintf(buf, size, "%.2fB", n / 1e9);
     else if (n >= 1e6) snprintf(buf, size, "%.2fM", n / 1e6);
     else if (n >= 1e3) snprintf(buf, size, "%.1fk", n / 1e3);
@@ -517,7 +515,7 @@ static alloy_status train_loop(run *r, float *final_val) {
         if (!o->quiet) {
             char eta[32], rbuf[32];
             alloy_format_duration((double)(o->steps - r->step) * tokens_per_step / rate, eta, sizeof eta);
-            format_count(rate, rbuf, sizeof rbuf);
+            alloy_format_count(rate, rbuf, sizeof rbuf);
             if (r->prog.tty || r->step % o->log_every == 0 || last || r->step == first_step + 1)
                 alloy_progress_update(&r->prog, "step %lld/%lld | loss %.4f | lr %.2e | norm %.2f | %s tok/s | ETA %s",
                                       (long long)r->step, (long long)o->steps, loss, (double)lr, (double)gnorm, rbuf, eta);
@@ -606,7 +604,7 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
         s = ALLOY_STATUS_NOMEM;
         goto done;
     }
-    if ((s = resume ? trim_metrics(mpath, r.step) : alloy_write_file_atomic(mpath, "", 0))) goto done;
+    if ((s = resume ? alloy_train_trim_metrics(mpath, r.step) : alloy_write_file_atomic(mpath, "", 0))) goto done;
     r.metrics = fopen(mpath, "a");
     if (!r.metrics) {
         s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot open for writing", mpath);
@@ -629,9 +627,9 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
     fflush(r.metrics);
     if (!o->quiet) {
         char np[32], nt[32], nv[32];
-        format_count((double)r.model->num_params, np, sizeof np);
-        format_count((double)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_TRAIN), nt, sizeof nt);
-        format_count((double)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_VAL), nv, sizeof nv);
+        alloy_format_count((double)r.model->num_params, np, sizeof np);
+        alloy_format_count((double)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_TRAIN), nt, sizeof nt);
+        alloy_format_count((double)alloy_dataset_tokens(r.ds, ALLOY_SPLIT_VAL), nv, sizeof nv);
         alloy_progress_print(&r.prog, "model: %s, %s parameters (L=%d C=%d H=%d KV=%d F=%d V=%d); data: %s train / %s held-out tokens",
                              alloy_family_name(cfg.family), np, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.d_ff,
                              cfg.vocab_size, nt, nv);
