@@ -740,12 +740,14 @@ static uint8_t *make_weights(alloy_qtype t, int rows, int cols, bool random_byte
 }
 
 /* Column counts for a format: one block, partial lane groups and chunks. */
-static int col_cases(alloy_qtype t, int out[8]) {
-    static const int q32[] = {32, 64, 480, 512, 544, 2048, 2080, 4640};
+static int col_cases(alloy_qtype t, int out[10]) {
+    // Q8_0 / Q4_0: short last groups of 16 blocks, of partial (32, 64, 480, 544, 2080, 4640) and
+    // of whole four-block slices (128, 768: 16 + 8 blocks), and whole groups (512, 2048)
+    static const int q32[] = {32, 64, 128, 480, 512, 544, 768, 2048, 2080, 4640};
     static const int qk[] = {256, 512, 2048, 2304, 4608};
     static const int dense[] = {1, 15, 16, 17, 100, 2049};
     const int *src = t == ALLOY_QTYPE_Q4_K ? qk : (t == ALLOY_QTYPE_Q8_0 || t == ALLOY_QTYPE_Q4_0) ? q32 : dense;
-    int n = t == ALLOY_QTYPE_Q4_K ? 5 : (t == ALLOY_QTYPE_Q8_0 || t == ALLOY_QTYPE_Q4_0) ? 8 : 6;
+    int n = t == ALLOY_QTYPE_Q4_K ? 5 : (t == ALLOY_QTYPE_Q8_0 || t == ALLOY_QTYPE_Q4_0) ? 10 : 6;
     memcpy(out, src, (size_t)n * sizeof(int));
     return n;
 }
@@ -754,7 +756,7 @@ static void test_matvec_reference(void) {
     alloy_rng_seed(&rng, 14);
     for (int k = 0; k < NTYPES; k++) {
         alloy_qtype t = ALL[k];
-        int cols_list[8], nc = col_cases(t, cols_list);
+        int cols_list[10], nc = col_cases(t, cols_list);
         double worst = 0.0;
         for (int ci = 0; ci < nc; ci++) {
             for (int rnd = 0; rnd < 2; rnd++) {
@@ -823,7 +825,7 @@ static void test_scalar_equals_simd(void) {
     printf("# AVX-512 kernels: %s\n", alloy_quant_simd_supported() ? "yes" : "no (both paths are the scalar code)");
     for (int k = 0; k < NTYPES; k++) {
         alloy_qtype t = ALL[k];
-        int cols_list[8], nc = col_cases(t, cols_list), bad = 0;
+        int cols_list[10], nc = col_cases(t, cols_list), bad = 0;
         for (int ci = 0; ci < nc; ci++) {
             int rows = 7, n = 11, cols = cols_list[ci]; // f32/f16: a tile of 4 rows and 3 single rows
             uint8_t *W = make_weights(t, rows, cols, ci % 2);

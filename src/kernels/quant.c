@@ -778,22 +778,37 @@ TARGET_Q static inline __attribute__((always_inline)) void q32_row_avx512(float 
     _Alignas(64) uint8_t pad[16 * 34];
     for (int g = 0; g * 16 < nb; g++) {
         const uint8_t *wp = w + (size_t)bsz * 16 * g;
-        if (nb - 16 * g < 16) { // a short group: zero blocks after the last
-            memset(pad, 0, sizeof pad);
-            memcpy(pad, wp, (size_t)bsz * (nb - 16 * g));
-            wp = pad;
-        }
-        // the 16 scales in lane order; a gather (vpgatherdd) is slow on some CPUs and stalls on
-        // cache misses, 16 scalar loads are not
+        const int left = nb - 16 * g;
+        // the slices of four blocks (k) that hold weights: all four, or in a short group of whole
+        // slices (768 columns: 16 + 8 blocks) only those, the others' products zero and their
+        // scales zero; a short group of a partial slice is copied to zeroed padding
+        int nk = 4;
         _Alignas(32) uint16_t dh[16];
-        for (int L = 0; L < 16; L++) dh[L] = load_u16(wp + bsz * (4 * (L & 3) + (L >> 2)));
+        if (left < 16 && left % 4 == 0) {
+            nk = left / 4;
+            for (int L = 0; L < 16; L++) {
+                const int b = 4 * (L & 3) + (L >> 2);
+                dh[L] = b < left ? load_u16(wp + bsz * b) : 0;
+            }
+        } else {
+            if (left < 16) {
+                memset(pad, 0, sizeof pad);
+                memcpy(pad, wp, (size_t)bsz * left);
+                wp = pad;
+            }
+            // the 16 scales in lane order; a gather (vpgatherdd) is slow on some CPUs and stalls
+            // on cache misses, 16 scalar loads are not
+            for (int L = 0; L < 16; L++) dh[L] = load_u16(wp + bsz * (4 * (L & 3) + (L >> 2)));
+        }
         const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)dh));
         for (int pf = 0; pf < 16 * bsz; pf += 64) // decode streams weights from DRAM: help the prefetcher
             _mm_prefetch((const char *)((uintptr_t)wp + PF_AHEAD + pf), _MM_HINT_T0);
         __m512i lo[4], hi[4];
         for (int k = 0; k < 4; k++) {
             const uint8_t *b0 = wp + bsz * 4 * k + 2;
-            if (q8) {
+            if (k >= nk) {
+                lo[k] = hi[k] = _mm512_setzero_si512();
+            } else if (q8) {
                 lo[k] = _mm512_xor_si512(load4x128(b0, b0 + 34, b0 + 68, b0 + 102), bias);
                 hi[k] = _mm512_xor_si512(load4x128(b0 + 16, b0 + 50, b0 + 84, b0 + 118), bias);
             } else {
@@ -806,7 +821,9 @@ TARGET_Q static inline __attribute__((always_inline)) void q32_row_avx512(float 
             const xq32_group *xg = &xc[t].g[g];
             __m512i p[4];
             for (int k = 0; k < 4; k++) {
-                p[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[k], _mm512_loadu_si512(xg->q + 128 * k));
+                p[k] = _mm512_setzero_si512();
+                if (k >= nk) continue;
+                p[k] = _mm512_dpbusd_epi32(p[k], lo[k], _mm512_loadu_si512(xg->q + 128 * k));
                 p[k] = _mm512_dpbusd_epi32(p[k], hi[k], _mm512_loadu_si512(xg->q + 128 * k + 64));
             }
             __m512i isum = transpose_sum4(p[0], p[1], p[2], p[3]);
@@ -884,8 +901,13 @@ TARGET_Q static inline __attribute__((always_inline)) void dense_tile_avx512(flo
     __m512 acc[4][4];
     for (int r = 0; r < RT; r++)
         for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    // the RT rows are RT·rb contiguous bytes, read at RT·16·es bytes per step: prefetch the same
+    // sweep PF_AHEAD bytes ahead (into the next tile), as decode streams the matrix from DRAM
+    const size_t es = f16 ? 2 : 4, step = (size_t)RT * 16 * es;
     int c = 0;
     for (; c + 16 <= cols; c += 16) {
+        const uintptr_t pf = (uintptr_t)w + PF_AHEAD + (size_t)c / 16 * step;
+        for (size_t o = 0; o < step; o += 64) _mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
         __m512 wv[4];
         for (int r = 0; r < RT; r++)
             wv[r] = f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + r * rb + 2 * (size_t)c)))
