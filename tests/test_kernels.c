@@ -224,6 +224,45 @@ static void test_matmul_forward(void) {
             }
 }
 
+/* The decode kernel against the double reference: both layouts, bias and beta, shapes with
+ * tails of 4 rows and of 16 columns, on 1, 2 and 3 threads. */
+static void test_matvec_forward(void) {
+    static const int shapes[][2] = {{13, 70}, {64, 48}, {37, 33}, {5, 1}, {1, 17}, {300, 260}};
+    alloy_rng_seed(&rng, 103);
+    char name[128];
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int IC = shapes[k][0], OC = shapes[k][1];
+        float *x = frandn(IC, 0, 1), *w = frandn(OC * IC, 0, 1), *bias = frandn(OC, 0, 1);
+        float *prev = frandn(OC, 0, 1), *out = fzeros(OC), *scratch = fzeros(3 * OC);
+        double *x_d = widen(x, IC), *w_d = widen(w, OC * IC), *bias_d = widen(bias, OC), *want = dzeros(OC);
+        for (int layout = 0; layout < 2; layout++)
+            for (int has_bias = 0; has_bias < 2; has_bias++)
+                for (int beta = 0; beta < 2; beta++)
+                    for (int nt = 1; nt <= 3; nt++) {
+                        alloy_weight_layout lay = (alloy_weight_layout)layout;
+                        ref_matmul(want, x_d, w_d, has_bias ? bias_d : NULL, 1, IC, OC, lay);
+                        if (beta) {
+                            for (int i = 0; i < OC; i++) want[i] += prev[i];
+                            memcpy(out, prev, sizeof(float) * OC);
+                        } else {
+                            for (int i = 0; i < OC; i++) out[i] = NAN; // beta 0 must not read out
+                        }
+#ifdef _OPENMP
+                        int saved = omp_get_max_threads();
+                        omp_set_num_threads(nt);
+#endif
+                        matvec_forward(out, x, w, has_bias ? bias : NULL, IC, OC, lay, (float)beta, scratch);
+#ifdef _OPENMP
+                        omp_set_num_threads(saved);
+#endif
+                        snprintf(name, sizeof name, "matvec_forward %dx%d %s bias=%d beta=%d threads=%d", IC, OC,
+                                 layout_name(lay), has_bias, beta, nt);
+                        // sums of IC products of unit normals: errors scale with sqrt(IC)
+                        check_close(name, out, NULL, want, OC, 1e-2 * sqrt((double)IC), 1e-4);
+                    }
+    }
+}
+
 static void test_matmul_backward(void) {
     enum { N = 7, IC = 13, OC = 70 };
     alloy_rng_seed(&rng, 102);
@@ -1026,6 +1065,7 @@ static void test_checks_can_fail(void) {
 int main(void) {
     CASE(test_checks_can_fail);
     CASE(test_matmul_forward);
+    CASE(test_matvec_forward);
     CASE(test_matmul_backward);
     CASE(test_embedding);
     CASE(test_layernorm);

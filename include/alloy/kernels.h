@@ -59,6 +59,11 @@ void gemm_bf16(bool trans_a, bool trans_b, int M, int N, int K, float alpha, con
  * and W to bfloat16 for the product (fp32 sums; needs gemm_bf16_supported()). */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int64_t N, int IC, int OC, alloy_weight_layout layout, float beta, alloy_precision prec);
+/* out (OC) = beta·out + x (IC) · W + bias for one token (decode), our own streaming kernel
+ * (matvec.c); beta 0 or 1 as above, bias may be NULL. scratch holds OC floats for W (OC, IC) and
+ * threads·OC for W (IC, OC), threads being omp_get_max_threads() at the call. */
+void matvec_forward(float *out, const float *x, const float *weight, const float *bias, int IC, int OC,
+                    alloy_weight_layout layout, float beta, float *scratch);
 /* dinp (N, IC) = dout·Wᵀ, overwritten (dinp may be NULL; it is an activation's gradient, used
  * once); dweight += inpᵀ·dout (accumulated over micro-batches); dbias (OC) += column sums of
  * dout (may be NULL, always fp32). */

@@ -35,7 +35,6 @@
  */
 #include "internal.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -106,6 +105,7 @@ struct alloy_engine {
     float *qkv;                /* (R, QKV) */
     float *att;                /* (R, H·hd) */
     float *tmp;                /* (R, C) a product before it is added; the gathered head rows */
+    float *mv;                 /* matvec_forward's scratch (mv_floats) */
     float *fc;                 /* (R, FF); MoE: (R·K, FF), rows in dispatch order */
     float *act;                /* (R, F); MoE: (R·K, F) */
     float *probs;              /* MoE: (R, E) router logits, then probabilities */
@@ -184,14 +184,8 @@ static void restore_threads(int n) {
 static void linear(const alloy_engine *e, float *out, const float *in, const matrix *w, int n, bool acc, float *tmp) {
     use_threads(e, 2.0 * n * w->in * w->out);
     if (w->type == ALLOY_QTYPE_F32) {
-        if (n == 1) { // sgemv reads the matrix once, as sgemm with one row does not always
-            float beta = acc ? 1.0f : 0.0f;
-            if (w->layout == ALLOY_WEIGHT_OUT_IN)
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, w->out, w->in, 1.0f, w->w, w->in, in, 1, beta, out, 1);
-            else
-                cblas_sgemv(CblasRowMajor, CblasTrans, w->in, w->out, 1.0f, w->w, w->out, in, 1, beta, out, 1);
-            if (w->bias)
-                for (int o = 0; o < w->out; o++) out[o] += w->bias[o];
+        if (n == 1) { // decode streams the matrix once: our matvec (sgemm with one row may not)
+            matvec_forward(out, in, w->w, w->bias, w->in, w->out, w->layout, acc ? 1.0f : 0.0f, e->mv);
         } else {
             matmul_forward(out, in, w->w, w->bias, n, w->in, w->out, w->layout, acc ? 1.0f : 0.0f, ALLOY_PRECISION_F32);
         }
@@ -766,6 +760,14 @@ static alloy_status check_options(alloy_engine_options *o, const alloy_config *c
 }
 
 /* Carves the row buffers out of one allocation. */
+/* The scratch of matvec_forward: threads·OC floats for the (IC, OC) matrices, OC for the others. */
+static size_t mv_floats(const alloy_engine *e) {
+    size_t widest = (size_t)(e->QKV > e->FF ? e->QKV : e->FF);
+    if ((size_t)e->C > widest) widest = (size_t)e->C;
+    size_t n = (size_t)e->max_threads * widest;
+    return n > (size_t)e->V ? n : (size_t)e->V;
+}
+
 static alloy_status alloc_buffers(alloy_engine *e) {
     size_t R = (size_t)e->opts.max_rows, ctx = (size_t)e->opts.max_ctx;
     size_t half = e->gpt2 ? 0 : (size_t)e->hd / 2;
@@ -773,9 +775,11 @@ static alloy_status alloc_buffers(alloy_engine *e) {
     size_t sizes[] = {
         R * e->C, R * e->C, R * e->QKV, R * e->H * e->hd, R * e->C, RK * e->FF, RK * e->F, R, R, R * e->H,
         (size_t)e->max_threads * ctx, ctx * half, ctx * half, R * E, R * K, R * K * e->C, R * K * e->C,
+        mv_floats(e),
     };
-    float **ptrs[] = {&e->x, &e->xn, &e->qkv, &e->att, &e->tmp, &e->fc, &e->act, &e->mean, &e->rstd, &e->lse,
-                      &e->scores, &e->rope_cos, &e->rope_sin, &e->probs, &e->gates, &e->moe_in, &e->moe_out};
+    float **ptrs[] = {&e->x,        &e->xn,       &e->qkv,      &e->att,   &e->tmp,   &e->fc,
+                      &e->act,      &e->mean,     &e->rstd,     &e->lse,   &e->scores, &e->rope_cos,
+                      &e->rope_sin, &e->probs,    &e->gates,    &e->moe_in, &e->moe_out, &e->mv};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += (sizes[i] + 15) & ~(size_t)15;
     e->buf_floats = total;
