@@ -1,7 +1,7 @@
 /*
  * matvec.c — the fp32 matrix-vector product of decoding: out (OC) = beta·out + x (IC) · W + bias,
  * for one token. It is bound by memory, so each thread streams one contiguous range of W from
- * DRAM, in address order, prefetching ahead of itself:
+ * DRAM, in address order, prefetching the next four rows as it reads four:
  *
  * - W (IC, OC), as GPT-2 stores it: thread t takes rows [i0, i1) of W and sums x[i]·W[i, :] into
  *   its own partial of OC floats, four rows at a time; the partials are then added in thread
@@ -16,9 +16,6 @@
 #include "simd.h"
 
 #include <omp.h>
-
-/* Bytes ahead of the stream that a thread prefetches. */
-#define MV_AHEAD 4096
 
 /* Rows [lo, hi) of n split into nt contiguous ranges, of whole groups of four where possible. */
 static void split_rows(int n, int nt, int t, int *lo, int *hi) {
@@ -76,10 +73,12 @@ static void rows_dot(float *restrict out, const float *restrict x, const float *
     for (; o + 4 <= o1; o += 4) {
         const float *w0 = W + (size_t)o * IC, *w1 = w0 + IC, *w2 = w1 + IC, *w3 = w2 + IC;
         v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        // the four rows are 4·IC contiguous floats read at 64 per step: prefetch that sweep ahead
-        const char *pf = (const char *)w0 + MV_AHEAD;
+        const size_t ahead = (size_t)4 * IC; // the same columns of the next four rows
         for (int c = 0; c < vec; c += 16) {
-            for (int k = 0; k < 4; k++) __builtin_prefetch(pf + (size_t)c * 16 + 64 * k);
+            __builtin_prefetch(w0 + ahead + c);
+            __builtin_prefetch(w1 + ahead + c);
+            __builtin_prefetch(w2 + ahead + c);
+            __builtin_prefetch(w3 + ahead + c);
             const v16f xv = v16_load(x + c);
             a0 += v16_load(w0 + c) * xv;
             a1 += v16_load(w1 + c) * xv;

@@ -901,13 +901,13 @@ TARGET_Q static inline __attribute__((always_inline)) void dense_tile_avx512(flo
     __m512 acc[4][4];
     for (int r = 0; r < RT; r++)
         for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
-    // the RT rows are RT·rb contiguous bytes, read at RT·16·es bytes per step: prefetch the same
-    // sweep PF_AHEAD bytes ahead (into the next tile), as decode streams the matrix from DRAM
-    const size_t es = f16 ? 2 : 4, step = (size_t)RT * 16 * es;
+    // decode streams the matrix from DRAM: prefetch the same columns of the next tile's rows, a
+    // cache line per row every 64 bytes of a row
+    const size_t es = f16 ? 2 : 4;
     int c = 0;
     for (; c + 16 <= cols; c += 16) {
-        const uintptr_t pf = (uintptr_t)w + PF_AHEAD + (size_t)c / 16 * step;
-        for (size_t o = 0; o < step; o += 64) _mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
+        if (((size_t)c * es) % 64 == 0)
+            for (int r = 0; r < RT; r++) _mm_prefetch((const char *)(w + (RT + r) * rb + es * (size_t)c), _MM_HINT_T0);
         __m512 wv[4];
         for (int r = 0; r < RT; r++)
             wv[r] = f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + r * rb + 2 * (size_t)c)))
