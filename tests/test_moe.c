@@ -301,6 +301,54 @@ static void test_bf16(void) {
     }
 }
 
+/* MLP-only training: a dense model's feed-forward tensors move, an MoE's experts move, and
+ * nothing else (not the routers, attention, norms or embeddings), in both families. */
+static void test_train_only_mlp(void) {
+    for (int f = 0; f < 2; f++)
+        for (int moe = 0; moe < 2; moe++) {
+            alloy_family fam = f ? ALLOY_FAMILY_LLAMA : ALLOY_FAMILY_GPT2;
+            alloy_config c = moe ? moe_config(fam, 3, 2) : moe_config(fam, 0, 0);
+            alloy_model *m = make(&c, 9, NULL);
+            REQUIRE(m, "model");
+            float *before = malloc(sizeof(float) * m->num_params);
+            memcpy(before, m->params_memory, sizeof(float) * m->num_params);
+            alloy_optimizer *o;
+            alloy_adamw_config ac = alloy_adamw_defaults();
+            REQUIRE(alloy_optimizer_create(&o, m, &ac) == ALLOY_STATUS_OK, "optimizer");
+            EXPECT(alloy_optimizer_train_only(o, m, ALLOY_TRAIN_ONLY_MLP) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+            int32_t tok[B_ * T_], tgt[B_ * T_];
+            make_tokens(tok, tgt, c.vocab_size, 4);
+            for (int step = 0; step < 3; step++) {
+                float l;
+                alloy_status s = alloy_model_forward(m, tok, B_, T_);
+                if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, &l);
+                alloy_model_zero_grad(m);
+                if (!s) s = alloy_model_backward(m);
+                if (!s) s = alloy_optimizer_step(o, m, 1e-2f, NULL);
+                EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
+            }
+            int mlp = 0, changed_mlp = 0, changed_other = 0;
+            for (int i = 0; i < m->n_tensors; i++) {
+                const alloy_tensor_info *t = &m->tensors[i];
+                bool changed = memcmp(before + t->offset, m->params_memory + t->offset, sizeof(float) * t->numel) != 0;
+                bool is_mlp = alloy_tensor_is_mlp(t->name);
+                EXPECT(!(is_mlp && alloy_tensor_is_router(t->name)), "%s is both", t->name);
+                mlp += is_mlp;
+                if (is_mlp) changed_mlp += changed;
+                else changed_other += changed;
+            }
+            // GPT-2: c_fc and c_proj weights and biases per layer (per expert); Llama: gate+up, down
+            int per = fam == ALLOY_FAMILY_GPT2 ? 4 : 3;
+            int want = c.n_layer * per * (moe ? c.n_experts : 1);
+            EXPECT(mlp == want && changed_mlp == want && changed_other == 0,
+                   "%s %s: %d MLP tensors (want %d), %d of them and %d other tensors changed", alloy_family_name(fam),
+                   moe ? "moe" : "dense", mlp, want, changed_mlp, changed_other);
+            alloy_optimizer_destroy(o);
+            free(before);
+            alloy_model_destroy(m);
+        }
+}
+
 /* Router-only training: AdamW moves the routers and nothing else (not even by weight decay). */
 static void test_train_only_router(void) {
     alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 3, 2);
@@ -797,6 +845,7 @@ int main(void) {
     RUN(test_names);
     RUN(test_bf16);
     RUN(test_train_only_router);
+    RUN(test_train_only_mlp);
     RUN(test_engine_forward);
     RUN(test_engine_quant);
     RUN(test_engine_generate);

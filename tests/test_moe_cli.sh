@@ -119,8 +119,23 @@ def load(d):
 a, b = load(sys.argv[1]), load(sys.argv[2])
 assert all(np.array_equal(a[k], b[k]) for k in a if not k.endswith("block_sparse_moe.gate.weight"))
 EOF
-expect 2 "train-only bad value" "--train-only must be all or router, not \"experts\"" "$ALLOY" train --data "$T/dprose" --out "$T/rx" --init "$T/moe" --train-only experts --steps 1
+expect 2 "train-only bad value" "--train-only must be all, router or mlp, not \"experts\"" "$ALLOY" train --data "$T/dprose" --out "$T/rx" --init "$T/moe" --train-only experts --steps 1
 expect 2 "train-only router on a dense model" "--train-only router: the model has no experts" "$ALLOY" train --data "$T/dprose" --out "$T/rx" --init "$BASE" --train-only router --steps 1 --batch 2 --seq 32
+# ---- MLP-only training of a dense model: its feed-forward tensors change, nothing else ----
+expect 0 "train --train-only mlp (dense)" "training the MLPs only" "$ALLOY" train --data "$T/dcode" --out "$T/rm" --init "$BASE" --train-only mlp --steps 2 --batch 2 --seq 32 --threads 1
+$PY - "$BASE" "$(ck "$T/rm")" <<'EOF' && ok "only the MLPs changed" || nok "MLP-only training changed other tensors (or not the MLPs)"
+import json, os, struct, sys
+import numpy as np
+def load(d):
+    raw = open(os.path.join(d, "model.safetensors"), "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n]); h.pop("__metadata__", None)
+    return {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]: 8 + n + v["data_offsets"][1]], "<f4") for k, v in h.items()}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+changed = sorted(k for k in a if not np.array_equal(a[k], b[k]))
+assert changed and all(".mlp." in k for k in changed), changed
+assert len(changed) == sum(".mlp." in k for k in a), (len(changed), changed)
+EOF
+grep -q '"train_only":"mlp"' "$T/rm/metrics.jsonl" && ok "train_only mlp logged" || nok "train_only mlp not in metrics.jsonl"
 expect 0 "train all of the MoE" "training every parameter" "$ALLOY" train --data "$T/dcode" --out "$T/rall" --init "$T/moe_h" --train-only all --steps 2 "${TRAIN[@]}"
 
 # ---- eval on the MoE: the training forward and the inference engine ----

@@ -287,6 +287,9 @@ alloy_status alloy_model_backward(alloy_model *m);
 
 /* True for the name of an MoE router weight (…mlp.gate.weight, …block_sparse_moe.gate.weight). */
 bool alloy_tensor_is_router(const char *name);
+/* True for the name of an MLP tensor: a dense model's feed-forward weights and biases, an MoE's
+ * experts (not its routers). */
+bool alloy_tensor_is_mlp(const char *name);
 
 /* ---- heads for the alignment objectives (alloy/align.h) ---- */
 

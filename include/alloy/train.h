@@ -45,9 +45,10 @@ typedef struct alloy_optimizer {
 typedef enum alloy_train_only {
     ALLOY_TRAIN_ONLY_ALL = 0, /* every parameter */
     ALLOY_TRAIN_ONLY_ROUTER,  /* the MoE routers alone (alloy_tensor_is_router) */
+    ALLOY_TRAIN_ONLY_MLP,     /* the MLPs alone: a dense model's, an MoE's experts (alloy_tensor_is_mlp) */
 } alloy_train_only;
 
-const char *alloy_train_only_name(alloy_train_only t); /* "all", "router" */
+const char *alloy_train_only_name(alloy_train_only t); /* "all", "router", "mlp" */
 bool alloy_train_only_parse(const char *name, alloy_train_only *out);
 
 alloy_status alloy_optimizer_create(alloy_optimizer **out, const alloy_model *model, const alloy_adamw_config *cfg);

@@ -402,6 +402,10 @@ bool alloy_tensor_is_router(const char *name) {
     return ends_with(name, ".mlp.gate.weight") || ends_with(name, ".block_sparse_moe.gate.weight");
 }
 
+bool alloy_tensor_is_mlp(const char *name) {
+    return (strstr(name, ".mlp.") || strstr(name, ".block_sparse_moe.experts.")) && !alloy_tensor_is_router(name);
+}
+
 void alloy_model_init_weights(alloy_model *m, uint64_t seed) {
     const alloy_config *c = &m->config;
     float std = 0.02f;

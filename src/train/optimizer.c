@@ -67,11 +67,14 @@ alloy_status alloy_optimizer_step(alloy_optimizer *o, alloy_model *model, float 
     return ALLOY_STATUS_OK;
 }
 
-const char *alloy_train_only_name(alloy_train_only t) { return t == ALLOY_TRAIN_ONLY_ROUTER ? "router" : "all"; }
+const char *alloy_train_only_name(alloy_train_only t) {
+    return t == ALLOY_TRAIN_ONLY_ROUTER ? "router" : t == ALLOY_TRAIN_ONLY_MLP ? "mlp" : "all";
+}
 
 bool alloy_train_only_parse(const char *name, alloy_train_only *out) {
     if (!strcmp(name, "all")) *out = ALLOY_TRAIN_ONLY_ALL;
     else if (!strcmp(name, "router")) *out = ALLOY_TRAIN_ONLY_ROUTER;
+    else if (!strcmp(name, "mlp")) *out = ALLOY_TRAIN_ONLY_MLP;
     else return false;
     return true;
 }
@@ -80,10 +83,14 @@ alloy_status alloy_optimizer_train_only(alloy_optimizer *o, const alloy_model *m
     alloy_free(o->frozen);
     o->frozen = NULL;
     if (which == ALLOY_TRAIN_ONLY_ALL) return ALLOY_STATUS_OK;
-    if (model->config.n_experts == 0)
+    bool router = which == ALLOY_TRAIN_ONLY_ROUTER;
+    if (router && model->config.n_experts == 0)
         return alloy_fail(ALLOY_STATUS_USAGE, "--train-only router: the model has no experts (build one with alloy moe)");
     if (!(o->frozen = alloy_calloc((size_t)model->n_tensors, 1))) return ALLOY_STATUS_NOMEM;
-    for (int i = 0; i < model->n_tensors; i++) o->frozen[i] = !alloy_tensor_is_router(model->tensors[i].name);
+    for (int i = 0; i < model->n_tensors; i++) {
+        const char *name = model->tensors[i].name;
+        o->frozen[i] = router ? !alloy_tensor_is_router(name) : !alloy_tensor_is_mlp(name);
+    }
     return ALLOY_STATUS_OK;
 }
 

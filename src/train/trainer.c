@@ -128,7 +128,7 @@ static alloy_status options_from_json(alloy_train_options *o, const cJSON *j, co
         const char *to;
         if ((s = alloy_json_get_string(j, "train_only", what, &to))) return s;
         if (!alloy_train_only_parse(to, &o->train_only))
-            return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"train_only\" is \"%s\", not all or router", what, to);
+            return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"train_only\" is \"%s\", not all, router or mlp", what, to);
     }
     if ((s = alloy_json_opt_double(j, "aux_loss_coef", what, &o->aux_loss_coef))) return s;
     if (cJSON_GetObjectItemCaseSensitive(j, "objective") &&
@@ -621,8 +621,10 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
             o->precision == ALLOY_PRECISION_BF16 ? "bf16" : "f32", o->recompute ? "true" : "false",
             alloy_model_activation_bytes(r.model));
     if (cfg.n_experts > 0)
-        fprintf(r.metrics, ",\"experts\":%d,\"top_k\":%d,\"aux_loss_coef\":%g,\"train_only\":\"%s\"", cfg.n_experts,
-                cfg.top_k, cfg.router_aux_loss_coef, alloy_train_only_name(o->train_only));
+        fprintf(r.metrics, ",\"experts\":%d,\"top_k\":%d,\"aux_loss_coef\":%g", cfg.n_experts, cfg.top_k,
+                cfg.router_aux_loss_coef);
+    if (cfg.n_experts > 0 || o->train_only != ALLOY_TRAIN_ONLY_ALL)
+        fprintf(r.metrics, ",\"train_only\":\"%s\"", alloy_train_only_name(o->train_only));
     fprintf(r.metrics, "}\n");
     fflush(r.metrics);
     if (!o->quiet) {
@@ -633,10 +635,14 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
         alloy_progress_print(&r.prog, "model: %s, %s parameters (L=%d C=%d H=%d KV=%d F=%d V=%d); data: %s train / %s held-out tokens",
                              alloy_family_name(cfg.family), np, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.d_ff,
                              cfg.vocab_size, nt, nv);
+        const char *training = o->train_only == ALLOY_TRAIN_ONLY_ROUTER ? "the routers only"
+                               : o->train_only == ALLOY_TRAIN_ONLY_MLP  ? (cfg.n_experts > 0 ? "the experts only" : "the MLPs only")
+                                                                        : "every parameter";
         if (cfg.n_experts > 0)
             alloy_progress_print(&r.prog, "mixture of %d experts, %d per token, aux loss coefficient %g; training %s",
-                                 cfg.n_experts, cfg.top_k, cfg.router_aux_loss_coef,
-                                 o->train_only == ALLOY_TRAIN_ONLY_ROUTER ? "the routers only" : "every parameter");
+                                 cfg.n_experts, cfg.top_k, cfg.router_aux_loss_coef, training);
+        else if (o->train_only != ALLOY_TRAIN_ONLY_ALL)
+            alloy_progress_print(&r.prog, "training %s", training);
         alloy_progress_print(&r.prog, "unigram entropy of the data: %.4f nats/token (a model that learns nothing beyond token frequencies scores this)", unigram);
         if (resume) alloy_progress_print(&r.prog, "resuming from %s at step %lld", resume, (long long)r.step);
     }

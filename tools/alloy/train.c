@@ -40,9 +40,11 @@ static const char help[] =
     "                        backward: about 1/3 more compute, far less activation memory, the\n"
     "                        same results bit for bit (may change on --resume)\n"
     "  --val-fraction X      held-out share when the data has no val shards (default 0.05)\n"
+    "  --train-only WHAT     all (default); router: an MoE's routers alone; mlp: the MLPs alone\n"
+    "                        (a dense model's feed-forward layers, an MoE's experts). Every other\n"
+    "                        tensor is frozen (no update, no weight decay; its gradient left out\n"
+    "                        of the norm)\n"
     "mixture of experts (a model from alloy moe, or a config with num_local_experts):\n"
-    "  --train-only WHAT     all (default) or router: train the routers alone, every other tensor\n"
-    "                        frozen (no update, no weight decay; its gradient left out of the norm)\n"
     "  --aux-loss-coef X     weight of the load-balancing loss (router_aux_loss_coef; default: the\n"
     "                        model's config.json; 0 turns it off). metrics.jsonl gets each step's\n"
     "                        aux_loss and the tokens routed to each expert\n"
@@ -249,7 +251,7 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
             }
         }
         if (train_only && !alloy_train_only_parse(train_only, &o.train_only))
-            return cli_usage(verb, "--train-only must be all or router, not \"%s\"", train_only);
+            return cli_usage(verb, "--train-only must be all, router or mlp, not \"%s\"", train_only);
         if (cli_find(flags, nf, "aux-loss-coef")->seen && !(o.aux_loss_coef >= 0.0))
             return cli_usage(verb, "--aux-loss-coef must be >= 0");
         if (dtype && !strcmp(dtype, "bf16")) o.precision = ALLOY_PRECISION_BF16;
