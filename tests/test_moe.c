@@ -301,6 +301,36 @@ static void test_bf16(void) {
     }
 }
 
+/* steps AdamW steps (lr 1e-2) of the LM loss on one batch of make_tokens(seed); the first and
+ * last losses. */
+static void train_steps(alloy_model *m, alloy_optimizer *o, uint64_t seed, int steps, float *first, float *last) {
+    int32_t tok[B_ * T_], tgt[B_ * T_];
+    make_tokens(tok, tgt, m->config.vocab_size, seed);
+    for (int step = 0; step < steps; step++) {
+        float l = 0.0f;
+        alloy_status s = alloy_model_forward(m, tok, B_, T_);
+        if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, &l);
+        alloy_model_zero_grad(m);
+        if (!s) s = alloy_model_backward(m);
+        if (!s) s = alloy_optimizer_step(o, m, 1e-2f, NULL);
+        EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        if (step == 0) *first = l;
+        *last = l;
+    }
+}
+
+/* *o = an AdamW optimiser of m that trains `which` alone (NULL on failure); *before gets a copy
+ * of the parameters. */
+static void partial_optimizer(alloy_model *m, alloy_train_only which, float **before, alloy_optimizer **o) {
+    *o = NULL;
+    *before = malloc(sizeof(float) * m->num_params);
+    REQUIRE(*before, "malloc");
+    memcpy(*before, m->params_memory, sizeof(float) * m->num_params);
+    alloy_adamw_config ac = alloy_adamw_defaults();
+    REQUIRE(alloy_optimizer_create(o, m, &ac) == ALLOY_STATUS_OK, "optimizer");
+    EXPECT(alloy_optimizer_train_only(*o, m, which) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+}
+
 /* MLP-only training: a dense model's feed-forward tensors move, an MoE's experts move, and
  * nothing else (not the routers, attention, norms or embeddings), in both families. */
 static void test_train_only_mlp(void) {
@@ -310,23 +340,12 @@ static void test_train_only_mlp(void) {
             alloy_config c = moe ? moe_config(fam, 3, 2) : moe_config(fam, 0, 0);
             alloy_model *m = make(&c, 9, NULL);
             REQUIRE(m, "model");
-            float *before = malloc(sizeof(float) * m->num_params);
-            memcpy(before, m->params_memory, sizeof(float) * m->num_params);
+            float *before;
             alloy_optimizer *o;
-            alloy_adamw_config ac = alloy_adamw_defaults();
-            REQUIRE(alloy_optimizer_create(&o, m, &ac) == ALLOY_STATUS_OK, "optimizer");
-            EXPECT(alloy_optimizer_train_only(o, m, ALLOY_TRAIN_ONLY_MLP) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-            int32_t tok[B_ * T_], tgt[B_ * T_];
-            make_tokens(tok, tgt, c.vocab_size, 4);
-            for (int step = 0; step < 3; step++) {
-                float l;
-                alloy_status s = alloy_model_forward(m, tok, B_, T_);
-                if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, &l);
-                alloy_model_zero_grad(m);
-                if (!s) s = alloy_model_backward(m);
-                if (!s) s = alloy_optimizer_step(o, m, 1e-2f, NULL);
-                EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
-            }
+            partial_optimizer(m, ALLOY_TRAIN_ONLY_MLP, &before, &o);
+            REQUIRE(o, "optimizer");
+            float first, last;
+            train_steps(m, o, 4, 3, &first, &last);
             int mlp = 0, changed_mlp = 0, changed_other = 0;
             for (int i = 0; i < m->n_tensors; i++) {
                 const alloy_tensor_info *t = &m->tensors[i];
@@ -354,26 +373,12 @@ static void test_train_only_router(void) {
     alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 3, 2);
     alloy_model *m = make(&c, 8, NULL);
     REQUIRE(m, "model");
-    float *before = malloc(sizeof(float) * m->num_params);
-    memcpy(before, m->params_memory, sizeof(float) * m->num_params);
+    float *before;
     alloy_optimizer *o;
-    alloy_adamw_config ac = alloy_adamw_defaults();
-    REQUIRE(alloy_optimizer_create(&o, m, &ac) == ALLOY_STATUS_OK, "optimizer");
-    EXPECT(alloy_optimizer_train_only(o, m, ALLOY_TRAIN_ONLY_ROUTER) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    int32_t tok[B_ * T_], tgt[B_ * T_];
-    make_tokens(tok, tgt, c.vocab_size, 3);
+    partial_optimizer(m, ALLOY_TRAIN_ONLY_ROUTER, &before, &o);
+    REQUIRE(o, "optimizer");
     float first = 0, last = 0;
-    for (int step = 0; step < 5; step++) {
-        float l;
-        alloy_status s = alloy_model_forward(m, tok, B_, T_);
-        if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, &l);
-        alloy_model_zero_grad(m);
-        if (!s) s = alloy_model_backward(m);
-        if (!s) s = alloy_optimizer_step(o, m, 1e-2f, NULL);
-        EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
-        if (step == 0) first = l;
-        last = l;
-    }
+    train_steps(m, o, 3, 5, &first, &last);
     int changed_router = 0, changed_other = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         const alloy_tensor_info *t = &m->tensors[i];
@@ -388,6 +393,7 @@ static void test_train_only_router(void) {
     // a dense model has no routers to train
     alloy_config d = moe_config(ALLOY_FAMILY_LLAMA, 0, 0);
     alloy_model *dm = make(&d, 8, NULL);
+    alloy_adamw_config ac = alloy_adamw_defaults();
     REQUIRE(dm && alloy_optimizer_create(&o, dm, &ac) == ALLOY_STATUS_OK, "dense");
     EXPECT(alloy_optimizer_train_only(o, dm, ALLOY_TRAIN_ONLY_ROUTER) == ALLOY_STATUS_USAGE &&
                strstr(alloy_last_error(), "--train-only router: the model has no experts"),

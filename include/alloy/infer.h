@@ -33,8 +33,8 @@
  * It reads the parameters of an alloy_model (GPT-2 or Llama family; the model must outlive the
  * engine and its weights must not change while the engine lives). Matrices — the attention's
  * qkv and output projections, the MLP's up (Llama: gate and up) and down projections and the
- * LM head — are used in place in fp32 (products through OpenBLAS: sgemv for one token, sgemm
- * for several) or quantised once at creation into F16, Q8_0, Q4_0 or Q4_K (alloy/quant.h:
+ * LM head — are used in place in fp32 (one token: our streaming matvec_forward of
+ * alloy/kernels.h; several: OpenBLAS sgemm) or quantised once at creation into F16, Q8_0, Q4_0 or Q4_K (alloy/quant.h:
  * alloy_quant_matvec for one token, alloy_quant_matmul for several). A matrix whose input
  * width is not a multiple of the format's block (32, or 256 for Q4_K) falls back to Q8_0 if
  * it is a multiple of 32, else to F16; alloy_engine_get_info counts the matrices per format.

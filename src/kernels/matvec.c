@@ -25,6 +25,14 @@ static void split_rows(int n, int nt, int t, int *lo, int *hi) {
     *hi = 4 * g1 < n ? 4 * g1 : n;
 }
 
+/* Prefetches the four lines at offset off (floats) of four rows. */
+static inline void prefetch4(const float *w0, const float *w1, const float *w2, const float *w3, size_t off) {
+    __builtin_prefetch(w0 + off);
+    __builtin_prefetch(w1 + off);
+    __builtin_prefetch(w2 + off);
+    __builtin_prefetch(w3 + off);
+}
+
 /* part (OC) = Σ_{i in [i0, i1)} x[i]·W[i, :] for W (IC, OC) row-major. */
 static void rows_axpy(float *restrict part, const float *restrict x, const float *restrict W, int i0, int i1,
                       int OC) {
@@ -36,10 +44,7 @@ static void rows_axpy(float *restrict part, const float *restrict x, const float
         const v16f x0 = v16_set1(x[i]), x1 = v16_set1(x[i + 1]), x2 = v16_set1(x[i + 2]), x3 = v16_set1(x[i + 3]);
         const size_t ahead = (size_t)4 * OC; // the same columns of the next four rows
         for (int o = 0; o < vec; o += 16) {
-            __builtin_prefetch(w0 + ahead + o);
-            __builtin_prefetch(w1 + ahead + o);
-            __builtin_prefetch(w2 + ahead + o);
-            __builtin_prefetch(w3 + ahead + o);
+            prefetch4(w0, w1, w2, w3, ahead + (size_t)o);
             v16f p = v16_load(part + o);
             p += x0 * v16_load(w0 + o);
             p += x1 * v16_load(w1 + o);
@@ -75,10 +80,7 @@ static void rows_dot(float *restrict out, const float *restrict x, const float *
         v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
         const size_t ahead = (size_t)4 * IC; // the same columns of the next four rows
         for (int c = 0; c < vec; c += 16) {
-            __builtin_prefetch(w0 + ahead + c);
-            __builtin_prefetch(w1 + ahead + c);
-            __builtin_prefetch(w2 + ahead + c);
-            __builtin_prefetch(w3 + ahead + c);
+            prefetch4(w0, w1, w2, w3, ahead + (size_t)c);
             const v16f xv = v16_load(x + c);
             a0 += v16_load(w0 + c) * xv;
             a1 += v16_load(w1 + c) * xv;
