@@ -170,7 +170,7 @@ static alloy_status reply(chat *c, int max_tokens, int32_t end_id, int max_ctx) 
     return s;
 }
 
-static int chat_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_);
+static int chat_main(int argc, char **argv, cli_list *model_dirs, cli_list *weight_args);
 
 int cmd_chat(int argc, char **argv) {
     cli_list model_dirs = {0}, weight_args = {0};
@@ -180,17 +180,16 @@ int cmd_chat(int argc, char **argv) {
     return rc;
 }
 
-/* cmd_chat's body; the lists cli_parse fills are the caller's to free. */
-static int chat_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_) {
+/* cmd_chat's body; cli_parse fills the caller's lists, which the caller frees. */
+static int chat_main(int argc, char **argv, cli_list *model_dirs, cli_list *weight_args) {
     const char *system_msg = NULL, *weights = "f32", *mode_name = "probs";
-    cli_list model_dirs = {0}, weight_args = {0};
     int max_tokens = 512, threads = 0;
     alloy_sampler_params sp;
     alloy_sampler_params_default(&sp);
     sp.temperature = 0.7f;
     cli_flag flags[] = {
-        {"model", CLI_LIST, &model_dirs, false},      {"system", CLI_STR, &system_msg, false},
-        {"member-weights", CLI_LIST, &weight_args, false}, {"ensemble", CLI_STR, &mode_name, false},
+        {"model", CLI_LIST, model_dirs, false},      {"system", CLI_STR, &system_msg, false},
+        {"member-weights", CLI_LIST, weight_args, false}, {"ensemble", CLI_STR, &mode_name, false},
         {"max-tokens", CLI_INT, &max_tokens, false},  {"weights", CLI_STR, &weights, false},
         {"temperature", CLI_FLOAT, &sp.temperature, false}, {"top-k", CLI_INT, &sp.top_k, false},
         {"top-p", CLI_FLOAT, &sp.top_p, false},       {"min-p", CLI_FLOAT, &sp.min_p, false},
@@ -198,22 +197,20 @@ static int chat_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
         {"threads", CLI_INT, &threads, false},
     };
     int r = cli_parse("chat", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), help, NULL);
-    *model_dirs_ = model_dirs;
-    *weight_args_ = weight_args;
     if (r) return r == 1 ? 0 : r;
-    if (!model_dirs.n) return cli_usage("chat", "--model is required");
+    if (!model_dirs->n) return cli_usage("chat", "--model is required");
     if (max_tokens < 1) return cli_usage("chat", "--max-tokens must be at least 1");
     alloy_qtype qt;
     if (!alloy_qtype_parse(weights, &qt)) return cli_usage("chat", "--weights must be f32, f16, q8_0, q4_0 or q4_k");
     float member_w[ALLOY_ENGINE_MAX_MEMBERS];
     alloy_ensemble_mode mode;
-    r = cli_ensemble_options("chat", model_dirs.n, &weight_args, mode_name, member_w, &mode);
+    r = cli_ensemble_options("chat", model_dirs->n, weight_args, mode_name, member_w, &mode);
     if (r) return r;
     cli_set_threads(threads);
 
     chat c = {0};
-    alloy_status s = alloy_checkpoint_resolve(model_dirs.items[0], &c.dirs[0]);
-    c.n_models = 1;
+    int max_ctx = 0; // the members' least context; they share the first one's tokenizer
+    alloy_status s = cli_load_members(model_dirs, c.dirs, c.ms, &c.n_models, &max_ctx);
     const char *dir = c.dirs[0];
     alloy_chat_template tmpl;
     bool found = false;
@@ -221,22 +218,12 @@ static int chat_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
     if (!s && (!found || tmpl != ALLOY_CHAT_TEMPLATE_CHATML))
         s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: not a chat model (config.json names no chat_template \"chatml\"; make one with alloy sft)",
                        dir);
-    if (!s) s = alloy_model_load(&c.ms[0], dir, 1, 0);
     if (!s) s = alloy_align_load_tokenizer(dir, &c.ms[0]->config, &c.tok);
     int32_t end_id = !s ? alloy_chat_end_id(c.tok) : -1;
     if (!s && end_id < 0) s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has no <|im_end|>", dir);
-    for (int i = 1; i < model_dirs.n && !s; i++) { // the other members: the first one's tokenizer
-        s = alloy_checkpoint_resolve(model_dirs.items[i], &c.dirs[i]);
-        c.n_models = i + 1;
-        if (!s) s = alloy_model_load(&c.ms[i], c.dirs[i], 1, 0);
-        if (!s) s = cli_check_member(dir, &c.ms[0]->config, c.dirs[i], &c.ms[i]->config);
-    }
-    int max_ctx = 0; // the members' least context
-    for (int i = 0; !s && i < c.n_models; i++)
-        if (!max_ctx || c.ms[i]->config.max_seq_len < max_ctx) max_ctx = c.ms[i]->config.max_seq_len;
     if (!s)
         s = cli_engine_create(&c.e, c.ms, c.n_models, &(alloy_engine_options){.weights = qt, .max_ctx = max_ctx},
-                              weight_args.n ? member_w : NULL, mode);
+                              weight_args->n ? member_w : NULL, mode);
     int V = c.ms[0] ? c.ms[0]->config.vocab_size : 0;
     sp.n_vocab = c.tok ? alloy_tokenizer_vocab_size(c.tok) : 0;
     if (!s) s = alloy_sampler_create(&c.smp, &sp, V);

@@ -192,6 +192,20 @@ alloy_status cli_check_member(const char *dir0, const alloy_config *c0, const ch
     return s;
 }
 
+alloy_status cli_load_members(const cli_list *paths, char **dirs, alloy_model **ms, int *n, int *least_ctx) {
+    alloy_status s = ALLOY_STATUS_OK;
+    *n = 0;
+    *least_ctx = 0;
+    for (int i = 0; i < paths->n && !s; i++) {
+        s = alloy_checkpoint_resolve(paths->items[i], &dirs[i]);
+        *n = i + 1;
+        if (!s) s = alloy_model_load(&ms[i], dirs[i], 1, 1);
+        if (!s && i) s = cli_check_member(dirs[0], &ms[0]->config, dirs[i], &ms[i]->config);
+        if (!s && (!*least_ctx || ms[i]->config.max_seq_len < *least_ctx)) *least_ctx = ms[i]->config.max_seq_len;
+    }
+    return s;
+}
+
 alloy_status cli_engine_create(alloy_engine **out, alloy_model *const *ms, int n, const alloy_engine_options *eo,
                                const float *weights, alloy_ensemble_mode mode) {
     *out = NULL;

@@ -43,7 +43,7 @@ static const char help[] =
 
 #define MAX_MEMBERS ALLOY_ENGINE_MAX_MEMBERS
 
-static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_);
+static int eval_main(int argc, char **argv, cli_list *model_dirs, cli_list *weight_args);
 
 int cmd_eval(int argc, char **argv) {
     cli_list model_dirs = {0}, weight_args = {0};
@@ -53,17 +53,16 @@ int cmd_eval(int argc, char **argv) {
     return rc;
 }
 
-/* cmd_eval's body; the lists cli_parse fills are the caller's to free. */
-static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_) {
+/* cmd_eval's body; cli_parse fills the caller's lists, which the caller frees. */
+static int eval_main(int argc, char **argv, cli_list *model_dirs, cli_list *weight_args) {
     const char *data = NULL, *split_name = "val", *mode_name = "probs", *format = NULL, *combiner = NULL;
-    cli_list model_dirs = {0}, weight_args = {0};
     int T = 0, B = 8, threads = 0;
     int64_t max_windows = 0;
     double val_fraction = 0.05;
     bool quiet = false;
     cli_flag flags[] = {
-        {"model", CLI_LIST, &model_dirs, false}, {"data", CLI_STR, &data, false},
-        {"member-weights", CLI_LIST, &weight_args, false},
+        {"model", CLI_LIST, model_dirs, false}, {"data", CLI_STR, &data, false},
+        {"member-weights", CLI_LIST, weight_args, false},
         {"weights", CLI_STR, &format, false}, {"ensemble", CLI_STR, &mode_name, false},
         {"combiner", CLI_STR, &combiner, false},
         {"split", CLI_STR, &split_name, false},  {"val-fraction", CLI_DBL, &val_fraction, false},
@@ -72,11 +71,9 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
         {"quiet", CLI_BOOL, &quiet, false},
     };
     int r = cli_parse("eval", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), help, NULL);
-    *model_dirs_ = model_dirs;
-    *weight_args_ = weight_args;
     if (r) return r == 1 ? 0 : r;
-    if (model_dirs.n == 0 || !data) return cli_usage("eval", "--model and --data are required");
-    int n = model_dirs.n;
+    if (model_dirs->n == 0 || !data) return cli_usage("eval", "--model and --data are required");
+    int n = model_dirs->n;
     if (n > MAX_MEMBERS) return cli_usage("eval", "at most %d models", MAX_MEMBERS);
     if (n > 1 && !cli_find(flags, (int)(sizeof flags / sizeof flags[0]), "batch")->seen)
         B = 1; // each member holds B·T·V logits, and the ensemble as many log-probabilities
@@ -90,10 +87,10 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
                                  "(the engine keeps no hidden states for the combiner)");
     if ((mode == ALLOY_ENSEMBLE_LEARNED) != (combiner != NULL))
         return cli_usage("eval", "--ensemble learned and --combiner DIR go together");
-    if (combiner && (n < 2 || weight_args.n))
+    if (combiner && (n < 2 || weight_args->n))
         return cli_usage("eval", "--combiner needs its 2 or more member models and no --member-weights");
     float weights[MAX_MEMBERS];
-    if (!combiner && (r = cli_ensemble_options("eval", n, &weight_args, mode_name, weights, &mode)))
+    if (!combiner && (r = cli_ensemble_options("eval", n, weight_args, mode_name, weights, &mode)))
         return r; // the same checks and parse as generate's
     bool val = !strcmp(split_name, "val");
     if (!val && strcmp(split_name, "train")) return cli_usage("eval", "--split must be val or train");
@@ -111,7 +108,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
     alloy_status s = ALLOY_STATUS_OK;
     int Tw = T; // the window: --seq, else member 0's context (at most 1024); every member scores the same
     for (int i = 0; i < n && !s; i++) {
-        s = alloy_checkpoint_resolve(model_dirs.items[i], &dirs[i]);
+        s = alloy_checkpoint_resolve(model_dirs->items[i], &dirs[i]);
         if (!s) {
             char *cp = alloy_path_join(dirs[i], "config.json");
             s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;
@@ -133,7 +130,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
     alloy_engine *engine = NULL;
     if (!s && format) {
         alloy_engine_options eo = {.weights = qtype, .max_ctx = T, .max_rows = T};
-        s = cli_engine_create(&engine, ms, n, &eo, weight_args.n ? weights : NULL, mode);
+        s = cli_engine_create(&engine, ms, n, &eo, weight_args->n ? weights : NULL, mode);
         if (!s) s = alloy_engine_eval_lm(engine, ds, split, T, max_windows, &res);
     } else if (!s && n == 1) {
         s = alloy_eval_lm(ms[0], ds, split, B, T, max_windows, &res);
@@ -142,7 +139,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
         if (!s) s = alloy_ensemble_create_learned(&ens, ms, n, comb);
         if (s) alloy_error_prefix("--combiner %s", combiner);
     } else if (!s) {
-        s = alloy_ensemble_create(&ens, ms, weight_args.n ? weights : NULL, n, mode);
+        s = alloy_ensemble_create(&ens, ms, weight_args->n ? weights : NULL, n, mode);
     }
     if (!s && ens) s = alloy_ensemble_eval(ens, ds, split, B, T, max_windows, &res);
     if (!s) {
@@ -152,12 +149,12 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs_, cli_list *wei
             printf("\"ensemble\":\"%s\",", mode_name);
             if (combiner) printf("\"combiner\":\"%s\",", combiner);
             double total = 0.0; // the engine normalises the weights as the fp32 ensemble does
-            for (int i = 0; !ens && i < n; i++) total += weight_args.n ? weights[i] : 1.0;
+            for (int i = 0; !ens && i < n; i++) total += weight_args->n ? weights[i] : 1.0;
             printf("\"members\":[");
             for (int i = 0; i < n; i++) {
                 printf("%s{\"model\":\"%s\"", i ? "," : "", dirs[i]);
                 if (!combiner)
-                    printf(",\"weight\":%.6g", ens ? ens->weights[i] : (weight_args.n ? weights[i] : 1.0) / total);
+                    printf(",\"weight\":%.6g", ens ? ens->weights[i] : (weight_args->n ? weights[i] : 1.0) / total);
                 printf("}");
             }
             printf("],");

@@ -232,15 +232,9 @@ static alloy_status read_prompts(gen *g, const char *path) {
 }
 
 /* Loads the model folders (or runs' latest checkpoints), checks that they can form an ensemble,
- * and loads the first one's tokenizer, if any. */
-static alloy_status load_models(gen *g, const cli_list *model_dirs) {
-    alloy_status s = ALLOY_STATUS_OK;
-    for (int i = 0; i < model_dirs->n && !s; i++) {
-        s = alloy_checkpoint_resolve(model_dirs->items[i], &g->dirs[i]);
-        g->n_models = i + 1;
-        if (!s) s = alloy_model_load(&g->ms[i], g->dirs[i], 1, 1); // the engine keeps its own activations
-        if (!s && i) s = cli_check_member(g->dirs[0], &g->ms[0]->config, g->dirs[i], &g->ms[i]->config);
-    }
+ * and loads the first one's tokenizer, if any; *least_ctx is the members' least context. */
+static alloy_status load_models(gen *g, const cli_list *model_dirs, int *least_ctx) {
+    alloy_status s = cli_load_members(model_dirs, g->dirs, g->ms, &g->n_models, least_ctx);
     if (s) return s;
     const alloy_config *c = &g->ms[0]->config;
     char *tj = alloy_path_join(g->dirs[0], "tokenizer.json");
@@ -412,11 +406,9 @@ int cmd_generate(int argc, char **argv) {
     if (rc) goto done;
     cli_set_threads(threads);
 
-    alloy_status s = load_models(&g, &model_dirs);
-    const alloy_config *c = s ? NULL : &g.ms[0]->config;
     int least_ctx = 0; // the members' least context
-    for (int i = 0; !s && i < g.n_models; i++)
-        if (!least_ctx || g.ms[i]->config.max_seq_len < least_ctx) least_ctx = g.ms[i]->config.max_seq_len;
+    alloy_status s = load_models(&g, &model_dirs, &least_ctx);
+    const alloy_config *c = s ? NULL : &g.ms[0]->config;
     if (!s && ctx > least_ctx)
         s = alloy_fail(ALLOY_STATUS_USAGE, "--ctx %d exceeds the %s context of %d", ctx,
                        g.n_models > 1 ? "models' least" : "model's", least_ctx);

@@ -42,7 +42,7 @@ static void print_text(void *user, const alloy_stream_event *ev) {
     }
 }
 
-static int sample_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_);
+static int sample_main(int argc, char **argv, cli_list *model_dirs, cli_list *weight_args);
 
 int cmd_sample(int argc, char **argv) {
     cli_list model_dirs = {0}, weight_args = {0};
@@ -52,48 +52,37 @@ int cmd_sample(int argc, char **argv) {
     return rc;
 }
 
-/* cmd_sample's body; the lists cli_parse fills are the caller's to free. */
-static int sample_main(int argc, char **argv, cli_list *model_dirs_, cli_list *weight_args_) {
+/* cmd_sample's body; cli_parse fills the caller's lists, which the caller frees. */
+static int sample_main(int argc, char **argv, cli_list *model_dirs, cli_list *weight_args) {
     const char *prompt = "\n", *mode_name = "probs";
-    cli_list model_dirs = {0}, weight_args = {0};
     int n_tokens = 200, top_k = 40, threads = 0;
     float temperature = 0.8f;
     uint64_t seed = 1337;
     cli_flag flags[] = {
-        {"model", CLI_LIST, &model_dirs, false},   {"prompt", CLI_STR, &prompt, false},
-        {"member-weights", CLI_LIST, &weight_args, false}, {"ensemble", CLI_STR, &mode_name, false},
+        {"model", CLI_LIST, model_dirs, false},   {"prompt", CLI_STR, &prompt, false},
+        {"member-weights", CLI_LIST, weight_args, false}, {"ensemble", CLI_STR, &mode_name, false},
         {"tokens", CLI_INT, &n_tokens, false},     {"temperature", CLI_FLOAT, &temperature, false},
         {"top-k", CLI_INT, &top_k, false},         {"seed", CLI_U64, &seed, false},
         {"threads", CLI_INT, &threads, false},
     };
     int r = cli_parse("sample", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), help, NULL);
-    *model_dirs_ = model_dirs;
-    *weight_args_ = weight_args;
     if (r) return r == 1 ? 0 : r;
-    if (!model_dirs.n) return cli_usage("sample", "--model is required");
+    if (!model_dirs->n) return cli_usage("sample", "--model is required");
     if (n_tokens < 0) return cli_usage("sample", "--tokens must be >= 0");
     if (top_k < 0) return cli_usage("sample", "--top-k must be >= 0");
     if (!(temperature >= 0.0f)) return cli_usage("sample", "--temperature must be >= 0");
     float member_w[ALLOY_ENGINE_MAX_MEMBERS];
     alloy_ensemble_mode mode;
-    r = cli_ensemble_options("sample", model_dirs.n, &weight_args, mode_name, member_w, &mode);
+    r = cli_ensemble_options("sample", model_dirs->n, weight_args, mode_name, member_w, &mode);
     if (r) return r;
     cli_set_threads(threads);
 
-    int n = model_dirs.n;
+    int n = 0, least_ctx = 0; // the members loaded, their least context
     char *dirs[ALLOY_ENGINE_MAX_MEMBERS] = {0};
     alloy_model *ms[ALLOY_ENGINE_MAX_MEMBERS] = {0};
-    alloy_status s = ALLOY_STATUS_OK;
-    for (int i = 0; i < n && !s; i++) {
-        s = alloy_checkpoint_resolve(model_dirs.items[i], &dirs[i]);
-        if (!s) s = alloy_model_load(&ms[i], dirs[i], 1, 1); // the engine keeps its own activations
-        if (!s && i) s = cli_check_member(dirs[0], &ms[0]->config, dirs[i], &ms[i]->config);
-    }
+    alloy_status s = cli_load_members(model_dirs, dirs, ms, &n, &least_ctx);
     const char *dir = dirs[0];
     const alloy_config *c = ms[0] ? &ms[0]->config : NULL;
-    int least_ctx = c ? c->max_seq_len : 0; // the members' least context
-    for (int i = 1; !s && i < n; i++)
-        if (ms[i]->config.max_seq_len < least_ctx) least_ctx = ms[i]->config.max_seq_len;
     // the (first) checkpoint's tokenizer.json, or the byte tokenizer its config names
     alloy_tokenizer *tok = NULL;
     char *tj = s ? NULL : alloy_path_join(dir, "tokenizer.json");
@@ -112,7 +101,7 @@ static int sample_main(int argc, char **argv, cli_list *model_dirs_, cli_list *w
                        n > 1 ? "models' least" : "model's", least_ctx);
     alloy_engine *e = NULL;
     alloy_engine_options eo = {.weights = ALLOY_QTYPE_F32, .max_ctx = least_ctx};
-    if (!s) s = cli_engine_create(&e, ms, n, &eo, weight_args.n ? member_w : NULL, mode);
+    if (!s) s = cli_engine_create(&e, ms, n, &eo, weight_args->n ? member_w : NULL, mode);
     if (!s) {
         alloy_generate_options o;
         alloy_generate_options_default(&o);
