@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
     const int nshapes = quick ? 1 : 2, n = 64;
     static const alloy_qtype types[] = {ALLOY_QTYPE_F32, ALLOY_QTYPE_F16, ALLOY_QTYPE_Q8_0, ALLOY_QTYPE_Q4_0,
                                         ALLOY_QTYPE_Q4_K};
-    printf("# AVX-512 VNNI kernels: %s; best of %d\n", alloy_quant_simd_supported() ? "yes" : "no", reps);
+    printf("# kernels: %s; best of %d\n", alloy_quant_isa_name(alloy_quant_isa_current()), reps);
     int failed = 0;
     for (int s = 0; s < nshapes; s++) {
         const int rows = quick ? 2048 : shapes[s][0], cols = quick ? 2048 : shapes[s][1];

@@ -821,29 +821,36 @@ static void test_matmul_tails(void) {
 }
 
 static void test_scalar_equals_simd(void) {
-    alloy_rng_seed(&rng, 16);
-    printf("# AVX-512 kernels: %s\n", alloy_quant_simd_supported() ? "yes" : "no (both paths are the scalar code)");
-    for (int k = 0; k < NTYPES; k++) {
-        alloy_qtype t = ALL[k];
-        int cols_list[10], nc = col_cases(t, cols_list), bad = 0;
-        for (int ci = 0; ci < nc; ci++) {
-            int rows = 7, n = 11, cols = cols_list[ci]; // f32/f16: a tile of 4 rows and 3 single rows
-            uint8_t *W = make_weights(t, rows, cols, ci % 2);
-            float *X = gauss((size_t)n * cols, 1.0);
-            if (ci == 1) X[cols + 5] = NAN;
-            float *a = tmem((size_t)n * rows * sizeof(float)), *b = tmem((size_t)n * rows * sizeof(float));
-            alloy_quant_matmul(t, a, W, X, n, rows, cols);
-            alloy_quant_matmul_scalar(t, b, W, X, n, rows, cols);
-            long at = first_diff(a, b, (size_t)n * rows);
-            alloy_quant_matvec(t, a, W, X, rows, cols);
-            alloy_quant_matvec_scalar(t, b, W, X, rows, cols);
-            if (at < 0) at = first_diff(a, b, (size_t)rows);
-            if (at >= 0 && bad++ < 3)
-                fprintf(stderr, "  %s cols %d: %a vs scalar %a\n", alloy_qtype_name(t), cols, a[at], b[at]);
+    const alloy_quant_isa best = alloy_quant_isa_best();
+    printf("# kernels here: %s%s\n", alloy_quant_isa_name(best),
+           best == ALLOY_QUANT_SCALAR ? " (both paths are the scalar code)" : "");
+    for (int isa = best; isa >= (best == ALLOY_QUANT_SCALAR ? 0 : 1); isa--) { // every SIMD level this CPU runs
+        alloy_quant_isa_set((alloy_quant_isa)isa);
+        alloy_rng_seed(&rng, 16);
+        for (int k = 0; k < NTYPES; k++) {
+            alloy_qtype t = ALL[k];
+            int cols_list[10], nc = col_cases(t, cols_list), bad = 0;
+            for (int ci = 0; ci < nc; ci++) {
+                int rows = 7, n = 11, cols = cols_list[ci]; // f32/f16: a tile of 4 rows and 3 single rows
+                uint8_t *W = make_weights(t, rows, cols, ci % 2);
+                float *X = gauss((size_t)n * cols, 1.0);
+                if (ci == 1) X[cols + 5] = NAN;
+                float *a = tmem((size_t)n * rows * sizeof(float)), *b = tmem((size_t)n * rows * sizeof(float));
+                alloy_quant_matmul(t, a, W, X, n, rows, cols);
+                alloy_quant_matmul_scalar(t, b, W, X, n, rows, cols);
+                long at = first_diff(a, b, (size_t)n * rows);
+                alloy_quant_matvec(t, a, W, X, rows, cols);
+                alloy_quant_matvec_scalar(t, b, W, X, rows, cols);
+                if (at < 0) at = first_diff(a, b, (size_t)rows);
+                if (at >= 0 && bad++ < 3)
+                    fprintf(stderr, "  %s %s cols %d: %a vs scalar %a\n", alloy_quant_isa_name((alloy_quant_isa)isa),
+                            alloy_qtype_name(t), cols, a[at], b[at]);
+            }
+            EXPECT(bad == 0, "%s: %d shapes where the %s kernels differ from the scalar ones", alloy_qtype_name(t), bad,
+                   alloy_quant_isa_name((alloy_quant_isa)isa));
         }
-        EXPECT(bad == 0, "%s: %d shapes where the AVX-512 kernels differ from the scalar ones", alloy_qtype_name(t),
-               bad);
     }
+    alloy_quant_isa_set(ALLOY_QUANT_AVX512);
 }
 
 static void test_thread_count(void) {

@@ -115,8 +115,17 @@ size_t alloy_quantize(alloy_qtype t, void *out, const float *X, int64_t rows, in
 
 /* ---- products ---- */
 
-/* True when the AVX-512 kernels run here (AVX-512 F/BW/VL/DQ + VNNI + F16C); the scalar ones
- * (same results) run otherwise. */
+/* The kernels of the products, all with the same results bitwise: AVX-512 (F/BW/VL/DQ + VNNI +
+ * F16C + FMA), AVX2 (+ FMA + F16C; Q4_K runs the scalar kernel there), and the portable scalar
+ * ones. The products use the best the CPU has, or a lower one chosen by alloy_quant_isa_set. */
+typedef enum alloy_quant_isa { ALLOY_QUANT_SCALAR = 0, ALLOY_QUANT_AVX2 = 1, ALLOY_QUANT_AVX512 = 2 } alloy_quant_isa;
+alloy_quant_isa alloy_quant_isa_best(void);    /* the best this CPU runs */
+alloy_quant_isa alloy_quant_isa_current(void); /* the one the products use now */
+/* The products use at most `isa` (for tests and benchmarks; not thread-safe against running
+ * products); returns the one they will use. */
+alloy_quant_isa alloy_quant_isa_set(alloy_quant_isa isa);
+const char *alloy_quant_isa_name(alloy_quant_isa isa); /* "avx512-vnni", "avx2", "scalar" */
+/* True when the AVX-512 kernels run here. */
 bool alloy_quant_simd_supported(void);
 
 /* y (rows) = W (rows, cols) · x (cols): W row-major in format t, each row row_bytes(t, cols)

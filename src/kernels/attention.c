@@ -63,42 +63,54 @@ void rope_backward(float *dqkv, const float *cos_table, const float *sin_table, 
     rope_apply(dqkv, cos_table, sin_table, B, T, H, KV, hd, -1.0f);
 }
 
-/* c (M, N) = [c +] a (M, K) · b (K, N): row-major with row strides; the block products. */
+/* Register tiles of the block products: MM_R rows × MM_V vectors of 16 columns, as many
+ * accumulators as the registers hold (AVX-512: 16 of 32 zmm; AVX2, where a v16f is two ymm:
+ * 12 of 16 ymm). */
+#if defined(__AVX512F__)
+#define MM_R 4
+#define MM_V 4
+#else
+#define MM_R 6
+#define MM_V 1
+#endif
+
+/* c[r.., n..] (rows ≤ MM_R, 16·V columns) = [c +] a[r..] · b[.., n..]; V is a constant where
+ * it is inlined, so the tile lives in registers. */
+static inline __attribute__((always_inline)) void mm_tile(float *restrict c, int ldc, const float *restrict a,
+                                                          int lda, const float *restrict b, int ldb, int rows,
+                                                          int K, bool acc, const int V) {
+    const float *ar[MM_R];
+    for (int i = 0; i < MM_R; i++) ar[i] = a + (int64_t)(i < rows ? i : 0) * lda;
+    v16f z[MM_R][MM_V];
+    for (int i = 0; i < MM_R; i++)
+        for (int j = 0; j < V; j++)
+            z[i][j] = acc && i < rows ? v16_load(c + (int64_t)i * ldc + 16 * j) : v16_set1(0.0f);
+    for (int k = 0; k < K; k++) {
+        const float *bk = b + (int64_t)k * ldb;
+        v16f bv[MM_V];
+        for (int j = 0; j < V; j++) bv[j] = v16_load(bk + 16 * j);
+        for (int i = 0; i < MM_R; i++) {
+            float x = ar[i][k];
+            for (int j = 0; j < V; j++) z[i][j] += x * bv[j];
+        }
+    }
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < V; j++) v16_store(c + (int64_t)i * ldc + 16 * j, z[i][j]);
+}
+
+/* c (M, N) = [c +] a (M, K) · b (K, N): row-major with row strides; the block products. Each
+ * element is one chain of products in the order of k, whatever the tile. */
 static void mm(float *restrict c, int ldc, const float *restrict a, int lda, const float *restrict b, int ldb,
                int M, int N, int K, bool acc) {
     int n = 0;
-    for (; n + 64 <= N; n += 64) {
-        for (int r = 0; r < M; r += 4) {
-            int rows = M - r < 4 ? M - r : 4;
-            const float *ar[4];
-            for (int i = 0; i < 4; i++) ar[i] = a + (int64_t)(r + (i < rows ? i : 0)) * lda;
-            v16f z[4][4];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++)
-                    z[i][j] = acc && i < rows ? v16_load(c + (int64_t)(r + i) * ldc + n + 16 * j) : v16_set1(0.0f);
-            for (int k = 0; k < K; k++) {
-                const float *bk = b + (int64_t)k * ldb + n;
-                v16f b0 = v16_load(bk), b1 = v16_load(bk + 16), b2 = v16_load(bk + 32), b3 = v16_load(bk + 48);
-                for (int i = 0; i < 4; i++) {
-                    float x = ar[i][k];
-                    z[i][0] += x * b0;
-                    z[i][1] += x * b1;
-                    z[i][2] += x * b2;
-                    z[i][3] += x * b3;
-                }
-            }
-            for (int i = 0; i < rows; i++)
-                for (int j = 0; j < 4; j++) v16_store(c + (int64_t)(r + i) * ldc + n + 16 * j, z[i][j]);
-        }
-    }
-    for (; n + 16 <= N; n += 16) {
-        for (int r = 0; r < M; r++) {
-            const float *ar = a + (int64_t)r * lda;
-            v16f z = acc ? v16_load(c + (int64_t)r * ldc + n) : v16_set1(0.0f);
-            for (int k = 0; k < K; k++) z += ar[k] * v16_load(b + (int64_t)k * ldb + n);
-            v16_store(c + (int64_t)r * ldc + n, z);
-        }
-    }
+    for (; n + 16 * MM_V <= N; n += 16 * MM_V)
+        for (int r = 0; r < M; r += MM_R)
+            mm_tile(c + (int64_t)r * ldc + n, ldc, a + (int64_t)r * lda, lda, b + n, ldb,
+                    M - r < MM_R ? M - r : MM_R, K, acc, MM_V);
+    for (; n + 16 <= N; n += 16)
+        for (int r = 0; r < M; r += MM_R)
+            mm_tile(c + (int64_t)r * ldc + n, ldc, a + (int64_t)r * lda, lda, b + n, ldb,
+                    M - r < MM_R ? M - r : MM_R, K, acc, 1);
     for (; n < N; n++) {
         for (int r = 0; r < M; r++) {
             const float *ar = a + (int64_t)r * lda;

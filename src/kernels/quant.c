@@ -16,8 +16,8 @@
  * 4, 2, 1 tokens over the whole row (f16 converted with vcvtph2ps as it is loaded).
  *
  * The arithmetic of one (row, token) is fixed whatever the tiling, the thread count or the
- * instruction set, so prefill equals decode and the AVX-512 kernels equal the scalar ones
- * bitwise. Integer sums are exact; the floating-point steps are, per chunk:
+ * instruction set, so prefill equals decode and the AVX-512 and AVX2 kernels equal the scalar
+ * ones bitwise. Integer sums are exact; the floating-point steps are, per chunk:
  *
  *   Q8_0, Q4_0  the blocks of a chunk, in groups of 16, feed 16 lanes: lane L takes block
  *               b = 4·(L%4) + L/4 of each group (the order in which a 4×4 transpose of the
@@ -36,7 +36,10 @@
  * Integer dot products use AVX512-VNNI vpdpbusd, which multiplies unsigned by signed bytes: the
  * Q4_0 nibbles are unsigned already (Σ (q - 8)·x = Σ q·x - 8·Σ x, with Σ x stored beside the
  * quantised x); Q8_0 weights are offset by 128 the same way. Q4_K weighs the per-32 sums by
- * the 6-bit scales with vpdpwssd.
+ * the 6-bit scales with vpdpwssd. The AVX2 kernels (CPUs without AVX-512, such as AMD's Zen 2
+ * and 3) hold the 16 lanes in two 8-lane vectors and sum a block with vpmaddubsw + vpmaddwd
+ * (Q8_0: the weights' signs moved onto x); Q4_K has no AVX2 kernel and runs the scalar one.
+ * alloy_quant_isa_set lowers the level, so a test on an AVX-512 machine checks both.
  */
 #include "alloy/quant.h"
 
@@ -52,6 +55,7 @@
 #include <immintrin.h>
 #define QUANT_X86 1
 #define TARGET_Q __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+#define TARGET_A2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
 #define QK 32          /* elements of a Q8_0 / Q4_0 block */
@@ -368,17 +372,43 @@ TARGET_Q static void f16_to_f32_row_avx512(float *y, const uint16_t *h, int64_t 
 }
 #endif
 
-bool alloy_quant_simd_supported(void) {
+/* The kernels the CPU can run: AVX-512 (F/BW/VL/DQ + VNNI + F16C + FMA), AVX2 (+ FMA + F16C),
+ * or the scalar ones. */
+static alloy_quant_isa isa_detect(void) {
 #ifdef QUANT_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c") &&
-           __builtin_cpu_supports("fma");
-#else
-    return false;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma"))
+        return ALLOY_QUANT_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return ALLOY_QUANT_AVX2;
 #endif
+    return ALLOY_QUANT_SCALAR;
 }
+
+static int isa_best_cached = -1, isa_cap = ALLOY_QUANT_AVX512;
+
+alloy_quant_isa alloy_quant_isa_best(void) {
+    if (isa_best_cached < 0) isa_best_cached = isa_detect();
+    return (alloy_quant_isa)isa_best_cached;
+}
+
+alloy_quant_isa alloy_quant_isa_set(alloy_quant_isa isa) {
+    isa_cap = isa < ALLOY_QUANT_SCALAR ? ALLOY_QUANT_SCALAR : isa > ALLOY_QUANT_AVX512 ? ALLOY_QUANT_AVX512 : isa;
+    return alloy_quant_isa_current();
+}
+
+alloy_quant_isa alloy_quant_isa_current(void) {
+    const alloy_quant_isa best = alloy_quant_isa_best();
+    return (alloy_quant_isa)(isa_cap < (int)best ? isa_cap : (int)best);
+}
+
+const char *alloy_quant_isa_name(alloy_quant_isa isa) {
+    return isa == ALLOY_QUANT_AVX512 ? "avx512-vnni" : isa == ALLOY_QUANT_AVX2 ? "avx2" : "scalar";
+}
+
+bool alloy_quant_simd_supported(void) { return alloy_quant_isa_best() == ALLOY_QUANT_AVX512; }
 
 void alloy_quantize_row(alloy_qtype t, void *out, const float *x, int64_t n) {
     ALLOY_ASSERT(qtype_valid(t) && n >= 0 && n % qtype_elems[t] == 0);
@@ -610,8 +640,56 @@ TARGET_Q static void quant_xk_avx512(xqk_block *k, const float *x) {
 }
 #endif
 
+#ifdef QUANT_X86
+/* quant_x32_scalar in 8-lane vectors: the same products x·id, rounded to nearest even. */
+TARGET_A2 static void quant_x32_avx2(xq32_group *g, const float *x, int nblk) {
+    if (nblk < 16) memset(g, 0, sizeof *g);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)), big = _mm256_set1_ps(FLT_MAX);
+    for (int b = 0; b < nblk; b++) {
+        const float *xb = x + QK * b;
+        __m256 v[4], amax = _mm256_setzero_ps();
+        int finite = 0xFF;
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(xb + 8 * k);
+            const __m256 a = _mm256_and_ps(v[k], absmask);
+            finite &= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_LE_OQ));
+            amax = _mm256_max_ps(amax, a);
+        }
+        int8_t *q0 = g->q + 128 * (b >> 2) + 16 * (b & 3), *q1 = q0 + 64;
+        const int L = lane_of_block(b);
+        if (finite != 0xFF) {
+            g->d[L] = NAN;
+            g->s[L] = 0;
+            memset(q0, 0, 16);
+            memset(q1, 0, 16);
+            continue;
+        }
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        float id;
+        g->d[L] = x_scale(_mm_cvtss_f32(m), &id);
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i iv[4];
+        for (int k = 0; k < 4; k++) iv[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], vid));
+        const __m128i w0 = _mm_packs_epi32(_mm256_castsi256_si128(iv[0]), _mm256_extracti128_si256(iv[0], 1));
+        const __m128i w1 = _mm_packs_epi32(_mm256_castsi256_si128(iv[1]), _mm256_extracti128_si256(iv[1], 1));
+        const __m128i w2 = _mm_packs_epi32(_mm256_castsi256_si128(iv[2]), _mm256_extracti128_si256(iv[2], 1));
+        const __m128i w3 = _mm_packs_epi32(_mm256_castsi256_si128(iv[3]), _mm256_extracti128_si256(iv[3], 1));
+        _mm_storeu_si128((__m128i *)q0, _mm_packs_epi16(w0, w1));
+        _mm_storeu_si128((__m128i *)q1, _mm_packs_epi16(w2, w3));
+        const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+        g->s[L] = _mm_cvtsi128_si32(h);
+    }
+}
+#endif
+
 /* One token's chunk of cc columns of x, quantised for weights of type t. */
-static void quant_x_chunk(alloy_qtype t, xchunk *xc, const float *x, int cc, bool simd) {
+static void quant_x_chunk(alloy_qtype t, xchunk *xc, const float *x, int cc, alloy_quant_isa isa) {
+    const bool simd = isa == ALLOY_QUANT_AVX512;
     if (t == ALLOY_QTYPE_Q4_K) {
         for (int b = 0; b < cc / QKK; b++) {
 #ifdef QUANT_X86
@@ -632,12 +710,16 @@ static void quant_x_chunk(alloy_qtype t, xchunk *xc, const float *x, int cc, boo
             quant_x32_avx512(&xc->g[g], x + 16 * QK * g, nblk);
             continue;
         }
+        if (isa == ALLOY_QUANT_AVX2) {
+            quant_x32_avx2(&xc->g[g], x + 16 * QK * g, nblk);
+            continue;
+        }
 #endif
         quant_x32_scalar(&xc->g[g], x + 16 * QK * g, nblk);
     }
 }
 
-/* ---- scalar kernels: the reference the AVX-512 ones equal bitwise --------------------------- */
+/* ---- scalar kernels: the reference the SIMD ones equal bitwise ------------------------------- */
 
 /* The fixed tree that sums the 16 lanes. */
 static inline float tree16(const float a[16]) {
@@ -961,14 +1043,173 @@ TILE_INSTANCES(q4_tile, Q4_CALL)
 TILE_INSTANCES(qk_tile, QK_CALL)
 #endif /* QUANT_X86 */
 
+/* ---- AVX2 kernels: the same arithmetic in pairs of 8-lane vectors (lanes 0–7, 8–15) -------- */
+
+#ifdef QUANT_X86
+TARGET_A2 static inline float hsum16_avx2(__m256 lo, __m256 hi) {
+    const __m256 h = _mm256_add_ps(lo, hi);
+    const __m128 u = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    const __m128 c = _mm_add_ps(u, _mm_movehl_ps(u, u));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+/* The eight sums of p[0..7] (eight int32 each), as one vector: lane i = Σ p[i]. */
+TARGET_A2 static inline __m256i sum8x8_avx2(const __m256i p[8]) {
+    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+/* Half `half` (a constant after inlining) of a group of 16 blocks at wp, `left` of them real:
+ * lanes 8·half + i, blocks lane_of_block(8·half + i), against nt tokens, into acc[t]. A block's
+ * 32 products are summed by vpmaddubsw (unsigned × signed bytes, pairs to int16) and vpmaddwd:
+ * Q4_0's nibbles are unsigned (8·Σx is taken off after, as in the AVX-512 kernel); Q8_0's
+ * weights are made unsigned by moving their signs onto x (|w| ≤ 128, |x| ≤ 127: a pair never
+ * saturates). */
+TARGET_A2 static inline __attribute__((always_inline)) void q32_half_avx2(__m256 *acc, const uint8_t *wp, int left,
+                                                                         const xchunk *xc, int g, const int nt,
+                                                                         const bool q8, const int half) {
+    const int bsz = q8 ? 34 : 18;
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    uint16_t dh[8];
+    __m256i wv[8];
+    for (int i = 0; i < 8; i++) {
+        const int b = lane_of_block(8 * half + i);
+        const uint8_t *blk = wp + (size_t)bsz * b;
+        if (b >= left) {
+            dh[i] = 0;
+            wv[i] = _mm256_setzero_si256();
+            continue;
+        }
+        dh[i] = load_u16(blk);
+        if (q8) {
+            wv[i] = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        } else {
+            const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
+            wv[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
+        }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_set_epi16((short)dh[7], (short)dh[6], (short)dh[5], (short)dh[4],
+                                                    (short)dh[3], (short)dh[2], (short)dh[1], (short)dh[0]));
+    __m256i wa[8];
+    if (q8)
+        for (int i = 0; i < 8; i++) wa[i] = _mm256_sign_epi8(wv[i], wv[i]);
+    for (int t = 0; t < nt; t++) {
+        const xq32_group *xg = &xc[t].g[g];
+        __m256i p[8];
+        for (int i = 0; i < 8; i++) {
+            const int b = lane_of_block(8 * half + i);
+            const int8_t *x0 = xg->q + 128 * (b >> 2) + 16 * (b & 3);
+            const __m256i xv = _mm256_loadu2_m128i((const __m128i *)(x0 + 64), (const __m128i *)x0);
+            const __m256i s = q8 ? _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, wv[i])) : _mm256_maddubs_epi16(wv[i], xv);
+            p[i] = _mm256_madd_epi16(s, ones);
+        }
+        __m256i isum = sum8x8_avx2(p);
+        if (!q8) isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(xg->s + 8 * half)), 3));
+        const __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(xg->d + 8 * half));
+        acc[2 * t + half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[2 * t + half]);
+    }
+}
+
+/* q32_row_scalar for nt (a constant after inlining) tokens: acc[2t + h] holds lanes 8h..8h+7. */
+TARGET_A2 static inline __attribute__((always_inline)) void q32_row_avx2(float *part, const uint8_t *w,
+                                                                        const xchunk *xc, const int nt, int nb,
+                                                                        const bool q8) {
+    const int bsz = q8 ? 34 : 18;
+    __m256 acc[2 * NT_MAX];
+    for (int t = 0; t < 2 * nt; t++) acc[t] = _mm256_setzero_ps();
+    for (int g = 0; g * 16 < nb; g++) {
+        const uint8_t *wp = w + (size_t)bsz * 16 * g;
+        const int left = nb - 16 * g;
+        for (int pf = 0; pf < 16 * bsz; pf += 64) // decode streams weights from DRAM: help the prefetcher
+            _mm_prefetch((const char *)((uintptr_t)wp + PF_AHEAD + pf), _MM_HINT_T0);
+        if (left >= 16) { // a whole group: no block past the end
+            q32_half_avx2(acc, wp, 16, xc, g, nt, q8, 0);
+            q32_half_avx2(acc, wp, 16, xc, g, nt, q8, 1);
+        } else {
+            q32_half_avx2(acc, wp, left, xc, g, nt, q8, 0);
+            q32_half_avx2(acc, wp, left, xc, g, nt, q8, 1);
+        }
+    }
+    for (int t = 0; t < nt; t++) part[t] = hsum16_avx2(acc[2 * t], acc[2 * t + 1]);
+}
+
+/* dense_row_scalar for RT rows (rb bytes apart) and NT tokens, both constants after inlining:
+ * part[r·XT + t]. The last partial 16 columns are copied into zeroed buffers. */
+TARGET_A2 static inline __attribute__((always_inline)) void dense_tile_avx2(float *part, const uint8_t *w, size_t rb,
+                                                                           const float *x, const int RT,
+                                                                           const int NT, int cols, const bool f16) {
+    __m256 acc[4][2][2];
+    for (int r = 0; r < RT; r++)
+        for (int t = 0; t < NT; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
+    const size_t es = f16 ? 2 : 4;
+    _Alignas(32) uint8_t wt[4][64];
+    _Alignas(32) float xt[2][16];
+    for (int c = 0; c < cols; c += 16) {
+        const uint8_t *wr[4];
+        const float *xr[2];
+        if (c + 16 <= cols) {
+            if (((size_t)c * es) % 64 == 0)
+                for (int r = 0; r < RT; r++) _mm_prefetch((const char *)(w + (RT + r) * rb + es * (size_t)c), _MM_HINT_T0);
+            for (int r = 0; r < RT; r++) wr[r] = w + r * rb + es * (size_t)c;
+            for (int t = 0; t < NT; t++) xr[t] = x + (size_t)t * cols + c;
+        } else {
+            const int n = cols - c;
+            for (int r = 0; r < RT; r++) {
+                memset(wt[r], 0, sizeof wt[r]);
+                memcpy(wt[r], w + r * rb + es * (size_t)c, es * (size_t)n);
+                wr[r] = wt[r];
+            }
+            for (int t = 0; t < NT; t++) {
+                memset(xt[t], 0, sizeof xt[t]);
+                memcpy(xt[t], x + (size_t)t * cols + c, sizeof(float) * (size_t)n);
+                xr[t] = xt[t];
+            }
+        }
+        __m256 wv[4][2];
+        for (int r = 0; r < RT; r++)
+            for (int h = 0; h < 2; h++)
+                wv[r][h] = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr[r] + 16 * h)))
+                               : _mm256_loadu_ps((const float *)wr[r] + 8 * h);
+        for (int t = 0; t < NT; t++)
+            for (int h = 0; h < 2; h++) {
+                const __m256 xv = _mm256_loadu_ps(xr[t] + 8 * h);
+                for (int r = 0; r < RT; r++) acc[r][t][h] = _mm256_fmadd_ps(wv[r][h], xv, acc[r][t][h]);
+            }
+    }
+    for (int r = 0; r < RT; r++)
+        for (int t = 0; t < NT; t++) part[r * XT + t] = hsum16_avx2(acc[r][t][0], acc[r][t][1]);
+}
+
+#define DENSE_INSTANCE_AVX2(name, RT, NT, F16)                                                         \
+    TARGET_A2 static void name(float *p, const uint8_t *w, size_t rb, const float *x, int c) {         \
+        dense_tile_avx2(p, w, rb, x, RT, NT, c, F16);                                                  \
+    }
+DENSE_INSTANCE_AVX2(f32_tile2_4x1, 4, 1, false)
+DENSE_INSTANCE_AVX2(f32_tile2_2x2, 2, 2, false)
+DENSE_INSTANCE_AVX2(f32_tile2_1x1, 1, 1, false)
+DENSE_INSTANCE_AVX2(f16_tile2_4x1, 4, 1, true)
+DENSE_INSTANCE_AVX2(f16_tile2_2x2, 2, 2, true)
+DENSE_INSTANCE_AVX2(f16_tile2_1x1, 1, 1, true)
+
+#define TILE_INSTANCES_AVX2(name, call)                                                             \
+    TARGET_A2 static void name##_8 call(8) TARGET_A2 static void name##_4 call(4)                   \
+        TARGET_A2 static void name##_2 call(2) TARGET_A2 static void name##_1 call(1)
+#define Q8_CALL2(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q32_row_avx2(p, w, x, NT, n, true); }
+#define Q4_CALL2(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q32_row_avx2(p, w, x, NT, n, false); }
+TILE_INSTANCES_AVX2(q8_tile2, Q8_CALL2)
+TILE_INSTANCES_AVX2(q4_tile2, Q4_CALL2)
+#endif /* QUANT_X86 */
+
 /* Width of the next tile for nt tokens left. */
 static inline int tile_width(int left) { return left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1; }
 
 /* part (nt) = the chunk's partial sums of one quantised row (chunk cc columns at w) against the
  * nt tokens of xc. */
-static void quant_row(alloy_qtype t, float *part, const uint8_t *w, const xchunk *xc, int nt, int cc, bool simd) {
+static void quant_row(alloy_qtype t, float *part, const uint8_t *w, const xchunk *xc, int nt, int cc,
+                      alloy_quant_isa isa) {
     const int n = t == ALLOY_QTYPE_Q4_K ? cc / QKK : cc / QK;
-    if (!simd) {
+    if (isa == ALLOY_QUANT_SCALAR || (isa == ALLOY_QUANT_AVX2 && t == ALLOY_QTYPE_Q4_K)) {
         if (t == ALLOY_QTYPE_Q4_K) q4k_row_scalar(part, w, xc, nt, n);
         else q32_row_scalar(part, w, xc, nt, n, t == ALLOY_QTYPE_Q8_0);
         return;
@@ -978,7 +1219,15 @@ static void quant_row(alloy_qtype t, float *part, const uint8_t *w, const xchunk
         const int k = tile_width(nt - u);
         float *p = part + u;
         const xchunk *x = xc + u;
-        if (t == ALLOY_QTYPE_Q8_0) {
+        if (isa == ALLOY_QUANT_AVX2) {
+            if (t == ALLOY_QTYPE_Q8_0) {
+                if (k == 8) q8_tile2_8(p, w, x, n); else if (k == 4) q8_tile2_4(p, w, x, n);
+                else if (k == 2) q8_tile2_2(p, w, x, n); else q8_tile2_1(p, w, x, n);
+            } else {
+                if (k == 8) q4_tile2_8(p, w, x, n); else if (k == 4) q4_tile2_4(p, w, x, n);
+                else if (k == 2) q4_tile2_2(p, w, x, n); else q4_tile2_1(p, w, x, n);
+            }
+        } else if (t == ALLOY_QTYPE_Q8_0) {
             if (k == 8) q8_tile_8(p, w, x, n); else if (k == 4) q8_tile_4(p, w, x, n);
             else if (k == 2) q8_tile_2(p, w, x, n); else q8_tile_1(p, w, x, n);
         } else if (t == ALLOY_QTYPE_Q4_0) {
@@ -996,9 +1245,9 @@ static void quant_row(alloy_qtype t, float *part, const uint8_t *w, const xchunk
 /* part[r·XT + t] = row r of nr (at w, rb bytes apart; f32 or f16) · x_t, for nt tokens of x
  * (rows cols apart): tiles of 4 rows when there are 4, of 4, 2, 1 tokens. */
 static void dense_rows(alloy_qtype t, float *part, const uint8_t *w, size_t rb, int nr, const float *x, int nt,
-                       int cols, bool simd) {
+                       int cols, alloy_quant_isa isa) {
     const bool f16 = t == ALLOY_QTYPE_F16;
-    if (!simd) {
+    if (isa == ALLOY_QUANT_SCALAR) {
         float tmp[XT];
         for (int r = 0; r < nr; r++) {
             dense_row_scalar(tmp, w + r * rb, x, nt, cols, f16);
@@ -1007,6 +1256,29 @@ static void dense_rows(alloy_qtype t, float *part, const uint8_t *w, size_t rb, 
         return;
     }
 #ifdef QUANT_X86
+    if (isa == ALLOY_QUANT_AVX2) { // tiles of 2 rows × 2 tokens, 4 rows × 1 token, 1 × 1
+        for (int u = 0; u < nt;) {
+            const int k = nt - u >= 2 ? 2 : 1;
+            const float *xu = x + (size_t)u * cols;
+            if (nr == 4 && k == 2) {
+                for (int r = 0; r < 4; r += 2) {
+                    if (f16) f16_tile2_2x2(part + r * XT + u, w + r * rb, rb, xu, cols);
+                    else f32_tile2_2x2(part + r * XT + u, w + r * rb, rb, xu, cols);
+                }
+            } else if (nr == 4) {
+                if (f16) f16_tile2_4x1(part + u, w, rb, xu, cols);
+                else f32_tile2_4x1(part + u, w, rb, xu, cols);
+            } else {
+                for (int r = 0; r < nr; r++)
+                    for (int v = 0; v < k; v++) {
+                        if (f16) f16_tile2_1x1(part + r * XT + u + v, w + r * rb, rb, xu + (size_t)v * cols, cols);
+                        else f32_tile2_1x1(part + r * XT + u + v, w + r * rb, rb, xu + (size_t)v * cols, cols);
+                    }
+            }
+            u += k;
+        }
+        return;
+    }
     for (int u = 0; u < nt;) {
         const int k = nt - u >= 4 ? 4 : nt - u >= 2 ? 2 : 1;
         const float *xu = x + (size_t)u * cols;
@@ -1043,7 +1315,7 @@ static void dense_rows(alloy_qtype t, float *part, const uint8_t *w, size_t rb, 
 /* ---- the drivers ----------------------------------------------------------------------------- */
 
 /* Y (n, rows) = X (n, cols) · Wᵀ, with xbuf (xt chunks) as the quantised-x scratch. */
-static void product(alloy_qtype t, float *Y, const void *W, const float *X, int n, int rows, int cols, bool simd,
+static void product(alloy_qtype t, float *Y, const void *W, const float *X, int n, int rows, int cols, alloy_quant_isa isa,
                     xchunk *xbuf, int xt) {
     ALLOY_ASSERT(qtype_valid(t) && n >= 0 && rows >= 0 && cols >= 0 && cols % qtype_elems[t] == 0);
     if (n == 0 || rows == 0) return;
@@ -1062,7 +1334,7 @@ static void product(alloy_qtype t, float *Y, const void *W, const float *X, int 
             for (int rt = 0; rt < (rows + 3) / 4; rt++) {
                 const int r0 = 4 * rt, nr = rows - r0 < 4 ? rows - r0 : 4;
                 float part[4 * XT];
-                dense_rows(t, part, Wb + (size_t)r0 * rb, rb, nr, X + (size_t)tb * cols, nt, cols, simd);
+                dense_rows(t, part, Wb + (size_t)r0 * rb, rb, nr, X + (size_t)tb * cols, nt, cols, isa);
                 for (int r = 0; r < nr; r++)
                     for (int u = 0; u < nt; u++) Y[(size_t)(tb + u) * rows + r0 + r] = part[r * XT + u];
             }
@@ -1075,11 +1347,11 @@ static void product(alloy_qtype t, float *Y, const void *W, const float *X, int 
         for (int c0 = 0; c0 < cols; c0 += CHUNK) {
             const int cc = cols - c0 < CHUNK ? cols - c0 : CHUNK;
 #pragma omp for schedule(static)
-            for (int u = 0; u < nt; u++) quant_x_chunk(t, &xbuf[u], X + (size_t)(tb + u) * cols + c0, cc, simd);
+            for (int u = 0; u < nt; u++) quant_x_chunk(t, &xbuf[u], X + (size_t)(tb + u) * cols + c0, cc, isa);
 #pragma omp for schedule(static)
             for (int r = 0; r < rows; r++) {
                 float part[XT];
-                quant_row(t, part, Wb + (size_t)r * rb + (size_t)(c0 / be) * bsz, xbuf, nt, cc, simd);
+                quant_row(t, part, Wb + (size_t)r * rb + (size_t)(c0 / be) * bsz, xbuf, nt, cc, isa);
                 for (int u = 0; u < nt; u++) {
                     float *y = &Y[(size_t)(tb + u) * rows + r];
                     *y = (c0 == 0 ? 0.0f : *y) + part[u];
@@ -1091,20 +1363,20 @@ static void product(alloy_qtype t, float *Y, const void *W, const float *X, int 
 
 void alloy_quant_matvec(alloy_qtype t, float *y, const void *W, const float *x, int rows, int cols) {
     xchunk xbuf[1];
-    product(t, y, W, x, 1, rows, cols, alloy_quant_simd_supported(), xbuf, 1);
+    product(t, y, W, x, 1, rows, cols, alloy_quant_isa_current(), xbuf, 1);
 }
 
 void alloy_quant_matmul(alloy_qtype t, float *Y, const void *W, const float *X, int n, int rows, int cols) {
     xchunk xbuf[XT];
-    product(t, Y, W, X, n, rows, cols, alloy_quant_simd_supported(), xbuf, XT);
+    product(t, Y, W, X, n, rows, cols, alloy_quant_isa_current(), xbuf, XT);
 }
 
 void alloy_quant_matvec_scalar(alloy_qtype t, float *y, const void *W, const float *x, int rows, int cols) {
     xchunk xbuf[1];
-    product(t, y, W, x, 1, rows, cols, false, xbuf, 1);
+    product(t, y, W, x, 1, rows, cols, ALLOY_QUANT_SCALAR, xbuf, 1);
 }
 
 void alloy_quant_matmul_scalar(alloy_qtype t, float *Y, const void *W, const float *X, int n, int rows, int cols) {
     xchunk xbuf[XT];
-    product(t, Y, W, X, n, rows, cols, false, xbuf, XT);
+    product(t, Y, W, X, n, rows, cols, ALLOY_QUANT_SCALAR, xbuf, XT);
 }
