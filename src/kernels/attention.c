@@ -63,16 +63,13 @@ void rope_backward(float *dqkv, const float *cos_table, const float *sin_table, 
     rope_apply(dqkv, cos_table, sin_table, B, T, H, KV, hd, -1.0f);
 }
 
-/* Register tiles of the block products: MM_R rows × MM_V vectors of 16 columns, as many
- * accumulators as the registers hold (AVX-512: 16 of 32 zmm; AVX2, where a v16f is two ymm:
- * 12 of 16 ymm). */
+/* Register tiles of the block products: MM_R rows × 16·MM_V columns, as many accumulators as
+ * the registers hold. AVX-512: 4 × 64 in 16 of the 32 zmm. Otherwise (AVX2) 6 × 16 in 12 of the
+ * 16 ymm, written in 8-lane vectors: GCC keeps a tile of 16-lane generic vectors, which are
+ * pairs of ymm there, in memory. */
 #if defined(__AVX512F__)
 #define MM_R 4
 #define MM_V 4
-#else
-#define MM_R 6
-#define MM_V 1
-#endif
 
 /* c[r.., n..] (rows ≤ MM_R, 16·V columns) = [c +] a[r..] · b[.., n..]; V is a constant where
  * it is inlined, so the tile lives in registers. */
@@ -97,6 +94,56 @@ static inline __attribute__((always_inline)) void mm_tile(float *restrict c, int
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < V; j++) v16_store(c + (int64_t)i * ldc + 16 * j, z[i][j]);
 }
+#else
+#define MM_R 6
+#define MM_V 1
+typedef float v8f __attribute__((vector_size(32)));
+
+static inline v8f v8_load(const float *p) {
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void v8_store(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+
+/* The AVX2 tile: 6 rows × 16 columns (V is 1). */
+static inline __attribute__((always_inline)) void mm_tile(float *restrict c, int ldc, const float *restrict a,
+                                                          int lda, const float *restrict b, int ldb, int rows,
+                                                          int K, bool acc, const int V) {
+    (void)V;
+    const int64_t s1 = rows > 1 ? lda : 0, s2 = rows > 2 ? 2 * (int64_t)lda : 0, s3 = rows > 3 ? 3 * (int64_t)lda : 0,
+                  s4 = rows > 4 ? 4 * (int64_t)lda : 0, s5 = rows > 5 ? 5 * (int64_t)lda : 0;
+    const v8f zero = {0};
+    v8f z00 = zero, z01 = zero, z10 = zero, z11 = zero, z20 = zero, z21 = zero, z30 = zero, z31 = zero,
+        z40 = zero, z41 = zero, z50 = zero, z51 = zero;
+    if (acc) {
+        z00 = v8_load(c), z01 = v8_load(c + 8);
+        if (rows > 1) z10 = v8_load(c + ldc), z11 = v8_load(c + ldc + 8);
+        if (rows > 2) z20 = v8_load(c + 2 * (int64_t)ldc), z21 = v8_load(c + 2 * (int64_t)ldc + 8);
+        if (rows > 3) z30 = v8_load(c + 3 * (int64_t)ldc), z31 = v8_load(c + 3 * (int64_t)ldc + 8);
+        if (rows > 4) z40 = v8_load(c + 4 * (int64_t)ldc), z41 = v8_load(c + 4 * (int64_t)ldc + 8);
+        if (rows > 5) z50 = v8_load(c + 5 * (int64_t)ldc), z51 = v8_load(c + 5 * (int64_t)ldc + 8);
+    }
+    for (int k = 0; k < K; k++) {
+        const float *bk = b + (int64_t)k * ldb, *ak = a + k;
+        const v8f b0 = v8_load(bk), b1 = v8_load(bk + 8);
+        float x;
+        x = ak[0], z00 += x * b0, z01 += x * b1;
+        x = ak[s1], z10 += x * b0, z11 += x * b1;
+        x = ak[s2], z20 += x * b0, z21 += x * b1;
+        x = ak[s3], z30 += x * b0, z31 += x * b1;
+        x = ak[s4], z40 += x * b0, z41 += x * b1;
+        x = ak[s5], z50 += x * b0, z51 += x * b1;
+    }
+    v8_store(c, z00), v8_store(c + 8, z01);
+    if (rows > 1) v8_store(c + ldc, z10), v8_store(c + ldc + 8, z11);
+    if (rows > 2) v8_store(c + 2 * (int64_t)ldc, z20), v8_store(c + 2 * (int64_t)ldc + 8, z21);
+    if (rows > 3) v8_store(c + 3 * (int64_t)ldc, z30), v8_store(c + 3 * (int64_t)ldc + 8, z31);
+    if (rows > 4) v8_store(c + 4 * (int64_t)ldc, z40), v8_store(c + 4 * (int64_t)ldc + 8, z41);
+    if (rows > 5) v8_store(c + 5 * (int64_t)ldc, z50), v8_store(c + 5 * (int64_t)ldc + 8, z51);
+}
+#endif
 
 /* c (M, N) = [c +] a (M, K) · b (K, N): row-major with row strides; the block products. Each
  * element is one chain of products in the order of k, whatever the tile. */
