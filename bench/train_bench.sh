@@ -111,8 +111,8 @@ peak = next(r for r in rows if r.get("mode") == "peak")
 runs = [r for r in rows if r.get("mode") != "peak"]
 P = peak.get("fp32_fma_gflops")
 BUSY = 0.10  # a run during which other processes took more of the machine than this is flagged
-print("peak:     fp32 FMA %s GFLOP/s measured now (vfmadd231ps zmm, 16 chains a thread, %s threads, best of 3 x 0.5 s);"
-      % (P, peak.get("threads")))
+print("peak:     fp32 FMA %s GFLOP/s measured now (%s, %s threads, best of 3 x 0.5 s);"
+      % (P, peak.get("fma_loop", "vfmadd231ps zmm, 16 chains a thread"), peak.get("threads")))
 if peak.get("others_cpu_share", 0) > BUSY:
     print("          CONTENDED: other processes took %.0f%% of the machine while it was measured; MFU is overstated"
           % (100 * peak["others_cpu_share"]))

@@ -116,8 +116,8 @@ size_t alloy_quantize(alloy_qtype t, void *out, const float *X, int64_t rows, in
 /* ---- products ---- */
 
 /* The kernels of the products, all with the same results bitwise: AVX-512 (F/BW/VL/DQ + VNNI +
- * F16C + FMA), AVX2 (+ FMA + F16C; Q4_K runs the scalar kernel there), and the portable scalar
- * ones. The products use the best the CPU has, or a lower one chosen by alloy_quant_isa_set. */
+ * F16C + FMA), AVX2 (+ FMA + F16C), and the portable scalar ones. The products use the best
+ * the CPU has, or a lower one chosen by alloy_quant_isa_set. */
 typedef enum alloy_quant_isa { ALLOY_QUANT_SCALAR = 0, ALLOY_QUANT_AVX2 = 1, ALLOY_QUANT_AVX512 = 2 } alloy_quant_isa;
 alloy_quant_isa alloy_quant_isa_best(void);    /* the best this CPU runs */
 alloy_quant_isa alloy_quant_isa_current(void); /* the one the products use now */

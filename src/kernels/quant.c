@@ -38,7 +38,7 @@
  * quantised x); Q8_0 weights are offset by 128 the same way. Q4_K weighs the per-32 sums by
  * the 6-bit scales with vpdpwssd. The AVX2 kernels (CPUs without AVX-512, such as AMD's Zen 2
  * and 3) hold the 16 lanes in two 8-lane vectors and sum a block with vpmaddubsw + vpmaddwd
- * (Q8_0: the weights' signs moved onto x); Q4_K has no AVX2 kernel and runs the scalar one.
+ * (Q8_0: the weights' signs moved onto x), Q4_K's scales with vpmaddwd.
  * alloy_quant_isa_set lowers the level, so a test on an AVX-512 machine checks both.
  */
 #include "alloy/quant.h"
@@ -687,6 +687,47 @@ TARGET_A2 static void quant_x32_avx2(xq32_group *g, const float *x, int nblk) {
 }
 #endif
 
+#ifdef QUANT_X86
+/* quant_xk_scalar in 8-lane vectors. */
+TARGET_A2 static void quant_xk_avx2(xqk_block *k, const float *x) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)), big = _mm256_set1_ps(FLT_MAX);
+    __m256 amax = _mm256_setzero_ps();
+    int finite = 0xFF;
+    for (int j = 0; j < QKK; j += 8) {
+        const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + j), absmask);
+        finite &= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_LE_OQ));
+        amax = _mm256_max_ps(amax, a);
+    }
+    if (finite != 0xFF) {
+        memset(k, 0, sizeof *k);
+        k->d = NAN;
+        return;
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    float id;
+    k->d = x_scale(_mm_cvtss_f32(m), &id);
+    const __m256 vid = _mm256_set1_ps(id);
+    for (int s = 0; s < 8; s++) {
+        __m256i iv[4];
+        for (int u = 0; u < 4; u++) iv[u] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * s + 8 * u), vid));
+        const __m128i w0 = _mm_packs_epi32(_mm256_castsi256_si128(iv[0]), _mm256_extracti128_si256(iv[0], 1));
+        const __m128i w1 = _mm_packs_epi32(_mm256_castsi256_si128(iv[1]), _mm256_extracti128_si256(iv[1], 1));
+        const __m128i w2 = _mm_packs_epi32(_mm256_castsi256_si128(iv[2]), _mm256_extracti128_si256(iv[2], 1));
+        const __m128i w3 = _mm_packs_epi32(_mm256_castsi256_si128(iv[3]), _mm256_extracti128_si256(iv[3], 1));
+        int8_t *q = k->q + 32 * q4k_pos(s);
+        _mm_storeu_si128((__m128i *)q, _mm_packs_epi16(w0, w1));
+        _mm_storeu_si128((__m128i *)(q + 16), _mm_packs_epi16(w2, w3));
+        const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+        k->bs[s] = (int16_t)_mm_cvtsi128_si32(h);
+    }
+}
+#endif
+
 /* One token's chunk of cc columns of x, quantised for weights of type t. */
 static void quant_x_chunk(alloy_qtype t, xchunk *xc, const float *x, int cc, alloy_quant_isa isa) {
     const bool simd = isa == ALLOY_QUANT_AVX512;
@@ -695,6 +736,10 @@ static void quant_x_chunk(alloy_qtype t, xchunk *xc, const float *x, int cc, all
 #ifdef QUANT_X86
             if (simd) {
                 quant_xk_avx512(&xc->k[b], x + QKK * b);
+                continue;
+            }
+            if (isa == ALLOY_QUANT_AVX2) {
+                quant_xk_avx2(&xc->k[b], x + QKK * b);
                 continue;
             }
 #endif
@@ -1192,13 +1237,63 @@ DENSE_INSTANCE_AVX2(f16_tile2_4x1, 4, 1, true)
 DENSE_INSTANCE_AVX2(f16_tile2_2x2, 2, 2, true)
 DENSE_INSTANCE_AVX2(f16_tile2_1x1, 1, 1, true)
 
+/* q4k_row_scalar for nt tokens. Each half (32 bytes) of a 64-byte vector v of nibbles has one
+ * sub-block scale: vpmaddubsw gives the products in pairs (|pair| ≤ 2·15·127), vpmaddwd with
+ * the scale in every int16 gives scale·(4-byte sum) per lane, exactly the scalar lane. */
+TARGET_A2 static inline __attribute__((always_inline)) void q4k_row_avx2(float *part, const uint8_t *w,
+                                                                        const xchunk *xc, const int nt, int nsb) {
+    static const int sub[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+    const __m256i m4 = _mm256_set1_epi8(15);
+    __m256 acc[NT_MAX][2];
+    __m128 accm[NT_MAX];
+    for (int t = 0; t < nt; t++) {
+        acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+        accm[t] = _mm_setzero_ps();
+    }
+    for (int b = 0; b < nsb; b++) {
+        const uint8_t *blk = w + (size_t)144 * b;
+        for (int pf = 0; pf < 144; pf += 64)
+            _mm_prefetch((const char *)((uintptr_t)blk + PF_AHEAD + pf), _MM_HINT_T0);
+        uint8_t sc[8], m[8];
+        q4k_unpack_scales(sc, m, blk + 4);
+        __m256i scv[4][2], nib[4][2];
+        for (int v = 0; v < 4; v++)
+            for (int h = 0; h < 2; h++) {
+                scv[v][h] = _mm256_set1_epi16((short)sc[sub[v][h]]);
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 16 + 64 * (v >> 1) + 32 * h));
+                nib[v][h] = (v & 1) ? _mm256_and_si256(_mm256_srli_epi16(q, 4), m4) : _mm256_and_si256(q, m4);
+            }
+        const __m128i m16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
+        const float d = _cvtsh_ss(load_u16(blk)), dmin = _cvtsh_ss(load_u16(blk + 2));
+        for (int t = 0; t < nt; t++) {
+            const xqk_block *xk = &xc[t].k[b];
+            for (int h = 0; h < 2; h++) {
+                __m256i I = _mm256_setzero_si256();
+                for (int v = 0; v < 4; v++) {
+                    const __m256i xv = _mm256_loadu_si256((const __m256i *)(xk->q + 64 * v + 32 * h));
+                    I = _mm256_add_epi32(I, _mm256_madd_epi16(_mm256_maddubs_epi16(nib[v][h], xv), scv[v][h]));
+                }
+                acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_set1_ps(d * xk->d), acc[t][h]);
+            }
+            const __m128i mn = _mm_madd_epi16(m16, _mm_loadu_si128((const __m128i *)xk->bs));
+            accm[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(mn), _mm_set1_ps(dmin * xk->d), accm[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        __m128 mm = _mm_add_ps(accm[t], _mm_movehl_ps(accm[t], accm[t]));
+        part[t] = hsum16_avx2(acc[t][0], acc[t][1]) - _mm_cvtss_f32(_mm_add_ss(mm, _mm_movehdup_ps(mm)));
+    }
+}
+
 #define TILE_INSTANCES_AVX2(name, call)                                                             \
     TARGET_A2 static void name##_8 call(8) TARGET_A2 static void name##_4 call(4)                   \
         TARGET_A2 static void name##_2 call(2) TARGET_A2 static void name##_1 call(1)
 #define Q8_CALL2(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q32_row_avx2(p, w, x, NT, n, true); }
 #define Q4_CALL2(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q32_row_avx2(p, w, x, NT, n, false); }
 TILE_INSTANCES_AVX2(q8_tile2, Q8_CALL2)
+#define QK_CALL2(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q4k_row_avx2(p, w, x, NT, n); }
 TILE_INSTANCES_AVX2(q4_tile2, Q4_CALL2)
+TILE_INSTANCES_AVX2(qk_tile2, QK_CALL2)
 #endif /* QUANT_X86 */
 
 /* Width of the next tile for nt tokens left. */
@@ -1209,7 +1304,7 @@ static inline int tile_width(int left) { return left >= 8 ? 8 : left >= 4 ? 4 : 
 static void quant_row(alloy_qtype t, float *part, const uint8_t *w, const xchunk *xc, int nt, int cc,
                       alloy_quant_isa isa) {
     const int n = t == ALLOY_QTYPE_Q4_K ? cc / QKK : cc / QK;
-    if (isa == ALLOY_QUANT_SCALAR || (isa == ALLOY_QUANT_AVX2 && t == ALLOY_QTYPE_Q4_K)) {
+    if (isa == ALLOY_QUANT_SCALAR) {
         if (t == ALLOY_QTYPE_Q4_K) q4k_row_scalar(part, w, xc, nt, n);
         else q32_row_scalar(part, w, xc, nt, n, t == ALLOY_QTYPE_Q8_0);
         return;
@@ -1223,9 +1318,12 @@ static void quant_row(alloy_qtype t, float *part, const uint8_t *w, const xchunk
             if (t == ALLOY_QTYPE_Q8_0) {
                 if (k == 8) q8_tile2_8(p, w, x, n); else if (k == 4) q8_tile2_4(p, w, x, n);
                 else if (k == 2) q8_tile2_2(p, w, x, n); else q8_tile2_1(p, w, x, n);
-            } else {
+            } else if (t == ALLOY_QTYPE_Q4_0) {
                 if (k == 8) q4_tile2_8(p, w, x, n); else if (k == 4) q4_tile2_4(p, w, x, n);
                 else if (k == 2) q4_tile2_2(p, w, x, n); else q4_tile2_1(p, w, x, n);
+            } else {
+                if (k == 8) qk_tile2_8(p, w, x, n); else if (k == 4) qk_tile2_4(p, w, x, n);
+                else if (k == 2) qk_tile2_2(p, w, x, n); else qk_tile2_1(p, w, x, n);
             }
         } else if (t == ALLOY_QTYPE_Q8_0) {
             if (k == 8) q8_tile_8(p, w, x, n); else if (k == 4) q8_tile_4(p, w, x, n);
