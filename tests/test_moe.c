@@ -4,7 +4,9 @@
  * the inference engine (prefill, chunked prefill and decode logits of both layouts, top-1 and
  * top-2, against the training forward; quantised engines against fp32; greedy generation), and
  * alloy_moe_build (experts copied bit for bit, shared tensors averaged or from the base,
- * identical experts computing the dense model's function, the hidden router, refusals).
+ * identical experts computing the dense model's function, the hidden router, the classifier
+ * router and its fit (objective and minimiser against PyTorch, tests/reference/router_fit_ref.py),
+ * refusals).
  * The MoE forward, loss, load-balancing loss and every gradient are checked against the PyTorch
  * twin in tests/test_model.c (test_moe).
  */
@@ -808,6 +810,174 @@ static void test_hidden_router(void) {
     alloy_model_destroy(b);
 }
 
+/* The classifier router's fit: its objective's gradient against central differences, and the
+ * fit reaching the one minimum of the strongly convex objective (gradient ~ 0, rows summing to
+ * zero, no nearby point lower), separating clusters that are not centred; refusals. */
+static void test_fit_router(void) {
+    enum { N = 450, C = 6, E = 3 };
+    static float X[N * C], W[E * C], G[E * C], mu[E * C];
+    static int32_t y[N];
+    alloy_rng rng;
+    alloy_rng_seed(&rng, 7);
+    for (int k = 0; k < E * C; k++) mu[k] = (float)(2.0 * alloy_rng_normal(&rng));
+    for (int i = 0; i < N; i++) {
+        y[i] = i % 5 == 0 ? 2 : i % 2; // unequal classes: 90, 180, 180
+        for (int c = 0; c < C; c++) X[i * C + c] = 1.5f + mu[y[i] * C + c] + (float)(0.7 * alloy_rng_normal(&rng));
+    }
+    const double l2 = 1e-2;
+    for (int k = 0; k < E * C; k++) W[k] = (float)(0.3 * alloy_rng_normal(&rng));
+    double j0;
+    REQUIRE(alloy_moe_router_objective(W, X, y, N, C, E, l2, &j0, G) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    double worst = 0;
+    for (int k = 0; k < E * C; k++) {
+        float keep = W[k];
+        const float h = 1e-2f;
+        double jp, jm;
+        W[k] = keep + h;
+        alloy_moe_router_objective(W, X, y, N, C, E, l2, &jp, NULL);
+        W[k] = keep - h;
+        alloy_moe_router_objective(W, X, y, N, C, E, l2, &jm, NULL);
+        W[k] = keep;
+        double fd = (jp - jm) / (2.0 * h), err = fabs(fd - G[k]) / (1e-3 + fabs(fd));
+        worst = err > worst ? err : worst;
+    }
+    EXPECT(worst < 1e-2, "objective gradient vs central differences: worst relative error %.3g", worst);
+    static float Wr[E * C], Gr[E * C];
+    memcpy(Wr, W, sizeof W);
+    memcpy(Gr, G, sizeof G);
+
+    alloy_moe_fit_report r;
+    REQUIRE(alloy_moe_fit_router(W, X, y, N, C, E, l2, 20000, 1e-6, &r) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    EXPECT(r.iterations < 20000 && r.grad_norm <= 1e-6 * r.grad_norm0 * 1.0001, "not converged: %d iterations, |g| %.3g of %.3g",
+           r.iterations, r.grad_norm, r.grad_norm0);
+    double j;
+    alloy_moe_router_objective(W, X, y, N, C, E, l2, &j, G);
+    EXPECT(fabs(j - r.objective) < 1e-5 && j < j0, "objective %.6f (report %.6f, start %.6f)", j, r.objective, j0);
+    for (int c = 0; c < C; c++) {
+        double sum = 0, mag = 0;
+        for (int e = 0; e < E; e++) sum += W[e * C + c], mag += fabs(W[e * C + c]);
+        EXPECT(fabs(sum) < 1e-3 * (1 + mag), "column %d of W sums to %.3g", c, sum);
+    }
+    int lower = 0;
+    static float D[E * C];
+    for (int t = 0; t < 20; t++) {
+        for (int k = 0; k < E * C; k++) D[k] = W[k] + (float)(1e-2 * alloy_rng_normal(&rng));
+        double jd;
+        alloy_moe_router_objective(D, X, y, N, C, E, l2, &jd, NULL);
+        lower += jd < j - 1e-7;
+    }
+    EXPECT(!lower, "%d of 20 nearby points lie below the fit", lower);
+    EXPECT(r.accuracy > 0.95, "accuracy %.3f on separated clusters", r.accuracy);
+    // against PyTorch in float64: J and its gradient at the random point, and the minimiser
+    // (L-BFGS), which the fit must reach to within what its gradient tolerance allows
+    {
+        const char *dir = harness_tmpdir();
+        char in[512], out[512], cmd[1600];
+        snprintf(in, sizeof in, "%s/fit-in.safetensors", dir);
+        snprintf(out, sizeof out, "%s/fit-out.safetensors", dir);
+        float l2f = (float)l2;
+        alloy_st_entry ent[4] = {{"x", ALLOY_DTYPE_F32, 2, {N, C}, X},
+                                 {"y", ALLOY_DTYPE_I32, 1, {N}, y},
+                                 {"w", ALLOY_DTYPE_F32, 2, {E, C}, Wr},
+                                 {"l2", ALLOY_DTYPE_F32, 1, {1}, &l2f}};
+        REQUIRE(alloy_safetensors_write(in, ent, 4, NULL) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s/tests/reference/router_fit_ref.py' '%s' '%s'", harness_root(),
+                 in, out);
+        REQUIRE(system(cmd) == 0, "the reference failed: %s", cmd);
+        alloy_safetensors *ref;
+        REQUIRE(alloy_safetensors_open(&ref, out) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        float want_v, want_g[E * C], want_w[E * C];
+        REQUIRE(alloy_st_tensor_to_f32(ref, alloy_safetensors_find(ref, "value"), &want_v) == ALLOY_STATUS_OK &&
+                    alloy_st_tensor_to_f32(ref, alloy_safetensors_find(ref, "grad"), want_g) == ALLOY_STATUS_OK &&
+                    alloy_st_tensor_to_f32(ref, alloy_safetensors_find(ref, "w_opt"), want_w) == ALLOY_STATUS_OK,
+                "%s", alloy_last_error());
+        alloy_safetensors_close(ref);
+        double eg = 0, sg = 0, ew = 0, sw = 0;
+        for (int k = 0; k < E * C; k++) {
+            eg = fmax(eg, fabs((double)Gr[k] - want_g[k]));
+            sg = fmax(sg, fabs((double)want_g[k]));
+            ew = fmax(ew, fabs((double)W[k] - want_w[k]));
+            sw = fmax(sw, fabs((double)want_w[k]));
+        }
+        printf("# router fit vs PyTorch: J %.7f vs %.7f, grad %.1e of %.2g, fitted W %.1e of %.2g (%d iterations)\n", j0,
+               (double)want_v, eg, sg, ew, sw, r.iterations);
+        EXPECT(fabs(j0 - want_v) < 1e-5 * fabs(want_v), "J %g vs %g", j0, (double)want_v);
+        EXPECT(eg < 1e-5 * sg + 1e-7, "gradient differs by %g of %g", eg, sg);
+        EXPECT(ew < 1e-3 * sw, "fitted W differs from the minimiser by %g of %g", ew, sw);
+    }
+    // refusals
+    EXPECT(alloy_moe_fit_router(W, X, y, N, C, E, 0.0, 10, 1e-6, NULL) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "L2 weight 0 must be > 0"),
+           "l2 0: %s", alloy_last_error());
+    EXPECT(alloy_moe_fit_router(W, X, y, N, C, 4, l2, 10, 1e-6, NULL) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "no token of class 3"),
+           "empty class: %s", alloy_last_error());
+    EXPECT(alloy_moe_fit_router(W, X, y, N, C, 2, l2, 10, 1e-6, NULL) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "class 2, outside [0, 1]"),
+           "class out of range: %s", alloy_last_error());
+}
+
+/* The classifier router in a build: deterministic, every layer fitted (rows summing to zero,
+ * not all zero), the prompts' tokens mostly sent to their expert by the MoE itself at top-1;
+ * sampled prompts work too. */
+static void test_classifier_router(void) {
+    alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 0, 0);
+    alloy_model *a = make(&c, 61, NULL), *b = make(&c, 62, NULL);
+    REQUIRE(a && b, "models");
+    int32_t p0[] = {1, 2, 3, 4, 5, 6, 7, 8}, p1[] = {20, 21, 22, 23, 24, 25}, p2[] = {9, 10, 11, 12};
+    alloy_moe_prompt pr[] = {{0, p0, 8}, {1, p1, 6}, {0, p2, 4}};
+    alloy_moe_options o = alloy_moe_defaults();
+    o.router = ALLOY_MOE_ROUTER_CLASSIFIER;
+    o.prompts = pr;
+    o.n_prompts = 3;
+    o.top_k = 1;
+    o.router_l2 = 1e-4;
+    alloy_model *ex[2] = {a, b}, *m1 = NULL, *m2 = NULL;
+    REQUIRE(alloy_moe_build(&m1, ex, 2, NULL, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    REQUIRE(alloy_moe_build(&m2, ex, 2, NULL, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    EXPECT(!memcmp(m1->params_memory, m2->params_memory, sizeof(float) * m1->num_params), "not deterministic");
+    for (int l = 0; l < c.n_layer; l++) {
+        const float *w = m1->params.layers[l].router_w;
+        double sum = 0, mag = 0;
+        for (int k = 0; k < c.d_model; k++) sum += fabs((double)w[k] + w[c.d_model + k]), mag += fabs(w[k]);
+        EXPECT(mag > 0.1 && sum < 1e-3 * mag, "layer %d: rows |w0| %.3g, |w0 + w1| %.3g", l, mag, sum);
+    }
+    // the MoE routes its prompts' tokens: layer l's router logits of its own ln2 outputs
+    alloy_model *run = NULL;
+    alloy_model_destroy(m2);
+    REQUIRE(alloy_model_create(&run, &m1->config, 1, 8) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    memcpy(run->params_memory, m1->params_memory, sizeof(float) * m1->num_params);
+    int right = 0, total = 0;
+    for (int i = 0; i < 3; i++) {
+        REQUIRE(alloy_model_forward_ex(run, pr[i].tokens, 1, pr[i].n, false) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+        for (int l = 0; l < c.n_layer; l++) {
+            const float *w = run->params.layers[l].router_w;
+            for (int t = 0; t < pr[i].n; t++) {
+                const float *x = run->acts.ln2 + ((int64_t)l * pr[i].n + t) * c.d_model;
+                double z0 = 0, z1 = 0;
+                for (int k = 0; k < c.d_model; k++) z0 += (double)w[k] * x[k], z1 += (double)w[c.d_model + k] * x[k];
+                right += (z1 > z0) == (pr[i].expert == 1);
+                total++;
+            }
+        }
+    }
+    EXPECT(right == total, "%d of %d prompt tokens routed to their expert", right, total);
+    alloy_model_destroy(run);
+    alloy_model_destroy(m1);
+    o.prompts = NULL; // sampled prompts
+    o.n_prompts = 0;
+    REQUIRE(alloy_moe_build(&m1, ex, 2, NULL, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    alloy_model_destroy(m1);
+    alloy_moe_prompt only0[] = {{0, p0, 8}};
+    o.prompts = only0;
+    o.n_prompts = 1;
+    EXPECT(alloy_moe_build(&m1, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
+               strstr(alloy_last_error(), "--prompts: no prompt for expert 1"),
+           "missing expert: %s", alloy_last_error());
+    alloy_model_destroy(a);
+    alloy_model_destroy(b);
+}
+
 static void test_build_refuses(void) {
     alloy_config c = moe_config(ALLOY_FAMILY_GPT2, 0, 0), wide = c, mc = moe_config(ALLOY_FAMILY_GPT2, 2, 1);
     wide.d_ff = 32;
@@ -857,6 +1027,8 @@ int main(void) {
     RUN(test_engine_generate);
     RUN(test_build);
     RUN(test_hidden_router);
+    RUN(test_fit_router);
+    RUN(test_classifier_router);
     RUN(test_build_refuses);
     return harness_exit();
 }

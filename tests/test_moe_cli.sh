@@ -39,8 +39,8 @@ expect 0 "moe is listed" "moe +dense models -> one mixture of experts" "$ALLOY" 
 expect 2 "no out" "--experts, --top-k and --out are required" "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 1
 expect 2 "one expert" "--experts: give at least 2 expert models \(got 1\)" "$ALLOY" moe --experts "$T/ea" --top-k 1 --out "$T/m"
 expect 2 "K > E" "--top-k 3: must lie in \[1, 2\]" "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 3 --out "$T/m"
-expect 2 "bad router" "--router must be random or hidden, not \"learned\"" "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 1 --router learned --out "$T/m"
-expect 2 "prompts without hidden" "--prompts applies to --router hidden only" "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 1 --prompts x --out "$T/m"
+expect 2 "bad router" "--router must be random, hidden or classifier, not \"learned\"" "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 1 --router learned --out "$T/m"
+expect 2 "prompts without hidden" "--prompts applies to --router hidden or classifier only" "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 1 --prompts x --out "$T/m"
 expect 2 "mismatched experts" "--experts: model 2: family gpt2 differs from the first expert's llama" "$ALLOY" moe --experts "$T/ea" "$T/g" --top-k 1 --out "$T/m"
 expect 2 "out is an input" "is one of the inputs" "$ALLOY" moe --experts "$EA" "$T/eb" --top-k 1 --out "$EA"
 printf '0\tto be or not\n5\tint main\n' >"$T/bad_prompts.txt"
@@ -66,6 +66,11 @@ expect 0 "moe hidden router with a base" "top-2, hidden router from --prompts, s
   "$ALLOY" moe --experts "$T/ea" "$T/eb" --base "$T/base" --top-k 2 --router hidden --prompts "$T/prompts.txt" --out "$T/moe_h"
 expect 0 "moe hidden router, sampled prompts" "hidden router from sampled prompts" \
   "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 1 --router hidden --seed 3 --out "$T/moe_s"
+expect 0 "moe classifier router" "top-2, classifier router from --prompts, shared layers averaged" \
+  "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 2 --router classifier --prompts "$T/prompts.txt" --out "$T/moe_c"
+expect 0 "classifier fit report" "router 1: [0-9]+ tokens, [0-9]+ iterations, objective [0-9.]+, \|grad\| .*accuracy [01][.][0-9]+" \
+  "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 1 --router classifier --verbose --out "$T/moe_c1"
+expect 2 "bad router l2" "--router-l2 must be > 0" "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 1 --router classifier --router-l2 0 --out "$T/m2"
 
 # the experts are the models' MLPs, bit for bit; with --base the attention is the base's
 $PY - "$T/moe" "$EA" "$EB" "$T/moe_h" "$BASE" <<'EOF' && ok "experts copied, shared tensors averaged or from the base" || nok "expert or shared tensors wrong"

@@ -13,7 +13,13 @@
  *     tensor averaged) — runs each expert's prompts; row e of layer l's router is the mean of
  *     that layer's ln2 output (the router's input) over all tokens of expert e's prompts, minus
  *     the mean of those E rows (so that what all prompts share does not swamp what sets them
- *     apart; skipped when that leaves a row of zeros), scaled to unit length.
+ *     apart; skipped when that leaves a row of zeros), scaled to unit length; or fitted as a
+ *     classifier: layer by layer from the first, the finished MoE itself (its routers below
+ *     layer l already fitted) runs every prompt, and layer l's router becomes the softmax
+ *     classifier W (E, C) that tells from a token's ln2 output which expert's prompt it came
+ *     from, minimising Σ_i w_i·(−log softmax(W x_i)_{y_i}) + (router_l2/2)·‖W‖² with
+ *     w_i = 1/(E·the tokens of class y_i) (each expert's prompts weigh the same). Its gates are
+ *     then the classifier's posterior: confident where the domain is clear.
  * Experts and base must be dense models of one family with equal shapes (and, for the caller
  * to check, one tokenizer). The result is an ordinary alloy_model with config.n_experts = E:
  * save it with alloy_model_save (Llama: the Mixtral layout of transformers).
@@ -36,6 +42,7 @@ extern "C" {
 typedef enum alloy_moe_router {
     ALLOY_MOE_ROUTER_RANDOM = 0, /* N(0, 0.02²) from the seed */
     ALLOY_MOE_ROUTER_HIDDEN,     /* from the mean hidden states of each expert's prompts */
+    ALLOY_MOE_ROUTER_CLASSIFIER, /* a softmax classifier of the prompts' hidden states */
 } alloy_moe_router;
 
 /* One prompt of the hidden router: token ids for expert `expert`. */
@@ -50,6 +57,8 @@ typedef struct alloy_moe_options {
     alloy_moe_router router;         /* default random */
     uint64_t seed;                   /* the random router's draws and the sampled prompts (1337) */
     double aux_loss_coef;            /* router_aux_loss_coef of the result (Mixtral's 0.001) */
+    double router_l2;                /* classifier: the L2 weight (default 1e-3) */
+    bool verbose;                    /* classifier: one line per layer's fit on stderr */
     const alloy_moe_prompt *prompts; /* hidden: each expert's prompts; NULL: sampled (below) */
     int n_prompts;
     int32_t sample_start;            /* hidden without prompts: each expert model samples
@@ -63,7 +72,7 @@ typedef struct alloy_moe_options {
 #define ALLOY_MOE_SAMPLED_TOKENS 32
 
 alloy_moe_options alloy_moe_defaults(void);
-const char *alloy_moe_router_name(alloy_moe_router r); /* "random", "hidden" */
+const char *alloy_moe_router_name(alloy_moe_router r); /* "random", "hidden", "classifier" */
 bool alloy_moe_router_parse(const char *name, alloy_moe_router *out);
 
 /* Builds the MoE of n_experts (2 .. ALLOY_MAX_EXPERTS) dense models as above; base may be NULL.
@@ -76,6 +85,26 @@ bool alloy_moe_router_parse(const char *name, alloy_moe_router *out);
  * an empty prompt, a token outside the vocabulary, or an expert without prompts. */
 alloy_status alloy_moe_build(alloy_model **out, alloy_model *const *experts, int n_experts, alloy_model *base,
                              const alloy_moe_options *opt);
+
+/* The classifier router's objective J(W) above, for N tokens X (N, C) of classes y (N) in
+ * [0, E): *value = J, grad (E, C; may be NULL) = ∇J. */
+alloy_status alloy_moe_router_objective(const float *W, const float *X, const int32_t *y, int64_t N, int C, int E,
+                                        double l2, double *value, float *grad);
+
+typedef struct alloy_moe_fit_report {
+    int iterations;        /* taken (max_iter when the tolerance was not met) */
+    double objective;      /* J at the result */
+    double grad_norm;      /* ‖∇J‖ at the result (the last look-ahead point when converged) */
+    double grad_norm0;     /* ‖∇J(0)‖ */
+    double accuracy;       /* share of tokens whose largest logit is their class */
+} alloy_moe_fit_report;
+
+/* Minimises J from W = 0 (J is strongly convex: one minimum, with Σ_e W_e = 0) by Nesterov's
+ * accelerated gradient with restarts, until ‖∇J‖ <= tol·‖∇J(0)‖ or max_iter steps; W (E, C)
+ * gets the result, report (may be NULL) how it went. USAGE for N < 1, E < 2, l2 <= 0 or a
+ * class without tokens. */
+alloy_status alloy_moe_fit_router(float *W, const float *X, const int32_t *y, int64_t N, int C, int E, double l2,
+                                  int max_iter, double tol, alloy_moe_fit_report *report);
 
 #ifdef __cplusplus
 }

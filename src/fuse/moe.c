@@ -5,6 +5,7 @@
  */
 #include "alloy/moe.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -15,14 +16,18 @@ alloy_moe_options alloy_moe_defaults(void) {
     o.router = ALLOY_MOE_ROUTER_RANDOM;
     o.seed = 1337;
     o.aux_loss_coef = 0.001;
+    o.router_l2 = 1e-3;
     return o;
 }
 
-const char *alloy_moe_router_name(alloy_moe_router r) { return r == ALLOY_MOE_ROUTER_HIDDEN ? "hidden" : "random"; }
+const char *alloy_moe_router_name(alloy_moe_router r) {
+    return r == ALLOY_MOE_ROUTER_HIDDEN ? "hidden" : r == ALLOY_MOE_ROUTER_CLASSIFIER ? "classifier" : "random";
+}
 
 bool alloy_moe_router_parse(const char *name, alloy_moe_router *out) {
     if (!strcmp(name, "random")) *out = ALLOY_MOE_ROUTER_RANDOM;
     else if (!strcmp(name, "hidden")) *out = ALLOY_MOE_ROUTER_HIDDEN;
+    else if (!strcmp(name, "classifier")) *out = ALLOY_MOE_ROUTER_CLASSIFIER;
     else return false;
     return true;
 }
@@ -69,6 +74,34 @@ static alloy_status mean_model(alloy_model **out, alloy_model *const *ex, int E,
         }
     }
     *out = m;
+    return ALLOY_STATUS_OK;
+}
+
+/* The prompts of a hidden or classifier router: every expert has one, every prompt is non-empty
+ * and in the vocabulary; without prompts, the sampled texts' start token is in the vocabulary. */
+static alloy_status check_prompts(const alloy_moe_options *o, int E, int V) {
+    if (!o->prompts) {
+        if (o->sample_start < 0 || o->sample_start >= V)
+            return alloy_fail(ALLOY_STATUS_USAGE, "the prompts' start token %d is outside the vocabulary [0, %d)",
+                              o->sample_start, V);
+        return ALLOY_STATUS_OK;
+    }
+    for (int i = 0; i < o->n_prompts; i++) {
+        const alloy_moe_prompt *p = &o->prompts[i];
+        if (p->expert < 0 || p->expert >= E)
+            return alloy_fail(ALLOY_STATUS_USAGE, "--prompts: prompt %d is for expert %d, outside [0, %d]", i + 1,
+                              p->expert, E - 1);
+        if (p->n < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--prompts: prompt %d is empty", i + 1);
+        for (int k = 0; k < p->n; k++)
+            if (p->tokens[k] < 0 || p->tokens[k] >= V)
+                return alloy_fail(ALLOY_STATUS_USAGE, "--prompts: prompt %d has token %d outside the vocabulary [0, %d)",
+                                  i + 1, p->tokens[k], V);
+    }
+    for (int e = 0; e < E; e++) {
+        bool found = false;
+        for (int i = 0; i < o->n_prompts && !found; i++) found = o->prompts[i].expert == e;
+        if (!found) return alloy_fail(ALLOY_STATUS_USAGE, "--prompts: no prompt for expert %d", e);
+    }
     return ALLOY_STATUS_OK;
 }
 
@@ -127,25 +160,13 @@ static alloy_status hidden_routers(float *router, alloy_model *const *ex, int E,
     alloy_status s = (!mean || !count || !text) ? alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the hidden router")
                                                 : ALLOY_STATUS_OK;
     if (!s && o->prompts) {
+        s = check_prompts(o, E, V);
         for (int i = 0; i < o->n_prompts && !s; i++) {
             const alloy_moe_prompt *p = &o->prompts[i];
-            if (p->expert < 0 || p->expert >= E)
-                s = alloy_fail(ALLOY_STATUS_USAGE, "--prompts: prompt %d is for expert %d, outside [0, %d]", i + 1,
-                               p->expert, E - 1);
-            else if (p->n < 1)
-                s = alloy_fail(ALLOY_STATUS_USAGE, "--prompts: prompt %d is empty", i + 1);
-            for (int k = 0; k < p->n && !s; k++)
-                if (p->tokens[k] < 0 || p->tokens[k] >= V)
-                    s = alloy_fail(ALLOY_STATUS_USAGE, "--prompts: prompt %d has token %d outside the vocabulary [0, %d)",
-                                   i + 1, p->tokens[k], V);
-            if (!s) s = add_hidden(ref, p->tokens, p->n, mean + (size_t)p->expert * L * C, &count[p->expert]);
+            s = add_hidden(ref, p->tokens, p->n, mean + (size_t)p->expert * L * C, &count[p->expert]);
         }
-        for (int e = 0; e < E && !s; e++)
-            if (!count[e]) s = alloy_fail(ALLOY_STATUS_USAGE, "--prompts: no prompt for expert %d", e);
     } else if (!s) {
-        if (o->sample_start < 0 || o->sample_start >= V)
-            s = alloy_fail(ALLOY_STATUS_USAGE, "the prompts' start token %d is outside the vocabulary [0, %d)",
-                           o->sample_start, V);
+        s = check_prompts(o, E, V);
         alloy_rng rng;
         alloy_rng_seed(&rng, o->seed ^ 0x70726f6d707473ULL);
         for (int e = 0; e < E && !s; e++) {
@@ -188,6 +209,219 @@ static alloy_status hidden_routers(float *router, alloy_model *const *ex, int E,
     return s;
 }
 
+/* ---- the classifier router ---- */
+
+/* Class weights: 1 / (E · the tokens of class e); USAGE when a class has none. */
+static alloy_status class_weights(const int32_t *y, int64_t N, int E, double *cw) {
+    for (int e = 0; e < E; e++) cw[e] = 0.0;
+    for (int64_t i = 0; i < N; i++) {
+        if (y[i] < 0 || y[i] >= E)
+            return alloy_fail(ALLOY_STATUS_USAGE, "router fit: token %lld has class %d, outside [0, %d]", (long long)i,
+                              y[i], E - 1);
+        cw[y[i]] += 1.0;
+    }
+    for (int e = 0; e < E; e++) {
+        if (cw[e] == 0.0) return alloy_fail(ALLOY_STATUS_USAGE, "router fit: no token of class %d", e);
+        cw[e] = 1.0 / (E * cw[e]);
+    }
+    return ALLOY_STATUS_OK;
+}
+
+/* J(W) with its gradient into G (E, C); Z (N, E) is scratch. */
+static double objective(const float *W, const float *X, const int32_t *y, const double *cw, int64_t N, int C, int E,
+                        double l2, float *Z, float *G) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, E, C, 1.0f, X, C, W, C, 0.0f, Z, E);
+    double loss = 0.0;
+    for (int64_t i = 0; i < N; i++) {
+        float *z = Z + i * E;
+        double mx = z[0], sum = 0.0;
+        for (int e = 1; e < E; e++) mx = z[e] > mx ? z[e] : mx;
+        for (int e = 0; e < E; e++) sum += exp((double)z[e] - mx);
+        double w = cw[y[i]];
+        loss += w * (mx + log(sum) - z[y[i]]);
+        for (int e = 0; e < E; e++) z[e] = (float)(w * (exp((double)z[e] - mx) / sum - (e == y[i])));
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, E, C, (int)N, 1.0f, Z, E, X, C, 0.0f, G, C);
+    for (int64_t k = 0; k < (int64_t)E * C; k++) {
+        loss += 0.5 * l2 * (double)W[k] * W[k];
+        G[k] += (float)(l2 * W[k]);
+    }
+    return loss;
+}
+
+static alloy_status check_fit_args(int64_t N, int C, int E, double l2) {
+    if (N < 1 || N > INT32_MAX) return alloy_fail(ALLOY_STATUS_USAGE, "router fit: %lld tokens (need 1 .. 2^31-1)", (long long)N);
+    if (C < 1 || E < 2) return alloy_fail(ALLOY_STATUS_USAGE, "router fit: width %d and %d classes (need >= 1 and >= 2)", C, E);
+    if (!(l2 > 0.0 && l2 < 1e6)) return alloy_fail(ALLOY_STATUS_USAGE, "router fit: the L2 weight %g must be > 0", l2);
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_moe_router_objective(const float *W, const float *X, const int32_t *y, int64_t N, int C, int E,
+                                        double l2, double *value, float *grad) {
+    alloy_status s = check_fit_args(N, C, E, l2);
+    double cw[ALLOY_MAX_EXPERTS];
+    if (!s && E > ALLOY_MAX_EXPERTS) s = alloy_fail(ALLOY_STATUS_USAGE, "router fit: at most %d classes", ALLOY_MAX_EXPERTS);
+    if (!s) s = class_weights(y, N, E, cw);
+    if (s) return s;
+    float *Z = alloy_malloc(sizeof(float) * (size_t)N * (size_t)E), *G = grad ? grad : alloy_malloc(sizeof(float) * (size_t)E * C);
+    if (!Z || !G) s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the router fit");
+    if (!s) *value = objective(W, X, y, cw, N, C, E, l2, Z, G);
+    alloy_free(Z);
+    if (!grad) alloy_free(G);
+    return s;
+}
+
+static double norm2(const float *v, int64_t n) {
+    double s = 0.0;
+    for (int64_t k = 0; k < n; k++) s += (double)v[k] * v[k];
+    return sqrt(s);
+}
+
+/* Nesterov's accelerated gradient for a smooth, l2-strongly convex objective, with the step
+ * 1/Lip from a bound on the curvature (the softmax's Hessian in the logits is at most 1/2, so
+ * Lip <= λmax(Σ w_i x_i x_iᵀ)/2 + l2, λmax by power iteration) and a restart of the momentum
+ * whenever the step goes against it (O'Donoghue and Candès 2015). */
+alloy_status alloy_moe_fit_router(float *W, const float *X, const int32_t *y, int64_t N, int C, int E, double l2,
+                                  int max_iter, double tol, alloy_moe_fit_report *report) {
+    alloy_status s = check_fit_args(N, C, E, l2);
+    double cw[ALLOY_MAX_EXPERTS];
+    if (!s && E > ALLOY_MAX_EXPERTS) s = alloy_fail(ALLOY_STATUS_USAGE, "router fit: at most %d classes", ALLOY_MAX_EXPERTS);
+    if (!s) s = class_weights(y, N, E, cw);
+    if (s) return s;
+    const int64_t P = (int64_t)E * C;
+    float *Z = alloy_malloc(sizeof(float) * (size_t)N * (size_t)E), *G = alloy_malloc(sizeof(float) * (size_t)P),
+          *Y = alloy_calloc((size_t)P, sizeof(float)), *prev = alloy_calloc((size_t)P, sizeof(float)),
+          *v = alloy_malloc(sizeof(float) * (size_t)C), *u = alloy_malloc(sizeof(float) * (size_t)N);
+    if (!Z || !G || !Y || !prev || !v || !u) s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the router fit");
+    double lip = l2, value = 0.0, gn = 0.0, g0 = 0.0;
+    int it = 0;
+    if (!s) {
+        // λmax of Σ_i w_i x_i x_iᵀ: v <- Xᵀ (w ⊙ X v), normalised
+        for (int c = 0; c < C; c++) v[c] = 1.0f / sqrtf((float)C) * (1.0f + 0.01f * (float)(c % 7));
+        double lam = 0.0;
+        for (int k = 0; k < 50; k++) {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, C, 1.0f, X, C, v, 1, 0.0f, u, 1);
+            for (int64_t i = 0; i < N; i++) u[i] *= (float)cw[y[i]];
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)N, C, 1.0f, X, C, u, 1, 0.0f, v, 1);
+            lam = norm2(v, C);
+            if (!(lam > 0.0)) break;
+            for (int c = 0; c < C; c++) v[c] = (float)(v[c] / lam);
+        }
+        lip = 0.5 * lam * 1.05 + l2; // 5% margin on a power-iteration estimate from below
+        double q = sqrt(l2 / lip), beta = (1.0 - q) / (1.0 + q);
+        memset(W, 0, sizeof(float) * (size_t)P);
+        memcpy(Y, W, sizeof(float) * (size_t)P);
+        for (it = 0; it < max_iter; it++) {
+            value = objective(Y, X, y, cw, N, C, E, l2, Z, G); // at the look-ahead point Y
+            gn = norm2(G, P);
+            if (it == 0) g0 = gn;
+            if (gn <= tol * g0) {
+                memcpy(W, Y, sizeof(float) * (size_t)P);
+                break;
+            }
+            double along = 0.0;
+            for (int64_t k = 0; k < P; k++) {
+                prev[k] = W[k];
+                W[k] = (float)(Y[k] - G[k] / lip);
+                along += (double)G[k] * (W[k] - prev[k]);
+            }
+            double b = along > 0.0 ? 0.0 : beta;
+            for (int64_t k = 0; k < P; k++) Y[k] = (float)(W[k] + b * (W[k] - prev[k]));
+        }
+        if (it == max_iter) {
+            value = objective(W, X, y, cw, N, C, E, l2, Z, G);
+            gn = norm2(G, P);
+        }
+        if (report) {
+            report->iterations = it;
+            report->objective = value;
+            report->grad_norm = gn;
+            report->grad_norm0 = g0;
+            int64_t right = 0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, E, C, 1.0f, X, C, W, C, 0.0f, Z, E);
+            for (int64_t i = 0; i < N; i++) {
+                int best = 0;
+                for (int e = 1; e < E; e++) best = Z[i * E + e] > Z[i * E + best] ? e : best;
+                right += best == y[i];
+            }
+            report->accuracy = (double)right / (double)N;
+        }
+    }
+    alloy_free(Z);
+    alloy_free(G);
+    alloy_free(Y);
+    alloy_free(prev);
+    alloy_free(v);
+    alloy_free(u);
+    return s;
+}
+
+/* The classifier routers of m (all else set): layer by layer, m's own ln2 outputs on every
+ * prompt (its routers below l already fitted) train layer l's router as a softmax classifier
+ * of which expert's prompt a token came from. */
+static alloy_status classifier_routers(alloy_model *m, alloy_model *const *ex, int E, const alloy_moe_options *o) {
+    const int L = m->config.n_layer, C = m->config.d_model, V = m->config.vocab_size;
+    alloy_status s = check_prompts(o, E, V);
+    if (s) return s;
+    // the prompts: given, or sampled from each expert
+    int n = o->prompts ? o->n_prompts : E * ALLOY_MOE_SAMPLED_PROMPTS, maxT = 1;
+    int slen = ALLOY_MOE_SAMPLED_TOKENS < m->config.max_seq_len ? ALLOY_MOE_SAMPLED_TOKENS : m->config.max_seq_len;
+    alloy_moe_prompt *pr = alloy_calloc((size_t)n, sizeof *pr);
+    int32_t *sampled = o->prompts ? NULL : alloy_calloc((size_t)n * (size_t)slen, sizeof(int32_t));
+    if (!pr || (!o->prompts && !sampled)) s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the router prompts");
+    alloy_rng rng;
+    alloy_rng_seed(&rng, o->seed ^ 0x70726f6d707473ULL);
+    for (int i = 0; i < n && !s; i++) {
+        if (o->prompts) {
+            pr[i] = o->prompts[i];
+        } else {
+            pr[i] = (alloy_moe_prompt){i / ALLOY_MOE_SAMPLED_PROMPTS, sampled + (size_t)i * slen, slen};
+            int len = slen < ex[pr[i].expert]->max_T ? slen : ex[pr[i].expert]->max_T;
+            s = sample_text(ex[pr[i].expert], o->sample_start, len, &rng, sampled + (size_t)i * slen);
+            pr[i].n = len;
+        }
+        if (pr[i].n > m->config.max_seq_len) pr[i].n = m->config.max_seq_len;
+        maxT = pr[i].n > maxT ? pr[i].n : maxT;
+    }
+    int64_t N = 0;
+    for (int i = 0; i < n; i++) N += pr[i].n;
+    alloy_model *w = NULL;
+    if (!s) s = alloy_model_create(&w, &m->config, 1, maxT);
+    float *X = NULL;
+    int32_t *y = NULL;
+    if (!s) {
+        X = alloy_malloc(sizeof(float) * (size_t)N * (size_t)C);
+        y = alloy_malloc(sizeof(int32_t) * (size_t)N);
+        if (!X || !y) s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the router fit (%lld tokens)", (long long)N);
+    }
+    if (!s) {
+        memcpy(w->params_memory, m->params_memory, sizeof(float) * m->num_params);
+        for (int l = 0; l < L; l++) memset(w->params.layers[l].router_w, 0, sizeof(float) * (size_t)E * C);
+    }
+    for (int l = 0; l < L && !s; l++) {
+        int64_t at = 0;
+        for (int i = 0; i < n && !s; i++) {
+            s = alloy_model_forward_ex(w, pr[i].tokens, 1, pr[i].n, false);
+            if (s) break;
+            memcpy(X + at * C, w->acts.ln2 + (int64_t)l * pr[i].n * C, sizeof(float) * (size_t)pr[i].n * C);
+            for (int k = 0; k < pr[i].n; k++) y[at + k] = pr[i].expert;
+            at += pr[i].n;
+        }
+        alloy_moe_fit_report r;
+        if (!s) s = alloy_moe_fit_router(w->params.layers[l].router_w, X, y, N, C, E, o->router_l2, 2000, 1e-4, &r);
+        if (!s && o->verbose)
+            fprintf(stderr, "router %d: %lld tokens, %d iterations, objective %.4f, |grad| %.2e of %.2e, accuracy %.4f\n",
+                    l, (long long)N, r.iterations, r.objective, r.grad_norm, r.grad_norm0, r.accuracy);
+        if (!s) memcpy(m->params.layers[l].router_w, w->params.layers[l].router_w, sizeof(float) * (size_t)E * C);
+    }
+    alloy_model_destroy(w);
+    alloy_free(X);
+    alloy_free(y);
+    alloy_free(pr);
+    alloy_free(sampled);
+    return s;
+}
+
 alloy_status alloy_moe_build(alloy_model **out, alloy_model *const *ex, int E, alloy_model *base,
                              const alloy_moe_options *o) {
     *out = NULL;
@@ -222,9 +456,9 @@ alloy_status alloy_moe_build(alloy_model **out, alloy_model *const *ex, int E, a
         for (int i = 0; o->prompts && i < o->n_prompts; i++) T = o->prompts[i].n > T ? o->prompts[i].n : T;
         if (!s && !base) s = mean_model(&mean, ex, E, T);
         if (!s) s = hidden_routers(router, ex, E, base ? base : mean, o);
-    } else {
+    } else if (o->router == ALLOY_MOE_ROUTER_RANDOM) {
         alloy_model_init_weights(m, o->seed); // the routers' draws; every other tensor is set below
-    }
+    } // classifier: fitted at the end, on the finished model's own hidden states
     for (int i = 0; i < m->n_tensors && !s; i++) {
         const alloy_tensor_info *t = &m->tensors[i];
         if (alloy_tensor_is_router(t->name) || strstr(t->name, ".experts.")) continue;
@@ -261,6 +495,7 @@ alloy_status alloy_moe_build(alloy_model **out, alloy_model *const *ex, int E, a
         }
         if (router) memcpy(lp->router_w, router + (size_t)l * E * C, sizeof(float) * (size_t)E * (size_t)C);
     }
+    if (!s && o->router == ALLOY_MOE_ROUTER_CLASSIFIER) s = classifier_routers(m, ex, E, o);
     alloy_free(router);
     alloy_model_destroy(mean);
     if (s) {

@@ -13,8 +13,8 @@
 #include <string.h>
 
 static const char help[] =
-    "usage: alloy moe --experts A B [C ...] --top-k K --out DIR [--base BASE] [--router random|hidden]\n"
-    "                 [--prompts FILE] [--seed S] [--aux-loss-coef X]\n"
+    "usage: alloy moe --experts A B [C ...] --top-k K --out DIR [--base BASE] [--router MODE]\n"
+    "                 [--prompts FILE] [--router-l2 X] [--seed S] [--aux-loss-coef X] [--verbose]\n"
     "\n"
     "Builds a mixture-of-experts model from dense models of one family, shape and tokenizer\n"
     "(Branch-Train-MiX): layer l's expert e is model e's MLP of layer l; attention, norms,\n"
@@ -25,7 +25,10 @@ static const char help[] =
     "saved as transformers' Mixtral (model_type mixtral); a GPT-2 one in alloy's own layout.\n"
     "\n"
     "  --experts A B ...     expert checkpoint or run folders (2 to 256), expert e = the e-th (from 0)\n"
-    "  --top-k K             experts per token, 1 <= K <= the number of experts\n"
+    "  --top-k K             experts per token, 1 <= K <= the number of experts. The K gates are\n"
+    "                        renormalised to sum to 1 (Mixtral's rule), so with K = 1 the gate\n"
+    "                        is always 1 and tuning the router learns from the load-balancing\n"
+    "                        loss alone; K >= 2 lets the LM loss move it\n"
     "  --out DIR             the checkpoint folder to write (created; files replaced atomically;\n"
     "                        not one of the inputs)\n"
     "  --base BASE           take attention, norms, embeddings and head from BASE (the model the\n"
@@ -33,11 +36,19 @@ static const char help[] =
     "  --router MODE         random (default): N(0, 0.02^2) from --seed; hidden: as mergekit-moe's\n"
     "                        hidden gate mode, row e of each layer's router is the mean ln2\n"
     "                        hidden state (the router's input) of expert e's prompts, run through\n"
-    "                        BASE (or the experts' average), minus the mean of the rows, unit length\n"
-    "  --prompts FILE        hidden router prompts: one per line, EXPERT<TAB>TEXT (EXPERT an index\n"
+    "                        BASE (or the experts' average), minus the mean of the rows, unit length;\n"
+    "                        classifier: layer by layer, the MoE itself runs the prompts and each\n"
+    "                        router is fitted as a softmax classifier (L2-regularised, each expert's\n"
+    "                        prompts weighted alike) telling from a token's ln2 state which\n"
+    "                        expert's prompt it came from: gates are its posterior, sharp where the\n"
+    "                        domain is clear (see alloy/moe.h)\n"
+    "  --prompts FILE        hidden or classifier router prompts: one per line, EXPERT<TAB>TEXT (EXPERT an index\n"
     "                        into --experts from 0; every expert needs one; empty lines and lines\n"
     "                        starting with # are skipped). Without it each expert writes its own:\n"
     "                        4 texts of 32 tokens sampled from it after a newline (seeded)\n"
+    "  --router-l2 X         classifier: the L2 weight on the router (default 1e-3; larger: softer\n"
+    "                        gates)\n"
+    "  --verbose             classifier: print each layer's fit (iterations, accuracy) on stderr\n"
     "  --seed S              the random router and the sampled prompts (default 1337)\n"
     "  --aux-loss-coef X     router_aux_loss_coef of the result: the weight of the load-balancing\n"
     "                        loss when it is trained (default 0.001, Mixtral's)\n"
@@ -187,7 +198,8 @@ static int moe_main(int argc, char **argv, cli_list *experts_) {
         {"top-k", CLI_INT, &top_k, false},      {"out", CLI_STR, &out, false},
         {"router", CLI_STR, &router, false},    {"prompts", CLI_STR, &prompts, false},
         {"seed", CLI_U64, &o.seed, false},      {"aux-loss-coef", CLI_DBL, &o.aux_loss_coef, false},
-        {"threads", CLI_INT, &threads, false},
+        {"threads", CLI_INT, &threads, false},  {"router-l2", CLI_DBL, &o.router_l2, false},
+        {"verbose", CLI_BOOL, &o.verbose, false},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]);
     int r = cli_parse("moe", argc, argv, flags, nf, help, NULL);
@@ -200,8 +212,10 @@ static int moe_main(int argc, char **argv, cli_list *experts_) {
     if (top_k < 1 || top_k > experts.n)
         return cli_usage("moe", "--top-k %d: must lie in [1, %d] (the number of experts)", top_k, experts.n);
     if (router && !alloy_moe_router_parse(router, &o.router))
-        return cli_usage("moe", "--router must be random or hidden, not \"%s\"", router);
-    if (prompts && o.router != ALLOY_MOE_ROUTER_HIDDEN) return cli_usage("moe", "--prompts applies to --router hidden only");
+        return cli_usage("moe", "--router must be random, hidden or classifier, not \"%s\"", router);
+    bool from_prompts = o.router == ALLOY_MOE_ROUTER_HIDDEN || o.router == ALLOY_MOE_ROUTER_CLASSIFIER;
+    if (prompts && !from_prompts) return cli_usage("moe", "--prompts applies to --router hidden or classifier only");
+    if (!(o.router_l2 > 0.0 && o.router_l2 < 1e6)) return cli_usage("moe", "--router-l2 must be > 0");
     if (!(o.aux_loss_coef >= 0.0)) return cli_usage("moe", "--aux-loss-coef must be >= 0");
     if (threads < 0) return cli_usage("moe", "--threads must be >= 0");
     cli_set_threads(threads);
@@ -218,7 +232,7 @@ static int moe_main(int argc, char **argv, cli_list *experts_) {
     char *tpath = NULL;
     alloy_status s = (!in || !ex) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
     // activations: none needed for a random router; the prompts' length for a hidden one
-    int T = o.router == ALLOY_MOE_ROUTER_HIDDEN ? 1 << 20 : 1;
+    int T = from_prompts ? 1 << 20 : 1;
     for (int i = 0; i < n_in && !s; i++) {
         in[i].flag = i < experts.n ? "--experts" : "--base";
         s = load_input(&in[i], i < experts.n ? experts.items[i] : base, T);
@@ -229,7 +243,7 @@ static int moe_main(int argc, char **argv, cli_list *experts_) {
         if (!s && i < experts.n) ex[i] = in[i].m;
     }
     if (!s) s = check_tokenizers(in, n_in);
-    if (!s && o.router == ALLOY_MOE_ROUTER_HIDDEN) {
+    if (!s && from_prompts) {
         s = input_tokenizer(&in[0], &tok);
         if (!s && prompts) {
             s = read_prompts(prompts, tok, experts.n, &ids, &plist, &n_prompts);
@@ -253,7 +267,7 @@ static int moe_main(int argc, char **argv, cli_list *experts_) {
         printf("built a mixture of %d experts (%s, %d layers, d_ff %d, top-%d, %s router%s%s) -> %s: %zu parameters%s\n",
                c->n_experts, alloy_family_name(c->family), c->n_layer, c->d_ff, c->top_k,
                alloy_moe_router_name(o.router),
-               o.router == ALLOY_MOE_ROUTER_HIDDEN ? (prompts ? " from --prompts" : " from sampled prompts") : "",
+               from_prompts ? (prompts ? " from --prompts" : " from sampled prompts") : "",
                base ? ", shared layers from --base" : ", shared layers averaged", out, moe->num_params,
                tsrc->tok_json ? ", tokenizer.json copied" : "");
     }
