@@ -39,6 +39,9 @@ if [ ! -x "$BIN" ]; then
   make -s BUILD="$BUILD" "$BUILD/bench/infer_bench" >&2 || fail "cannot build $BIN"
 fi
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qm1 avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
+if [ "${OPENBLAS_CORETYPE:-}" != SkylakeX ] && grep -qm1 avx512f /proc/cpuinfo; then
+  echo "infer_bench: note: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE was set before this script on an AVX-512 CPU; prefill runs OpenBLAS's AVX2 kernels (unset it, or set SkylakeX, for the AVX-512 ones)" >&2
+fi
 echo "infer_bench: $PRESET, prefill $PREFILL, decode $DECODE, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-default}, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 "$BIN" --preset "$PRESET" --formats "$FORMATS" --threads "$THREADS" --prefill "$PREFILL" --decode "$DECODE" \
