@@ -920,8 +920,8 @@ static void test_fit_router(void) {
 /* The classifier router in a build: deterministic, every layer fitted (rows summing to zero,
  * not all zero), the prompts' tokens mostly sent to their expert by the MoE itself at top-1;
  * sampled prompts work too. */
-static void test_classifier_router(void) {
-    alloy_config c = moe_config(ALLOY_FAMILY_LLAMA, 0, 0);
+static void classifier_router_case(alloy_family f) {
+    alloy_config c = moe_config(f, 0, 0);
     alloy_model *a = make(&c, 61, NULL), *b = make(&c, 62, NULL);
     REQUIRE(a && b, "models");
     int32_t p0[] = {1, 2, 3, 4, 5, 6, 7, 8}, p1[] = {20, 21, 22, 23, 24, 25}, p2[] = {9, 10, 11, 12};
@@ -976,6 +976,11 @@ static void test_classifier_router(void) {
            "missing expert: %s", alloy_last_error());
     alloy_model_destroy(a);
     alloy_model_destroy(b);
+}
+
+static void test_classifier_router(void) {
+    classifier_router_case(ALLOY_FAMILY_LLAMA);
+    classifier_router_case(ALLOY_FAMILY_GPT2);
 }
 
 static void test_build_refuses(void) {
