@@ -150,33 +150,47 @@ static alloy_status sample_text(alloy_model *m, int32_t start, int len, alloy_rn
     return ALLOY_STATUS_OK;
 }
 
+/* The router prompts (checked by check_prompts): o's own, or ALLOY_MOE_SAMPLED_PROMPTS texts
+ * sampled from each expert in turn (seeded), each of ALLOY_MOE_SAMPLED_TOKENS tokens or the
+ * expert's context if shorter. *prompts (*n) and *sampled (the sampled texts' tokens; NULL with
+ * o's prompts) are the caller's to free. */
+static alloy_status router_prompts(alloy_model *const *ex, int E, const alloy_moe_options *o, alloy_moe_prompt **prompts,
+                                   int *n, int32_t **sampled) {
+    *n = o->prompts ? o->n_prompts : E * ALLOY_MOE_SAMPLED_PROMPTS;
+    *prompts = alloy_calloc((size_t)*n, sizeof **prompts);
+    *sampled = o->prompts ? NULL : alloy_calloc((size_t)*n * ALLOY_MOE_SAMPLED_TOKENS, sizeof(int32_t));
+    if (!*prompts || (!o->prompts && !*sampled)) return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the router prompts");
+    if (o->prompts) {
+        memcpy(*prompts, o->prompts, sizeof **prompts * (size_t)*n);
+        return ALLOY_STATUS_OK;
+    }
+    alloy_rng rng;
+    alloy_rng_seed(&rng, o->seed ^ 0x70726f6d707473ULL);
+    for (int i = 0; i < *n; i++) {
+        int e = i / ALLOY_MOE_SAMPLED_PROMPTS;
+        int len = ALLOY_MOE_SAMPLED_TOKENS < ex[e]->max_T ? ALLOY_MOE_SAMPLED_TOKENS : ex[e]->max_T;
+        int32_t *text = *sampled + (size_t)i * ALLOY_MOE_SAMPLED_TOKENS;
+        (*prompts)[i] = (alloy_moe_prompt){e, text, len};
+        alloy_status s = sample_text(ex[e], o->sample_start, len, &rng, text);
+        if (s) return s;
+    }
+    return ALLOY_STATUS_OK;
+}
+
 /* The hidden-state routers: router (L, E, C) from the reference model's ln2 means. */
 static alloy_status hidden_routers(float *router, alloy_model *const *ex, int E, alloy_model *ref,
                                    const alloy_moe_options *o) {
     const int L = ref->config.n_layer, C = ref->config.d_model, V = ref->config.vocab_size;
     double *mean = alloy_calloc((size_t)E * (size_t)L * (size_t)C, sizeof(double));
     int64_t *count = alloy_calloc((size_t)E, sizeof(int64_t));
-    int32_t *text = alloy_calloc(ALLOY_MOE_SAMPLED_TOKENS, sizeof(int32_t));
-    alloy_status s = (!mean || !count || !text) ? alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the hidden router")
-                                                : ALLOY_STATUS_OK;
-    if (!s && o->prompts) {
-        s = check_prompts(o, E, V);
-        for (int i = 0; i < o->n_prompts && !s; i++) {
-            const alloy_moe_prompt *p = &o->prompts[i];
-            s = add_hidden(ref, p->tokens, p->n, mean + (size_t)p->expert * L * C, &count[p->expert]);
-        }
-    } else if (!s) {
-        s = check_prompts(o, E, V);
-        alloy_rng rng;
-        alloy_rng_seed(&rng, o->seed ^ 0x70726f6d707473ULL);
-        for (int e = 0; e < E && !s; e++) {
-            for (int k = 0; k < ALLOY_MOE_SAMPLED_PROMPTS && !s; k++) {
-                int len = ALLOY_MOE_SAMPLED_TOKENS < ex[e]->max_T ? ALLOY_MOE_SAMPLED_TOKENS : ex[e]->max_T;
-                s = sample_text(ex[e], o->sample_start, len, &rng, text);
-                if (!s) s = add_hidden(ref, text, len, mean + (size_t)e * L * C, &count[e]);
-            }
-        }
-    }
+    alloy_moe_prompt *pr = NULL;
+    int32_t *sampled = NULL;
+    int n = 0;
+    alloy_status s = (!mean || !count) ? alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the hidden router")
+                                       : check_prompts(o, E, V);
+    if (!s) s = router_prompts(ex, E, o, &pr, &n, &sampled);
+    for (int i = 0; i < n && !s; i++)
+        s = add_hidden(ref, pr[i].tokens, pr[i].n, mean + (size_t)pr[i].expert * L * C, &count[pr[i].expert]);
     for (int l = 0; l < L && !s; l++) {
         double *centre = alloy_calloc((size_t)C, sizeof(double));
         if (!centre) {
@@ -205,7 +219,8 @@ static alloy_status hidden_routers(float *router, alloy_model *const *ex, int E,
     }
     alloy_free(mean);
     alloy_free(count);
-    alloy_free(text);
+    alloy_free(pr);
+    alloy_free(sampled);
     return s;
 }
 
@@ -249,19 +264,19 @@ static double objective(const float *W, const float *X, const int32_t *y, const 
     return loss;
 }
 
-static alloy_status check_fit_args(int64_t N, int C, int E, double l2) {
+/* The fit's arguments, and the class weights cw (E) of its tokens. */
+static alloy_status check_fit_args(const int32_t *y, int64_t N, int C, int E, double l2, double *cw) {
     if (N < 1 || N > INT32_MAX) return alloy_fail(ALLOY_STATUS_USAGE, "router fit: %lld tokens (need 1 .. 2^31-1)", (long long)N);
     if (C < 1 || E < 2) return alloy_fail(ALLOY_STATUS_USAGE, "router fit: width %d and %d classes (need >= 1 and >= 2)", C, E);
+    if (E > ALLOY_MAX_EXPERTS) return alloy_fail(ALLOY_STATUS_USAGE, "router fit: at most %d classes", ALLOY_MAX_EXPERTS);
     if (!(l2 > 0.0 && l2 < 1e6)) return alloy_fail(ALLOY_STATUS_USAGE, "router fit: the L2 weight %g must be > 0", l2);
-    return ALLOY_STATUS_OK;
+    return class_weights(y, N, E, cw);
 }
 
 alloy_status alloy_moe_router_objective(const float *W, const float *X, const int32_t *y, int64_t N, int C, int E,
                                         double l2, double *value, float *grad) {
-    alloy_status s = check_fit_args(N, C, E, l2);
     double cw[ALLOY_MAX_EXPERTS];
-    if (!s && E > ALLOY_MAX_EXPERTS) s = alloy_fail(ALLOY_STATUS_USAGE, "router fit: at most %d classes", ALLOY_MAX_EXPERTS);
-    if (!s) s = class_weights(y, N, E, cw);
+    alloy_status s = check_fit_args(y, N, C, E, l2, cw);
     if (s) return s;
     float *Z = alloy_malloc(sizeof(float) * (size_t)N * (size_t)E), *G = grad ? grad : alloy_malloc(sizeof(float) * (size_t)E * C);
     if (!Z || !G) s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the router fit");
@@ -283,10 +298,8 @@ static double norm2(const float *v, int64_t n) {
  * whenever the step goes against it (O'Donoghue and Candès 2015). */
 alloy_status alloy_moe_fit_router(float *W, const float *X, const int32_t *y, int64_t N, int C, int E, double l2,
                                   int max_iter, double tol, alloy_moe_fit_report *report) {
-    alloy_status s = check_fit_args(N, C, E, l2);
     double cw[ALLOY_MAX_EXPERTS];
-    if (!s && E > ALLOY_MAX_EXPERTS) s = alloy_fail(ALLOY_STATUS_USAGE, "router fit: at most %d classes", ALLOY_MAX_EXPERTS);
-    if (!s) s = class_weights(y, N, E, cw);
+    alloy_status s = check_fit_args(y, N, C, E, l2, cw);
     if (s) return s;
     const int64_t P = (int64_t)E * C;
     float *Z = alloy_malloc(sizeof(float) * (size_t)N * (size_t)E), *G = alloy_malloc(sizeof(float) * (size_t)P),
@@ -309,8 +322,7 @@ alloy_status alloy_moe_fit_router(float *W, const float *X, const int32_t *y, in
         }
         lip = 0.5 * lam * 1.05 + l2; // 5% margin on a power-iteration estimate from below
         double q = sqrt(l2 / lip), beta = (1.0 - q) / (1.0 + q);
-        memset(W, 0, sizeof(float) * (size_t)P);
-        memcpy(Y, W, sizeof(float) * (size_t)P);
+        memset(W, 0, sizeof(float) * (size_t)P); // and Y, the look-ahead point, starts at 0 too
         for (it = 0; it < max_iter; it++) {
             value = objective(Y, X, y, cw, N, C, E, l2, Z, G); // at the look-ahead point Y
             gn = norm2(G, P);
@@ -361,30 +373,17 @@ alloy_status alloy_moe_fit_router(float *W, const float *X, const int32_t *y, in
  * of which expert's prompt a token came from. */
 static alloy_status classifier_routers(alloy_model *m, alloy_model *const *ex, int E, const alloy_moe_options *o) {
     const int L = m->config.n_layer, C = m->config.d_model, V = m->config.vocab_size;
+    alloy_moe_prompt *pr = NULL;
+    int32_t *sampled = NULL;
+    int n = 0, maxT = 1;
     alloy_status s = check_prompts(o, E, V);
-    if (s) return s;
-    // the prompts: given, or sampled from each expert
-    int n = o->prompts ? o->n_prompts : E * ALLOY_MOE_SAMPLED_PROMPTS, maxT = 1;
-    int slen = ALLOY_MOE_SAMPLED_TOKENS < m->config.max_seq_len ? ALLOY_MOE_SAMPLED_TOKENS : m->config.max_seq_len;
-    alloy_moe_prompt *pr = alloy_calloc((size_t)n, sizeof *pr);
-    int32_t *sampled = o->prompts ? NULL : alloy_calloc((size_t)n * (size_t)slen, sizeof(int32_t));
-    if (!pr || (!o->prompts && !sampled)) s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the router prompts");
-    alloy_rng rng;
-    alloy_rng_seed(&rng, o->seed ^ 0x70726f6d707473ULL);
+    if (!s) s = router_prompts(ex, E, o, &pr, &n, &sampled);
+    int64_t N = 0;
     for (int i = 0; i < n && !s; i++) {
-        if (o->prompts) {
-            pr[i] = o->prompts[i];
-        } else {
-            pr[i] = (alloy_moe_prompt){i / ALLOY_MOE_SAMPLED_PROMPTS, sampled + (size_t)i * slen, slen};
-            int len = slen < ex[pr[i].expert]->max_T ? slen : ex[pr[i].expert]->max_T;
-            s = sample_text(ex[pr[i].expert], o->sample_start, len, &rng, sampled + (size_t)i * slen);
-            pr[i].n = len;
-        }
         if (pr[i].n > m->config.max_seq_len) pr[i].n = m->config.max_seq_len;
         maxT = pr[i].n > maxT ? pr[i].n : maxT;
+        N += pr[i].n;
     }
-    int64_t N = 0;
-    for (int i = 0; i < n; i++) N += pr[i].n;
     alloy_model *w = NULL;
     if (!s) s = alloy_model_create(&w, &m->config, 1, maxT);
     float *X = NULL;
