@@ -151,16 +151,17 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 torch = {r["threads"]: r for r in rows if r["impl"] == "pytorch"}
 print()
-print("%-22s %3s  %11s %8s  %10s %8s  %9s  %s" % ("", "thr", "prefill t/s", "x torch", "decode t/s", "x torch", "of limit",
-                                                  "batch decode t/s"))
+print("%-22s %3s  %11s %8s  %10s %8s  %9s  %7s  %s" % ("", "thr", "prefill t/s", "x torch", "decode t/s", "x torch",
+                                                       "of limit", "paired", "batch decode t/s"))
 for r in rows:
     t = torch.get(r["threads"])
     name = "alloy %s" % r["format"] if r["impl"] == "alloy" else "pytorch f32"
     lim = r["bandwidth"] / r["bytes_per_token"] if "bandwidth" in r else None
-    print("%-22s %3d  %11.1f %8s  %10.1f %8s  %9s  %s" % (
+    print("%-22s %3d  %11.1f %8s  %10.1f %8s  %9s  %7s  %s" % (
         name, r["threads"], r["prefill_tps"], "%.2fx" % (r["prefill_tps"] / t["prefill_tps"]) if t else "-",
         r["decode_tps"], "%.2fx" % (r["decode_tps"] / t["decode_tps"]) if t else "-",
         "%.0f%%" % (100 * r["decode_tps"] / lim) if lim else "-",
+        "%.0f%%" % (100 * r["paired_fraction"]) if r.get("pairs") else "-",
         "%.1f (B=%d)" % (r["batch_decode_tps"], r["batch"]) if r.get("batch", 0) > 1 else "-"))
 print("\nreference figures for llama.cpp on this machine, GPT-2 124M, 2 threads (not measured here): prefill 512\n"
       "tokens ~850 t/s (f32), ~870 (q8_0); decode ~84 t/s (f32), ~137 (f16), ~166 (q8_0)")

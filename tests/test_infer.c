@@ -248,6 +248,63 @@ static void test_kv_llama_odd(void) {
     check_family(&c, "llama odd (C 60, hd 10)");
 }
 
+/* ---- one-row decode in one team ---------------------------------------------------------- */
+
+/* Logits (steps, V) of one sequence: a 3-token prompt, then one token per decode step to the
+ * end of the context, on an engine of `threads` fixed threads; ALLOY_TEAM_DECODE as `team`. */
+static float *decode_run(alloy_model *m, const int32_t *toks, int threads, bool team) {
+    const alloy_config *c = &m->config;
+    int V = c->vocab_size, T = c->max_seq_len;
+    setenv("ALLOY_TEAM_DECODE", team ? "1" : "0", 1);
+    alloy_engine *e;
+    alloy_status s = alloy_engine_create(&e, m, &(alloy_engine_options){.threads = threads});
+    unsetenv("ALLOY_TEAM_DECODE");
+    if (s) return NULL;
+    float *out = malloc(sizeof(float) * (size_t)T * V);
+    int seq = 0;
+    bool ok = !alloy_engine_prefill(e, out + (size_t)2 * V, 0, toks, 3);
+    for (int t = 3; ok && t < T; t++) ok = !alloy_engine_decode(e, out + (size_t)t * V, &seq, toks + t, 1);
+    alloy_engine_destroy(e);
+    if (!ok) free(out);
+    return ok ? out : NULL;
+}
+
+/* A decode step of one row runs as one OpenMP team (decode_team); it must give the bits of the
+ * step-by-step path on as many threads, and the full forward's logits. */
+static void test_team_decode(void) {
+    alloy_config cs[3] = {gpt2_config(), llama_config(), odd_llama_config()};
+    const char *names[3] = {"gpt2", "llama GQA", "llama odd"};
+    for (int k = 0; k < 3; k++) {
+        alloy_model *m = make_model(&cs[k], 21 + (uint64_t)k, 4.0f);
+        REQUIRE(m, "model");
+        int V = cs[k].vocab_size, T = cs[k].max_seq_len;
+        int32_t toks[64];
+        random_tokens(toks, T, V, 300 + (uint64_t)k);
+        float *ref = full_logits(m, toks, T);
+        REQUIRE(ref, "full forward");
+        double worst = 0.0;
+        for (int nt = 2; nt <= 3; nt++) {
+            float *team = decode_run(m, toks, nt, true), *steps = decode_run(m, toks, nt, false);
+            EXPECT(team && steps, "%s: decode failed: %s", names[k], alloy_last_error());
+            if (team && steps) {
+                size_t n = (size_t)(T - 2) * V;
+                EXPECT(!memcmp(team + 2 * V, steps + 2 * V, sizeof(float) * n),
+                       "%s, %d threads: team decode differs from the step-by-step one", names[k], nt);
+                double err = scale_err(team + 2 * V, ref + 2 * V, n);
+                EXPECT(err <= TOL_SCALE, "%s, %d threads: team decode vs full forward %.3g of the scale", names[k], nt,
+                       err);
+                if (err > worst) worst = err;
+            }
+            free(team);
+            free(steps);
+        }
+        printf("# %s: team decode on 2 and 3 threads: the step-by-step bits; vs full forward %.2e of the scale\n",
+               names[k], worst);
+        free(ref);
+        alloy_model_destroy(m);
+    }
+}
+
 /* ---- reset, truncate, bad calls, the context limit -------------------------------------- */
 
 static void test_cache_reuse(void) {
@@ -1233,6 +1290,7 @@ int main(void) {
     RUN(test_kv_gpt2);
     RUN(test_kv_llama_gqa);
     RUN(test_kv_llama_odd);
+    RUN(test_team_decode);
     RUN(test_cache_reuse);
     RUN(test_bad_calls);
     RUN(test_engine_oom);

@@ -64,6 +64,15 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
  * threads·OC for W (IC, OC), threads being omp_get_max_threads() at the call. */
 void matvec_forward(float *out, const float *x, const float *weight, const float *bias, int IC, int OC,
                     alloy_weight_layout layout, float beta, float *scratch);
+/* matvec_forward's share of the calling thread, inside an OpenMP parallel region whose every
+ * thread calls it with the same arguments (scratch as for matvec_forward); it
+ * returns after a barrier, out complete. The same sums as matvec_forward on as many threads. */
+void matvec_forward_team(float *out, const float *x, const float *weight, const float *bias, int IC, int OC,
+                         alloy_weight_layout layout, float beta, float *scratch);
+/* Inside such a region: prefetches into L2 the first `bytes` that the calling thread's share of
+ * matvec_forward_team(W) will read (the starts of its first group of rows), so that the next
+ * product does not begin with DRAM's full latency. */
+void matvec_prefetch_team(const float *weight, int IC, int OC, alloy_weight_layout layout, size_t bytes);
 /* dinp (N, IC) = dout·Wᵀ, overwritten (dinp may be NULL; it is an activation's gradient, used
  * once); dweight += inpᵀ·dout (accumulated over micro-batches); dbias (OC) += column sums of
  * dout (may be NULL, always fp32). */

@@ -36,6 +36,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -87,6 +88,7 @@ struct alloy_engine {
     bool gpt2;                 /* the family: GPT-2 (else Llama) */
     float eps;                 /* the norms' epsilon */
     int max_threads;           /* threads the scratch has room for */
+    bool team_ok;              /* one-row passes may run as one team (decode_team) */
     int call_threads;          /* the most threads a step of the current call may take */
     layer_matrices *layers;    /* (L) */
     matrix *experts;           /* MoE: (L, 2, E) each layer's experts' up, then down */
@@ -226,23 +228,27 @@ static inline size_t cache_offset(const alloy_engine *e, int l, int seq, int kvh
            (size_t)e->opts.max_ctx * (size_t)e->hd;
 }
 
-/* Rotates the q and k heads of each row by its position (rotate-half, as rope_forward). */
-static void rope_rows(const alloy_engine *e, int R) {
+/* Rotates the q and k heads of row r by its position (rotate-half, as rope_forward). */
+static void rope_row(const alloy_engine *e, int r) {
     int half = e->hd / 2, hd = e->hd, heads = e->H + e->KV;
-    use_threads(e, 6.0 * R * heads * hd);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < R; r++) {
-        const float *c = e->rope_cos + (size_t)e->row_pos[r] * half, *s = e->rope_sin + (size_t)e->row_pos[r] * half;
-        float *row = e->qkv + (size_t)r * e->QKV;
-        for (int h = 0; h < heads; h++) {
-            float *x = row + (size_t)h * hd;
-            for (int j = 0; j < half; j++) {
-                float x1 = x[j], x2 = x[j + half];
-                x[j] = x1 * c[j] - x2 * s[j];
-                x[j + half] = x2 * c[j] + x1 * s[j];
-            }
+    const float *c = e->rope_cos + (size_t)e->row_pos[r] * half, *s = e->rope_sin + (size_t)e->row_pos[r] * half;
+    float *row = e->qkv + (size_t)r * e->QKV;
+    for (int h = 0; h < heads; h++) {
+        float *x = row + (size_t)h * hd;
+        for (int j = 0; j < half; j++) {
+            float x1 = x[j], x2 = x[j + half];
+            x[j] = x1 * c[j] - x2 * s[j];
+            x[j + half] = x2 * c[j] + x1 * s[j];
         }
     }
+}
+
+/* Rotates the q and k heads of each row by its position. */
+static void rope_rows(const alloy_engine *e, int R) {
+    int hd = e->hd, heads = e->H + e->KV;
+    use_threads(e, 6.0 * R * heads * hd);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < R; r++) rope_row(e, r);
 }
 
 /* Copies each row's k and v heads into its sequence's cache at its position (k transposed). */
@@ -421,6 +427,104 @@ static void moe_rows(alloy_engine *e, const layer_matrices *lw, int R) {
     }
 }
 
+/* ---- one decode row, one team ------------------------------------------------------------ */
+
+/* Bytes of the next matrix each thread prefetches before a step that does not read memory. */
+#define TEAM_PREFETCH_BYTES 8192
+
+/* The threads of a team decode (0: take forward_rows): a single row, dense MLPs, every matrix
+ * fp32, a model wide enough that threads_for gives its products two threads or more, and the
+ * knob ALLOY_TEAM_DECODE=0 (read at creation; the tests compare the two paths) not set. */
+static int team_threads(const alloy_engine *e, int R) {
+    if (R != 1 || e->E || !e->team_ok) return 0;
+    int nt = threads_for(e, 2.0 * e->C * e->C);
+    return nt >= 2 ? nt : 0;
+}
+
+/* out = [out +] in · Wᵀ + bias, one row, by the calling team. */
+static void team_linear(const alloy_engine *e, float *out, const float *in, const matrix *w, bool acc) {
+    matvec_forward_team(out, in, w->w, w->bias, w->in, w->out, w->layout, acc ? 1.0f : 0.0f, e->mv);
+}
+
+static void team_prefetch(const matrix *w) {
+    matvec_prefetch_team(w->w, w->in, w->out, w->layout, TEAM_PREFETCH_BYTES);
+}
+
+/* forward_rows for one row (R = 1, segment 0) in a single parallel region of nt threads instead
+ * of one per step: the products split as matvec_forward splits them (the same sums), attention
+ * split by heads, the steps that read no matrix — norms, RoPE, the cache, the activation, a few
+ * microseconds each — on thread 0 while every thread has prefetched the start of its share of
+ * the next matrix. Each step ends at a barrier. A decode step opens one region, not five to six
+ * per layer, and no product begins with its first lines still in DRAM. */
+static void decode_team(alloy_engine *e, float *logits, int n_sel, int nt) {
+    const alloy_params *p = &e->m->params;
+    const int C = e->C, H = e->H, hd = e->hd, group = e->H / e->KV, pos = e->row_pos[0], seq = e->row_seq[0];
+    const float scale = 1.0f / sqrtf((float)hd);
+    {
+        float *x = e->x;
+        const float *te = p->wte + (size_t)e->row_tok[0] * C;
+        if (e->gpt2) {
+            const float *pe = p->wpe + (size_t)pos * C;
+            for (int c = 0; c < C; c++) x[c] = te[c] + pe[c];
+        } else {
+            memcpy(x, te, sizeof(float) * (size_t)C);
+        }
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        for (int l = 0; l < e->L; l++) {
+            const alloy_layer_params *lp = &p->layers[l];
+            const layer_matrices *lw = &e->layers[l];
+            team_prefetch(&lw->qkv);
+            if (t == 0) {
+                if (e->gpt2) layernorm_forward(e->xn, e->mean, e->rstd, e->x, lp->ln1_w, lp->ln1_b, 1, C, e->eps);
+                else rmsnorm_forward(e->xn, e->rstd, e->x, lp->ln1_w, 1, C, e->eps);
+            }
+#pragma omp barrier
+            team_linear(e, e->qkv, e->xn, &lw->qkv, false);
+            team_prefetch(&lw->o);
+            if (t == 0) {
+                if (!e->gpt2) rope_row(e, 0);
+                store_kv(e, l, 1);
+            }
+#pragma omp barrier
+            int h0 = (int)((int64_t)H * t / n), h1 = (int)((int64_t)H * (t + 1) / n);
+            float *sc = e->scores + (size_t)t * e->opts.max_ctx;
+            for (int h = h0; h < h1; h++) {
+                size_t off = cache_offset(e, l, seq, h / group);
+                attend_one(e->att + (size_t)h * hd, e->qkv + (size_t)h * hd, e->kc + off, e->vc + off, pos + 1, hd,
+                           (size_t)e->opts.max_ctx, scale, sc);
+            }
+#pragma omp barrier
+            team_linear(e, e->x, e->att, &lw->o, true);
+            team_prefetch(&lw->up);
+            if (t == 0) {
+                if (e->gpt2) layernorm_forward(e->xn, e->mean, e->rstd, e->x, lp->ln2_w, lp->ln2_b, 1, C, e->eps);
+                else rmsnorm_forward(e->xn, e->rstd, e->x, lp->ln2_w, 1, C, e->eps);
+            }
+#pragma omp barrier
+            team_linear(e, e->fc, e->xn, &lw->up, false);
+            team_prefetch(&lw->down);
+            if (t == 0) {
+                if (e->gpt2) gelu_forward(e->act, e->fc, e->F);
+                else swiglu_forward(e->act, e->fc, 1, e->F);
+            }
+#pragma omp barrier
+            team_linear(e, e->x, e->act, &lw->down, true);
+        }
+        if (n_sel) {
+            team_prefetch(&e->head);
+            if (t == 0) {
+                if (e->gpt2) layernorm_forward(e->xn, e->mean, e->rstd, e->x, p->lnf_w, p->lnf_b, 1, C, e->eps);
+                else rmsnorm_forward(e->xn, e->rstd, e->x, p->lnf_w, 1, C, e->eps);
+            }
+#pragma omp barrier
+            team_linear(e, logits, e->xn, &e->head, false);
+        }
+    }
+}
+
 /* ---- the forward pass over R rows ------------------------------------------------------- */
 
 /* Runs the rows set up in row_seq / row_pos / row_tok / segs and writes the logits of the rows
@@ -428,6 +532,11 @@ static void moe_rows(alloy_engine *e, const layer_matrices *lw, int R) {
 static void forward_rows(alloy_engine *e, int R, int n_segs, float *logits, int n_sel) {
     const alloy_params *p = &e->m->params;
     int C = e->C;
+    int nt = team_threads(e, R);
+    if (nt) {
+        decode_team(e, logits, n_sel, nt);
+        return;
+    }
     for (int r = 0; r < R; r++) {
         float *x = e->x + (size_t)r * C;
         const float *te = p->wte + (size_t)e->row_tok[r] * C;
@@ -877,6 +986,8 @@ alloy_status alloy_engine_create(alloy_engine **out, const alloy_model *m, const
         alloy_engine_destroy(e);
         return s;
     }
+    const char *knob = getenv("ALLOY_TEAM_DECODE");
+    e->team_ok = !e->E && e->opts.weights == ALLOY_QTYPE_F32 && !(knob && !strcmp(knob, "0"));
     *out = e;
     return ALLOY_STATUS_OK;
 }
