@@ -2,7 +2,9 @@
 # Inference speed: the engine of src/infer/ (bench/infer_bench: prefill and decode tokens/s for
 # f32, q8_0 and q4_0 weights on 1 and 2 threads, the read bandwidth it measures and the decode
 # limit that implies) against PyTorch running a KV-cache GPT-2 on the same weights and tokens in
-# the same run, printed as ratios (never asserted).
+# the same run, printed as ratios (never asserted). "of limit" is the best decode against the best
+# bandwidth of the run; "paired" the median, over 16-step slices of decode, of each slice against
+# the bandwidth read just before and after it (the figure to trust where the bandwidth moves).
 #
 #   bash bench/infer_bench.sh                       # GPT-2 124M: about 2 minutes on 2 quiet cores
 #   PREFILL=128 DECODE=32 bash bench/infer_bench.sh # a quick run
