@@ -1,20 +1,24 @@
 /*
  * matvec.c — the fp32 matrix-vector product of decoding: out (OC) = beta·out + x (IC) · W + bias,
  * for one token. It is bound by memory, so each thread streams one contiguous range of W from
- * DRAM, in address order, eight rows at a time, prefetching the same columns of the next eight
- * rows into L2:
+ * DRAM in address order:
  *
  * - W (IC, OC), as GPT-2 stores it: thread t takes rows [i0, i1) of W and sums x[i]·W[i, :] into
- *   its own partial of OC floats, eight rows at a time; the partials are then added in thread
- *   order. (OpenBLAS's sgemv splits such a product by columns, so each thread reads pieces of
- *   every row, which streams less well on two threads.)
- * - W (OC, IC): thread t takes rows [o0, o1) of W, eight at a time, each a dot product with x.
+ *   its own partial of OC floats, eight rows at a time, prefetching the same columns of the next
+ *   eight rows into L2; the partials are then added in thread order. (OpenBLAS's sgemv splits
+ *   such a product by columns, so each thread reads pieces of every row, which streams less
+ *   well on two threads.)
+ * - W (OC, IC): thread t takes rows [o0, o1) of W, one after another, each a dot product with
+ *   x: a single sequential stream, which the hardware prefetchers follow best left alone.
  *
  * Measured on 2 cores of a Zen 4 whose read bandwidth moved between 34 and 65 GB/s (other
- * tenants): against a plain 2-thread read measured either side, groups of eight rows with
- * prefetcht1 stream at 76–82% of it where four rows with prefetcht0 (this file's first
- * version) gave 52–64%; prefetcht0 fills L1's few miss buffers with lines that are needed
- * hundreds of cycles later, and eight rows halve the partial's loads and stores per weight.
+ * tenants), each against a plain 2-thread read either side, over GPT-2's 48 layer matrices:
+ * (IC, OC) with eight rows and prefetcht1 streams at 95% of the read at 34 GB/s and 83% at
+ * 60 GB/s, where four rows (this file's first version, prefetcht0) gave 52–64% at 60 GB/s,
+ * eight rows without prefetching 69% and one row at a time 50% (the partial's loads and stores);
+ * prefetcht0 fills L1's few miss buffers with lines needed hundreds of cycles later. (OC, IC)
+ * one row at a time without prefetching streams at 99% and 92%, where eight rows side by side
+ * with prefetcht1 gave 76% at 60 GB/s.
  *
  * The order of the sums depends on the thread count only, not on timing.
  */
@@ -77,28 +81,11 @@ static inline float hsum16(v16f v) {
     return a[0];
 }
 
-/* out[o] = W[o, :]·x for o in [o0, o1), W (OC, IC) row-major. */
+/* out[o] = W[o, :]·x for o in [o0, o1), W (OC, IC) row-major: one row after another, so that
+ * the thread's reads are one sequential stream that the hardware prefetchers follow alone. */
 static void rows_dot(float *restrict out, const float *restrict x, const float *restrict W, int o0, int o1, int IC) {
     const int vec = IC & ~15;
-    int o = o0;
-    for (; o + G <= o1; o += G) {
-        const float *w = W + (size_t)o * IC;
-        v16f a[G];
-        for (int k = 0; k < G; k++) a[k] = (v16f){0};
-        const size_t ahead = (size_t)G * IC; // the same columns of the next group
-        for (int c = 0; c < vec; c += 16) {
-            for (int k = 0; k < G; k++) prefetch_l2(w + (size_t)k * IC + ahead + (size_t)c);
-            const v16f xv = v16_load(x + c);
-            for (int k = 0; k < G; k++) a[k] += v16_load(w + (size_t)k * IC + (size_t)c) * xv;
-        }
-        for (int k = 0; k < G; k++) {
-            const float *wk = w + (size_t)k * IC;
-            float s = hsum16(a[k]);
-            for (int c = vec; c < IC; c++) s += wk[c] * x[c];
-            out[o + k] = s;
-        }
-    }
-    for (; o < o1; o++) {
+    for (int o = o0; o < o1; o++) {
         const float *w0 = W + (size_t)o * IC;
         v16f a0 = {0};
         for (int c = 0; c < vec; c += 16) a0 += v16_load(w0 + c) * v16_load(x + c);
@@ -140,6 +127,10 @@ void matvec_prefetch_team(const float *weight, int IC, int OC, alloy_weight_layo
     if (r0 >= r1) return;
     const char *p = (const char *)(weight + (size_t)r0 * (size_t)len);
     size_t have = (size_t)(r1 - r0) * (size_t)len * sizeof(float);
+    if (layout == ALLOY_WEIGHT_OUT_IN) { // read in address order: the first bytes
+        for (size_t off = 0; off < bytes && off < have; off += 64) prefetch_l2((const float *)(p + off));
+        return;
+    }
     // the first group's rows are read side by side: the start of each, bytes in all
     int rows = r1 - r0 < G ? r1 - r0 : G;
     size_t per_row = bytes / (size_t)rows, row_bytes = (size_t)len * sizeof(float);
