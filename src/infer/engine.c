@@ -213,11 +213,23 @@ static void linear(const alloy_engine *e, float *out, const float *in, const mat
     }
 }
 
-/* out (n, C) = the family's norm of in (n, C) with weight w (C) and bias b (C, GPT-2). */
-static void norm(const alloy_engine *e, float *out, const float *in, const float *w, const float *b, int n) {
-    use_threads(e, 8.0 * n * e->C);
+/* out (n, C) = the family's norm of in (n, C) with weight w (C) and bias b (C, GPT-2), on the
+ * threads set now. */
+static void norm_rows(const alloy_engine *e, float *out, const float *in, const float *w, const float *b, int n) {
     if (e->gpt2) layernorm_forward(out, e->mean, e->rstd, in, w, b, n, e->C, e->eps);
     else rmsnorm_forward(out, e->rstd, in, w, n, e->C, e->eps);
+}
+
+/* norm_rows on the threads its size is worth. */
+static void norm(const alloy_engine *e, float *out, const float *in, const float *w, const float *b, int n) {
+    use_threads(e, 8.0 * n * e->C);
+    norm_rows(e, out, in, w, b, n);
+}
+
+/* act (n, F) = the family's activation of fc (n, FF): GELU, or SwiGLU of gate and up. */
+static void activate(const alloy_engine *e, int n) {
+    if (e->gpt2) gelu_forward(e->act, e->fc, (int64_t)n * e->F);
+    else swiglu_forward(e->act, e->fc, n, e->F);
 }
 
 /* ---- attention -------------------------------------------------------------------------- */
@@ -408,8 +420,7 @@ static void moe_rows(alloy_engine *e, const layer_matrices *lw, int R) {
         if (ne) linear(e, e->fc + (size_t)r0 * FF, e->moe_in + (size_t)r0 * C, &lw->eup[x], ne, false, NULL);
     }
     use_threads(e, 20.0 * NK * e->F);
-    if (e->gpt2) gelu_forward(e->act, e->fc, (int64_t)NK * e->F);
-    else swiglu_forward(e->act, e->fc, NK, e->F);
+    activate(e, NK);
     for (int x = 0; x < E; x++) {
         int r0 = off[x], ne = off[x + 1] - r0;
         if (ne) linear(e, e->moe_out + (size_t)r0 * C, e->act + (size_t)r0 * F, &lw->edown[x], ne, false, NULL);
@@ -477,10 +488,7 @@ static void decode_team(alloy_engine *e, float *logits, int n_sel, int nt) {
             const alloy_layer_params *lp = &p->layers[l];
             const layer_matrices *lw = &e->layers[l];
             team_prefetch(&lw->qkv);
-            if (t == 0) {
-                if (e->gpt2) layernorm_forward(e->xn, e->mean, e->rstd, e->x, lp->ln1_w, lp->ln1_b, 1, C, e->eps);
-                else rmsnorm_forward(e->xn, e->rstd, e->x, lp->ln1_w, 1, C, e->eps);
-            }
+            if (t == 0) norm_rows(e, e->xn, e->x, lp->ln1_w, lp->ln1_b, 1);
 #pragma omp barrier
             team_linear(e, e->qkv, e->xn, &lw->qkv, false);
             team_prefetch(&lw->o);
@@ -499,26 +507,17 @@ static void decode_team(alloy_engine *e, float *logits, int n_sel, int nt) {
 #pragma omp barrier
             team_linear(e, e->x, e->att, &lw->o, true);
             team_prefetch(&lw->up);
-            if (t == 0) {
-                if (e->gpt2) layernorm_forward(e->xn, e->mean, e->rstd, e->x, lp->ln2_w, lp->ln2_b, 1, C, e->eps);
-                else rmsnorm_forward(e->xn, e->rstd, e->x, lp->ln2_w, 1, C, e->eps);
-            }
+            if (t == 0) norm_rows(e, e->xn, e->x, lp->ln2_w, lp->ln2_b, 1);
 #pragma omp barrier
             team_linear(e, e->fc, e->xn, &lw->up, false);
             team_prefetch(&lw->down);
-            if (t == 0) {
-                if (e->gpt2) gelu_forward(e->act, e->fc, e->F);
-                else swiglu_forward(e->act, e->fc, 1, e->F);
-            }
+            if (t == 0) activate(e, 1);
 #pragma omp barrier
             team_linear(e, e->x, e->act, &lw->down, true);
         }
         if (n_sel) {
             team_prefetch(&e->head);
-            if (t == 0) {
-                if (e->gpt2) layernorm_forward(e->xn, e->mean, e->rstd, e->x, p->lnf_w, p->lnf_b, 1, C, e->eps);
-                else rmsnorm_forward(e->xn, e->rstd, e->x, p->lnf_w, 1, C, e->eps);
-            }
+            if (t == 0) norm_rows(e, e->xn, e->x, p->lnf_w, p->lnf_b, 1);
 #pragma omp barrier
             team_linear(e, logits, e->xn, &e->head, false);
         }
@@ -563,8 +562,7 @@ static void forward_rows(alloy_engine *e, int R, int n_segs, float *logits, int 
         }
         linear(e, e->fc, e->xn, &lw->up, R, false, e->tmp);
         use_threads(e, 20.0 * R * e->F);
-        if (e->gpt2) gelu_forward(e->act, e->fc, (int64_t)R * e->F);
-        else swiglu_forward(e->act, e->fc, R, e->F);
+        activate(e, R);
         linear(e, e->x, e->act, &lw->down, R, true, e->tmp);
     }
     if (n_sel == 0) return;
