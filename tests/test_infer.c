@@ -252,12 +252,12 @@ static void test_kv_llama_odd(void) {
 
 /* Logits (steps, V) of one sequence: a 3-token prompt, then one token per decode step to the
  * end of the context, on an engine of `threads` fixed threads; ALLOY_TEAM_DECODE as `team`. */
-static float *decode_run(alloy_model *m, const int32_t *toks, int threads, bool team) {
+static float *decode_run(alloy_model *m, alloy_qtype wt, const int32_t *toks, int threads, bool team) {
     const alloy_config *c = &m->config;
     int V = c->vocab_size, T = c->max_seq_len;
     setenv("ALLOY_TEAM_DECODE", team ? "1" : "0", 1);
     alloy_engine *e;
-    alloy_status s = alloy_engine_create(&e, m, &(alloy_engine_options){.threads = threads});
+    alloy_status s = alloy_engine_create(&e, m, &(alloy_engine_options){.weights = wt, .threads = threads});
     unsetenv("ALLOY_TEAM_DECODE");
     if (s) return NULL;
     float *out = malloc(sizeof(float) * (size_t)T * V);
@@ -270,7 +270,8 @@ static float *decode_run(alloy_model *m, const int32_t *toks, int threads, bool 
 }
 
 /* A decode step of one row runs as one OpenMP team (decode_team); it must give the bits of the
- * step-by-step path on as many threads, and the full forward's logits. */
+ * step-by-step path on as many threads, for every weight format, and (fp32) the full
+ * forward's logits. */
 static void test_team_decode(void) {
     alloy_config cs[3] = {gpt2_config(), llama_config(), odd_llama_config()};
     const char *names[3] = {"gpt2", "llama GQA", "llama odd"};
@@ -283,22 +284,26 @@ static void test_team_decode(void) {
         float *ref = full_logits(m, toks, T);
         REQUIRE(ref, "full forward");
         double worst = 0.0;
-        for (int nt = 2; nt <= 3; nt++) {
-            float *team = decode_run(m, toks, nt, true), *steps = decode_run(m, toks, nt, false);
-            EXPECT(team && steps, "%s: decode failed: %s", names[k], alloy_last_error());
-            if (team && steps) {
-                size_t n = (size_t)(T - 2) * V;
-                EXPECT(!memcmp(team + 2 * V, steps + 2 * V, sizeof(float) * n),
-                       "%s, %d threads: team decode differs from the step-by-step one", names[k], nt);
-                double err = scale_err(team + 2 * V, ref + 2 * V, n);
-                EXPECT(err <= TOL_SCALE, "%s, %d threads: team decode vs full forward %.3g of the scale", names[k], nt,
-                       err);
-                if (err > worst) worst = err;
+        const alloy_qtype wts[] = {ALLOY_QTYPE_F32, ALLOY_QTYPE_F16, ALLOY_QTYPE_Q8_0, ALLOY_QTYPE_Q4_0};
+        for (size_t w = 0; w < sizeof wts / sizeof wts[0]; w++)
+            for (int nt = 2; nt <= 3; nt++) {
+                float *team = decode_run(m, wts[w], toks, nt, true), *steps = decode_run(m, wts[w], toks, nt, false);
+                EXPECT(team && steps, "%s: decode failed: %s", names[k], alloy_last_error());
+                if (team && steps) {
+                    size_t n = (size_t)(T - 2) * V;
+                    EXPECT(!memcmp(team + 2 * V, steps + 2 * V, sizeof(float) * n),
+                           "%s, %s, %d threads: team decode differs from the step-by-step one", names[k],
+                           alloy_qtype_name(wts[w]), nt);
+                    double err = scale_err(team + 2 * V, ref + 2 * V, n);
+                    EXPECT(wts[w] != ALLOY_QTYPE_F32 || err <= TOL_SCALE,
+                           "%s, %d threads: team decode vs full forward %.3g of the scale", names[k], nt, err);
+                    if (wts[w] == ALLOY_QTYPE_F32 && err > worst) worst = err;
+                }
+                free(team);
+                free(steps);
             }
-            free(team);
-            free(steps);
-        }
-        printf("# %s: team decode on 2 and 3 threads: the step-by-step bits; vs full forward %.2e of the scale\n",
+        printf("# %s: team decode on 2 and 3 threads, f32/f16/q8_0/q4_0: the step-by-step bits; f32 vs full forward "
+               "%.2e of the scale\n",
                names[k], worst);
         free(ref);
         alloy_model_destroy(m);

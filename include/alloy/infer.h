@@ -160,8 +160,8 @@ typedef struct alloy_engine_info {
 /* Builds an engine over model m: quantises the matrices if asked (OpenMP), allocates the KV
  * cache (pages that take memory only once written) and the buffers of max_rows tokens. Fails
  * with USAGE for a bad option (naming it), NOMEM when memory runs out; *out is NULL then.
- * m must outlive the engine. With fp32 weights and dense MLPs, a decode step of one sequence
- * runs as one OpenMP team (the same bits as the step-by-step path); the environment variable
+ * m must outlive the engine. With dense MLPs, a decode step of one sequence runs as one
+ * OpenMP team (the same bits as the step-by-step path); the environment variable
  * ALLOY_TEAM_DECODE=0, read here, turns that off (the tests compare the two). */
 alloy_status alloy_engine_create(alloy_engine **out, const alloy_model *m, const alloy_engine_options *opts);
 void alloy_engine_destroy(alloy_engine *e);

@@ -135,6 +135,16 @@ bool alloy_quant_simd_supported(void);
  * never allocate: x is quantised, 2048 columns at a time, into ~3 KB of the calling thread's
  * stack. */
 void alloy_quant_matvec(alloy_qtype t, float *y, const void *W, const float *x, int rows, int cols);
+/* alloy_quant_matvec's share of the calling thread, inside an OpenMP parallel region whose
+ * every thread calls it with the same arguments, scratch (alloy_quant_team_scratch_bytes(),
+ * alloy_malloc'd) one buffer shared by them; it returns after a barrier, y complete. The same
+ * bits as alloy_quant_matvec on as many threads. rows, cols > 0. */
+void alloy_quant_matvec_team(alloy_qtype t, float *y, const void *W, const float *x, int rows, int cols,
+                             void *scratch);
+size_t alloy_quant_team_scratch_bytes(void);
+/* Inside such a region: prefetches into L2 the first `bytes` of about where the calling
+ * thread's rows of W start in alloy_quant_matvec_team. */
+void alloy_quant_prefetch_team(alloy_qtype t, const void *W, int rows, int cols, size_t bytes);
 
 /* Y (n, rows) = X (n, cols) · Wᵀ, the prefill form of alloy_quant_matvec for n tokens: each row
  * of Y equals alloy_quant_matvec of that row of X bitwise. Each unpacked weight block serves up

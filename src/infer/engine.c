@@ -89,6 +89,7 @@ struct alloy_engine {
     float eps;                 /* the norms' epsilon */
     int max_threads;           /* threads the scratch has room for */
     bool team_ok;              /* one-row passes may run as one team (decode_team) */
+    void *qteam;               /* alloy_quant_matvec_team's shared scratch (quantised weights) */
     int call_threads;          /* the most threads a step of the current call may take */
     layer_matrices *layers;    /* (L) */
     matrix *experts;           /* MoE: (L, 2, E) each layer's experts' up, then down */
@@ -443,26 +444,44 @@ static void moe_rows(alloy_engine *e, const layer_matrices *lw, int R) {
 /* Bytes of the next matrix each thread prefetches before a step that does not read memory. */
 #define TEAM_PREFETCH_BYTES 8192
 
-/* The threads of a team decode (0: take forward_rows): a single row, dense MLPs, every matrix
- * fp32, a model wide enough that threads_for gives its products two threads or more, and the
- * knob ALLOY_TEAM_DECODE=0 (read at creation; the tests compare the two paths) not set. */
+/* The threads of a team decode (0: take forward_rows): a single row, dense MLPs, a model wide
+ * enough that threads_for gives its products two threads or more, and the knob
+ * ALLOY_TEAM_DECODE=0 (read at creation; the tests compare the two paths) not set. */
 static int team_threads(const alloy_engine *e, int R) {
     if (R != 1 || e->E || !e->team_ok) return 0;
     int nt = threads_for(e, 2.0 * e->C * e->C);
     return nt >= 2 ? nt : 0;
 }
 
-/* out = [out +] in · Wᵀ + bias, one row, by the calling team. */
+/* out = [out +] in · Wᵀ + bias, one row, by the calling team: the sums of linear(). */
 static void team_linear(const alloy_engine *e, float *out, const float *in, const matrix *w, bool acc) {
-    matvec_forward_team(out, in, w->w, w->bias, w->in, w->out, w->layout, acc ? 1.0f : 0.0f, e->mv);
+    if (w->type == ALLOY_QTYPE_F32) {
+        matvec_forward_team(out, in, w->w, w->bias, w->in, w->out, w->layout, acc ? 1.0f : 0.0f, e->mv);
+        return;
+    }
+    float *dst = acc ? e->tmp : out;
+    alloy_quant_matvec_team(w->type, dst, w->q, in, w->out, w->in, e->qteam);
+    if (!acc && !w->bias) return;
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    const int o0 = (int)((int64_t)w->out * t / n), o1 = (int)((int64_t)w->out * (t + 1) / n);
+    const float *bias = w->bias;
+    for (int o = o0; o < o1; o++) { // as linear() adds them
+        if (acc && bias) out[o] += dst[o] + bias[o];
+        else if (acc) out[o] += dst[o];
+        else out[o] += bias[o];
+    }
+#pragma omp barrier
 }
 
+/* Prefetches the start of the calling thread's share of w's product. */
 static void team_prefetch(const matrix *w) {
-    matvec_prefetch_team(w->w, w->in, w->out, w->layout, TEAM_PREFETCH_BYTES);
+    if (w->type == ALLOY_QTYPE_F32) matvec_prefetch_team(w->w, w->in, w->out, w->layout, TEAM_PREFETCH_BYTES);
+    else alloy_quant_prefetch_team(w->type, w->q, w->out, w->in, TEAM_PREFETCH_BYTES);
 }
 
 /* forward_rows for one row (R = 1, segment 0) in a single parallel region of nt threads instead
- * of one per step: the products split as matvec_forward splits them (the same sums), attention
+ * of one per step: the products split as matvec_forward / alloy_quant_matvec split them (the
+ * same sums), attention
  * split by heads, the steps that read no matrix — norms, RoPE, the cache, the activation, a few
  * microseconds each — on thread 0 while every thread has prefetched the start of its share of
  * the next matrix. Each step ends at a barrier. A decode step opens one region, not five to six
@@ -985,7 +1004,11 @@ alloy_status alloy_engine_create(alloy_engine **out, const alloy_model *m, const
         return s;
     }
     const char *knob = getenv("ALLOY_TEAM_DECODE");
-    e->team_ok = !e->E && e->opts.weights == ALLOY_QTYPE_F32 && !(knob && !strcmp(knob, "0"));
+    e->team_ok = !e->E && !(knob && !strcmp(knob, "0"));
+    if (e->team_ok && e->opts.weights != ALLOY_QTYPE_F32 && !(e->qteam = alloy_malloc(alloy_quant_team_scratch_bytes()))) {
+        alloy_engine_destroy(e);
+        return ALLOY_STATUS_NOMEM;
+    }
     *out = e;
     return ALLOY_STATUS_OK;
 }
@@ -1023,6 +1046,7 @@ void alloy_engine_destroy(alloy_engine *e) {
     alloy_pages_free(e->kc, e->cache_floats * sizeof(float));
     alloy_pages_free(e->vc, e->cache_floats * sizeof(float));
     alloy_pages_free(e->buf, e->buf_floats * sizeof(float));
+    alloy_free(e->qteam);
     alloy_free(e->row_seq);
     alloy_free(e->row_pos);
     alloy_free(e->row_tok);

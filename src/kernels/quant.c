@@ -50,6 +50,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -1414,20 +1417,14 @@ static void dense_rows(alloy_qtype t, float *part, const uint8_t *w, size_t rb, 
 
 /* ---- the drivers ----------------------------------------------------------------------------- */
 
-/* Y (n, rows) = X (n, cols) · Wᵀ, with xbuf (xt chunks) as the quantised-x scratch. */
-static void product(alloy_qtype t, float *Y, const void *W, const float *X, int n, int rows, int cols, alloy_quant_isa isa,
-                    xchunk *xbuf, int xt) {
-    ALLOY_ASSERT(qtype_valid(t) && n >= 0 && rows >= 0 && cols >= 0 && cols % qtype_elems[t] == 0);
-    if (n == 0 || rows == 0) return;
-    if (cols == 0) {
-        memset(Y, 0, (size_t)n * (size_t)rows * sizeof(float));
-        return;
-    }
+/* product's work for the calling thread of an OpenMP team: every thread calls it with the same
+ * arguments, xbuf shared by them; it returns after its last loop's barrier. n, rows, cols > 0. */
+static void product_team(alloy_qtype t, float *Y, const void *W, const float *X, int n, int rows, int cols,
+                         alloy_quant_isa isa, xchunk *xbuf, int xt) {
     const size_t rb = alloy_quant_row_bytes(t, cols), bsz = qtype_bytes[t];
     const int be = qtype_elems[t];
     const uint8_t *Wb = W;
     if (t == ALLOY_QTYPE_F32 || t == ALLOY_QTYPE_F16) {
-#pragma omp parallel
         for (int tb = 0; tb < n; tb += XT) {
             const int nt = n - tb < XT ? n - tb : XT;
 #pragma omp for schedule(static)
@@ -1441,7 +1438,6 @@ static void product(alloy_qtype t, float *Y, const void *W, const float *X, int 
         }
         return;
     }
-#pragma omp parallel
     for (int tb = 0; tb < n; tb += xt) {
         const int nt = n - tb < xt ? n - tb : xt;
         for (int c0 = 0; c0 < cols; c0 += CHUNK) {
@@ -1459,6 +1455,39 @@ static void product(alloy_qtype t, float *Y, const void *W, const float *X, int 
             }
         }
     }
+}
+
+/* Y (n, rows) = X (n, cols) · Wᵀ, with xbuf (xt chunks) as the quantised-x scratch. */
+static void product(alloy_qtype t, float *Y, const void *W, const float *X, int n, int rows, int cols, alloy_quant_isa isa,
+                    xchunk *xbuf, int xt) {
+    ALLOY_ASSERT(qtype_valid(t) && n >= 0 && rows >= 0 && cols >= 0 && cols % qtype_elems[t] == 0);
+    if (n == 0 || rows == 0) return;
+    if (cols == 0) {
+        memset(Y, 0, (size_t)n * (size_t)rows * sizeof(float));
+        return;
+    }
+#pragma omp parallel
+    product_team(t, Y, W, X, n, rows, cols, isa, xbuf, xt);
+}
+
+size_t alloy_quant_team_scratch_bytes(void) { return sizeof(xchunk); }
+
+void alloy_quant_matvec_team(alloy_qtype t, float *y, const void *W, const float *x, int rows, int cols,
+                             void *scratch) {
+    ALLOY_ASSERT(qtype_valid(t) && rows > 0 && cols > 0 && cols % qtype_elems[t] == 0);
+    product_team(t, y, W, x, 1, rows, cols, alloy_quant_isa_current(), scratch, 1);
+}
+
+void alloy_quant_prefetch_team(alloy_qtype t, const void *W, int rows, int cols, size_t bytes) {
+#ifdef _OPENMP
+    const int nt = omp_get_num_threads(), th = omp_get_thread_num();
+#else
+    const int nt = 1, th = 0;
+#endif
+    const size_t rb = alloy_quant_row_bytes(t, cols);
+    const char *p = (const char *)W + (size_t)((int64_t)rows * th / nt) * rb; // about where its rows start
+    const char *end = (const char *)W + (size_t)rows * rb;
+    for (size_t off = 0; off < bytes && p + off < end; off += 64) __builtin_prefetch(p + off, 0, 2);
 }
 
 void alloy_quant_matvec(alloy_qtype t, float *y, const void *W, const float *x, int rows, int cols) {
