@@ -182,6 +182,17 @@ static void restore_threads(int n) {
 
 /* ---- products --------------------------------------------------------------------------- */
 
+/* Columns [j0, j1) of one row of a quantised product's output: o += d + bias (acc), o += d
+ * (acc, no bias), or o += bias (d is o itself). */
+static void add_product(float *o, const float *d, const float *bias, bool acc, int j0, int j1) {
+    if (acc && bias)
+        for (int j = j0; j < j1; j++) o[j] += d[j] + bias[j];
+    else if (acc)
+        for (int j = j0; j < j1; j++) o[j] += d[j];
+    else
+        for (int j = j0; j < j1; j++) o[j] += bias[j];
+}
+
 /* out (n, w->out) = [out +] in (n, w->in) · Wᵀ + bias. tmp (n, w->out) is scratch for the
  * quantised products when accumulating. */
 static void linear(const alloy_engine *e, float *out, const float *in, const matrix *w, int n, bool acc, float *tmp) {
@@ -202,16 +213,7 @@ static void linear(const alloy_engine *e, float *out, const float *in, const mat
     int OC = w->out;
     const float *bias = w->bias;
 #pragma omp parallel for schedule(static) if (total > 65536)
-    for (int64_t i = 0; i < n; i++) {
-        float *o = out + i * OC;
-        const float *d = dst + i * OC;
-        if (acc && bias)
-            for (int j = 0; j < OC; j++) o[j] += d[j] + bias[j];
-        else if (acc)
-            for (int j = 0; j < OC; j++) o[j] += d[j];
-        else
-            for (int j = 0; j < OC; j++) o[j] += bias[j];
-    }
+    for (int64_t i = 0; i < n; i++) add_product(out + i * OC, dst + i * OC, bias, acc, 0, OC);
 }
 
 /* out (n, C) = the family's norm of in (n, C) with weight w (C) and bias b (C, GPT-2), on the
@@ -439,16 +441,32 @@ static void moe_rows(alloy_engine *e, const layer_matrices *lw, int R) {
     }
 }
 
+/* x (R, C) = each row's token embedding (+ its position's, GPT-2). */
+static void embed_rows(alloy_engine *e, int R) {
+    const alloy_params *p = &e->m->params;
+    const int C = e->C;
+    for (int r = 0; r < R; r++) {
+        float *x = e->x + (size_t)r * C;
+        const float *te = p->wte + (size_t)e->row_tok[r] * C;
+        if (e->gpt2) {
+            const float *pe = p->wpe + (size_t)e->row_pos[r] * C;
+            for (int c = 0; c < C; c++) x[c] = te[c] + pe[c];
+        } else {
+            memcpy(x, te, sizeof(float) * (size_t)C);
+        }
+    }
+}
+
 /* ---- one decode row, one team ------------------------------------------------------------ */
 
 /* Bytes of the next matrix each thread prefetches before a step that does not read memory. */
 #define TEAM_PREFETCH_BYTES 8192
 
-/* The threads of a team decode (0: take forward_rows): a single row, dense MLPs, a model wide
- * enough that threads_for gives its products two threads or more, and the knob
- * ALLOY_TEAM_DECODE=0 (read at creation; the tests compare the two paths) not set. */
+/* The threads of a team decode (0: take forward_rows): a single row, team_ok (dense MLPs, and
+ * the knob ALLOY_TEAM_DECODE=0 not set at creation; the tests compare the two paths), and a
+ * model wide enough that threads_for gives its products two threads or more. */
 static int team_threads(const alloy_engine *e, int R) {
-    if (R != 1 || e->E || !e->team_ok) return 0;
+    if (R != 1 || !e->team_ok) return 0;
     int nt = threads_for(e, 2.0 * e->C * e->C);
     return nt >= 2 ? nt : 0;
 }
@@ -463,13 +481,7 @@ static void team_linear(const alloy_engine *e, float *out, const float *in, cons
     alloy_quant_matvec_team(w->type, dst, w->q, in, w->out, w->in, e->qteam);
     if (!acc && !w->bias) return;
     const int t = omp_get_thread_num(), n = omp_get_num_threads();
-    const int o0 = (int)((int64_t)w->out * t / n), o1 = (int)((int64_t)w->out * (t + 1) / n);
-    const float *bias = w->bias;
-    for (int o = o0; o < o1; o++) { // as linear() adds them
-        if (acc && bias) out[o] += dst[o] + bias[o];
-        else if (acc) out[o] += dst[o];
-        else out[o] += bias[o];
-    }
+    add_product(out, dst, w->bias, acc, (int)((int64_t)w->out * t / n), (int)((int64_t)w->out * (t + 1) / n));
 #pragma omp barrier
 }
 
@@ -479,27 +491,16 @@ static void team_prefetch(const matrix *w) {
     else alloy_quant_prefetch_team(w->type, w->q, w->out, w->in, TEAM_PREFETCH_BYTES);
 }
 
-/* forward_rows for one row (R = 1, segment 0) in a single parallel region of nt threads instead
- * of one per step: the products split as matvec_forward / alloy_quant_matvec split them (the
- * same sums), attention
- * split by heads, the steps that read no matrix — norms, RoPE, the cache, the activation, a few
- * microseconds each — on thread 0 while every thread has prefetched the start of its share of
- * the next matrix. Each step ends at a barrier. A decode step opens one region, not five to six
+/* forward_rows for one row (R = 1, segment 0, embedded) in a single parallel region of nt
+ * threads instead of one per step: the products split as matvec_forward / alloy_quant_matvec
+ * split them (the same sums), attention split by heads, the steps that read no matrix — norms,
+ * RoPE, the cache, the activation, a few microseconds each — on thread 0 while every thread has
+ * prefetched the start of its share of the next matrix. Each step ends at a barrier. A decode step opens one region, not five to six
  * per layer, and no product begins with its first lines still in DRAM. */
 static void decode_team(alloy_engine *e, float *logits, int n_sel, int nt) {
     const alloy_params *p = &e->m->params;
-    const int C = e->C, H = e->H, hd = e->hd, group = e->H / e->KV, pos = e->row_pos[0], seq = e->row_seq[0];
+    const int H = e->H, hd = e->hd, group = e->H / e->KV, pos = e->row_pos[0], seq = e->row_seq[0];
     const float scale = 1.0f / sqrtf((float)hd);
-    {
-        float *x = e->x;
-        const float *te = p->wte + (size_t)e->row_tok[0] * C;
-        if (e->gpt2) {
-            const float *pe = p->wpe + (size_t)pos * C;
-            for (int c = 0; c < C; c++) x[c] = te[c] + pe[c];
-        } else {
-            memcpy(x, te, sizeof(float) * (size_t)C);
-        }
-    }
 #pragma omp parallel num_threads(nt)
     {
         const int t = omp_get_thread_num(), n = omp_get_num_threads();
@@ -551,19 +552,10 @@ static void forward_rows(alloy_engine *e, int R, int n_segs, float *logits, int 
     const alloy_params *p = &e->m->params;
     int C = e->C;
     int nt = team_threads(e, R);
+    embed_rows(e, R);
     if (nt) {
         decode_team(e, logits, n_sel, nt);
         return;
-    }
-    for (int r = 0; r < R; r++) {
-        float *x = e->x + (size_t)r * C;
-        const float *te = p->wte + (size_t)e->row_tok[r] * C;
-        if (e->gpt2) {
-            const float *pe = p->wpe + (size_t)e->row_pos[r] * C;
-            for (int c = 0; c < C; c++) x[c] = te[c] + pe[c];
-        } else {
-            memcpy(x, te, sizeof(float) * (size_t)C);
-        }
     }
     for (int l = 0; l < e->L; l++) {
         const alloy_layer_params *lp = &p->layers[l];
