@@ -279,7 +279,7 @@ alloy_status alloy_dpo_logps(alloy_model *m, const alloy_align_batch *b, double 
 alloy_status alloy_dpo_step(alloy_model *m, const alloy_align_batch *b, const double *ref, const alloy_dpo_config *c,
                             float grad_scale, alloy_align_stats *st);
 
-/* ---- the alignment run: sft, reward, dpo (src/train/sft.c) ---- */
+/* ---- the alignment run: sft, reward, dpo (src/train/align_run.c) ---- */
 
 typedef struct alloy_align_options {
     alloy_align_kind kind;            /* SFT, REWARD or DPO */
@@ -307,6 +307,7 @@ typedef struct alloy_align_options {
     int log_every;                    /* when stderr is not a terminal: a progress line every n steps */
     alloy_dpo_config dpo;             /* DPO: β 0.1, sigmoid, no label smoothing */
     bool quiet;                       /* no progress output */
+    alloy_resume_mode resume_mode;    /* resuming from a checkpoint older than the run's newest */
     volatile int *stop;               /* set to stop after the current step, with a checkpoint */
 } alloy_align_options;
 
@@ -462,6 +463,7 @@ typedef struct alloy_ppo_options {
     int keep_ckpts;
     int log_every;
     bool quiet;
+    alloy_resume_mode resume_mode;    /* resuming from a checkpoint older than the run's newest */
     volatile int *stop;
 } alloy_ppo_options;
 

@@ -176,6 +176,8 @@ typedef struct alloy_progress {
 } alloy_progress;
 
 void alloy_progress_init(alloy_progress *p, FILE *out, int every);
+/* n in a short form for progress lines: 124.44M, 3.2k, 17. */
+void alloy_format_count(double n, char *buf, size_t size);
 void alloy_progress_update(alloy_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints a line that stays (ends the current progress line first). */
 void alloy_progress_print(alloy_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

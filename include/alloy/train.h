@@ -53,6 +53,11 @@ bool alloy_train_only_parse(const char *name, alloy_train_only *out);
 
 alloy_status alloy_optimizer_create(alloy_optimizer **out, const alloy_model *model, const alloy_adamw_config *cfg);
 void alloy_optimizer_destroy(alloy_optimizer *opt);
+/* Several parameter groups under one global norm: clips them together (as one
+ * torch.nn.utils.clip_grad_norm_ over all their parameters) and steps each optimiser with its
+ * model (a group of one is alloy_optimizer_step). */
+alloy_status alloy_optimizer_step_groups(alloy_optimizer *const *opts, alloy_model *const *models, int n, float lr,
+                                         float *grad_norm);
 /* Clips the global gradient norm (as torch.nn.utils.clip_grad_norm_: coefficient
  * max_norm / (norm + 1e-6), capped at 1) and takes one AdamW step with learning rate lr.
  * *grad_norm (may be NULL) receives the norm before clipping. Non-finite gradients fail with
@@ -83,18 +88,154 @@ double alloy_schedule_lr(const alloy_schedule *s, int64_t step);
 alloy_status alloy_optimizer_save(const alloy_optimizer *opt, const alloy_model *model, const char *path);
 alloy_status alloy_optimizer_load(alloy_optimizer *opt, const alloy_model *model, const char *path);
 
-/* ---- the training loop ---- */
-
 #define ALLOY_PATH_MAX 1024
 
-/* A training objective other than next-token cross-entropy on the data: given a micro-batch,
- * it runs the model's forward, computes its loss (the mean per token) and leaves the gradient
- * for alloy_model_backward, scaled by grad_scale. Distillation (alloy/distill.h) is one. */
+/* ---- the one run ----
+ *
+ * Every training mode (LM pretraining, distillation, SFT, reward models, DPO, ...) is an
+ * objective plugged into one run, which owns everything around it: the run folder (it refuses to
+ * overwrite another run, and refuses to resume from a checkpoint older than the run's newest
+ * unless told to rewind or branch), the learning-rate schedule, gradient accumulation, one
+ * AdamW over the objective's parameter groups with one global-norm clip, the evaluation cadence,
+ * checkpoints (written whole, then renamed; `latest`; the newest --keep kept), exact resume,
+ * metrics.jsonl, the progress line and the stop flag.
+ *
+ *     alloy_objective obj;            // filled by the objective's own set-up (alloy_train_run's)
+ *     alloy_run_options ro = alloy_run_defaults();
+ *     ... ro.out_dir, ro.steps, ro.schedule ...
+ *     alloy_status s = alloy_run_execute(&ro, &obj, resume_ckpt, &result);
+ */
+
+/* What a run reports of a step or of an evaluation, filled by its objective's report hook. */
+typedef struct alloy_run_report {
+    double loss;        /* the mean loss (the progress line, the final result) */
+    double tokens;      /* tokens this step processed (tokens/s, the tokens count) */
+    char brief[160];    /* beside the loss on the progress line ("" for nothing); for an objective
+                           with its own update, the whole figure part of the line */
+    char fields[2048];  /* the figures as JSON members after "step": ,"loss":2.31,"ppl":10.1 */
+    char tail[16384];   /* JSON members after the run's own at the end of the line ("" for none) */
+} alloy_run_report;
+
+typedef enum alloy_run_phase { ALLOY_RUN_TRAIN = 0, ALLOY_RUN_EVAL } alloy_run_phase;
+
+/* Trainable parameters with an optimiser state file of their own. The run clips every group of an
+ * objective by one global norm, then steps each with AdamW. */
+typedef struct alloy_param_group {
+    alloy_model *view;      /* the parameters and gradients (a model, or a view of a head's tensors) */
+    const char *file;       /* the optimiser state's file in a checkpoint ("optimizer.safetensors") */
+} alloy_param_group;
+
+#define ALLOY_RUN_MAX_GROUPS 4
+
+typedef struct alloy_run alloy_run; /* the run in progress, handed to an objective's update */
+
+/* A training objective: how a step computes the gradient of its loss, and what it saves. The
+ * objective's own set-up fills it (loads models, reads data); the run calls its hooks. Hooks
+ * marked optional may be NULL. */
 typedef struct alloy_objective {
+    const char *label;          /* the progress line's prefix ("sft ", "" for none) */
+    void *ctx;
+    alloy_param_group groups[ALLOY_RUN_MAX_GROUPS]; /* what the run's AdamW trains; --train-only
+                                                       applies to groups[0] */
+    int n_groups;
+    alloy_rng *rng;             /* optional: the objective's random state, seeded by the run from
+                                   its seed, saved with every checkpoint and restored on resume */
+    /* The next micro-batch of its data: forward, loss, and the backward of grad_scale x the loss
+       into the groups' gradients (which the run zeroes before a step's first micro-batch, micro 0;
+       the objective's figures start over there). */
+    alloy_status (*micro_batch)(void *ctx, int micro, float grad_scale);
+    /* Optional, in place of micro_batch and the run's optimiser step: the whole update of one
+       step, whose optimiser steps go through alloy_run_optimizer_step (PPO's epochs); *grad_norm
+       gets the norm the metrics show. Its groups' optimisers may take several steps per step. */
+    alloy_status (*update)(void *ctx, alloy_run *run, float lr, float *grad_norm);
+    /* Optional: after each optimiser step, with its learning rate (parameters of its own). */
+    alloy_status (*after_step)(void *ctx, float lr);
+    /* Optional: the held-out figures, which report(ALLOY_RUN_EVAL) then gives. */
+    alloy_status (*evaluate)(void *ctx);
+    /* The figures of the step (ALLOY_RUN_TRAIN; gnorm and lr are the run's) or the evaluation just done. */
+    void (*report)(void *ctx, alloy_run_phase phase, alloy_run_report *out);
+    /* Writes the model's files and its own (tokenizer, template, heads) into a checkpoint folder. */
+    alloy_status (*save)(void *ctx, const char *dir);
+    /* Optional: on resume, its own files back from the checkpoint (its models it loads itself). */
+    alloy_status (*load)(void *ctx, const char *dir);
+    /* Its members of trainer_state.json ("options" to resume with, the data position and
+       fingerprint), and on resume the same back (what names the file, for errors). */
+    alloy_status (*state_save)(void *ctx, struct cJSON *state);
+    alloy_status (*state_load)(void *ctx, const struct cJSON *state, const char *what);
+    /* The members of metrics.jsonl's "start" line after "resumed" (",\"params\":...") and the
+       progress lines that open the run. */
+    void (*describe)(void *ctx, char *fields, size_t size);
+    void (*intro)(void *ctx, alloy_progress *prog);
+} alloy_objective;
+
+/* What happens when the checkpoint resumed from is older than the run's newest. */
+typedef enum alloy_resume_mode {
+    ALLOY_RESUME_REFUSE = 0, /* refuse: the newer checkpoints and metrics would be lost */
+    ALLOY_RESUME_REWIND,     /* set the newer checkpoints and the whole metrics.jsonl aside in
+                                RUN/rewound-N/ (nothing is deleted), then continue from it */
+    ALLOY_RESUME_BRANCH,     /* continue in a new run folder (out_dir), the source run untouched */
+} alloy_resume_mode;
+
+typedef struct alloy_run_options {
+    char out_dir[ALLOY_PATH_MAX]; /* the run folder */
+    int64_t steps;                /* optimiser steps in all */
+    int grad_accum;               /* micro-batches per step */
+    alloy_schedule schedule;      /* total_steps is set from steps */
+    alloy_adamw_config adamw;
+    alloy_train_only train_only;  /* which tensors of groups[0] train */
+    uint64_t seed;                /* seeds the objective's rng */
+    int64_t eval_every;           /* steps between evaluations (0: only at the end) */
+    int64_t ckpt_every;           /* steps between checkpoints (0: only at the end and on a stop) */
+    int keep_ckpts;               /* the newest checkpoints kept */
+    int log_every;                /* a progress line every n steps when stderr is not a terminal */
+    bool quiet;                   /* no progress output */
+    alloy_resume_mode resume_mode;
+    volatile int *stop;           /* set (by a signal handler) to stop after this step, with a checkpoint */
+} alloy_run_options;
+
+/* What a finished run leaves. */
+typedef struct alloy_run_result {
+    int64_t step;             /* the step it stopped at */
+    double last_val_loss;     /* the last held-out loss (0 when there was none) */
+    bool evaluated;           /* an evaluation ran */
+    bool stopped;             /* the stop flag ended it early */
+} alloy_run_result;
+
+alloy_run_options alloy_run_defaults(void);
+
+/* Runs the objective from scratch (resume NULL) or from the checkpoint folder `resume` (whose
+ * optimiser state and trainer_state.json it restores, then the objective's state_load and load)
+ * to step ro->steps. With one thread, a resumed run ends bitwise equal to an uninterrupted one.
+ * A new run refuses an out_dir that holds a run; nothing on disk changes before the first step
+ * unless the run is valid. The objective stays the caller's. */
+alloy_status alloy_run_execute(const alloy_run_options *ro, const alloy_objective *obj, const char *resume,
+                               alloy_run_result *result);
+
+/* For an objective's update: clips every group by one global norm and takes one AdamW step of
+ * each at learning rate lr; *grad_norm (may be NULL) receives the norm before clipping. */
+alloy_status alloy_run_optimizer_step(alloy_run *run, float lr, float *grad_norm);
+
+/* Reads the options a run saved: dir is a checkpoint folder or a run folder (its latest checkpoint,
+ * whose path goes to *ckpt; alloy_free it); the "options" object of its trainer_state.json goes to
+ * parse(opts, options, path). A run folder continues where it is now: dir is copied into out_dir
+ * (out_dir_size bytes). On failure *ckpt is NULL. */
+typedef alloy_status (*alloy_options_parser)(void *opts, const struct cJSON *options, const char *what);
+alloy_status alloy_run_resume_state(const char *dir, char **ckpt, alloy_options_parser parse, void *opts, char *out_dir,
+                                    size_t out_dir_size);
+
+/* USAGE when dir already holds a run (a `latest` file), naming it and what to do instead. */
+alloy_status alloy_run_check_new(const char *dir);
+
+/* ---- the training loop ---- */
+
+/* A loss other than next-token cross-entropy for the LM objective (alloy_train_run): given a
+ * micro-batch, it runs the model's forward, computes its loss (the mean per token) and leaves the
+ * gradient for alloy_model_backward, scaled by grad_scale. Distillation (alloy/distill.h) is one. */
+typedef struct alloy_train_loss {
     alloy_status (*loss)(void *ctx, alloy_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
                          float grad_scale, float *loss);
     void *ctx;
-    /* Optional (NULL: none), for an objective with trainable parameters of its own, whose
+    /* Optional (NULL: none), for a loss with trainable parameters of its own, whose
        gradients loss accumulates: */
     alloy_status (*step)(void *ctx, float lr);          /* after each optimiser step of the model,
                                                            with its learning rate: update them and
@@ -103,7 +244,7 @@ typedef struct alloy_objective {
                                                            into a checkpoint folder being written */
     alloy_status (*load)(void *ctx, const char *dir);   /* read it back from the checkpoint a run
                                                            resumes from */
-} alloy_objective;
+} alloy_train_loss;
 
 typedef struct alloy_train_options {
     char data_dir[ALLOY_PATH_MAX];    /* token shards (alloy prepare) */
@@ -129,9 +270,10 @@ typedef struct alloy_train_options {
     double aux_loss_coef;             /* MoE: router_aux_loss_coef to train with (saved in the
                                          checkpoints' config.json); < 0: the model's own */
     bool quiet;                       /* no progress output */
-    const alloy_objective *objective; /* NULL: next-token cross-entropy */
+    const alloy_train_loss *objective;   /* NULL: next-token cross-entropy */
     char objective_json[4096];        /* the objective's settings as JSON, saved with the run so
                                          that a resume rebuilds it ("" for none) */
+    alloy_resume_mode resume_mode;    /* resuming from a checkpoint older than the run's newest */
     volatile int *stop;               /* set (by a signal handler) to stop after the current step,
                                          with a checkpoint */
 } alloy_train_options;

@@ -74,3 +74,10 @@ void alloy_format_duration(double seconds, char *buf, size_t size) {
     else if (s >= 60) snprintf(buf, size, "%ldm%02lds", s / 60, s % 60);
     else snprintf(buf, size, "%lds", s);
 }
+
+void alloy_format_count(double n, char *buf, size_t size) {
+    if (n >= 1e9) snprintf(buf, size, "%.2fB", n / 1e9);
+    else if (n >= 1e6) snprintf(buf, size, "%.2fM", n / 1e6);
+    else if (n >= 1e3) snprintf(buf, size, "%.1fk", n / 1e3);
+    else snprintf(buf, size, "%.0f", n);
+}

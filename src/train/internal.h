@@ -15,14 +15,6 @@ typedef struct alloy_checkpoint_writer {
     void *ctx;
 } alloy_checkpoint_writer;
 
-/* Reads the options an alignment run saved: DIR is a checkpoint folder or a run folder (its
- * latest checkpoint, whose path goes to *ckpt); the "options" object of its trainer_state.json,
- * which must name an "objective", goes to parse(opts, options, path). A run folder continues
- * where it is now: DIR is copied into out_dir (out_dir_size bytes). Shared by sft/reward/dpo and
- * ppo. On failure *ckpt is NULL. */
-typedef alloy_status (*alloy_options_parser)(void *opts, const struct cJSON *options, const char *what);
-alloy_status alloy_align_resume_state(const char *dir, char **ckpt, alloy_options_parser parse, void *opts, char *out_dir,
-                                      size_t out_dir_size);
 
 /* Writes the checkpoint of `step` into run_dir/checkpoints (temporary folder, rename), points
  * run_dir/latest at it and keeps the newest `keep` checkpoints. tokenizer_json (may be NULL) is
@@ -38,7 +30,5 @@ alloy_status alloy_train_save_checkpoint(const char *run_dir, int64_t step, cons
  * temporary file; an absent file becomes an empty one. */
 alloy_status alloy_train_trim_metrics(const char *path, int64_t step);
 
-/* n in a short form for progress lines: 124.44M, 3.2k, 17. */
-void alloy_format_count(double n, char *buf, size_t size);
 
 #endif

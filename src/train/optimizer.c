@@ -43,28 +43,43 @@ void alloy_optimizer_destroy(alloy_optimizer *o) {
     alloy_free(o);
 }
 
-alloy_status alloy_optimizer_step(alloy_optimizer *o, alloy_model *model, float lr, float *grad_norm) {
-    if (o->n != model->num_params) return alloy_fail(ALLOY_STATUS_INTERNAL, "optimiser does not match the model");
-    for (int i = 0; o->frozen && i < model->n_tensors; i++)
-        if (o->frozen[i]) memset(model->grads_memory + model->tensors[i].offset, 0, sizeof(float) * model->tensors[i].numel);
-    // padding between tensors stays zero in the grads, so the flat sum is the global norm
-    double norm = sqrt(sum_squares(model->grads_memory, (int64_t)model->num_params));
+alloy_status alloy_optimizer_step_groups(alloy_optimizer *const *opts, alloy_model *const *models, int n, float lr,
+                                         float *grad_norm) {
+    double total = 0.0;
+    for (int g = 0; g < n; g++) {
+        alloy_optimizer *o = opts[g];
+        alloy_model *model = models[g];
+        if (o->n != model->num_params) return alloy_fail(ALLOY_STATUS_INTERNAL, "optimiser does not match the model");
+        for (int i = 0; o->frozen && i < model->n_tensors; i++)
+            if (o->frozen[i]) memset(model->grads_memory + model->tensors[i].offset, 0, sizeof(float) * model->tensors[i].numel);
+        // padding between tensors stays zero in the grads, so the flat sum is the global norm
+        total += sum_squares(model->grads_memory, (int64_t)model->num_params);
+    }
+    double norm = sqrt(total);
     if (grad_norm) *grad_norm = (float)norm;
     if (!isfinite(norm)) return alloy_fail(ALLOY_STATUS_RANGE, "gradient norm is not finite (%g): training diverged", norm);
     float scale = 1.0f;
-    if (o->cfg.grad_clip > 0.0f) {
-        float coef = o->cfg.grad_clip / ((float)norm + 1e-6f);
+    if (n > 0 && opts[0]->cfg.grad_clip > 0.0f) {
+        float coef = opts[0]->cfg.grad_clip / ((float)norm + 1e-6f);
         if (coef < 1.0f) scale = coef;
     }
-    o->step++;
-    for (int i = 0; i < model->n_tensors; i++) {
-        const alloy_tensor_info *t = &model->tensors[i];
-        if (o->frozen && o->frozen[i]) continue;
-        adamw_update(model->params_memory + t->offset, model->grads_memory + t->offset, o->m + t->offset,
-                     o->v + t->offset, (int64_t)t->numel, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps,
-                     t->decay ? o->cfg.weight_decay : 0.0f, scale, o->step);
+    for (int g = 0; g < n; g++) {
+        alloy_optimizer *o = opts[g];
+        alloy_model *model = models[g];
+        o->step++;
+        for (int i = 0; i < model->n_tensors; i++) {
+            const alloy_tensor_info *t = &model->tensors[i];
+            if (o->frozen && o->frozen[i]) continue;
+            adamw_update(model->params_memory + t->offset, model->grads_memory + t->offset, o->m + t->offset,
+                         o->v + t->offset, (int64_t)t->numel, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps,
+                         t->decay ? o->cfg.weight_decay : 0.0f, scale, o->step);
+        }
     }
     return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_optimizer_step(alloy_optimizer *o, alloy_model *model, float lr, float *grad_norm) {
+    return alloy_optimizer_step_groups(&o, &model, 1, lr, grad_norm);
 }
 
 const char *alloy_train_only_name(alloy_train_only t) {

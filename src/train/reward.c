@@ -250,31 +250,11 @@ alloy_status alloy_reward_step(alloy_reward_model *rm, const alloy_align_batch *
     return s;
 }
 
-/* AdamW on each tensor of a table, as alloy_optimizer_step does after its clipping. */
-static void update_all(alloy_optimizer *o, alloy_model *m, float lr, float scale) {
-    o->step++;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const alloy_tensor_info *t = &m->tensors[i];
-        adamw_update(m->params_memory + t->offset, m->grads_memory + t->offset, o->m + t->offset, o->v + t->offset,
-                     (int64_t)t->numel, lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, t->decay ? o->cfg.weight_decay : 0.0f,
-                     scale, o->step);
-    }
-}
-
 alloy_status alloy_reward_optimizer_step(alloy_reward_model *rm, alloy_optimizer *om, alloy_optimizer *oh, float lr,
                                          float *grad_norm) {
     if (om->n != rm->model->num_params || oh->n != rm->head_floats)
         return alloy_fail(ALLOY_STATUS_INTERNAL, "optimisers do not match the reward model");
-    double norm = sqrt(sum_squares(rm->model->grads_memory, (int64_t)rm->model->num_params) +
-                       sum_squares(rm->head_grad, (int64_t)rm->head_floats));
-    if (grad_norm) *grad_norm = (float)norm;
-    if (!isfinite(norm)) return alloy_fail(ALLOY_STATUS_RANGE, "gradient norm is not finite (%g): training diverged", norm);
-    float scale = 1.0f;
-    if (om->cfg.grad_clip > 0.0f) {
-        float coef = om->cfg.grad_clip / ((float)norm + 1e-6f);
-        if (coef < 1.0f) scale = coef;
-    }
-    update_all(om, rm->model, lr, scale);
-    update_all(oh, &rm->head_view, lr, scale);
-    return ALLOY_STATUS_OK;
+    alloy_optimizer *opts[2] = {om, oh};
+    alloy_model *models[2] = {rm->model, &rm->head_view};
+    return alloy_optimizer_step_groups(opts, models, 2, lr, grad_norm);
 }

@@ -41,7 +41,11 @@
     "  --threads N           OpenMP threads (default: all cores)\n"                                           \
     "  --quiet               no progress output\n"                                                            \
     "  --resume DIR          continue a run (its folder, or one checkpoint folder); only --steps,\n"         \
-    "                        --threads and the logging, evaluation and checkpoint cadence may change\n"
+    "                        --threads and the logging, evaluation and checkpoint cadence may change\n"    \
+    "  --rewind              with --resume of a checkpoint older than the run's newest: set the newer\n" \
+    "                        checkpoints and metrics.jsonl aside in RUN/rewound-N (nothing is deleted)\n" \
+    "                        and continue from it (without it such a resume is refused)\n"            \
+    "  --branch-from CKPT    continue from CKPT in a new run folder (--out), the source run untouched\n"
 
 static const char sft_help[] =
     "usage: alloy sft --model DIR --data FILE.jsonl --out RUN [flags]\n"
@@ -135,6 +139,8 @@ static int put(const char *verb, const char *flag, const char *v, char *dst, siz
 static int run_verb(const char *verb, alloy_align_kind kind, int argc, char **argv, const char *help) {
     alloy_align_options o = alloy_align_defaults(kind);
     const char *model = NULL, *data = NULL, *val = NULL, *out = NULL, *tmpl = NULL, *ref = NULL, *loss = NULL, *resume = NULL;
+    bool rewind = false;
+    const char *branch = NULL;
     int threads = 0;
     cli_flag flags[] = {
         {"model", CLI_STR, &model, false},
@@ -165,6 +171,8 @@ static int run_verb(const char *verb, alloy_align_kind kind, int argc, char **ar
         {"log-every", CLI_INT, &o.log_every, false},
         {"threads", CLI_INT, &threads, false},
         {"quiet", CLI_BOOL, &o.quiet, false},
+        {"rewind", CLI_BOOL, &rewind, false},
+        {"branch-from", CLI_STR, &branch, false},
         // dpo only (the table is cut before these for the other verbs)
         {"ref", CLI_STR, &ref, false},
         {"beta", CLI_DBL, &o.dpo.beta, false},
@@ -177,13 +185,16 @@ static int run_verb(const char *verb, alloy_align_kind kind, int argc, char **ar
     if (threads < 0) return cli_usage(verb, "--threads must be >= 0");
     if (o.log_every < 1) return cli_usage(verb, "--log-every must be at least 1");
     cli_set_threads(threads);
+    alloy_resume_mode mode;
+    if ((r = cli_resume_mode(verb, &resume, branch, rewind, out, &mode))) return r;
     char *ckpt = NULL;
     if (resume) {
-        static const char *const may_change[] = {"resume", "steps", "threads", "quiet", "log-every",
+        static const char *const may_change[] = {"resume", "rewind", "branch-from", "steps", "threads", "quiet", "log-every",
                                                  "eval-every", "eval-batches", "ckpt-every", "keep"};
         for (int i = 0; i < nf; i++) {
             bool ok = false;
             for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
+            ok |= mode == ALLOY_RESUME_BRANCH && !strcmp(flags[i].name, "out");
             if (flags[i].seen && !ok)
                 return cli_usage(verb, "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
         }
@@ -203,6 +214,11 @@ static int run_verb(const char *verb, alloy_align_kind kind, int argc, char **ar
         if (cli_find(flags, nf, "ckpt-every")->seen) saved.ckpt_every = o.ckpt_every;
         if (cli_find(flags, nf, "keep")->seen) saved.keep_ckpts = o.keep_ckpts;
         o = saved;
+        o.resume_mode = mode;
+        if (mode == ALLOY_RESUME_BRANCH && (r = put_out(verb, out, o.out_dir, sizeof o.out_dir))) {
+            alloy_free(ckpt);
+            return r;
+        }
     } else {
         if (!model || !data || !out) return cli_usage(verb, "--model, --data and --out are required (or --resume)");
         if ((r = put(verb, "model", model, o.model_dir, sizeof o.model_dir)) ||
@@ -219,14 +235,6 @@ static int run_verb(const char *verb, alloy_align_kind kind, int argc, char **ar
         if (cli_find(flags, nf, "steps")->seen && o.steps < 1) return cli_usage(verb, "--steps must be at least 1");
         if (cli_find(flags, nf, "seq")->seen && o.seq < 2) return cli_usage(verb, "--seq must be at least 2");
         if (!cli_find(flags, nf, "min-lr")->seen) o.min_lr = o.lr / 10.0;
-        if (alloy_path_exists(o.out_dir)) {
-            char *latest = alloy_path_join(o.out_dir, "latest");
-            bool taken = latest && alloy_path_exists(latest);
-            alloy_free(latest);
-            if (taken)
-                return cli_usage(verb, "--out %s already holds a run; continue it with --resume %s or choose another folder",
-                                 o.out_dir, o.out_dir);
-        }
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -220,3 +220,24 @@ alloy_status cli_engine_create(alloy_engine **out, alloy_model *const *ms, int n
         for (int i = 0; i < n && i < ALLOY_ENGINE_MAX_MEMBERS; i++) alloy_engine_destroy(members[i]);
     return s;
 }
+
+int cli_resume_mode(const char *verb, const char **resume, const char *branch, bool rewind, const char *out,
+                    alloy_resume_mode *mode) {
+    *mode = ALLOY_RESUME_REFUSE;
+    if (branch && (*resume || rewind)) return cli_usage(verb, "--branch-from goes without --resume and --rewind");
+    if (rewind && !*resume) return cli_usage(verb, "--rewind goes with --resume");
+    if (branch && !out) return cli_usage(verb, "--branch-from needs --out, the new run folder");
+    if (branch) {
+        *resume = branch;
+        *mode = ALLOY_RESUME_BRANCH;
+    } else if (rewind) {
+        *mode = ALLOY_RESUME_REWIND;
+    }
+    return 0;
+}
+
+int put_out(const char *verb, const char *out, char *dst, size_t cap) {
+    if (strlen(out) >= cap) return cli_usage(verb, "--out: path too long");
+    strcpy(dst, out);
+    return 0;
+}

@@ -93,4 +93,12 @@ int cmd_ensemble(int argc, char **argv); /* ensemble.c: alloy ensemble train */
 int cmd_tokenizer_train(const char *const *inputs, int n_inputs, int vocab_size, const char *const *specials, int n_specials,
                         int min_frequency, bool quiet, const char *out);
 
+/* --rewind and --branch-from: how `verb` resumes from a checkpoint older than its run's newest.
+ * A branch resumes from `branch` into the new run folder `out` (*resume becomes branch). Returns 0,
+ * or the exit code of a usage error (printed). */
+int cli_resume_mode(const char *verb, const char **resume, const char *branch, bool rewind, const char *out,
+                    alloy_resume_mode *mode);
+/* Copies --out into dst (cap bytes); the exit code of a usage error when it does not fit. */
+int put_out(const char *verb, const char *out, char *dst, size_t cap);
+
 #endif

@@ -62,6 +62,10 @@ static const char ppo_help[] =
     "  --log-every N         progress line every N steps when not on a terminal (default 1)\n"
     "  --threads N           OpenMP threads (default: all cores)\n"
     "  --quiet               no progress output\n"
+    "  --rewind              with --resume of a checkpoint older than the run's newest: set the newer\n"
+    "                        checkpoints and metrics.jsonl aside in RUN/rewound-N (nothing is deleted)\n"
+    "                        and continue from it (without it such a resume is refused)\n"
+    "  --branch-from CKPT    continue from CKPT in a new run folder (--out), the source run untouched\n"
     "  --resume DIR          continue a run (its folder, or one checkpoint folder); only --steps,\n"
     "                        --threads and the logging and checkpoint cadence may change\n"
     "metrics.jsonl, one line per step: reward (mean score), kl (mean over responses of the summed\n"
@@ -94,7 +98,8 @@ static int on_off(const char *flag, const char *v, bool *out) {
 int cmd_ppo(int argc, char **argv) {
     alloy_ppo_options o = alloy_ppo_defaults();
     const char *model = NULL, *reward = NULL, *prompts = NULL, *out = NULL, *tmpl = NULL, *resume = NULL;
-    const char *klp = NULL, *adaptive = NULL, *whiten = NULL;
+    const char *klp = NULL, *adaptive = NULL, *whiten = NULL, *branch = NULL;
+    bool rewind = false;
     int threads = 0;
     cli_flag flags[] = {
         {"model", CLI_STR, &model, false},
@@ -103,6 +108,8 @@ int cmd_ppo(int argc, char **argv) {
         {"out", CLI_STR, &out, false},
         {"template", CLI_STR, &tmpl, false},
         {"resume", CLI_STR, &resume, false},
+        {"rewind", CLI_BOOL, &rewind, false},
+        {"branch-from", CLI_STR, &branch, false},
         {"steps", CLI_I64, &o.steps, false},
         {"batch", CLI_INT, &o.batch, false},
         {"mini-batch", CLI_INT, &o.mini_batch, false},
@@ -144,12 +151,16 @@ int cmd_ppo(int argc, char **argv) {
     if (threads < 0) return cli_usage("ppo", "--threads must be >= 0");
     if (o.log_every < 1) return cli_usage("ppo", "--log-every must be at least 1");
     cli_set_threads(threads);
+    alloy_resume_mode mode;
+    if ((r = cli_resume_mode("ppo", &resume, branch, rewind, out, &mode))) return r;
     char *ckpt = NULL;
     if (resume) {
-        static const char *const may_change[] = {"resume", "steps", "threads", "quiet", "log-every", "ckpt-every", "keep"};
+        static const char *const may_change[] = {"resume", "rewind", "branch-from", "steps", "threads", "quiet",
+                                                 "log-every", "ckpt-every", "keep"};
         for (int i = 0; i < nf; i++) {
             bool ok = false;
             for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
+            ok |= mode == ALLOY_RESUME_BRANCH && !strcmp(flags[i].name, "out");
             if (flags[i].seen && !ok)
                 return cli_usage("ppo", "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
         }
@@ -162,6 +173,11 @@ int cmd_ppo(int argc, char **argv) {
         if (cli_find(flags, nf, "ckpt-every")->seen) saved.ckpt_every = o.ckpt_every;
         if (cli_find(flags, nf, "keep")->seen) saved.keep_ckpts = o.keep_ckpts;
         o = saved;
+        o.resume_mode = mode;
+        if (mode == ALLOY_RESUME_BRANCH && (r = put_out("ppo", out, o.out_dir, sizeof o.out_dir))) {
+            alloy_free(ckpt);
+            return r;
+        }
     } else {
         if (!model || !reward || !prompts || !out)
             return cli_usage("ppo", "--model, --reward, --prompts and --out are required (or --resume)");
@@ -181,14 +197,6 @@ int cmd_ppo(int argc, char **argv) {
         if (cli_find(flags, nf, "seq")->seen && o.seq < 2) return cli_usage("ppo", "--seq must be at least 2");
         if (!cli_find(flags, nf, "mini-batch")->seen && o.mini_batch > o.batch) o.mini_batch = o.batch;
         if (!cli_find(flags, nf, "gen-batch")->seen && o.gen_batch > o.batch) o.gen_batch = o.batch;
-        if (alloy_path_exists(o.out_dir)) {
-            char *latest = alloy_path_join(o.out_dir, "latest");
-            bool taken = latest && alloy_path_exists(latest);
-            alloy_free(latest);
-            if (taken)
-                return cli_usage("ppo", "--out %s already holds a run; continue it with --resume %s or choose another folder",
-                                 o.out_dir, o.out_dir);
-        }
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

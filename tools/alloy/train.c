@@ -64,7 +64,11 @@ static const char help[] =
     "  --log-every N         progress line every N steps when not on a terminal (default 10)\n"
     "  --threads N           OpenMP threads (default: all cores)\n"
     "  --quiet               no progress output\n"
-    "  --resume DIR          continue a run (its folder, or one checkpoint folder)\n";
+    "  --resume DIR          continue a run (its folder, or one checkpoint folder)\n"
+    "  --rewind              with --resume of a checkpoint older than the run's newest: set the newer\n"
+    "                        checkpoints and metrics.jsonl aside in RUN/rewound-N (nothing is deleted)\n"
+    "                        and continue from it (without it such a resume is refused)\n"
+    "  --branch-from CKPT    continue from CKPT in a new run folder (--out), the source run untouched\n";
 
 static volatile int stop_requested;
 
@@ -125,6 +129,8 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
     int threads = 0;
     const char *dtype = NULL, *train_only = NULL;
     bool recompute = false;
+    bool rewind = false;
+    const char *branch = NULL;
     cli_flag flags[] = {
         {"train-only", CLI_STR, &train_only, false},
         {"aux-loss-coef", CLI_DBL, &o.aux_loss_coef, false},
@@ -157,6 +163,8 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
         {"log-every", CLI_INT, &o.log_every, false},
         {"threads", CLI_INT, &threads, false},
         {"quiet", CLI_BOOL, &o.quiet, false},
+        {"rewind", CLI_BOOL, &rewind, false},
+        {"branch-from", CLI_STR, &branch, false},
         // distill only (kept last: train leaves them out)
         {"teacher", CLI_LIST, &teachers, false},
         {"student", CLI_STR, &student, false},
@@ -174,16 +182,19 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
     if (threads < 0) return cli_usage(verb, "--threads must be >= 0");
     if (o.log_every < 1) return cli_usage(verb, "--log-every must be at least 1");
     cli_set_threads(threads);
+    alloy_resume_mode mode;
+    if ((r = cli_resume_mode(verb, &resume, branch, rewind, out, &mode))) return r;
 
     char *ckpt = NULL;
     if (resume) {
         // everything comes from the run; only these may change on resume
-        static const char *const may_change[] = {"resume", "steps", "threads", "quiet", "log-every",
+        static const char *const may_change[] = {"resume", "rewind", "branch-from", "steps", "threads", "quiet", "log-every",
                                                  "eval-every", "eval-batches", "ckpt-every", "keep",
                                                  "recompute"};
         for (int i = 0; i < nf; i++) {
             bool ok = false;
             for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
+            ok |= mode == ALLOY_RESUME_BRANCH && !strcmp(flags[i].name, "out");
             if (flags[i].seen && !ok)
                 return cli_usage(verb, "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
         }
@@ -207,6 +218,11 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
         if (cli_find(flags, nf, "keep")->seen) saved.keep_ckpts = o.keep_ckpts;
         if (cli_find(flags, nf, "recompute")->seen) saved.recompute = recompute;
         o = saved;
+        o.resume_mode = mode;
+        if (mode == ALLOY_RESUME_BRANCH && (r = put_out(verb, out, o.out_dir, sizeof o.out_dir))) {
+            alloy_free(ckpt);
+            return r;
+        }
     } else {
         struct {
             const char *v;
@@ -260,14 +276,6 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
         if (!!preset + !!config + !!init != 1) return cli_usage(verb, "give exactly one of --preset, --config or --init");
         if (!cli_find(flags, nf, "min-lr")->seen) o.min_lr = o.lr / 10.0;
         if (!cli_find(flags, nf, "warmup")->seen) o.warmup = o.steps / 10 < 100 ? o.steps / 10 : 100;
-        if (alloy_path_exists(o.out_dir)) {
-            char *latest = alloy_path_join(o.out_dir, "latest");
-            bool taken = latest && alloy_path_exists(latest);
-            alloy_free(latest);
-            if (taken)
-                return cli_usage(verb, "--out %s already holds a run; continue it with --resume %s or choose another folder",
-                                 o.out_dir, o.out_dir);
-        }
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -1,10 +1,10 @@
 /*
- * rlhf.c — the PPO run of RLHF (`alloy ppo`, alloy_ppo_run): rollouts sampled with the KV-cache
- * engine, scored by a reward model, and PPO updates of the policy and its value head.
+ * ppo_run.c — the PPO run of RLHF (`alloy ppo`, alloy_ppo_run): rollouts sampled with the KV-cache
+ * engine, scored by a reward model, and PPO updates of the policy and its value head, as an
+ * objective of the one run (alloy_run_execute) with an update of its own.
  *
- * It sits in src/infer because it samples with the engine (src/train, above, must not include
- * it); the objective itself — rewards, GAE, the losses, the value head — is src/train/ppo.c, and
- * the checkpoint folder is written by the training layer's writer (src/train/internal.h).
+ * It sits in src/align because it needs both generation (src/infer) and training (src/train);
+ * the PPO maths — rewards, GAE, the losses, the value head — is src/train/ppo.c.
  *
  * One step, as TRL's PPOTrainer.step:
  *   1. the next `batch` prompts (a fresh order each pass over the file, from seed and pass);
@@ -21,20 +21,19 @@
  *      its gradient, one AdamW step of backbone and value head under one clipping norm;
  *   6. the adaptive KL controller moves β towards the target KL.
  * Everything random comes from the run's RNG (saved with each checkpoint), the prompt order from
- * (seed, pass); so a resumed run repeats the uninterrupted one bitwise with one thread.
+ * (seed, pass); so a resumed run repeats the uninterrupted one bitwise with one thread. Policy and
+ * value head are the run's two parameter groups, clipped by one norm.
  */
 #include "alloy/align.h"
 #include "alloy/infer.h"
 #include "alloy/io.h"
-#include "../train/internal.h"
+#include "alloy/train.h"
 
 #include <cJSON.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define ALLOY_VERSION "0.1.0"
 
 alloy_ppo_options alloy_ppo_defaults(void) {
     alloy_ppo_options o;
@@ -167,10 +166,14 @@ static alloy_status options_from_json(alloy_ppo_options *o, const cJSON *j, cons
     return ALLOY_STATUS_OK;
 }
 
-static alloy_status parse_ppo_options(void *o, const cJSON *j, const char *what) { return options_from_json(o, j, what); }
+static alloy_status parse_ppo_options(void *o, const cJSON *j, const char *what) {
+    if (!cJSON_GetObjectItemCaseSensitive(j, "objective"))
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of an alignment run (no \"options\" with an \"objective\")", what);
+    return options_from_json(o, j, what);
+}
 
 alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, char **ckpt) {
-    return alloy_align_resume_state(dir, ckpt, parse_ppo_options, o, o->out_dir, sizeof o->out_dir);
+    return alloy_run_resume_state(dir, ckpt, parse_ppo_options, o, o->out_dir, sizeof o->out_dir);
 }
 
 static alloy_status check_options(const alloy_ppo_options *o) {
@@ -207,6 +210,15 @@ static alloy_status check_options(const alloy_ppo_options *o) {
 
 /* ---- the run ---- */
 
+/* Figures of one step, for metrics.jsonl and the progress line. */
+typedef struct step_stats {
+    double reward, reward_std, kl, non_score, entropy, length, beta;
+    double loss, pg_loss, vf_loss, clipfrac, vf_clipfrac, approx_kl, policy_kl, ratio, value, returns, advantages;
+    double grad_norm, lr;
+    double tokens, gen_tokens;
+    double rollout_s, score_s, optim_s; /* wall time of sampling, of scoring, of the PPO epochs */
+} step_stats;
+
 typedef struct ppo_run {
     alloy_ppo_options opt;        /* every default resolved (what is saved) */
     alloy_tokenizer *tok;
@@ -218,16 +230,11 @@ typedef struct ppo_run {
     alloy_reward_model *pv;       /* the policy and its value head */
     alloy_model *ref;             /* the frozen reference */
     alloy_reward_model *rm;       /* the frozen reward model */
-    alloy_optimizer *optim, *head_optim;
     alloy_kl_controller kl;
     alloy_rng rng;                /* sampler seeds, minibatch order; saved and restored */
     int32_t stop_id;              /* where a response ends (-1: only at max_new_tokens) */
     alloy_ids suffix;             /* appended for the reward model after a ChatML response's end */
     int fwd;                      /* sequences per training forward (mini_batch) */
-    int64_t step;
-    double tokens_seen, elapsed;
-    FILE *metrics;
-    alloy_progress prog;
     // one batch of rollouts (R = max_new_tokens)
     int64_t *ex;                  /* (batch) the prompt (example) of each rollout */
     int32_t *resp;                /* (batch, R) response tokens */
@@ -243,6 +250,7 @@ typedef struct ppo_run {
     alloy_sampler **samplers;     /* (gen_batch) */
     int32_t *next_tok;            /* (gen_batch) scratch for decode */
     int *seqs, *slot;             /* (gen_batch) */
+    step_stats st;                /* the figures of the step just taken */
 } ppo_run;
 
 /* Draws pass e's order of the prompts from (seed, e). */
@@ -396,17 +404,11 @@ static void gather_tokens(ppo_run *r, const int64_t *idx, int n, float **out) {
     for (int q = 0; q < 4; q++) out[q] = r->mb + q * cap;
 }
 
-/* Figures of one step, for metrics.jsonl and the progress line. */
-typedef struct step_stats {
-    double reward, reward_std, kl, non_score, entropy, length, beta;
-    double loss, pg_loss, vf_loss, clipfrac, vf_clipfrac, approx_kl, policy_kl, ratio, value, returns, advantages;
-    double grad_norm, lr;
-    double tokens, gen_tokens;
-    double rollout_s, score_s, optim_s; /* wall time of sampling, of scoring, of the PPO epochs */
-} step_stats;
 
-/* One PPO step (1-6 of the file's top). */
-static alloy_status ppo_step(ppo_run *r, step_stats *st) {
+/* One PPO step (1-6 of the file's top): the objective's update. */
+static alloy_status ppo_update(void *ctx, alloy_run *run, float lr, float *grad_norm) {
+    ppo_run *r = ctx;
+    step_stats *st = &r->st;
     const alloy_ppo_options *o = &r->opt;
     int B = o->batch;
     memset(st, 0, sizeof *st);
@@ -458,7 +460,6 @@ static alloy_status ppo_step(ppo_run *r, step_stats *st) {
     st->tokens = (double)N + prompt_tokens;
     // 5. epochs of minibatches
     int n_mb = 0;
-    float lr = (float)o->lr;
     for (int ep = 0; ep < o->ppo_epochs; ep++) {
         for (int i = 0; i < B; i++) r->idx[i] = i;
         for (int i = B - 1; i > 0; i--) {
@@ -477,7 +478,7 @@ static alloy_status ppo_step(ppo_run *r, step_stats *st) {
             alloy_ppo_info info;
             s = alloy_ppo_step(r->pv, &r->batch, &o->ppo, arr[0], arr[1], arr[2], arr[3], 1.0f, &info);
             float gnorm = 0.0f;
-            if (!s) s = alloy_reward_optimizer_step(r->pv, r->optim, r->head_optim, lr, &gnorm);
+            if (!s) s = alloy_run_optimizer_step(run, lr, &gnorm);
             if (s) return s;
             st->loss += info.loss, st->pg_loss += info.pg_loss, st->vf_loss += info.vf_loss;
             st->clipfrac += info.clipfrac, st->vf_clipfrac += info.vf_clipfrac, st->approx_kl += info.approx_kl;
@@ -490,57 +491,67 @@ static alloy_status ppo_step(ppo_run *r, step_stats *st) {
     st->loss *= k, st->pg_loss *= k, st->vf_loss *= k, st->clipfrac *= k, st->vf_clipfrac *= k, st->approx_kl *= k;
     st->policy_kl *= k, st->ratio *= k, st->value *= k, st->grad_norm *= k;
     st->lr = lr;
+    st->optim_s = alloy_time_now() - t2;
+    *grad_norm = (float)st->grad_norm;
     alloy_kl_controller_update(&r->kl, st->kl, B); // 6.
     return ALLOY_STATUS_OK;
 }
 
-/* ---- checkpoints ---- */
+/* ---- the objective's other hooks ---- */
 
-static cJSON *state_to_json(const ppo_run *r) {
-    cJSON *j = cJSON_CreateObject();
-    char buf[96];
-    cJSON_AddNumberToObject(j, "step", (double)r->step);
+static void ppo_report(void *ctx, alloy_run_phase phase, alloy_run_report *out) {
+    const step_stats *st = &((ppo_run *)ctx)->st;
+    (void)phase; // no held-out evaluation
+    out->loss = st->loss;
+    out->tokens = st->tokens;
+    snprintf(out->fields, sizeof out->fields,
+             ",\"reward\":%.6f,\"reward_std\":%.6f,\"kl\":%.6f,\"non_score_reward\":%.6f,\"entropy\":%.6f,"
+             "\"response_length\":%.3f,\"beta\":%.6g,\"loss\":%.6f,\"policy_loss\":%.6f,\"value_loss\":%.6f,"
+             "\"clipfrac\":%.6f,\"vf_clipfrac\":%.6f,\"approx_kl\":%.6g,\"policy_kl\":%.6g,\"ratio\":%.6f,"
+             "\"value\":%.6f,\"returns\":%.6f,\"advantages\":%.6f",
+             st->reward, st->reward_std, st->kl, st->non_score, st->entropy, st->length, st->beta, st->loss, st->pg_loss,
+             st->vf_loss, st->clipfrac, st->vf_clipfrac, st->approx_kl, st->policy_kl, st->ratio, st->value, st->returns,
+             st->advantages);
+    double dt = st->rollout_s + st->score_s + st->optim_s;
+    snprintf(out->tail, sizeof out->tail,
+             ",\"gen_tokens_per_s\":%.1f,\"rollout_s\":%.4f,\"score_s\":%.4f,\"optim_s\":%.4f",
+             dt > 0 ? st->gen_tokens / dt : 0.0, st->rollout_s, st->score_s, st->optim_s);
+    snprintf(out->brief, sizeof out->brief,
+             "reward %.4f | kl %.4f | beta %.4f | entropy %.3f | len %.1f | clip %.3f | vloss %.4f", st->reward, st->kl,
+             st->beta, st->entropy, st->length, st->clipfrac, st->vf_loss);
+}
+
+static alloy_status ppo_state_save(void *ctx, cJSON *j) {
+    ppo_run *r = ctx;
+    char buf[64];
     cJSON_AddNumberToObject(j, "epoch", (double)r->epoch);
     cJSON_AddNumberToObject(j, "cursor", (double)r->cursor);
-    snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64, r->rng.s[0], r->rng.s[1],
-             r->rng.s[2], r->rng.s[3]);
-    cJSON_AddStringToObject(j, "rng", buf);
     snprintf(buf, sizeof buf, "%a", r->kl.value); // exact
     cJSON_AddStringToObject(j, "kl_coef", buf);
     cJSON_AddNumberToObject(j, "kl_coef_value", r->kl.value);
     snprintf(buf, sizeof buf, "%016" PRIx64, r->data.fingerprint);
     cJSON_AddStringToObject(j, "data_fingerprint", buf);
-    cJSON_AddNumberToObject(j, "tokens_seen", r->tokens_seen);
-    cJSON_AddNumberToObject(j, "elapsed_s", r->elapsed);
-    cJSON_AddStringToObject(j, "alloy_version", ALLOY_VERSION);
-    cJSON_AddItemToObject(j, "options", options_to_json(&r->opt));
-    return j;
+    cJSON *o = options_to_json(&r->opt);
+    if (!o) return ALLOY_STATUS_NOMEM;
+    cJSON_AddItemToObject(j, "options", o);
+    return ALLOY_STATUS_OK;
 }
 
-static alloy_status state_from_json(ppo_run *r, const char *ckpt) {
-    char *sp = alloy_path_join(ckpt, "trainer_state.json");
-    if (!sp) return ALLOY_STATUS_NOMEM;
-    cJSON *j = NULL;
-    alloy_status s = alloy_json_read_file(sp, &j);
-    int64_t step = 0, epoch = 0, cursor = 0;
-    const char *rng = NULL, *fp = NULL, *klc = NULL;
-    double d;
-    if (!s) s = alloy_json_get_int(j, "step", sp, &step);
-    if (!s) s = alloy_json_get_int(j, "epoch", sp, &epoch);
-    if (!s) s = alloy_json_get_int(j, "cursor", sp, &cursor);
-    if (!s) s = alloy_json_get_string(j, "rng", sp, &rng);
-    if (!s) s = alloy_json_get_string(j, "kl_coef", sp, &klc);
-    if (!s) s = alloy_json_get_string(j, "data_fingerprint", sp, &fp);
-    if (!s && (step < 0 || epoch < 0 || cursor < 0 || cursor > r->data.n_examples))
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: step, epoch or cursor out of range", sp);
-    if (!s && (strlen(rng) != 64 || sscanf(rng, "%16" SCNx64 "%16" SCNx64 "%16" SCNx64 "%16" SCNx64, &r->rng.s[0],
-                                           &r->rng.s[1], &r->rng.s[2], &r->rng.s[3]) != 4))
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"rng\" is not 64 hex digits", sp);
+static alloy_status ppo_state_load(void *ctx, const cJSON *j, const char *what) {
+    ppo_run *r = ctx;
+    int64_t epoch = 0, cursor = 0;
+    const char *fp = NULL, *klc = NULL;
+    alloy_status s = alloy_json_get_int(j, "epoch", what, &epoch);
+    if (!s) s = alloy_json_get_int(j, "cursor", what, &cursor);
+    if (!s) s = alloy_json_get_string(j, "kl_coef", what, &klc);
+    if (!s) s = alloy_json_get_string(j, "data_fingerprint", what, &fp);
+    if (!s && (epoch < 0 || cursor < 0 || cursor > r->data.n_examples))
+        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: step, epoch or cursor out of range", what);
     if (!s) {
         char *end;
         r->kl.value = strtod(klc, &end);
         if (*end || !*klc || !isfinite(r->kl.value) || r->kl.value < 0)
-            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"kl_coef\" is not a KL coefficient", sp);
+            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"kl_coef\" is not a KL coefficient", what);
     }
     if (!s) {
         char now[24];
@@ -550,96 +561,59 @@ static alloy_status state_from_json(ppo_run *r, const char *ckpt) {
                            r->opt.prompts_path, fp, now);
     }
     if (!s) {
-        r->step = step;
         r->epoch = epoch;
         r->cursor = cursor;
-        if (!alloy_json_get_double(j, "tokens_seen", sp, &d)) r->tokens_seen = d;
-        if (!alloy_json_get_double(j, "elapsed_s", sp, &d)) r->elapsed = d;
+        shuffle(r); // the order of the pass the run is in
     }
-    cJSON_Delete(j);
-    alloy_free(sp);
     return s;
 }
 
 /* The model's files of a PPO checkpoint: the policy (a language model any verb loads), the chat
- * template, the value head and its optimiser state. */
-static alloy_status write_model_files(void *ctx, const char *dir) {
+ * template, the value head, the tokenizer (the value head's optimiser state is the run's). */
+static alloy_status ppo_save(void *ctx, const char *dir) {
     ppo_run *r = ctx;
     alloy_status s = alloy_model_save(r->pv->model, dir);
     if (!s) s = alloy_chat_save_template(dir, r->opt.tmpl);
     char *p = s ? NULL : alloy_path_join(dir, "value_head.safetensors");
     if (!s) s = p ? alloy_ppo_value_head_save(r->pv, p) : ALLOY_STATUS_NOMEM;
     alloy_free(p);
-    p = s ? NULL : alloy_path_join(dir, "value_head_optimizer.safetensors");
-    if (!s) s = p ? alloy_optimizer_save(r->head_optim, &r->pv->head_view, p) : ALLOY_STATUS_NOMEM;
+    if (!s && r->tok_json) {
+        p = alloy_path_join(dir, "tokenizer.json");
+        s = p ? alloy_write_file_atomic(p, r->tok_json, r->tok_len) : ALLOY_STATUS_NOMEM;
+        alloy_free(p);
+    }
+    return s;
+}
+
+static alloy_status ppo_load(void *ctx, const char *dir) {
+    ppo_run *r = ctx;
+    char *p = alloy_path_join(dir, "value_head.safetensors");
+    alloy_status s = p ? alloy_ppo_value_head_load(r->pv, p) : ALLOY_STATUS_NOMEM;
     alloy_free(p);
     return s;
 }
 
-static alloy_status save_checkpoint(ppo_run *r) {
-    cJSON *state = state_to_json(r);
-    if (!state) return ALLOY_STATUS_NOMEM;
-    alloy_checkpoint_writer w = {write_model_files, r};
-    alloy_status s = alloy_train_save_checkpoint(r->opt.out_dir, r->step, r->pv->model, r->optim, state, r->opt.keep_ckpts,
-                                                 r->tok_json, r->tok_len, &w);
-    cJSON_Delete(state);
-    return s;
+static void ppo_describe(void *ctx, char *buf, size_t size) {
+    ppo_run *r = ctx;
+    const alloy_ppo_options *o = &r->opt;
+    snprintf(buf, size,
+             ",\"objective\":\"ppo\",\"template\":\"%s\",\"params\":%zu,\"prompts\":%lld,\"truncated\":%lld,"
+             "\"steps\":%lld,\"batch\":%d,\"mini_batch\":%d,\"ppo_epochs\":%d,\"max_new_tokens\":%d,\"kl_coef\":%.6g",
+             alloy_chat_template_name(o->tmpl), r->pv->model->num_params + 1 + (size_t)r->pv->model->config.d_model,
+             (long long)r->data.n_examples, (long long)r->data.truncated, (long long)o->steps, o->batch, o->mini_batch,
+             o->ppo_epochs, o->max_new_tokens, r->kl.value);
 }
 
-static alloy_status train_loop(ppo_run *r) {
+static void ppo_intro(void *ctx, alloy_progress *prog) {
+    ppo_run *r = ctx;
     const alloy_ppo_options *o = &r->opt;
-    double t_start = alloy_time_now(), elapsed0 = r->elapsed;
-    int64_t first_step = r->step;
-    bool stopped = false;
-    while (r->step < o->steps) {
-        double t0 = alloy_time_now();
-        step_stats st;
-        alloy_status s = ppo_step(r, &st);
-        if (s) {
-            alloy_error_prefix("step %lld", (long long)r->step + 1);
-            return s;
-        }
-        r->step++;
-        r->tokens_seen += st.tokens;
-        double now = alloy_time_now(), dt = now - t0;
-        r->elapsed = elapsed0 + (now - t_start);
-        fprintf(r->metrics,
-                "{\"type\":\"train\",\"step\":%lld,\"reward\":%.6f,\"reward_std\":%.6f,\"kl\":%.6f,\"non_score_reward\":%.6f,"
-                "\"entropy\":%.6f,\"response_length\":%.3f,\"beta\":%.6g,\"loss\":%.6f,\"policy_loss\":%.6f,"
-                "\"value_loss\":%.6f,\"clipfrac\":%.6f,\"vf_clipfrac\":%.6f,\"approx_kl\":%.6g,\"policy_kl\":%.6g,"
-                "\"ratio\":%.6f,\"value\":%.6f,\"returns\":%.6f,\"advantages\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,"
-                "\"tokens\":%.0f,\"tokens_per_s\":%.1f,\"gen_tokens_per_s\":%.1f,\"rollout_s\":%.4f,\"score_s\":%.4f,"
-                "\"optim_s\":%.4f,\"step_s\":%.4f,\"elapsed_s\":%.3f}\n",
-                (long long)r->step, st.reward, st.reward_std, st.kl, st.non_score, st.entropy, st.length, st.beta, st.loss,
-                st.pg_loss, st.vf_loss, st.clipfrac, st.vf_clipfrac, st.approx_kl, st.policy_kl, st.ratio, st.value,
-                st.returns, st.advantages, st.lr, st.grad_norm, r->tokens_seen, st.tokens / dt, st.gen_tokens / dt, st.rollout_s, st.score_s, dt - st.rollout_s - st.score_s, dt,
-                r->elapsed);
-        fflush(r->metrics);
-        bool last = r->step == o->steps;
-        if (o->stop && *o->stop) stopped = true;
-        if (!o->quiet && (r->prog.tty || r->step % o->log_every == 0 || last || r->step == first_step + 1)) {
-            char eta[32], rbuf[32];
-            double per_step = (now - t_start) / (double)(r->step - first_step);
-            alloy_format_duration((double)(o->steps - r->step) * per_step, eta, sizeof eta);
-            alloy_format_count(st.tokens / dt, rbuf, sizeof rbuf);
-            alloy_progress_update(&r->prog,
-                                  "ppo step %lld/%lld | reward %.4f | kl %.4f | beta %.4f | entropy %.3f | len %.1f | "
-                                  "clip %.3f | vloss %.4f | %s tok/s | ETA %s",
-                                  (long long)r->step, (long long)o->steps, st.reward, st.kl, st.beta, st.entropy, st.length,
-                                  st.clipfrac, st.vf_loss, rbuf, eta);
-        }
-        if ((o->ckpt_every > 0 && r->step % o->ckpt_every == 0) || last || stopped) {
-            if ((s = save_checkpoint(r))) return s;
-        }
-        if (stopped) {
-            if (!o->quiet)
-                alloy_progress_print(&r->prog, "stopped at step %lld; checkpoint saved (resume with --resume %s)",
-                                     (long long)r->step, o->out_dir);
-            break;
-        }
-    }
-    if (!o->quiet) alloy_progress_done(&r->prog);
-    return ALLOY_STATUS_OK;
+    const alloy_config *c = &r->pv->model->config;
+    char np[32];
+    alloy_format_count((double)r->pv->model->num_params, np, sizeof np);
+    alloy_progress_print(prog, "ppo: %s policy, %s parameters (L=%d C=%d V=%d); %lld prompts; %d rollouts a step, "
+                               "%d epochs of minibatches of %d; template %s",
+                         alloy_family_name(c->family), np, c->n_layer, c->d_model, c->vocab_size, (long long)r->data.n_examples,
+                         o->batch, o->ppo_epochs, o->mini_batch, alloy_chat_template_name(o->tmpl));
 }
 
 /* ---- set-up ---- */
@@ -722,13 +696,10 @@ static alloy_status alloc_buffers(ppo_run *r) {
 }
 
 static void free_run(ppo_run *r) {
-    if (r->metrics) fclose(r->metrics);
     alloy_tokenizer_destroy(r->tok);
     alloy_free(r->tok_json);
     alloy_align_data_free(&r->data);
     alloy_free(r->perm);
-    alloy_optimizer_destroy(r->optim);
-    alloy_optimizer_destroy(r->head_optim);
     alloy_reward_model_destroy(r->pv);
     alloy_model_destroy(r->ref);
     alloy_reward_model_destroy(r->rm);
@@ -763,9 +734,7 @@ alloy_status alloy_ppo_run(const alloy_ppo_options *o, const char *resume) {
     memset(&r, 0, sizeof r);
     r.opt = *o;
     alloy_ppo_options *opt = &r.opt;
-    alloy_rng_seed(&r.rng, o->seed ^ 0x5eed5eed5eed5eedULL);
-    alloy_progress_init(&r.prog, stderr, 1);
-    char *init = NULL, *rdir = NULL, *mpath = NULL, *p = NULL;
+    char *init = NULL, *rdir = NULL, *p = NULL;
     alloy_config cfg, rcfg;
     // the SFT model: its config, template and tokenizer
     if ((s = alloy_checkpoint_resolve(o->model_dir, &init))) goto done;
@@ -841,68 +810,36 @@ alloy_status alloy_ppo_run(const alloy_ppo_options *o, const char *resume) {
         if ((s = alloy_model_load(&pm, resume ? resume : init, r.fwd, opt->seq))) goto done;
         if ((s = alloy_ppo_value_model_create(&r.pv, pm))) goto done;
     }
-    if ((s = alloy_optimizer_create(&r.optim, r.pv->model, &opt->adamw))) goto done;
-    if ((s = alloy_optimizer_create(&r.head_optim, &r.pv->head_view, &opt->adamw))) goto done;
     r.kl = (alloy_kl_controller){.value = opt->init_kl_coef, .target = opt->kl_target, .horizon = opt->kl_horizon,
                                  .adaptive = opt->adaptive_kl};
-    if (resume) {
-        const char *files[3] = {"optimizer.safetensors", "value_head.safetensors", "value_head_optimizer.safetensors"};
-        for (int i = 0; i < 3 && !s; i++) {
-            alloy_free(p);
-            if (!(p = alloy_path_join(resume, files[i]))) s = ALLOY_STATUS_NOMEM;
-            else if (i == 0) s = alloy_optimizer_load(r.optim, r.pv->model, p);
-            else if (i == 1) s = alloy_ppo_value_head_load(r.pv, p);
-            else s = alloy_optimizer_load(r.head_optim, &r.pv->head_view, p);
-        }
-        if (!s) s = state_from_json(&r, resume);
-        if (!s && (r.optim->step != r.head_optim->step))
-            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the optimisers of policy and value head are at different steps", resume);
-        if (s) goto done;
-    }
     if ((s = alloc_buffers(&r))) goto done;
-    shuffle(&r);
-    if (r.step >= opt->steps) {
-        s = alloy_fail(ALLOY_STATUS_USAGE, "the run is already at step %lld of %lld; pass a larger --steps to continue",
-                       (long long)r.step, (long long)opt->steps);
-        goto done;
+    shuffle(&r); // pass 0's order (a resume restores its pass's)
+    {
+        alloy_objective obj = {
+            .label = "ppo ", .ctx = &r, .n_groups = 2, .rng = &r.rng, .update = ppo_update, .report = ppo_report,
+            .save = ppo_save, .load = ppo_load, .state_save = ppo_state_save, .state_load = ppo_state_load,
+            .describe = ppo_describe, .intro = ppo_intro,
+            .groups = {{r.pv->model, "optimizer.safetensors"}, {&r.pv->head_view, "value_head_optimizer.safetensors"}},
+        };
+        alloy_run_options ro = alloy_run_defaults();
+        snprintf(ro.out_dir, sizeof ro.out_dir, "%s", opt->out_dir);
+        ro.steps = opt->steps;
+        ro.schedule = (alloy_schedule){.max_lr = opt->lr, .min_lr = opt->lr}; // a constant rate, as TRL's PPO
+        ro.adamw = opt->adamw;
+        ro.seed = opt->seed;
+        ro.eval_every = 0;
+        ro.ckpt_every = opt->ckpt_every;
+        ro.keep_ckpts = opt->keep_ckpts;
+        ro.log_every = opt->log_every;
+        ro.quiet = opt->quiet;
+        ro.resume_mode = opt->resume_mode;
+        ro.stop = opt->stop;
+        s = alloy_run_execute(&ro, &obj, resume, NULL);
     }
-    // nothing on disk changes before this point
-    if ((s = alloy_mkdir_p(opt->out_dir))) goto done;
-    if (!(mpath = alloy_path_join(opt->out_dir, "metrics.jsonl"))) {
-        s = ALLOY_STATUS_NOMEM;
-        goto done;
-    }
-    if ((s = resume ? alloy_train_trim_metrics(mpath, r.step) : alloy_write_file_atomic(mpath, "", 0))) goto done;
-    if (!(r.metrics = fopen(mpath, "a"))) {
-        s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot open for writing", mpath);
-        goto done;
-    }
-    fprintf(r.metrics,
-            "{\"type\":\"start\",\"step\":%lld,\"resumed\":%s,\"objective\":\"ppo\",\"template\":\"%s\",\"params\":%zu,"
-            "\"prompts\":%lld,\"truncated\":%lld,\"steps\":%lld,\"batch\":%d,\"mini_batch\":%d,\"ppo_epochs\":%d,"
-            "\"max_new_tokens\":%d,\"kl_coef\":%.6g}\n",
-            (long long)r.step, resume ? "true" : "false", alloy_chat_template_name(opt->tmpl),
-            r.pv->model->num_params + 1 + (size_t)r.pv->model->config.d_model, (long long)r.data.n_examples,
-            (long long)r.data.truncated, (long long)opt->steps, opt->batch, opt->mini_batch, opt->ppo_epochs,
-            opt->max_new_tokens, r.kl.value);
-    fflush(r.metrics);
-    if (!o->quiet) {
-        const alloy_config *c = &r.pv->model->config;
-        char np[32];
-        alloy_format_count((double)r.pv->model->num_params, np, sizeof np);
-        alloy_progress_print(&r.prog, "ppo: %s policy, %s parameters (L=%d C=%d V=%d); %lld prompts; %d rollouts a step, "
-                                      "%d epochs of minibatches of %d; template %s",
-                             alloy_family_name(c->family), np, c->n_layer, c->d_model, c->vocab_size,
-                             (long long)r.data.n_examples, opt->batch, opt->ppo_epochs, opt->mini_batch,
-                             alloy_chat_template_name(opt->tmpl));
-        if (resume) alloy_progress_print(&r.prog, "resuming from %s at step %lld", resume, (long long)r.step);
-    }
-    s = train_loop(&r);
 done:
     free_run(&r);
     alloy_free(init);
     alloy_free(rdir);
-    alloy_free(mpath);
     alloy_free(p);
     return s;
 }
