@@ -18,7 +18,7 @@
  *   - stories260K (a real llama2.c model): imported, saved, and `alloy generate --prompt-ids 1
  *     --tokens 200 --temperature 0` prints the 200 ids llama2.c's run.c prints (test_llmc.c).
  *
- * The sampler reference needs /usr/bin/python3 with numpy; without it that case FAILS.
+ * The sampler reference needs PYTHON (harness.h) with numpy; without it that case skips.
  */
 #include "alloy/alloy.h"
 #include "alloy/infer.h"
@@ -32,19 +32,12 @@
 #include <omp.h>
 #endif
 
-#define PYTHON "/usr/bin/python3"
 /* Engine logits against the full forward: max|a - b| <= TOL_SCALE · max|b| over a sequence's
  * logits. The two paths sum in different orders (sgemv against sgemm, attention over the
  * cache against the blocked kernel); measured differences are ~1e-7 of the scale. */
 #define TOL_SCALE 1e-5
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-static int run_command(const char *cmd) {
-    int rc = system(cmd);
-    if (rc == -1 || !WIFEXITED(rc)) return -1;
-    return WEXITSTATUS(rc);
-}
 
 /* A seeded model moved away from the defaults (as test_model.c): matrices 4x, norm weights
  * 1 + N(0, 0.2²), biases N(0, 0.1²). */
@@ -710,12 +703,6 @@ static int make_cases(scase *cs) {
     return n;
 }
 
-static bool numpy_available(void) {
-    static int ok = -1;
-    if (ok < 0) ok = run_command(PYTHON " -c 'import numpy' >/dev/null 2>&1") == 0;
-    return ok == 1;
-}
-
 static void json_floats(FILE *f, const float *x, int n) {
     fputc('[', f);
     for (int i = 0; i < n; i++) {
@@ -728,10 +715,10 @@ static void json_floats(FILE *f, const float *x, int n) {
 }
 
 static void test_sampler_reference(void) {
-    REQUIRE(numpy_available(), "the reference needs %s with numpy (apt-get install python3-numpy)", PYTHON);
+    NEED_PYTHON("numpy");
     static scase cs[32];
     int n = make_cases(cs);
-    char dir[256], in[300], outp[300], cmd[1024];
+    char dir[256], in[300], outp[300];
     snprintf(dir, sizeof dir, "%s", harness_tmpdir());
     snprintf(in, sizeof in, "%s/cases.json", dir);
     snprintf(outp, sizeof outp, "%s/out.json", dir);
@@ -763,8 +750,7 @@ static void test_sampler_reference(void) {
     }
     fputs("]}\n", f);
     fclose(f);
-    snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/infer_ref.py' '%s' '%s'", harness_root(), in, outp);
-    int rc = run_command(cmd);
+    int rc = harness_reference("numpy", "infer_ref.py", "'%s' '%s'", in, outp);
     cJSON *res = NULL;
     if (rc != 0 || alloy_json_read_file(outp, &res)) {
         free(logits);
@@ -1208,10 +1194,7 @@ static const char *alloy_command(void) {
 static void test_stories260k(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/../shared/data/models/stories260K.bin", harness_root());
-    if (!alloy_path_exists(path)) {
-        printf("# skipped: %s is absent\n", path);
-        return;
-    }
+    if (!alloy_path_exists(path)) SKIP("data: %s is absent", path);
     alloy_model *m;
     REQUIRE(!alloy_llama2c_import(&m, path), "%s", alloy_last_error());
     char dir[300];
@@ -1222,7 +1205,7 @@ static void test_stories260k(void) {
     snprintf(outp, sizeof outp, "%s.out", dir);
     snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt-ids 1 --tokens 200 --temperature 0 --quiet >'%s'",
              alloy_command(), dir, outp);
-    int rc = run_command(cmd);
+    int rc = harness_command(cmd);
     EXPECT(rc == 0, "%s: status %d", cmd, rc);
     FILE *f = fopen(outp, "r");
     int got[256], n = 0;
