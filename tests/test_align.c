@@ -21,6 +21,7 @@
  */
 #include "alloy/alloy.h"
 #include "harness.h"
+#include "model_util.h"
 
 #include <math.h>
 #include <string.h>
@@ -63,13 +64,6 @@ static alloy_tokenizer *chat_tokenizer(void) {
     if (alloy_tokenizer_create(&bytes, "bytes") || alloy_chat_tokenizer(bytes, &tok, NULL, NULL, NULL)) tok = NULL;
     alloy_tokenizer_destroy(bytes);
     return tok;
-}
-
-static alloy_config tiny_config(alloy_family f, int V, int T) {
-    alloy_config c = {.family = f, .vocab_size = V, .max_seq_len = T, .n_layer = 2, .n_head = 4,
-                      .n_kv_head = f == ALLOY_FAMILY_GPT2 ? 4 : 2, .d_model = 32, .d_ff = f == ALLOY_FAMILY_GPT2 ? 128 : 88,
-                      .norm_eps = 1e-5, .rope_theta = 10000.0, .tie_embeddings = f == ALLOY_FAMILY_GPT2};
-    return c;
 }
 
 /* A seeded model moved away from the defaults so that every parameter matters (as

@@ -23,6 +23,7 @@
 #include "alloy/alloy.h"
 #include "alloy/infer.h"
 #include "harness.h"
+#include "model_util.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -77,12 +78,8 @@ static alloy_config llama_config(void) {
     return c;
 }
 
-static alloy_config odd_llama_config(void) {
-    alloy_config c = {.family = ALLOY_FAMILY_LLAMA, .vocab_size = 61, .max_seq_len = 40, .n_layer = 2,
-                      .n_head = 6, .n_kv_head = 2, .d_model = 60, .d_ff = 100, .norm_eps = 2e-6,
-                      .rope_theta = 500.0, .tie_embeddings = true};
-    return c;
-}
+/* model_util.h's odd Llama (C 60, head_dim 10, GQA 6/2, F 100) at T = 40. */
+static alloy_config odd_config(void) { return odd_llama_config(40); }
 
 static void random_tokens(int32_t *t, int n, int V, uint64_t seed) {
     alloy_rng rng;
@@ -237,7 +234,7 @@ static void test_kv_llama_gqa(void) {
 }
 
 static void test_kv_llama_odd(void) {
-    alloy_config c = odd_llama_config();
+    alloy_config c = odd_config();
     check_family(&c, "llama odd (C 60, hd 10)");
 }
 
@@ -266,7 +263,7 @@ static float *decode_run(alloy_model *m, alloy_qtype wt, const int32_t *toks, in
  * step-by-step path on as many threads, for every weight format, and (fp32) the full
  * forward's logits. */
 static void test_team_decode(void) {
-    alloy_config cs[3] = {gpt2_config(), llama_config(), odd_llama_config()};
+    alloy_config cs[3] = {gpt2_config(), llama_config(), odd_config()};
     const char *names[3] = {"gpt2", "llama GQA", "llama odd"};
     for (int k = 0; k < 3; k++) {
         alloy_model *m = make_model(&cs[k], 21 + (uint64_t)k, 4.0f);
@@ -563,7 +560,7 @@ static void test_quant_llama(void) {
 
 /* Formats fall back where a matrix's width is not a multiple of the block. */
 static void test_quant_fallback(void) {
-    alloy_config c = odd_llama_config(); // C 60, F 100: nothing fits a block of 32
+    alloy_config c = odd_config(); // C 60, F 100: nothing fits a block of 32
     alloy_model *m = make_model(&c, 5, 1.0f);
     REQUIRE(m, "model");
     alloy_engine *e;

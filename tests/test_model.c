@@ -27,6 +27,7 @@
  */
 #include "alloy/alloy.h"
 #include "harness.h"
+#include "model_util.h"
 
 #include <math.h>
 #include <string.h>
@@ -462,29 +463,14 @@ static void check_config(const char *name, const alloy_config *cfg, uint64_t see
     }
 }
 
-static alloy_config gpt2_config(void) {
-    alloy_config c = {.family = ALLOY_FAMILY_GPT2, .vocab_size = 67, .max_seq_len = 32, .n_layer = 2,
-                      .n_head = 4, .n_kv_head = 4, .d_model = 32, .d_ff = 128, .norm_eps = 1e-5,
-                      .rope_theta = 10000.0, .tie_embeddings = true};
-    return c;
-}
-
-static alloy_config llama_config(void) {
-    alloy_config c = {.family = ALLOY_FAMILY_LLAMA, .vocab_size = 67, .max_seq_len = 32, .n_layer = 2,
-                      .n_head = 4, .n_kv_head = 2, .d_model = 32, .d_ff = 88, .norm_eps = 1e-5,
-                      .rope_theta = 10000.0, .tie_embeddings = false};
-    return c;
-}
+/* model_util.h's configurations at V = 67 (61 for the odd Llama), T = 32. */
+static alloy_config gpt2_config(void) { return tiny_config(ALLOY_FAMILY_GPT2, 67, 32); }
+static alloy_config llama_config(void) { return tiny_config(ALLOY_FAMILY_LLAMA, 67, 32); }
 
 /* C = 60 (not a multiple of 8), head_dim 10 (rotary pairs (i, i+5)), 6 query heads over 2 KV
  * heads (groups of 3), tied head, and an epsilon and theta that the twin must read from
  * config.json rather than assume. */
-static alloy_config odd_llama_config(void) {
-    alloy_config c = {.family = ALLOY_FAMILY_LLAMA, .vocab_size = 61, .max_seq_len = 32, .n_layer = 2,
-                      .n_head = 6, .n_kv_head = 2, .d_model = 60, .d_ff = 100, .norm_eps = 2e-6,
-                      .rope_theta = 500.0, .tie_embeddings = true};
-    return c;
-}
+static alloy_config odd_config(void) { return odd_llama_config(32); }
 
 static void test_gpt2(void) {
     alloy_config c = gpt2_config();
@@ -513,7 +499,7 @@ static void test_bf16_autocast(void) {
 }
 
 static void test_llama_odd(void) {
-    alloy_config c = odd_llama_config();
+    alloy_config c = odd_config();
     check_config("llama odd (V=61 L=2 H=6 KV=2 C=60 hd=10 F=100 tied)", &c, 37, 2, 13, 3, 11);
 }
 
@@ -528,7 +514,7 @@ static void test_moe(void) {
     c = llama_config();
     c.d_ff = 48, c.n_experts = 3, c.top_k = 2, c.router_aux_loss_coef = 0.5;
     check_config("mixtral GQA (E=3 K=2 C=32 F=48 untied)", &c, 43, 3, 7, 2, 16);
-    c = odd_llama_config();
+    c = odd_config();
     c.d_ff = 40, c.n_experts = 4, c.top_k = 1, c.router_aux_loss_coef = 0.5;
     check_config("mixtral top-1 (E=4 K=1 C=60 F=40 tied)", &c, 47, 2, 13, 3, 11);
 }
