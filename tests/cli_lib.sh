@@ -3,7 +3,12 @@
 #   ALLOY     the alloy binary under test (default build/alloy)
 #   ROOT      the repository root (ALLOY_ROOT, default .); SHARED its ../shared/data
 #   T         a temporary folder, removed at exit
+#   PY        /usr/bin/python3, Debian's, for the checks that read JSON or safetensors output
+#             (the standard library; numpy in test_moe_cli.sh). A tool like grep, not an oracle:
+#             without it those checks fail
 #   ok NAME / nok NAME      print a TAP line (tests/run.sh counts them)
+#   skip NAME REASON        "ok - NAME # SKIP REASON", REASON "oracle: ...", "cpu: ..." or
+#                           "data: ..." (tests/run.sh counts it as skipped, not passed)
 #   expect CODE NAME PATTERN cmd...
 #             runs cmd: exit status CODE, no sanitizer report, exactly one line on stderr when
 #             CODE is not 0, and PATTERN (extended regex) somewhere in its stdout or stderr
@@ -16,9 +21,11 @@
 ALLOY=${ALLOY:-build/alloy}
 ROOT=${ALLOY_ROOT:-.}
 SHARED="$ROOT/../shared/data"
+PY=/usr/bin/python3
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 ok() { echo "ok - $*"; }
 nok() { echo "not ok - $*"; }
+skip() { local name=$1; shift; echo "ok - $name # SKIP $*"; }
 expect() {
   local code=$1 name=$2 pat=$3; shift 3
   "$@" >"$T/out" 2>"$T/err"; local rc=$?

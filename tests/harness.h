@@ -5,12 +5,18 @@
  * (TAP style), with the failed checks on stderr. harness_exit() returns 1 if anything failed,
  * so the program's exit status is the verdict. tests/run.sh counts the ok / not ok lines.
  *
+ * A case that cannot check what it is for says so and stops: SKIP("oracle: ...") when an
+ * outside reference (the PyTorch/NumPy interpreter, node) is missing, SKIP("cpu: ...") when the
+ * CPU lacks the feature under test. It prints "ok - case # SKIP reason", which tests/run.sh
+ * counts as skipped, not passed (and, with ALLOY_REQUIRE_ORACLES=1, an oracle skip as failed).
+ *
  *     static void test_roundtrip(void) { EXPECT(x == 1, "x is %d", x); }
  *     int main(void) { RUN(test_roundtrip); return harness_exit(); }
  *
  * It also makes what many tests start from: temporary folders (harness_tmpdir), random token
  * ids (harness_random_tokens) and token shards laid out as alloy prepare writes them
- * (harness_write_dataset, harness_random_dataset).
+ * (harness_write_dataset, harness_random_dataset); and it runs the reference scripts of
+ * tests/reference/ with the oracle interpreter PYTHON (harness_need_python, REFERENCE).
  */
 #ifndef ALLOY_TEST_HARNESS_H
 #define ALLOY_TEST_HARNESS_H
@@ -21,14 +27,18 @@
 #include <ftw.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int harness_failed_checks;  /* in the current case */
+static char harness_skip_reason[512]; /* in the current case; "" when it is not skipped */
 static int harness_failed_cases;
 static int harness_passed_cases;
+static int harness_skipped_cases;
 
 #define EXPECT(cond, ...)                                                                    \
     do {                                                                                     \
@@ -48,23 +58,48 @@ static int harness_passed_cases;
         if (harness_failed_checks != before_) return;                                        \
     } while (0)
 
+/* Marks the current case skipped, for the reason printf(fmt, ...) — "oracle: what is missing"
+ * or "cpu: what it lacks" (tests/run.sh sorts skips by that word). The first reason stays. */
+static inline void harness_skip(const char *fmt, ...) {
+    if (harness_skip_reason[0]) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(harness_skip_reason, sizeof harness_skip_reason, fmt, ap);
+    va_end(ap);
+    if (!harness_skip_reason[0]) snprintf(harness_skip_reason, sizeof harness_skip_reason, "(no reason given)");
+}
+
+/* Skips the current case (returns from it): SKIP("cpu: no avx512_bf16"). */
+#define SKIP(...)                                                                            \
+    do {                                                                                     \
+        harness_skip(__VA_ARGS__);                                                           \
+        return;                                                                              \
+    } while (0)
+
 #define RUN(fn) harness_run(#fn, fn)
 
+/* A case with failed checks is "not ok" even if it also skipped; a skipped one is
+ * "ok - name # SKIP reason" and counts apart from the passed ones. */
 static inline void harness_run(const char *name, void (*fn)(void)) {
     harness_failed_checks = 0;
+    harness_skip_reason[0] = '\0';
     fn();
     if (harness_failed_checks) {
         harness_failed_cases++;
         printf("not ok - %s (%d failed checks)\n", name, harness_failed_checks);
+    } else if (harness_skip_reason[0]) {
+        harness_skipped_cases++;
+        printf("ok - %s # SKIP %s\n", name, harness_skip_reason);
     } else {
         harness_passed_cases++;
         printf("ok - %s\n", name);
     }
+    harness_skip_reason[0] = '\0';
     fflush(stdout);
 }
 
 static inline int harness_exit(void) {
-    printf("# %d passed, %d failed\n", harness_passed_cases, harness_failed_cases);
+    printf("# %d passed, %d failed, %d skipped\n", harness_passed_cases, harness_failed_cases, harness_skipped_cases);
     return harness_failed_cases ? 1 : 0;
 }
 
@@ -134,6 +169,96 @@ static inline const char *harness_root(void) {
     const char *r = getenv("ALLOY_ROOT");
     return r && *r ? r : ".";
 }
+
+/* ---- the oracle interpreter and the reference scripts ---------------------------------- */
+
+/* The interpreter that runs the scripts of tests/reference: $ALLOY_TEST_PYTHON, by default Debian's
+ * /usr/bin/python3 (python3-torch, python3-numpy, python3-yaml). Point ALLOY_TEST_PYTHON at
+ * /bin/false to see every case that needs it skip. */
+#define PYTHON harness_python()
+static inline const char *harness_python(void) {
+    const char *p = getenv("ALLOY_TEST_PYTHON");
+    return p && *p ? p : "/usr/bin/python3";
+}
+
+/* The node that runs tests/js (the outside oracles there): $ALLOY_TEST_NODE, by default the
+ * first node on PATH. */
+#define NODE harness_node()
+static inline const char *harness_node(void) {
+    const char *p = getenv("ALLOY_TEST_NODE");
+    return p && *p ? p : "node";
+}
+
+/* Runs cmd with sh -c: its exit status, or -1 if it did not exit normally. */
+static inline int harness_command(const char *cmd) {
+    int rc = system(cmd);
+    if (rc == -1 || !WIFEXITED(rc)) return -1;
+    return WEXITSTATUS(rc);
+}
+
+/* 1 when PYTHON imports every module of `modules` (comma-separated: "torch, numpy"; the
+ * answer is remembered per list); otherwise 0, and the current case is marked skipped
+ * ("oracle: ..."), as NEED_PYTHON does. */
+static inline int harness_need_python(const char *modules) {
+    static struct {
+        char modules[64];
+        int have;
+    } seen[8];
+    static int n_seen;
+    int have = -1;
+    for (int i = 0; i < n_seen && i < 8 && have < 0; i++)
+        if (strncmp(seen[i].modules, modules, sizeof seen[i].modules) == 0) have = seen[i].have;
+    if (have < 0) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "'%s' -c 'import %s' >/dev/null 2>&1", PYTHON, modules);
+        have = harness_command(cmd) == 0;
+        if (n_seen < 8 && strlen(modules) < sizeof seen[0].modules) {
+            snprintf(seen[n_seen].modules, sizeof seen[0].modules, "%s", modules);
+            seen[n_seen++].have = have;
+        }
+    }
+    if (!have)
+        harness_skip("oracle: %s cannot import %s", PYTHON, modules);
+    return have;
+}
+
+/* Skips the current case (returns from it) unless PYTHON imports `modules`. */
+#define NEED_PYTHON(modules)                                                                 \
+    do {                                                                                     \
+        if (!harness_need_python(modules)) return;                                           \
+    } while (0)
+
+/* Runs tests/reference/<script> under PYTHON with the arguments printf(fmt, ...) (quote the
+ * paths: " '%s' '%s'"), after checking that PYTHON imports `modules`. Returns the script's
+ * exit status (0: it succeeded; its own message is on stderr otherwise), or -1 when the oracle
+ * is missing: the case is then marked skipped (harness_need_python). */
+static inline int harness_reference(const char *modules, const char *script, const char *fmt, ...) {
+    if (!harness_need_python(modules)) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    size_t len = strlen(PYTHON) + strlen(harness_root()) + strlen(script) + (size_t)n + 64;
+    char *cmd = malloc(len);
+    if (!cmd) return 1;
+    int k = snprintf(cmd, len, "'%s' '%s/tests/reference/%s' ", PYTHON, harness_root(), script);
+    va_start(ap, fmt);
+    vsnprintf(cmd + k, len - (size_t)k, fmt, ap);
+    va_end(ap);
+    int rc = harness_command(cmd);
+    if (rc < 0) rc = 255; /* killed: a failure, not a missing oracle */
+    free(cmd);
+    return rc;
+}
+
+/* harness_reference in a case: returns from the case when the oracle is missing (a skip) or
+ * when the script fails (a failed check). */
+#define REFERENCE(modules, script, ...)                                                      \
+    do {                                                                                     \
+        int ref_rc_ = harness_reference(modules, script, __VA_ARGS__);                       \
+        if (ref_rc_ < 0) return;                                                             \
+        REQUIRE(ref_rc_ == 0, "%s failed with status %d (its message is above)", script, ref_rc_); \
+    } while (0)
 
 /* t[0..n) uniform in [0, vocab) (alloy_rng_below) from an alloy_rng seeded with seed. */
 static inline void harness_random_tokens(int32_t *t, int n, int vocab, uint64_t seed) {

@@ -17,10 +17,11 @@
  *     reference) and falls; a reward model trains on real preference data (../shared/data,
  *     skipped when absent) and reports held-out pair accuracy;
  *   - resume is exact (bitwise, one thread) for sft, reward and dpo runs.
- * The references need /usr/bin/python3 with torch and numpy; without them the test FAILS.
+ * The references need PYTHON (harness.h) with torch and numpy; without them that case skips.
  */
 #include "alloy/alloy.h"
 #include "harness.h"
+#include "model_util.h"
 
 #include <math.h>
 #include <string.h>
@@ -28,8 +29,6 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-#define PYTHON "/usr/bin/python3"
 
 /* Tolerances, as test_model.c: per element |a - b| <= rtol·|b| + ALLOWANCE·max|b| (fp32 rounding
  * on both sides leaves errors of a few ulps of a tensor's scale in every element). */
@@ -42,18 +41,6 @@
  * VANISH_TOL of that scale: float32 rounding leaves ~1e-8 there. */
 #define VANISHING 1e-9
 #define VANISH_TOL 1e-6
-
-static int run_command(const char *cmd) {
-    int rc = system(cmd);
-    if (rc == -1 || !WIFEXITED(rc)) return -1;
-    return WEXITSTATUS(rc);
-}
-
-static bool torch_available(void) {
-    static int ok = -1;
-    if (ok < 0) ok = run_command(PYTHON " -c 'import torch, numpy' >/dev/null 2>&1") == 0;
-    return ok == 1;
-}
 
 /* max_i |a_i - b_i| / (floor + |b_i|), floor = ALLOWANCE·max|b| / rtol (<= rtol passes). */
 static double compare(const float *a, const float *b, size_t n, double rtol) {
@@ -77,13 +64,6 @@ static alloy_tokenizer *chat_tokenizer(void) {
     if (alloy_tokenizer_create(&bytes, "bytes") || alloy_chat_tokenizer(bytes, &tok, NULL, NULL, NULL)) tok = NULL;
     alloy_tokenizer_destroy(bytes);
     return tok;
-}
-
-static alloy_config tiny_config(alloy_family f, int V, int T) {
-    alloy_config c = {.family = f, .vocab_size = V, .max_seq_len = T, .n_layer = 2, .n_head = 4,
-                      .n_kv_head = f == ALLOY_FAMILY_GPT2 ? 4 : 2, .d_model = 32, .d_ff = f == ALLOY_FAMILY_GPT2 ? 128 : 88,
-                      .norm_eps = 1e-5, .rope_theta = 10000.0, .tie_embeddings = f == ALLOY_FAMILY_GPT2};
-    return c;
 }
 
 /* A seeded model moved away from the defaults so that every parameter matters (as
@@ -570,8 +550,7 @@ done:
 }
 
 static void test_objectives_vs_pytorch(void) {
-    REQUIRE(torch_available(), "%s with torch and numpy is required to check the objectives "
-            "(Debian/Ubuntu: apt-get install python3-torch python3-numpy)", PYTHON);
+    NEED_PYTHON("torch, numpy");
     alloy_tokenizer *tok = chat_tokenizer();
     REQUIRE(tok, "tokenizer");
     char dir[300];
@@ -592,8 +571,8 @@ static void test_objectives_vs_pytorch(void) {
         {"dpo conservative llama (beta 0.5, label smoothing 0.2)", ALLOY_ALIGN_DPO, ALLOY_FAMILY_LLAMA, cdpo},
         {"dpo ipo gpt2 (beta 0.1)", ALLOY_ALIGN_DPO, ALLOY_FAMILY_GPT2, ipo},
     };
-    char cmd[8192];
-    size_t k = (size_t)snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/align_ref.py'", harness_root());
+    char args[8192];
+    size_t k = 0;
     bool ok = true;
     for (int i = 0; i < 7 && ok; i++) {
         twin_case *c = &cases[i];
@@ -604,10 +583,10 @@ static void test_objectives_vs_pytorch(void) {
         c->dpo = spec[i].dpo;
         ok = prepare_case(c, dir, i, tok, 100 + (uint64_t)i);
         EXPECT(ok, "%s: preparing the case: %s", c->label, alloy_last_error());
-        k += (size_t)snprintf(cmd + k, sizeof cmd - k, " '%s' '%s'", c->in, c->out);
+        k += (size_t)snprintf(args + k, sizeof args - k, " '%s' '%s'", c->in, c->out);
     }
     if (ok) {
-        int rc = run_command(cmd);
+        int rc = harness_reference("torch, numpy", "align_ref.py", "%s", args);
         EXPECT(rc == 0, "align_ref.py failed with status %d (its message is above)", rc);
         for (int i = 0; i < 7 && rc == 0; i++) check_case(&cases[i]);
     }
@@ -951,16 +930,13 @@ static void test_resume_exact(void) {
 static void test_reward_on_hh_rlhf(void) {
     char src[600], dir[300], data[400], base[400], out[400], cmd[1600];
     snprintf(src, sizeof src, "%s/../shared/data/preference/hh-rlhf-harmless-base-test.jsonl.gz", harness_root());
-    if (!alloy_path_exists(src)) {
-        printf("# skipped: %s is absent\n", src);
-        return;
-    }
+    if (!alloy_path_exists(src)) SKIP("data: %s is absent", src);
     snprintf(dir, sizeof dir, "%s", harness_tmpdir());
     snprintf(data, sizeof data, "%s/hh.jsonl", dir);
     snprintf(base, sizeof base, "%s/base", dir);
     snprintf(out, sizeof out, "%s/rm", dir);
     snprintf(cmd, sizeof cmd, "gzip -dc '%s' | head -n 120 > '%s'", src, data);
-    REQUIRE(run_command(cmd) == 0 && base_model(base, ALLOY_FAMILY_GPT2, 3), "setup");
+    REQUIRE(harness_command(cmd) == 0 && base_model(base, ALLOY_FAMILY_GPT2, 3), "setup");
     alloy_align_options o = run_options(ALLOY_ALIGN_REWARD, base, data, out);
     o.tmpl = ALLOY_CHAT_TEMPLATE_RAW;
     o.tmpl_set = true;

@@ -156,7 +156,7 @@ if [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then
   expect 0 "reward on hh-rlhf (raw template)" "reward step 5/5" "$ALLOY" reward --model "$T/base" --data "$T/hh.jsonl" --out "$T/hh" --steps 5 --batch 4 --template raw --val-fraction 0.2
   expect 0 "score hh-rlhf pairs" '"line":40,"scores":\[' "$ALLOY" score --model "$T/hh" --data "$T/hh.jsonl"
 else
-  echo "# skipped the hh-rlhf runs: $SHARED is absent"
+  skip "reward and score on hh-rlhf" "data: $SHARED/preference is absent"
 fi
 
 # ---- alloy chat on the SFT model: replies streamed, the conversation kept, commands ----

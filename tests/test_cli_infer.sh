@@ -5,7 +5,6 @@
 # stderr with exit status 1 (2 for usage) and no sanitizer report.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
-PY=/usr/bin/python3
 
 # ---- a model to work with ----
 tiny_model "$T/run" 3 || { nok "could not train the model to test with"; exit 1; }

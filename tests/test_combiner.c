@@ -10,8 +10,6 @@
 #include "alloy/io.h"
 #include "harness.h"
 
-#define PYTHON "/usr/bin/python3"
-
 enum { V = 32 };
 
 static alloy_model *member(const char *preset, int d_model, uint64_t seed, int B, int T) {
@@ -132,12 +130,11 @@ static void test_against_pytorch(void) {
                               {"bias", ALLOY_DTYPE_F32, 1, {2}, c->bias}};
     alloy_st_entry all[7] = {e[0], e[1], e[2], e[3], more[0], more[1], more[2]};
     const char *dir = harness_tmpdir();
-    char in[512], out[512], cmd[1600];
+    char in[512], out[512];
     snprintf(in, sizeof in, "%s/comb-in.safetensors", dir);
     snprintf(out, sizeof out, "%s/comb-out.safetensors", dir);
     REQUIRE(alloy_safetensors_write(in, all, 7, NULL) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/combiner_ref.py' '%s' '%s'", harness_root(), in, out);
-    REQUIRE(system(cmd) == 0, "the reference failed: %s", cmd);
+    REFERENCE("torch, numpy", "combiner_ref.py", "'%s' '%s'", in, out);
     alloy_safetensors *ref;
     REQUIRE(alloy_safetensors_open(&ref, out) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     float want_g[N * 2], want_lp[N * V], want_loss, *want_dw = malloc(sizeof(float) * 2 * c->D), want_db[2];

@@ -14,8 +14,6 @@
 #include <omp.h>
 #endif
 
-#define PYTHON "/usr/bin/python3"
-
 enum { N = 6, V = 37 };
 
 static void make_inputs(float *z, float *teacher, int32_t *y, uint64_t seed) {
@@ -58,12 +56,11 @@ static void check_case(alloy_divergence kind, float tau, float alpha, float beta
                            {"targets", ALLOY_DTYPE_I32, 1, {N}, y},
                            {"params", ALLOY_DTYPE_F32, 1, {4}, params}};
     const char *dir = harness_tmpdir();
-    char in[512], out[512], cmd[1600];
+    char in[512], out[512];
     snprintf(in, sizeof in, "%s/in-%d.safetensors", dir, (int)kind);
     snprintf(out, sizeof out, "%s/out-%d.safetensors", dir, (int)kind);
     REQUIRE(alloy_safetensors_write(in, e, 4, NULL) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/distill_ref.py' '%s' '%s'", harness_root(), in, out);
-    REQUIRE(system(cmd) == 0, "the reference failed: %s", cmd);
+    REFERENCE("torch, numpy", "distill_ref.py", "'%s' '%s'", in, out);
     alloy_safetensors *ref;
     REQUIRE(alloy_safetensors_open(&ref, out) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     float want_l[N], want_g[N * V];
@@ -144,12 +141,11 @@ static void test_hidden_term(void) {
                            {"proj", ALLOY_DTYPE_F32, 2, {CT, CS}, P},
                            {"params", ALLOY_DTYPE_F32, 1, {1}, params}};
     const char *dir = harness_tmpdir();
-    char in[512], out[512], cmd[1600];
+    char in[512], out[512];
     snprintf(in, sizeof in, "%s/hidden-in.safetensors", dir);
     snprintf(out, sizeof out, "%s/hidden-out.safetensors", dir);
     REQUIRE(alloy_safetensors_write(in, e, 4, NULL) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/distill_hidden_ref.py' '%s' '%s'", harness_root(), in, out);
-    REQUIRE(system(cmd) == 0, "the reference failed: %s", cmd);
+    REFERENCE("torch, numpy", "distill_hidden_ref.py", "'%s' '%s'", in, out);
     alloy_safetensors *ref;
     REQUIRE(alloy_safetensors_open(&ref, out) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     float want_l, want_dhs[HN * CS], want_dP[CT * CS];

@@ -7,8 +7,6 @@
 #include "alloy/io.h"
 #include "harness.h"
 
-#define PYTHON "/usr/bin/python3"
-
 enum { V = 97, B = 2, T = 16 };
 
 static alloy_model *member(const char *preset, uint64_t seed) {
@@ -39,12 +37,11 @@ static void test_against_reference(void) {
     }
     e[3] = (alloy_st_entry){"weights", ALLOY_DTYPE_F32, 1, {3}, w};
     const char *dir = harness_tmpdir();
-    char in[512], out[512], cmd[1600];
+    char in[512], out[512];
     snprintf(in, sizeof in, "%s/members.safetensors", dir);
     snprintf(out, sizeof out, "%s/ref.safetensors", dir);
     REQUIRE(alloy_safetensors_write(in, e, 4, NULL) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/ensemble_ref.py' '%s' '%s'", harness_root(), in, out);
-    REQUIRE(system(cmd) == 0, "the reference failed: %s", cmd);
+    REFERENCE("numpy", "ensemble_ref.py", "'%s' '%s'", in, out);
     alloy_safetensors *ref;
     REQUIRE(alloy_safetensors_open(&ref, out) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     float *logp = malloc(sizeof(float) * B * T * V), *want = malloc(sizeof(float) * B * T * V);

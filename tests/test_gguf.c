@@ -6,8 +6,9 @@
  * made by mutating a valid one, every truncation, a mutation fuzz; out-of-memory paths; and an
  * outside parser — node with @huggingface/gguf (tests/js/gguf_check.mjs) — reading our exports.
  *
- * The outside parser is skipped ("ok - ... # SKIP") only when node or the package is missing;
- * CI installs both (scripts/install-deps.sh --test runs npm ci in tests/js).
+ * The outside parser is skipped ("ok - ... # SKIP oracle: ...") only when node (NODE of
+ * harness.h) or the package is missing; CI installs both (scripts/install-deps.sh --test runs
+ * npm ci in tests/js) and fails on such a skip (ALLOY_REQUIRE_ORACLES=1, tests/run.sh).
  */
 #include "alloy/gguf.h"
 #include "io_util.h"
@@ -1975,9 +1976,10 @@ static void test_import_variants(void) {
 static bool js_available(char *why, size_t size) {
     char pkg[512];
     snprintf(pkg, sizeof pkg, "%s/tests/js/node_modules/@huggingface/gguf/package.json", harness_root());
-    int rc = system("node --version >/dev/null 2>&1");
-    if (rc == -1 || !WIFEXITED(rc) || WEXITSTATUS(rc) != 0) {
-        snprintf(why, size, "node is not installed");
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "'%s' --version >/dev/null 2>&1", NODE);
+    if (harness_command(cmd) != 0) {
+        snprintf(why, size, "%s --version fails (node is not installed?)", NODE);
         return false;
     }
     if (!alloy_path_exists(pkg)) {
@@ -1985,7 +1987,8 @@ static bool js_available(char *why, size_t size) {
         return false;
     }
     // the package needs Node.js 20 or later (Debian 12's own nodejs is 18)
-    FILE *p = popen("node -p 'process.versions.node.split(\".\")[0]' 2>/dev/null", "r");
+    snprintf(cmd, sizeof cmd, "'%s' -p 'process.versions.node.split(\".\")[0]' 2>/dev/null", NODE);
+    FILE *p = popen(cmd, "r");
     int major = 0;
     if (p) {
         if (fscanf(p, "%d", &major) != 1) major = 0;
@@ -2093,6 +2096,8 @@ static void compare_js(const cJSON *j, const char *path, const char *arch, alloy
 }
 
 static void test_outside_parser(void) {
+    char why[160];
+    if (!js_available(why, sizeof why)) SKIP("oracle: %s", why);
     char *dir = copy_tmpdir();
     alloy_config gc = preset("tiny-gpt2", 256), lc = preset("tiny-llama", 256);
     alloy_model *gm = make_model(&gc, 13), *lm = make_model(&lc, 14);
@@ -2101,7 +2106,7 @@ static void test_outside_parser(void) {
     const alloy_qtype types[4] = {ALLOY_QTYPE_F32, ALLOY_QTYPE_F16, ALLOY_QTYPE_Q8_0, ALLOY_QTYPE_Q4_0};
     char *paths[8];
     char cmd[8192];
-    int k = snprintf(cmd, sizeof cmd, "node %s/tests/js/gguf_check.mjs", harness_root());
+    int k = snprintf(cmd, sizeof cmd, "'%s' '%s/tests/js/gguf_check.mjs'", NODE, harness_root());
     for (int i = 0; i < 8; i++) {
         char name[64];
         snprintf(name, sizeof name, "%s-%s.gguf", i < 4 ? "gpt2" : "llama", alloy_qtype_name(types[i % 4]));
@@ -2131,7 +2136,7 @@ static void test_outside_parser(void) {
     }
     EXPECT(seen == 8, "the outside parser reported %d files", seen);
     // and it refuses what is not GGUF (the oracle is awake)
-    snprintf(cmd, sizeof cmd, "node %s/tests/js/gguf_check.mjs '%s' > '%s' 2>&1", harness_root(), out, paths[0]);
+    snprintf(cmd, sizeof cmd, "'%s' '%s/tests/js/gguf_check.mjs' '%s' > '%s' 2>&1", NODE, harness_root(), out, paths[0]);
     (void)system(cmd);
     alloy_free(text);
     text = NULL;
@@ -2254,9 +2259,7 @@ int main(void) {
     RUN(test_export_metadata);
     RUN(test_tokenizer_roundtrip);
     RUN(test_import_variants);
-    char why[128];
-    if (js_available(why, sizeof why)) RUN(test_outside_parser);
-    else printf("ok - test_outside_parser # SKIP %s\n", why);
+    RUN(test_outside_parser);
     RUN(test_oom);
     return harness_exit();
 }

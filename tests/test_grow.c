@@ -10,20 +10,13 @@
  * PyTorch on the folder alloy wrote), the copies are what Net2Net says, the test is shown to
  * notice a widening that forgets to share the outgoing weights, noise > 0 moves the logits a
  * little, and a few AdamW steps of the grown models give finite, falling losses. Then bad
- * arguments and out-of-memory paths. Needs /usr/bin/python3 with torch for the PyTorch part.
+ * arguments and out-of-memory paths. The PyTorch part needs PYTHON (harness.h) with torch and
+ * skips without it.
  */
 #include "alloy/grow.h"
 #include "alloy/io.h"
 #include "alloy/train.h"
 #include "harness.h"
-
-#define PYTHON "/usr/bin/python3"
-
-static bool torch_ok(void) {
-    static int ok = -1;
-    if (ok < 0) ok = system(PYTHON " -c 'import torch, numpy' >/dev/null 2>&1") == 0;
-    return ok == 1;
-}
 
 enum { B = 2, T = 16, V = 97 };
 
@@ -344,11 +337,11 @@ static void test_width_llama(void) { width_family("tiny-llama"); }
  * extra folder, and returns its output file (opened) or NULL. */
 static alloy_safetensors *run_ref(const char *dir, const char *src_dir, const char *tok_path, const char *how,
                                   const char *extra, int tag) {
-    char out[600], cmd[4096];
+    char out[600];
     snprintf(out, sizeof out, "%s/ref-%d.safetensors", dir, tag);
-    snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/grow_ref.py' --source '%s' --tokens '%s' --out '%s' %s%s%s%s",
-             harness_root(), src_dir, tok_path, out, how, extra ? " --folders '" : "", extra ? extra : "", extra ? "'" : "");
-    if (system(cmd) != 0) return NULL;
+    if (harness_reference("torch, numpy", "grow_ref.py", "--source '%s' --tokens '%s' --out '%s' %s%s%s%s", src_dir, tok_path,
+                          out, how, extra ? " --folders '" : "", extra ? extra : "", extra ? "'" : "") != 0)
+        return NULL;
     alloy_safetensors *st = NULL;
     if (alloy_safetensors_open(&st, out)) return NULL;
     return st;
@@ -368,10 +361,7 @@ static float *ref_logits(const alloy_safetensors *st, const char *name) {
 
 /* One family against grow_ref.py: SOLAR up-scaling, a plan, and a widened folder. */
 static void torch_family(const char *preset) {
-    if (!torch_ok()) {
-        printf("# skipped: %s with torch is missing\n", PYTHON);
-        return;
-    }
+    NEED_PYTHON("torch, numpy");
     char dir[512], src_dir[600], wide_dir[600], tok_path[600];
     snprintf(dir, sizeof dir, "%s", harness_tmpdir());
     snprintf(src_dir, sizeof src_dir, "%s/source", dir);

@@ -7,7 +7,7 @@
  * or shards with model.safetensors.index.json — and the logits it computes from them. alloy
  * loads each folder and its logits must match to 1e-5 of their scale. Then broken folders
  * (a shard missing, a bad index, only pytorch_model.bin, rope_scaling) must be refused with a
- * message that names the problem. Needs /usr/bin/python3 with torch (Debian: python3-torch).
+ * message that names the problem. Needs PYTHON (harness.h) with torch: the cases skip without it.
  */
 #include "alloy/io.h"
 #include "harness.h"
@@ -15,27 +15,12 @@
 #include <cjson/cJSON.h>
 #include <sys/stat.h>
 
-#define PYTHON "/usr/bin/python3"
-
-static const char *root(void) {
-    const char *r = getenv("ALLOY_ROOT");
-    return r && *r ? r : ".";
-}
-
-static bool torch_ok(void) {
-    static int ok = -1;
-    if (ok < 0) ok = system(PYTHON " -c 'import torch, numpy' >/dev/null 2>&1") == 0;
-    return ok == 1;
-}
-
 /* Writes a hub folder with hf_hub.py and its logits beside it (path in logits); false on failure. */
 static bool write_hub(const char *dir, const char *family, const char *dtype, int shards, char *logits,
                       size_t size) {
     snprintf(logits, size, "%s.logits.safetensors", dir);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/hf_hub.py' --family %s --dtype %s --shards %d --out '%s' --logits '%s'",
-             root(), family, dtype, shards, dir, logits);
-    return system(cmd) == 0;
+    return harness_reference("torch, numpy", "hf_hub.py", "--family %s --dtype %s --shards %d --out '%s' --logits '%s'",
+                             family, dtype, shards, dir, logits) == 0;
 }
 
 static void check_case(const char *family, const char *dtype, int shards) {
@@ -73,20 +58,14 @@ static void check_case(const char *family, const char *dtype, int shards) {
 }
 
 static void test_hub_gpt2(void) {
-    if (!torch_ok()) {
-        printf("# skipped: %s with torch is missing\n", PYTHON);
-        return;
-    }
+    NEED_PYTHON("torch, numpy");
     check_case("gpt2", "f32", 1);
     check_case("gpt2", "f16", 1);
     check_case("gpt2", "f32", 3);
 }
 
 static void test_hub_llama(void) {
-    if (!torch_ok()) {
-        printf("# skipped: %s with torch is missing\n", PYTHON);
-        return;
-    }
+    NEED_PYTHON("torch, numpy");
     check_case("llama", "bf16", 2);
     check_case("llama", "f16", 1);
     check_case("llama", "f32", 4);
@@ -111,10 +90,7 @@ static void expect_refused(const char *dir, const char *expect) {
 }
 
 static void test_hub_broken(void) {
-    if (!torch_ok()) {
-        printf("# skipped: %s with torch is missing\n", PYTHON);
-        return;
-    }
+    NEED_PYTHON("torch, numpy");
     char dir[512], logits[600], path[700], cmd[4096];
     snprintf(dir, sizeof dir, "%s/broken", harness_tmpdir());
     REQUIRE(write_hub(dir, "llama", "f32", 2, logits, sizeof logits), "hf_hub.py failed");

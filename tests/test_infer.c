@@ -18,11 +18,12 @@
  *   - stories260K (a real llama2.c model): imported, saved, and `alloy generate --prompt-ids 1
  *     --tokens 200 --temperature 0` prints the 200 ids llama2.c's run.c prints (test_llmc.c).
  *
- * The sampler reference needs /usr/bin/python3 with numpy; without it that case FAILS.
+ * The sampler reference needs PYTHON (harness.h) with numpy; without it that case skips.
  */
 #include "alloy/alloy.h"
 #include "alloy/infer.h"
 #include "harness.h"
+#include "model_util.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -32,19 +33,12 @@
 #include <omp.h>
 #endif
 
-#define PYTHON "/usr/bin/python3"
 /* Engine logits against the full forward: max|a - b| <= TOL_SCALE · max|b| over a sequence's
  * logits. The two paths sum in different orders (sgemv against sgemm, attention over the
  * cache against the blocked kernel); measured differences are ~1e-7 of the scale. */
 #define TOL_SCALE 1e-5
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-static int run_command(const char *cmd) {
-    int rc = system(cmd);
-    if (rc == -1 || !WIFEXITED(rc)) return -1;
-    return WEXITSTATUS(rc);
-}
 
 /* A seeded model moved away from the defaults (as test_model.c): matrices 4x, norm weights
  * 1 + N(0, 0.2²), biases N(0, 0.1²). */
@@ -84,12 +78,8 @@ static alloy_config llama_config(void) {
     return c;
 }
 
-static alloy_config odd_llama_config(void) {
-    alloy_config c = {.family = ALLOY_FAMILY_LLAMA, .vocab_size = 61, .max_seq_len = 40, .n_layer = 2,
-                      .n_head = 6, .n_kv_head = 2, .d_model = 60, .d_ff = 100, .norm_eps = 2e-6,
-                      .rope_theta = 500.0, .tie_embeddings = true};
-    return c;
-}
+/* model_util.h's odd Llama (C 60, head_dim 10, GQA 6/2, F 100) at T = 40. */
+static alloy_config odd_config(void) { return odd_llama_config(40); }
 
 static void random_tokens(int32_t *t, int n, int V, uint64_t seed) {
     alloy_rng rng;
@@ -244,7 +234,7 @@ static void test_kv_llama_gqa(void) {
 }
 
 static void test_kv_llama_odd(void) {
-    alloy_config c = odd_llama_config();
+    alloy_config c = odd_config();
     check_family(&c, "llama odd (C 60, hd 10)");
 }
 
@@ -273,7 +263,7 @@ static float *decode_run(alloy_model *m, alloy_qtype wt, const int32_t *toks, in
  * step-by-step path on as many threads, for every weight format, and (fp32) the full
  * forward's logits. */
 static void test_team_decode(void) {
-    alloy_config cs[3] = {gpt2_config(), llama_config(), odd_llama_config()};
+    alloy_config cs[3] = {gpt2_config(), llama_config(), odd_config()};
     const char *names[3] = {"gpt2", "llama GQA", "llama odd"};
     for (int k = 0; k < 3; k++) {
         alloy_model *m = make_model(&cs[k], 21 + (uint64_t)k, 4.0f);
@@ -570,7 +560,7 @@ static void test_quant_llama(void) {
 
 /* Formats fall back where a matrix's width is not a multiple of the block. */
 static void test_quant_fallback(void) {
-    alloy_config c = odd_llama_config(); // C 60, F 100: nothing fits a block of 32
+    alloy_config c = odd_config(); // C 60, F 100: nothing fits a block of 32
     alloy_model *m = make_model(&c, 5, 1.0f);
     REQUIRE(m, "model");
     alloy_engine *e;
@@ -710,12 +700,6 @@ static int make_cases(scase *cs) {
     return n;
 }
 
-static bool numpy_available(void) {
-    static int ok = -1;
-    if (ok < 0) ok = run_command(PYTHON " -c 'import numpy' >/dev/null 2>&1") == 0;
-    return ok == 1;
-}
-
 static void json_floats(FILE *f, const float *x, int n) {
     fputc('[', f);
     for (int i = 0; i < n; i++) {
@@ -728,10 +712,10 @@ static void json_floats(FILE *f, const float *x, int n) {
 }
 
 static void test_sampler_reference(void) {
-    REQUIRE(numpy_available(), "the reference needs %s with numpy (apt-get install python3-numpy)", PYTHON);
+    NEED_PYTHON("numpy");
     static scase cs[32];
     int n = make_cases(cs);
-    char dir[256], in[300], outp[300], cmd[1024];
+    char dir[256], in[300], outp[300];
     snprintf(dir, sizeof dir, "%s", harness_tmpdir());
     snprintf(in, sizeof in, "%s/cases.json", dir);
     snprintf(outp, sizeof outp, "%s/out.json", dir);
@@ -763,8 +747,7 @@ static void test_sampler_reference(void) {
     }
     fputs("]}\n", f);
     fclose(f);
-    snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/infer_ref.py' '%s' '%s'", harness_root(), in, outp);
-    int rc = run_command(cmd);
+    int rc = harness_reference("numpy", "infer_ref.py", "'%s' '%s'", in, outp);
     cJSON *res = NULL;
     if (rc != 0 || alloy_json_read_file(outp, &res)) {
         free(logits);
@@ -1208,10 +1191,7 @@ static const char *alloy_command(void) {
 static void test_stories260k(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/../shared/data/models/stories260K.bin", harness_root());
-    if (!alloy_path_exists(path)) {
-        printf("# skipped: %s is absent\n", path);
-        return;
-    }
+    if (!alloy_path_exists(path)) SKIP("data: %s is absent", path);
     alloy_model *m;
     REQUIRE(!alloy_llama2c_import(&m, path), "%s", alloy_last_error());
     char dir[300];
@@ -1222,7 +1202,7 @@ static void test_stories260k(void) {
     snprintf(outp, sizeof outp, "%s.out", dir);
     snprintf(cmd, sizeof cmd, "'%s' generate --model '%s' --prompt-ids 1 --tokens 200 --temperature 0 --quiet >'%s'",
              alloy_command(), dir, outp);
-    int rc = run_command(cmd);
+    int rc = harness_command(cmd);
     EXPECT(rc == 0, "%s: status %d", cmd, rc);
     FILE *f = fopen(outp, "r");
     int got[256], n = 0;

@@ -7,8 +7,8 @@
  *     4 KV heads, shared classifier): the config, alloy's logits on a 100-token sequence
  *     against the reference's run.c forward, and 200 greedy steps from token 1 — alloy's full
  *     recompute against the reference's KV-cached steps and against the ids recorded below
- *     (which llama2.c's own run.c gives too, checked when they were recorded). Skipped with a
- *     "# skipped" line when the data is absent.
+ *     (which llama2.c's own run.c gives too, checked when they were recorded). Skipped ("# SKIP
+ *     data: ...") when the data is absent.
  *   - synthetic files the reference writes: shared and unshared classifier, n_kv_heads equal to,
  *     below, and 1 of n_heads, legacy and version-1 layouts; logits over the whole seq_len, and
  *     the tensor mapping itself read back from the file (v_proj as is, q_proj/k_proj rows
@@ -29,8 +29,8 @@
  * Logits must agree to max|a - b| <= 1e-4 · max|reference| (fp32 on both sides; measured
  * figures are printed on "# " lines).
  *
- * The reference needs /usr/bin/python3 with numpy and torch (Debian: python3-numpy,
- * python3-torch). Without them the comparisons FAIL, as in test_model.c.
+ * The reference needs PYTHON (harness.h) with numpy and torch (Debian: python3-numpy,
+ * python3-torch). Without them the comparisons skip ("# SKIP oracle: ..."), as in test_model.c.
  */
 #include "alloy/llmc.h"
 #include "alloy/model.h"
@@ -42,7 +42,6 @@
 #include <omp.h>
 #endif
 
-#define PYTHON "/usr/bin/python3"
 #define LOGIT_TOL 1e-4 /* max|a - b| / max|b| */
 #define GREEDY_STEPS 200
 
@@ -63,31 +62,20 @@ static const int32_t stories_greedy[GREEDY_STEPS] = {
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-static int ref_ok = -1; /* -1 not probed, 0 missing, 1 present */
+/* What llmc_ref.py imports (harness_need_python). */
+#define REF_MODULES "numpy, torch"
 
-static int run_command(const char *cmd) {
-    int rc = system(cmd);
-    if (rc == -1 || !WIFEXITED(rc)) return -1;
-    return WEXITSTATUS(rc);
-}
-
-static bool ref_available(void) {
-    if (ref_ok < 0) ref_ok = run_command(PYTHON " -c 'import numpy, torch' >/dev/null 2>&1") == 0;
-    return ref_ok == 1;
-}
-
-/* Runs llmc_ref.py with `args` (printf-style); returns its exit status. */
+/* Runs llmc_ref.py with `args` (printf-style); returns its exit status (-1: the case skips, the
+ * oracle is missing). */
 static int run_ref(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int run_ref(const char *fmt, ...) {
-    char args[6144], cmd[8192];
+    char args[6144];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
     ALLOY_ASSERT(n > 0 && (size_t)n < sizeof args);
-    n = snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/llmc_ref.py' %s", harness_root(), args);
-    ALLOY_ASSERT(n > 0 && (size_t)n < sizeof cmd);
-    return run_command(cmd);
+    return harness_reference(REF_MODULES, "llmc_ref.py", "%s", args);
 }
 
 /* Commands for one run of llmc_ref.py (its "batch" command): NumPy and torch start once. */
@@ -222,21 +210,14 @@ static void random_tokens(int32_t *t, int n, int V, uint64_t seed) {
     for (int i = 0; i < n; i++) t[i] = (int32_t)alloy_rng_below(&rng, (uint64_t)V);
 }
 
-static void test_reference_available(void) {
-    EXPECT(ref_available(),
-           "the reference cannot run: %s with numpy and torch is required to check the importers "
-           "(Debian/Ubuntu: apt-get install python3-numpy python3-torch)", PYTHON);
-}
+static void test_reference_available(void) { NEED_PYTHON(REF_MODULES); }
 
 /* ---- llama2.c: the real model ----------------------------------------------------------- */
 
 static void test_llama2c_stories260k(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/../shared/data/models/stories260K.bin", harness_root());
-    if (!alloy_path_exists(path)) {
-        printf("# skipped: %s is absent (../shared/data is not on this machine)\n", path);
-        return;
-    }
+    if (!alloy_path_exists(path)) SKIP("data: %s is absent (../shared/data is not on this machine)", path);
     alloy_model *m;
     REQUIRE(alloy_llama2c_import(&m, path) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     const alloy_config *c = &m->config;
@@ -272,7 +253,7 @@ static void test_llama2c_stories260k(void) {
     printf("# stories260K greedy from 1: %d of %d ids as recorded; first 30: %s\n", same_recorded, GREEDY_STEPS,
            first);
 
-    REQUIRE(ref_available(), "the reference is not available (see test_reference_available)");
+    NEED_PYTHON(REF_MODULES);
     enum { T = 100 };
     int32_t tokens[T];
     random_tokens(tokens, T, 512, 260);
@@ -363,7 +344,7 @@ static void check_legacy_mapping(const alloy_model *m, const l2c_case *k, const 
 }
 
 static void test_llama2c_synthetic(void) {
-    REQUIRE(ref_available(), "the reference is not available (see test_reference_available)");
+    NEED_PYTHON(REF_MODULES);
     char dir[256];
     snprintf(dir, sizeof dir, "%s", harness_tmpdir());
     static char path[N_CASES_L2C][320], lpath[N_CASES_L2C][320];
@@ -792,7 +773,7 @@ static double gpt2_vs_reference(alloy_model *m, const char *lpath, const int32_t
 }
 
 static void test_llmc_reference(void) {
-    REQUIRE(ref_available(), "the reference is not available (see test_reference_available)");
+    NEED_PYTHON(REF_MODULES);
     char dir[256];
     snprintf(dir, sizeof dir, "%s", harness_tmpdir());
     enum { N = 2 };

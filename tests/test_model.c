@@ -21,17 +21,18 @@
  * a last case checks that the twin does refuse a wrong name. The largest errors are printed
  * per configuration ("# ..." lines).
  *
- * The twin needs /usr/bin/python3 with torch and numpy (Debian: python3-torch). Without them
- * the test FAILS: the model would otherwise go unchecked.
+ * The twin needs PYTHON (harness.h) with torch and numpy (Debian: python3-torch). Without them
+ * the cases skip ("# SKIP oracle: ..."), which tests/run.sh under CI (ALLOY_REQUIRE_ORACLES=1)
+ * counts as failed: the model would otherwise go unchecked.
  */
 #include "alloy/alloy.h"
 #include "harness.h"
+#include "model_util.h"
 
 #include <math.h>
 #include <string.h>
 #include <sys/wait.h>
 
-#define PYTHON "/usr/bin/python3"
 #define MAX_B 3
 #define MAX_T 16
 #define STEPS 10
@@ -87,7 +88,6 @@ static const alloy_adamw_config adamw = {.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1
                                          .grad_clip = 1.5f};
 static const alloy_schedule sched = {.max_lr = 1e-2, .min_lr = 1e-3, .warmup_steps = 3, .total_steps = STEPS};
 
-static int twin_ok = -1; /* -1 not probed, 0 missing, 1 present */
 
 /* The largest errors seen, per configuration, for the closing report. */
 typedef struct errors {
@@ -121,27 +121,10 @@ static double compare(const float *a, const float *b, size_t n, double rtol, dou
     return harness_max_rel(a, b, n, ALLOWANCE * bmax / rtol);
 }
 
-/* Runs a shell command; returns its exit status (-1 if it could not run or was killed). */
-static int run_command(const char *cmd) {
-    int rc = system(cmd);
-    if (rc == -1 || !WIFEXITED(rc)) return -1;
-    return WEXITSTATUS(rc);
-}
+/* What twin.py imports (harness_need_python). */
+#define TWIN_MODULES "torch, numpy"
 
-static bool twin_available(void) {
-    if (twin_ok < 0) {
-        int rc = run_command(PYTHON " -c 'import torch, numpy' >/dev/null 2>&1");
-        twin_ok = rc == 0;
-    }
-    return twin_ok == 1;
-}
-
-static void test_twin_available(void) {
-    EXPECT(twin_available(),
-           "the PyTorch twin cannot run: %s with torch and numpy is required to check the model "
-           "(Debian/Ubuntu: apt-get install python3-torch python3-numpy)",
-           PYTHON);
-}
+static void test_twin_available(void) { NEED_PYTHON(TWIN_MODULES); }
 
 /* A fresh model from a seed, moved away from the defaults so that every parameter matters:
  * matrices scaled 4x (std 0.08: attention is far from uniform, the loss far from log V), norm
@@ -224,26 +207,25 @@ static bool is_output_name(const char *name) {
 
 /* Runs the twin on the checkpoint folder `model_dir` for n inputs files, writing n reference
  * files; `steps` 0 skips the training run; stderr goes to `stderr_path` if not NULL. Returns
- * the exit status. */
+ * the exit status (-1: the oracle is missing and the case skips). */
 static int run_twin(const char *model_dir, const char *const *inputs, const char *const *refs, int n, int steps,
                     const char *stderr_path) {
-    char cmd[8192];
-    size_t k = (size_t)snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/twin.py' --model '%s' --inputs",
-                                harness_root(), model_dir);
-    for (int i = 0; i < n && k < sizeof cmd; i++) k += (size_t)snprintf(cmd + k, sizeof cmd - k, " '%s'", inputs[i]);
-    if (k < sizeof cmd) k += (size_t)snprintf(cmd + k, sizeof cmd - k, " --out");
-    for (int i = 0; i < n && k < sizeof cmd; i++) k += (size_t)snprintf(cmd + k, sizeof cmd - k, " '%s'", refs[i]);
-    if (k < sizeof cmd)
-        k += (size_t)snprintf(cmd + k, sizeof cmd - k,
+    char args[8192];
+    size_t k = (size_t)snprintf(args, sizeof args, "--model '%s' --inputs", model_dir);
+    for (int i = 0; i < n && k < sizeof args; i++) k += (size_t)snprintf(args + k, sizeof args - k, " '%s'", inputs[i]);
+    if (k < sizeof args) k += (size_t)snprintf(args + k, sizeof args - k, " --out");
+    for (int i = 0; i < n && k < sizeof args; i++) k += (size_t)snprintf(args + k, sizeof args - k, " '%s'", refs[i]);
+    if (k < sizeof args)
+        k += (size_t)snprintf(args + k, sizeof args - k,
                               " --steps %d --lr %.9g --min-lr %.9g --warmup %lld --total-steps %lld --wd %.9g "
                               "--clip %.9g --beta1 %.9g --beta2 %.9g --eps %.9g",
                               steps, sched.max_lr, sched.min_lr, (long long)sched.warmup_steps,
                               (long long)sched.total_steps, (double)adamw.weight_decay, (double)adamw.grad_clip,
                               (double)adamw.beta1, (double)adamw.beta2, (double)adamw.eps);
-    if (bf16_mode && k < sizeof cmd) k += (size_t)snprintf(cmd + k, sizeof cmd - k, " --autocast bf16");
-    if (stderr_path && k < sizeof cmd) k += (size_t)snprintf(cmd + k, sizeof cmd - k, " 2>'%s'", stderr_path);
-    ALLOY_ASSERT(k < sizeof cmd);
-    return run_command(cmd);
+    if (bf16_mode && k < sizeof args) k += (size_t)snprintf(args + k, sizeof args - k, " --autocast bf16");
+    if (stderr_path && k < sizeof args) k += (size_t)snprintf(args + k, sizeof args - k, " 2>'%s'", stderr_path);
+    ALLOY_ASSERT(k < sizeof args);
+    return harness_reference(TWIN_MODULES, "twin.py", "%s", args);
 }
 
 /* Our model, loaded from the checkpoint folder the twin read, against the twin's reference
@@ -446,7 +428,7 @@ static void report(const char *name, const errors *e) {
 /* One configuration: a model from `seed` saved as a checkpoint folder, a plain batch (B1, T1)
  * and a masked one (B2, T2), one run of the twin for both, the comparisons, the report. */
 static void check_config(const char *name, const alloy_config *cfg, uint64_t seed, int B1, int T1, int B2, int T2) {
-    REQUIRE(twin_available(), "%s: the PyTorch twin is not available (see test_twin_available)", name);
+    NEED_PYTHON(TWIN_MODULES);
     static batch b[2]; // static: 2 x 3 x 16 tokens are small, but keep them off the stack anyway
     b[0] = (batch){.B = B1, .T = T1, .masked = false};
     b[1] = (batch){.B = B2, .T = T2, .masked = true};
@@ -481,29 +463,14 @@ static void check_config(const char *name, const alloy_config *cfg, uint64_t see
     }
 }
 
-static alloy_config gpt2_config(void) {
-    alloy_config c = {.family = ALLOY_FAMILY_GPT2, .vocab_size = 67, .max_seq_len = 32, .n_layer = 2,
-                      .n_head = 4, .n_kv_head = 4, .d_model = 32, .d_ff = 128, .norm_eps = 1e-5,
-                      .rope_theta = 10000.0, .tie_embeddings = true};
-    return c;
-}
-
-static alloy_config llama_config(void) {
-    alloy_config c = {.family = ALLOY_FAMILY_LLAMA, .vocab_size = 67, .max_seq_len = 32, .n_layer = 2,
-                      .n_head = 4, .n_kv_head = 2, .d_model = 32, .d_ff = 88, .norm_eps = 1e-5,
-                      .rope_theta = 10000.0, .tie_embeddings = false};
-    return c;
-}
+/* model_util.h's configurations at V = 67 (61 for the odd Llama), T = 32. */
+static alloy_config gpt2_config(void) { return tiny_config(ALLOY_FAMILY_GPT2, 67, 32); }
+static alloy_config llama_config(void) { return tiny_config(ALLOY_FAMILY_LLAMA, 67, 32); }
 
 /* C = 60 (not a multiple of 8), head_dim 10 (rotary pairs (i, i+5)), 6 query heads over 2 KV
  * heads (groups of 3), tied head, and an epsilon and theta that the twin must read from
  * config.json rather than assume. */
-static alloy_config odd_llama_config(void) {
-    alloy_config c = {.family = ALLOY_FAMILY_LLAMA, .vocab_size = 61, .max_seq_len = 32, .n_layer = 2,
-                      .n_head = 6, .n_kv_head = 2, .d_model = 60, .d_ff = 100, .norm_eps = 2e-6,
-                      .rope_theta = 500.0, .tie_embeddings = true};
-    return c;
-}
+static alloy_config odd_config(void) { return odd_llama_config(32); }
 
 static void test_gpt2(void) {
     alloy_config c = gpt2_config();
@@ -518,10 +485,7 @@ static void test_llama_gqa(void) {
 /* The bf16 path (--dtype bf16) against the twin under torch.autocast(bfloat16), for both
  * families, with the bf16 tolerances above. */
 static void test_bf16_autocast(void) {
-    if (!gemm_bf16_supported()) {
-        printf("# skipped: this CPU lacks avx512_bf16, so there is no bf16 path to check\n");
-        return;
-    }
+    if (!gemm_bf16_supported()) SKIP("cpu: no avx512_bf16, so there is no bf16 path to check");
     double saved[5] = {ALLOWANCE, TOL_FWD, TOL_GRAD, TOL_TRAIN, TOL_NORM};
     bf16_mode = true;
     ALLOWANCE = BF16_ALLOWANCE, TOL_FWD = BF16_TOL_FWD, TOL_GRAD = BF16_TOL_GRAD, TOL_TRAIN = BF16_TOL_TRAIN;
@@ -535,7 +499,7 @@ static void test_bf16_autocast(void) {
 }
 
 static void test_llama_odd(void) {
-    alloy_config c = odd_llama_config();
+    alloy_config c = odd_config();
     check_config("llama odd (V=61 L=2 H=6 KV=2 C=60 hd=10 F=100 tied)", &c, 37, 2, 13, 3, 11);
 }
 
@@ -550,7 +514,7 @@ static void test_moe(void) {
     c = llama_config();
     c.d_ff = 48, c.n_experts = 3, c.top_k = 2, c.router_aux_loss_coef = 0.5;
     check_config("mixtral GQA (E=3 K=2 C=32 F=48 untied)", &c, 43, 3, 7, 2, 16);
-    c = odd_llama_config();
+    c = odd_config();
     c.d_ff = 40, c.n_experts = 4, c.top_k = 1, c.router_aux_loss_coef = 0.5;
     check_config("mixtral top-1 (E=4 K=1 C=60 F=40 tied)", &c, 47, 2, 13, 3, 11);
 }
@@ -558,7 +522,7 @@ static void test_moe(void) {
 /* The twin must refuse a checkpoint whose names do not match the family's layout, naming the
  * missing and the unexpected tensor — otherwise the name check above would prove nothing. */
 static void test_twin_rejects_wrong_names(void) {
-    REQUIRE(twin_available(), "the PyTorch twin is not available (see test_twin_available)");
+    NEED_PYTHON(TWIN_MODULES);
     alloy_config c = llama_config();
     alloy_model *m = make_model(&c, 5);
     REQUIRE(m, "model");

@@ -9,7 +9,6 @@
 # layout, scored and generated from as well (its GGUF export refused).
 set -u
 . "$(dirname "$0")/cli_lib.sh"
-PY=/usr/bin/python3
 
 TRAIN=(--batch 2 --seq 32 --eval-every 2 --eval-batches 2 --threads 1)
 ck() { ls -d "$1"/checkpoints/step-* | tail -1; } # a run's latest checkpoint folder

@@ -14,7 +14,7 @@
  *   - a PPO run (sft -> reward -> ppo on tiny models) is reproducible: the same seed gives the
  *     same run, and a run resumed from its step-2 checkpoint ends bitwise equal to the
  *     uninterrupted one (one thread).
- * The reference needs /usr/bin/python3 with torch and numpy; without them the test FAILS.
+ * The reference needs PYTHON (harness.h) with torch and numpy; without them that case skips.
  */
 #include "alloy/alloy.h"
 #include "harness.h"
@@ -26,15 +26,8 @@
 #include <omp.h>
 #endif
 
-#define PYTHON "/usr/bin/python3"
 #define TOL 1e-4
 #define ALLOWANCE 5e-6
-
-static int run_command(const char *cmd) {
-    int rc = system(cmd);
-    if (rc == -1 || !WIFEXITED(rc)) return -1;
-    return WEXITSTATUS(rc);
-}
 
 /* max_i |a_i - b_i| / (ALLOWANCE·max|b|/rtol + |b_i|): <= rtol passes (as test_align.c). */
 static double compare(const float *a, const float *b, size_t n, double rtol) {
@@ -238,9 +231,8 @@ static void check_loss_case(loss_case *c) {
 }
 
 static void test_loss_vs_pytorch(void) {
-    REQUIRE(run_command(PYTHON " -c 'import torch, numpy' >/dev/null 2>&1") == 0,
-            "%s with torch and numpy is required to check the PPO objective", PYTHON);
-    char dir[300], cmd[4096];
+    NEED_PYTHON("torch, numpy");
+    char dir[300], args[4096] = "";
     snprintf(dir, sizeof dir, "%s", harness_tmpdir());
     static loss_case cases[3] = {
         {.label = "kl penalty, gamma 1, lambda 0.95, whitened (TRL's defaults)", .beta = 0.2, .gamma = 1.0, .lam = 0.95,
@@ -250,12 +242,12 @@ static void test_loss_vs_pytorch(void) {
         {.label = "mse penalty, gamma 1, lambda 1, not whitened", .beta = 0.05, .gamma = 1.0, .lam = 1.0,
          .pen = ALLOY_KL_PENALTY_MSE, .whiten = false},
     };
-    size_t k = (size_t)snprintf(cmd, sizeof cmd, PYTHON " '%s/tests/reference/ppo_ref.py'", harness_root());
+    size_t k = 0;
     for (int i = 0; i < 3; i++) {
         REQUIRE(write_case(&cases[i], dir, i, 40 + (uint64_t)i), "%s", alloy_last_error());
-        k += (size_t)snprintf(cmd + k, sizeof cmd - k, " '%s' '%s'", cases[i].in, cases[i].out);
+        k += (size_t)snprintf(args + k, sizeof args - k, " '%s' '%s'", cases[i].in, cases[i].out);
     }
-    int rc = run_command(cmd);
+    int rc = harness_reference("torch, numpy", "ppo_ref.py", "%s", args);
     REQUIRE(rc == 0, "ppo_ref.py failed with status %d (its message is above)", rc);
     for (int i = 0; i < 3; i++) check_loss_case(&cases[i]);
 }

@@ -11,7 +11,7 @@
  *   - edge cases: all-zero and -0 blocks, one huge value, negative maximum, ties of the largest
  *     magnitude, NaN / inf (the block is poisoned: it dequantises to NaN, its neighbours are
  *     untouched), scales beyond fp16 (saturate), scales below 2^-128;
- *   - byte-exactness against tests/reference/quant_ref.py (numpy, /usr/bin/python3), written
+ *   - byte-exactness against tests/reference/quant_ref.py (numpy, PYTHON of harness.h), written
  *     from the format description: its Q8_0 / Q4_0 / F16 quantisers must give our bytes, its
  *     dequantisers our floats bit for bit, on our blocks and on random GGML-like blocks;
  *   - products against a double reference from the dequantised W and the 8-bit x that the
@@ -38,8 +38,6 @@
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
-
-#define PYTHON "/usr/bin/python3"
 
 /* ---- test memory, released after every case ---- */
 
@@ -515,12 +513,6 @@ static void test_edge_cases(void) {
 
 /* ---- the Python reference ---- */
 
-static int run_command(const char *cmd) {
-    int rc = system(cmd);
-    if (rc == -1 || !WIFEXITED(rc)) return -1;
-    return WEXITSTATUS(rc);
-}
-
 static bool write_file(const char *dir, const char *name, const void *p, size_t n) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -582,10 +574,7 @@ static float *edge_input(int nblocks) {
 
 static void test_python_reference(void) {
     alloy_rng_seed(&rng, 13);
-    if (run_command(PYTHON " -c 'import numpy' >/dev/null 2>&1") != 0) {
-        EXPECT(false, "the reference needs %s with numpy (Debian: apt-get install python3-numpy)", PYTHON);
-        return;
-    }
+    NEED_PYTHON("numpy");
     const char *dir = harness_tmpdir();
     enum { NB = 256, N = 32 * NB, NR = 4096 }; // NB blocks of 32 (a multiple of 8 Q4_K blocks)
     float *x = edge_input(NB);
@@ -620,9 +609,7 @@ static void test_python_reference(void) {
         if (qt[k] != ALLOY_QTYPE_Q4_K) fprintf(man, "quant %s x.f32 ref_%s.bin\n", name, name);
     }
     fclose(man);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, PYTHON " %s/tests/reference/quant_ref.py %s", harness_root(), dir);
-    REQUIRE(run_command(cmd) == 0, "%s failed", cmd);
+    REFERENCE("numpy", "quant_ref.py", "'%s'", dir);
     for (int k = 0; k < 4; k++) {
         const char *name = alloy_qtype_name(qt[k]);
         char f[64];
@@ -822,9 +809,9 @@ static void test_matmul_tails(void) {
 
 static void test_scalar_equals_simd(void) {
     const alloy_quant_isa best = alloy_quant_isa_best();
-    printf("# kernels here: %s%s\n", alloy_quant_isa_name(best),
-           best == ALLOY_QUANT_SCALAR ? " (both paths are the scalar code)" : "");
-    for (int isa = best; isa >= (best == ALLOY_QUANT_SCALAR ? 0 : 1); isa--) { // every SIMD level this CPU runs
+    printf("# kernels here: %s\n", alloy_quant_isa_name(best));
+    if (best == ALLOY_QUANT_SCALAR) SKIP("cpu: no AVX2 or AVX-512, so both paths are the scalar code");
+    for (int isa = best; isa >= 1; isa--) { // every SIMD level this CPU runs
         alloy_quant_isa_set((alloy_quant_isa)isa);
         alloy_rng_seed(&rng, 16);
         for (int k = 0; k < NTYPES; k++) {

@@ -12,44 +12,18 @@ IN: "hidden.i" (N, C_i) and "logits.i" (N, V) for each member i, "targets" (N) i
 "weight" (n, ΣC_i), "bias" (n). OUT: "gates" (N, n), "logp" (N, V) the mixture's
 log-probabilities, "loss" (1), "dweight" (n, ΣC_i) and "dbias" (n), gradients of the loss.
 """
-import json
-import struct
+import os
 import sys
 
 import numpy as np
 import torch
 
-
-def read(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body, out = data[8 + n:], {}
-    for name, h in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = h["data_offsets"]
-        dt = {"F32": "<f4", "I32": "<i4"}[h["dtype"]]
-        out[name] = np.frombuffer(body[b:e], dtype=dt).reshape(h["shape"])
-    return out
-
-
-def write(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, a in tensors.items():
-        b = np.ascontiguousarray(a, dtype="<f4").tobytes()  # computed in float64, stored as F32
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_io import read, write  # noqa: E402
 
 
 def main():
-    t = read(sys.argv[1])
+    t, _ = read(sys.argv[1])
     n = t["bias"].shape[0]
     f64 = lambda a: torch.tensor(np.array(a, dtype=np.float64))
     hidden = torch.cat([f64(t["hidden.%d" % i]) for i in range(n)], dim=1)
@@ -62,9 +36,9 @@ def main():
     logp = torch.log(mix)
     loss = -logp[torch.arange(len(y)), y].mean()
     loss.backward()
-    write(sys.argv[2], {"gates": g.detach().numpy(), "logp": logp.detach().numpy(),
-                        "loss": loss.detach().numpy().reshape(1), "dweight": W.grad.numpy(),
-                        "dbias": b.grad.numpy()})
+    out = {"gates": g.detach().numpy(), "logp": logp.detach().numpy(), "loss": loss.detach().numpy().reshape(1),
+           "dweight": W.grad.numpy(), "dbias": b.grad.numpy()}
+    write(sys.argv[2], {k: v.astype(np.float32) for k, v in out.items()})  # computed in float64, stored as F32
 
 
 if __name__ == "__main__":

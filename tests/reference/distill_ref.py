@@ -11,45 +11,19 @@ no hard label), "params" f32 [kind, temperature, alpha, beta] with kind 0 forwar
 KL, 2 JSD. OUT: "losses" (N) and "dlogits" (N, V) = d(Σ losses)/d(logits), float64 math.
 The teacher's distribution is log_softmax(teacher / temperature).
 """
-import json
-import struct
+import os
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def read(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body, out = data[8 + n:], {}
-    for name, h in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = h["data_offsets"]
-        dt = {"F32": "<f4", "I32": "<i4"}[h["dtype"]]
-        out[name] = np.frombuffer(body[b:e], dtype=dt).reshape(h["shape"])
-    return out
-
-
-def write(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, a in tensors.items():
-        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_io import read, write  # noqa: E402
 
 
 def main():
-    t = read(sys.argv[1])
+    t, _ = read(sys.argv[1])
     kind, tau, alpha, beta = (float(x) for x in t["params"])
     z = torch.tensor(t["logits"], dtype=torch.float64, requires_grad=True)
     lq = F.log_softmax(torch.tensor(t["teacher"], dtype=torch.float64) / tau, dim=-1)
@@ -68,7 +42,7 @@ def main():
     ce = F.cross_entropy(z, y.clamp(min=0), reduction="none")
     loss = loss + torch.where(hard, alpha * ce, torch.zeros_like(ce))
     loss.sum().backward()
-    write(sys.argv[2], {"losses": loss.detach().numpy(), "dlogits": z.grad.numpy()})
+    write(sys.argv[2], {"losses": loss.detach().numpy().astype(np.float32), "dlogits": z.grad.numpy().astype(np.float32)})
 
 
 if __name__ == "__main__":

@@ -9,40 +9,13 @@ tests/test_ensemble.c, written from the definitions (not from alloy's code):
 IN holds "logits.0" ... "logits.{n-1}" (f32, (N, V)) and "weights" (f32, (n)); OUT gets
 "probs" and "logits" ((N, V), computed in float64, stored as F32).
 """
-import json
-import struct
+import os
 import sys
 
 import numpy as np
 
-
-def read(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body = data[8 + n:]
-    out = {}
-    for name, h in header.items():
-        if name == "__metadata__":
-            continue
-        assert h["dtype"] == "F32", h
-        b, e = h["data_offsets"]
-        out[name] = np.frombuffer(body[b:e], dtype="<f4").reshape(h["shape"]).astype(np.float64)
-    return out
-
-
-def write(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, a in tensors.items():
-        b = np.ascontiguousarray(a, dtype="<f4").tobytes()  # computed in float64, stored as F32
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_io import read, write  # noqa: E402
 
 
 def log_softmax(z):
@@ -51,12 +24,12 @@ def log_softmax(z):
 
 
 def main():
-    t = read(sys.argv[1])
+    t = {k: v.astype(np.float64) for k, v in read(sys.argv[1])[0].items()}
     w = t["weights"] / t["weights"].sum()
     zs = [t["logits.%d" % i] for i in range(len(w))]
     mix = sum(wi * np.exp(log_softmax(z)) for wi, z in zip(w, zs))
     poe = log_softmax(sum(wi * z for wi, z in zip(w, zs)))
-    write(sys.argv[2], {"probs": np.log(mix), "logits": poe})
+    write(sys.argv[2], {"probs": np.log(mix).astype(np.float32), "logits": poe.astype(np.float32)})  # float64 stored as F32
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import argparse
 import json
 import math
 import os
-import struct
 import sys
 
 
@@ -59,84 +58,23 @@ except ImportError as e:  # the C test shows this message when the twin cannot r
     fail("needs PyTorch and NumPy (%s); on Debian/Ubuntu: apt-get install python3-torch python3-numpy" % e)
 
 
-# ---- safetensors: 8-byte little-endian header length N, N bytes of JSON header, data ----
+# ---- safetensors: st_io.py's reader and writer, with torch tensors ----
 
-ST_DTYPES = {
-    "F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "F16": np.dtype("<f2"),
-    "I32": np.dtype("<i4"), "I64": np.dtype("<i8"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
-}
-NP_TO_ST = {v.str: k for k, v in ST_DTYPES.items()}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import st_io  # noqa: E402
+
+ST_DTYPES, NP_TO_ST = st_io.DTYPES, st_io.NP_TO_ST
 
 
 def st_read(path):
     """Returns ({name: torch tensor}, metadata dict), checking the layout against the file."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        fail("%s: %s" % (path, e))
-    if len(raw) < 8:
-        fail("%s: too short for a safetensors header" % path)
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > len(raw) - 8:
-        fail("%s: header length %d exceeds the file" % (path, n))
-    try:
-        header = json.loads(raw[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        fail("%s: bad JSON header (%s)" % (path, e))
-    if not isinstance(header, dict):
-        fail("%s: header is not a JSON object" % path)
-    meta = header.pop("__metadata__", None) or {}
-    data = memoryview(raw)[8 + n:]
-    tensors, spans = {}, []
-    for name, info in header.items():
-        try:
-            dt = ST_DTYPES[info["dtype"]]
-            shape = [int(d) for d in info["shape"]]
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            fail("%s: tensor %r has a bad or unsupported entry %r" % (path, name, info))
-        numel = 1
-        for d in shape:
-            numel *= d
-        if not (0 <= begin <= end <= len(data)) or end - begin != numel * dt.itemsize:
-            fail("%s: tensor %r: offsets [%d, %d) do not fit its shape %s or the file"
-                 % (path, name, begin, end, shape))
-        arr = np.frombuffer(data[begin:end], dtype=dt).reshape(shape)
-        tensors[name] = torch.from_numpy(arr.astype(dt.newbyteorder("=")))  # a native-order copy
-        spans.append((begin, end))
-    pos = 0
-    for begin, end in sorted(spans):
-        if begin != pos:
-            fail("%s: tensors do not tile the data buffer (hole or overlap at byte %d)" % (path, begin))
-        pos = end
-    if pos != len(data):
-        fail("%s: %d bytes after the last tensor" % (path, len(data) - pos))
-    return tensors, meta
+    arrays, meta = st_io.read(path)
+    return {name: torch.from_numpy(a) for name, a in arrays.items()}, meta
 
 
 def st_write(path, tensors, meta=None):
     """Writes {name: tensor} in insertion order (atomically: temporary file, then rename)."""
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        a = t.detach().cpu().contiguous().numpy()
-        a = a.astype(a.dtype.newbyteorder("<"))
-        b = a.tobytes()
-        header[name] = {"dtype": NP_TO_ST[a.dtype.str], "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    if meta:
-        header["__metadata__"] = {str(k): str(v) for k, v in meta.items()}
-    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    h += b" " * (-len(h) % 8)  # the data buffer starts 8-byte aligned
-    tmp = path + ".tmp.%d" % os.getpid()
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
+    st_io.write(path, tensors, meta)
 
 
 # ---- GPT-2, as transformers' GPT2LMHeadModel (no dropout) ----
