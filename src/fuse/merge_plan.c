@@ -191,13 +191,6 @@ static alloy_status plan_model(plan *p, const char *label, int line, int *out) {
     return ALLOY_STATUS_OK;
 }
 
-static void format_shape(char *buf, size_t size, const int64_t *shape, int ndim) {
-    size_t k = (size_t)snprintf(buf, size, "[");
-    for (int d = 0; d < ndim && k + 24 < size; d++)
-        k += (size_t)snprintf(buf + k, size - k, "%s%lld", d ? ", " : "", (long long)shape[d]);
-    snprintf(buf + k, size - k, "]");
-}
-
 static bool same_shape(const alloy_st_tensor *a, const alloy_st_tensor *b) {
     if (a->ndim != b->ndim) return false;
     for (int d = 0; d < a->ndim; d++)
@@ -241,8 +234,8 @@ static alloy_status check_compatible(const plan *p, const merge_model *a, const 
                               b->label, h->name, a->label);
         if (!same_shape(g->t, h->t)) {
             char ga[96], gb[96];
-            format_shape(ga, sizeof ga, g->t->shape, g->t->ndim);
-            format_shape(gb, sizeof gb, h->t->shape, h->t->ndim);
+            alloy_format_shape(ga, sizeof ga, g->t->shape, g->t->ndim);
+            alloy_format_shape(gb, sizeof gb, h->t->shape, h->t->ndim);
             return alloy_fail(ALLOY_STATUS_MISMATCH, "%s:%d: tensor \"%s\" has shape %s in \"%s\" but %s in \"%s\"", rp,
                               b->line, h->name, gb, b->label, ga, a->label);
         }

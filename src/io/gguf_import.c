@@ -6,6 +6,8 @@
  */
 #include "gguf_internal.h"
 
+#include "alloy/io.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,14 +180,6 @@ static alloy_status check_all_placed(const alloy_model *m, const alloy_gguf *g,
     return ALLOY_STATUS_OK;
 }
 
-/* "[ne0, ne1, ...]" */
-static void format_ne(char *buf, size_t size, const int64_t *ne, int n) {
-    size_t k = (size_t)snprintf(buf, size, "[");
-    for (int d = 0; d < n && k + 24 < size; d++)
-        k += (size_t)snprintf(buf + k, size - k, "%s%lld", d ? ", " : "", (long long)ne[d]);
-    snprintf(buf + k, size - k, "]");
-}
-
 /* Fills the model's parameters from the file's tensors. */
 static alloy_status load_tensors(alloy_model *m, const alloy_gguf *g) {
     const alloy_config *c = &m->config;
@@ -226,8 +220,8 @@ static alloy_status load_tensors(alloy_model *m, const alloy_gguf *g) {
         for (int d = 0; d < ALLOY_GGUF_MAX_DIMS; d++) same = same && t->ne[d] == ne[d];
         if (!same) {
             char want[96], got[96];
-            format_ne(want, sizeof want, ne, nd);
-            format_ne(got, sizeof got, t->ne, t->n_dims);
+            alloy_format_shape(want, sizeof want, ne, nd);
+            alloy_format_shape(got, sizeof got, t->ne, t->n_dims);
             s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: tensor \"%s\" has shape %s but the metadata imply %s", g->path,
                            names[i], got, want);
             break;
