@@ -44,6 +44,8 @@ typedef enum alloy_dtype {
 } alloy_dtype;
 
 size_t alloy_dtype_size(alloy_dtype dtype);
+/* A shape as "[d0, d1, ...]" for messages, cut to fit buf's size bytes. */
+void alloy_format_shape(char *buf, size_t size, const int64_t *shape, int ndim);
 const char *alloy_dtype_name(alloy_dtype dtype);     /* "F32", ... as in safetensors */
 bool alloy_dtype_parse(const char *name, alloy_dtype *out);
 
@@ -91,6 +93,27 @@ typedef struct alloy_st_entry {
  * key, value, key, value, ... strings for "__metadata__". */
 alloy_status alloy_safetensors_write(const char *path, const alloy_st_entry *entries, int n,
                                      const char *const *meta);
+
+/* A safetensors file written a piece at a time, for outputs too large to hold (a merge): open
+ * writes the header from the entries (their data is not read) and meta (as above), then the
+ * tensors' bytes are appended in the entries' order, in pieces of any size, then commit puts
+ * the file in place atomically. Commit and abort free the writer.
+ *
+ *     alloy_safetensors_writer *w;
+ *     alloy_safetensors_writer_open(&w, path, entries, n, meta);
+ *     alloy_safetensors_writer_append(w, chunk, bytes);          // until every tensor is in
+ *     alloy_safetensors_writer_commit(w);                        // or _abort(w) on failure */
+typedef struct alloy_safetensors_writer alloy_safetensors_writer;
+alloy_status alloy_safetensors_writer_open(alloy_safetensors_writer **out, const char *path,
+                                           const alloy_st_entry *entries, int n, const char *const *meta);
+/* USAGE if the bytes would run past the last tensor. */
+alloy_status alloy_safetensors_writer_append(alloy_safetensors_writer *w, const void *data, size_t nbytes);
+/* USAGE (and nothing written) if the tensors' bytes are not all there. */
+alloy_status alloy_safetensors_writer_commit(alloy_safetensors_writer *w);
+/* Leaves path as it was. */
+void alloy_safetensors_writer_abort(alloy_safetensors_writer *w);
+/* Bytes written so far: the 8-byte length, the padded header, the data appended. */
+size_t alloy_safetensors_writer_bytes(const alloy_safetensors_writer *w);
 
 /* ---- model checkpoints ---- */
 

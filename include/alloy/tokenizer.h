@@ -62,6 +62,17 @@ const char *alloy_tokenizer_token(const alloy_tokenizer *tok, int32_t id, size_t
 /* The pre-tokenizer's regex (PCRE2 syntax), or NULL for the byte tokenizer. */
 const char *alloy_tokenizer_pattern(const alloy_tokenizer *tok);
 
+/* Whether token id is a special token (written as its text; false outside the vocabulary). */
+bool alloy_tokenizer_is_special(const alloy_tokenizer *tok, int32_t id);
+/* The number of merges (0 for the byte tokenizer). */
+int32_t alloy_tokenizer_n_merges(const alloy_tokenizer *tok);
+/* Merge `rank` (0 first): the ids of the tokens it joins; false for a rank out of range. */
+bool alloy_tokenizer_merge(const alloy_tokenizer *tok, int32_t rank, int32_t *left, int32_t *right);
+/* Whether a space is put before text that does not start with one. */
+bool alloy_tokenizer_add_prefix_space(const alloy_tokenizer *tok);
+/* GPT-2's pre-tokenizer regex, as alloy spells it (the default of a BPE without its own). */
+const char *alloy_tokenizer_gpt2_pattern(void);
+
 #define ALLOY_ENCODE_ALLOW_SPECIAL 1u
 
 /* Encodes n bytes of text, appending ids. Thread-safe (each call has its own state); for many
@@ -86,6 +97,46 @@ typedef struct alloy_encoder alloy_encoder;
 alloy_status alloy_encoder_create(alloy_encoder **out, const alloy_tokenizer *tok);
 void alloy_encoder_destroy(alloy_encoder *enc);
 alloy_status alloy_encoder_encode(alloy_encoder *enc, const char *text, size_t n, unsigned flags, alloy_ids *ids);
+
+/* ---- building a byte-level BPE from its parts (for file formats read outside this module) ---- */
+
+/* GPT-2's byte-level vocabulary form, as tokenizer.json, vocab.bpe and GGUF write tokens: each
+ * byte stands as one printable character (bytes_to_unicode; a space is "Ġ").
+ * alloy_bpe_bytes_to_vocab writes the form of n bytes, NUL-terminated, into out (2·n + 1 bytes)
+ * and returns its length; alloy_bpe_vocab_to_bytes decodes a form of n bytes into out (n bytes),
+ * false if it is empty or holds a character that stands for no byte. */
+size_t alloy_bpe_bytes_to_vocab(const char *bytes, size_t n, char *out);
+bool alloy_bpe_vocab_to_bytes(const char *s, size_t n, char *out, size_t *out_n);
+
+/* A BPE under construction: create it with the vocabulary size, set the tokens, end the
+ * tokens, add the merges in rank order, then finish. Every step's error names `what`.
+ *
+ *     alloy_bpe_builder *b;
+ *     alloy_bpe_builder_create(&b, n, path);
+ *     alloy_bpe_builder_set_token(b, id, bytes, len, false);       // for each id used
+ *     alloy_bpe_builder_end_tokens(b);
+ *     alloy_bpe_builder_add_merge(b, left, right);                 // for each merge
+ *     alloy_bpe_builder_finish(b, NULL, false, &tok);
+ *     alloy_bpe_builder_destroy(b);                                // always */
+typedef struct alloy_bpe_builder alloy_bpe_builder;
+/* n_tokens ids (256 to 2^24); `what` (copied) names the source in error messages. */
+alloy_status alloy_bpe_builder_create(alloy_bpe_builder **out, int32_t n_tokens, const char *what);
+/* Token id is n bytes (1 to 65536); a special token's bytes are its text. Each id at most once;
+ * ids never set are gaps in the vocabulary. */
+alloy_status alloy_bpe_builder_set_token(alloy_bpe_builder *b, int32_t id, const char *bytes, size_t n, bool special);
+/* Ends the vocabulary: indexes it, refusing two ordinary tokens with the same bytes or a byte
+ * without its own token. After it, lookup works and merges may be added. */
+alloy_status alloy_bpe_builder_end_tokens(alloy_bpe_builder *b);
+/* The id of the ordinary token with these bytes, or -1 (after end_tokens). */
+int32_t alloy_bpe_builder_lookup(const alloy_bpe_builder *b, const char *bytes, size_t n);
+/* Appends the merge (left, right) with the next rank. */
+alloy_status alloy_bpe_builder_add_merge(alloy_bpe_builder *b, int32_t left, int32_t right);
+/* Checks the merges, sets the pre-tokenizer (pattern NULL: GPT-2's) and hands the tokenizer to
+ * *out; the builder must still be destroyed. */
+alloy_status alloy_bpe_builder_finish(alloy_bpe_builder *b, const char *pattern, bool add_prefix_space,
+                                      alloy_tokenizer **out);
+/* Frees the builder and the tokenizer it holds, if finish did not hand it over. */
+void alloy_bpe_builder_destroy(alloy_bpe_builder *b);
 
 /* ---- training ---- */
 

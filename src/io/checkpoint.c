@@ -37,7 +37,7 @@ static bool ends_with(const char *s, const char *suffix) {
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
-static void format_shape(char *buf, size_t size, const int64_t *shape, int ndim) {
+void alloy_format_shape(char *buf, size_t size, const int64_t *shape, int ndim) {
     size_t k = (size_t)snprintf(buf, size, "[");
     for (int d = 0; d < ndim && k + 24 < size; d++)
         k += (size_t)snprintf(buf + k, size - k, "%s%lld", d ? ", " : "", (long long)shape[d]);
@@ -156,8 +156,8 @@ alloy_status alloy_model_load_weights(alloy_model *m, const char *path) {
         for (int d = 0; same && d < ti->ndim; d++) same = t->shape[d] == ti->shape[d];
         if (!same) {
             char want[96], got[96];
-            format_shape(want, sizeof want, ti->shape, ti->ndim);
-            format_shape(got, sizeof got, t->shape, t->ndim);
+            alloy_format_shape(want, sizeof want, ti->shape, ti->ndim);
+            alloy_format_shape(got, sizeof got, t->shape, t->ndim);
             s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: tensor \"%s\" has shape %s but config.json implies %s", st->path,
                            t->name, got, want);
             break;

@@ -1,5 +1,5 @@
 /*
- * safetensors.c — a strict reader and an atomic writer of the safetensors format.
+ * safetensors.c — a strict reader of the safetensors format (the writer is safetensors_write.c).
  *
  * The reader trusts nothing: header length against the file, JSON shape, dtypes, shapes
  * (with overflow checks), offsets against the data buffer, sizes against shapes, duplicate
@@ -107,6 +107,86 @@ static alloy_status parse_entry(alloy_safetensors *st, const cJSON *item, alloy_
     return ALLOY_STATUS_OK;
 }
 
+/* Reads the header (length, '{', no NUL, one JSON object padded with spaces) into *root. */
+static alloy_status read_header(alloy_safetensors *st, cJSON **root) {
+    const char *path = st->path;
+    if (st->map.size < 8)
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: too short for a safetensors file (%zu bytes)", path, st->map.size);
+    uint64_t n = read_le64(st->map.data);
+    if (n < 2 || n > ST_MAX_HEADER || n > st->map.size - 8)
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: header length %llu does not fit the %zu-byte file", path,
+                          (unsigned long long)n, st->map.size);
+    st->header_size = (size_t)n;
+    const char *hdr = (const char *)st->map.data + 8;
+    if (hdr[0] != '{') return alloy_fail(ALLOY_STATUS_FORMAT, "%s: header does not start with '{'", path);
+    if (memchr(hdr, '\0', n)) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: header contains a NUL byte", path);
+    const char *end = NULL;
+    *root = cJSON_ParseWithLengthOpts(hdr, (size_t)n, &end, false);
+    bool only_padding = end != NULL;
+    for (const char *q = end; only_padding && q < hdr + n; q++) only_padding = *q == ' ';
+    if (!cJSON_IsObject(*root) || !only_padding)
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: header is not a valid JSON object", path);
+    return ALLOY_STATUS_OK;
+}
+
+/* Checks that __metadata__ is an object of strings. */
+static alloy_status check_metadata(const alloy_safetensors *st, const cJSON *it) {
+    if (!cJSON_IsObject(it)) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: __metadata__ is not an object", st->path);
+    for (const cJSON *kv = it->child; kv; kv = kv->next)
+        if (!cJSON_IsString(kv))
+            return alloy_fail(ALLOY_STATUS_FORMAT, "%s: __metadata__ value \"%s\" is not a string", st->path,
+                              kv->string);
+    return ALLOY_STATUS_OK;
+}
+
+/* Reads every tensor entry of the header into st->tensors (in file order); *order gets a
+ * second array of pointers to them, for the checks. */
+static alloy_status read_entries(alloy_safetensors *st, const cJSON *root, alloy_st_tensor ***order) {
+    size_t data_size = st->map.size - 8 - st->header_size;
+    int count = 0;
+    for (const cJSON *it = root->child; it; it = it->next) count += strcmp(it->string, "__metadata__") != 0;
+    st->tensors = alloy_calloc((size_t)(count ? count : 1), sizeof *st->tensors);
+    *order = alloy_calloc((size_t)(count ? count : 1), sizeof **order);
+    if (!st->tensors || !*order) return ALLOY_STATUS_NOMEM;
+    for (const cJSON *it = root->child; it; it = it->next) {
+        alloy_status s;
+        if (!strcmp(it->string, "__metadata__")) {
+            if ((s = check_metadata(st, it))) return s;
+            continue;
+        }
+        alloy_st_tensor *t = &st->tensors[st->n_tensors];
+        if (!it->string[0]) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: a tensor has an empty name", st->path);
+        if ((s = parse_entry(st, it, t, data_size))) return s;
+        t->name = alloy_strdup(it->string);
+        if (!t->name) return ALLOY_STATUS_NOMEM;
+        t->data = st->map.data + 8 + st->header_size + t->offset;
+        (*order)[st->n_tensors] = t;
+        st->n_tensors++;
+    }
+    return ALLOY_STATUS_OK;
+}
+
+/* Names must be unique; data must tile the buffer exactly. */
+static alloy_status check_tiling(const alloy_safetensors *st, alloy_st_tensor **order) {
+    const char *path = st->path;
+    size_t data_size = st->map.size - 8 - st->header_size;
+    qsort(order, (size_t)st->n_tensors, sizeof *order, cmp_name);
+    for (int i = 1; i < st->n_tensors; i++)
+        if (!strcmp(order[i - 1]->name, order[i]->name))
+            return alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" appears twice", path, order[i]->name);
+    qsort(order, (size_t)st->n_tensors, sizeof *order, cmp_offset);
+    size_t pos = 0;
+    for (int i = 0; i < st->n_tensors; i++) {
+        if (order[i]->offset != pos)
+            return alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" %s the previous one's data", path,
+                              order[i]->name, order[i]->offset < pos ? "overlaps" : "leaves a hole after");
+        pos += order[i]->nbytes;
+    }
+    if (pos != data_size)
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: %zu bytes of data after the last tensor", path, data_size - pos);
+    return ALLOY_STATUS_OK;
+}
+
 alloy_status alloy_safetensors_open(alloy_safetensors **out, const char *path) {
     *out = NULL;
     alloy_safetensors *st = alloy_calloc(1, sizeof *st);
@@ -116,110 +196,21 @@ alloy_status alloy_safetensors_open(alloy_safetensors **out, const char *path) {
         alloy_free(st);
         return ALLOY_STATUS_NOMEM;
     }
-    alloy_status s = alloy_file_map_open(&st->map, path);
     cJSON *root = NULL;
     alloy_st_tensor **order = NULL;
-    if (s) goto fail;
-    if (st->map.size < 8) {
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: too short for a safetensors file (%zu bytes)", path, st->map.size);
-        goto fail;
-    }
-    uint64_t n = read_le64(st->map.data);
-    if (n < 2 || n > ST_MAX_HEADER || n > st->map.size - 8) {
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: header length %llu does not fit the %zu-byte file", path,
-                       (unsigned long long)n, st->map.size);
-        goto fail;
-    }
-    st->header_size = (size_t)n;
-    const char *hdr = (const char *)st->map.data + 8;
-    if (hdr[0] != '{') {
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: header does not start with '{'", path);
-        goto fail;
-    }
-    if (memchr(hdr, '\0', n)) {
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: header contains a NUL byte", path);
-        goto fail;
-    }
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(hdr, (size_t)n, &end, false);
-    bool only_padding = end != NULL;
-    for (const char *q = end; only_padding && q < hdr + n; q++) only_padding = *q == ' ';
-    if (!cJSON_IsObject(root) || !only_padding) {
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: header is not a valid JSON object", path);
-        goto fail;
-    }
-    size_t data_size = st->map.size - 8 - (size_t)n;
-    int count = 0;
-    for (cJSON *it = root->child; it; it = it->next) count += strcmp(it->string, "__metadata__") != 0;
-    st->tensors = alloy_calloc((size_t)(count ? count : 1), sizeof *st->tensors);
-    order = alloy_calloc((size_t)(count ? count : 1), sizeof *order);
-    if (!st->tensors || !order) {
-        s = ALLOY_STATUS_NOMEM;
-        goto fail;
-    }
-    for (cJSON *it = root->child; it; it = it->next) {
-        if (!strcmp(it->string, "__metadata__")) {
-            if (!cJSON_IsObject(it)) {
-                s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: __metadata__ is not an object", path);
-                goto fail;
-            }
-            for (cJSON *kv = it->child; kv; kv = kv->next) {
-                if (!cJSON_IsString(kv)) {
-                    s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: __metadata__ value \"%s\" is not a string", path,
-                                   kv->string);
-                    goto fail;
-                }
-            }
-            continue;
-        }
-        alloy_st_tensor *t = &st->tensors[st->n_tensors];
-        if (!it->string[0]) {
-            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: a tensor has an empty name", path);
-            goto fail;
-        }
-        if ((s = parse_entry(st, it, t, data_size))) goto fail;
-        t->name = alloy_strdup(it->string);
-        if (!t->name) {
-            s = ALLOY_STATUS_NOMEM;
-            goto fail;
-        }
-        t->data = st->map.data + 8 + n + t->offset;
-        order[st->n_tensors] = t;
-        st->n_tensors++;
-    }
-    // names must be unique; data must tile the buffer exactly
-    qsort(order, (size_t)st->n_tensors, sizeof *order, cmp_name);
-    for (int i = 1; i < st->n_tensors; i++) {
-        if (!strcmp(order[i - 1]->name, order[i]->name)) {
-            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" appears twice", path, order[i]->name);
-            goto fail;
-        }
-    }
-    qsort(order, (size_t)st->n_tensors, sizeof *order, cmp_offset);
-    size_t pos = 0;
-    for (int i = 0; i < st->n_tensors; i++) {
-        if (order[i]->offset != pos) {
-            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" %s the previous one's data", path, order[i]->name,
-                           order[i]->offset < pos ? "overlaps" : "leaves a hole after");
-            goto fail;
-        }
-        pos += order[i]->nbytes;
-    }
-    if (pos != data_size) {
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: %zu bytes of data after the last tensor", path, data_size - pos);
-        goto fail;
-    }
-    cJSON *meta = cJSON_DetachItemFromObjectCaseSensitive(root, "__metadata__");
-    st->metadata = meta;
+    alloy_status s = alloy_file_map_open(&st->map, path);
+    if (!s) s = read_header(st, &root);
+    if (!s) s = read_entries(st, root, &order);
+    if (!s) s = check_tiling(st, order);
+    if (!s) st->metadata = cJSON_DetachItemFromObjectCaseSensitive(root, "__metadata__");
     cJSON_Delete(root);
     alloy_free(order);
+    if (s) {
+        alloy_safetensors_close(st);
+        return s;
+    }
     *out = st;
     return ALLOY_STATUS_OK;
-fail:
-    cJSON_Delete(root);
-    alloy_free(order);
-    alloy_safetensors_close(st);
-    return s;
 }
 
 void alloy_safetensors_close(alloy_safetensors *st) {
@@ -285,57 +276,4 @@ alloy_status alloy_st_tensor_to_f32(const alloy_safetensors *st, const alloy_st_
         return alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" has dtype %s, expected F32, F16 or BF16", st->path,
                           t->name, alloy_dtype_name(t->dtype));
     }
-}
-
-alloy_status alloy_safetensors_write(const char *path, const alloy_st_entry *e, int n, const char *const *meta) {
-    cJSON *root = cJSON_CreateObject();
-    if (!root) return ALLOY_STATUS_NOMEM;
-    if (meta && meta[0]) {
-        cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
-        for (int i = 0; meta[i] && meta[i + 1]; i += 2) cJSON_AddStringToObject(m, meta[i], meta[i + 1]);
-    }
-    size_t offset = 0;
-    size_t *sizes = alloy_calloc((size_t)(n ? n : 1), sizeof *sizes);
-    if (!sizes) {
-        cJSON_Delete(root);
-        return ALLOY_STATUS_NOMEM;
-    }
-    for (int i = 0; i < n; i++) {
-        cJSON *t = cJSON_AddObjectToObject(root, e[i].name);
-        cJSON_AddStringToObject(t, "dtype", alloy_dtype_name(e[i].dtype));
-        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
-        size_t numel = 1;
-        for (int d = 0; d < e[i].ndim; d++) {
-            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e[i].shape[d]));
-            numel *= (size_t)e[i].shape[d];
-        }
-        sizes[i] = numel * alloy_dtype_size(e[i].dtype);
-        cJSON *offs = cJSON_AddArrayToObject(t, "data_offsets");
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(offset + sizes[i])));
-        offset += sizes[i];
-    }
-    char *text = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!text) {
-        alloy_free(sizes);
-        return alloy_fail(ALLOY_STATUS_NOMEM, "%s: cannot format the header", path);
-    }
-    size_t len = strlen(text);
-    size_t padded = (len + 7) / 8 * 8; // the data buffer starts 8-byte aligned
-    uint8_t lenbuf[8];
-    for (int i = 0; i < 8; i++) lenbuf[i] = (uint8_t)((uint64_t)padded >> (8 * i));
-    alloy_atomic_file f;
-    alloy_status s = alloy_atomic_open(&f, path);
-    if (s == ALLOY_STATUS_OK) {
-        s = alloy_atomic_write(&f, lenbuf, 8);
-        if (!s) s = alloy_atomic_write(&f, text, len);
-        if (!s) s = alloy_atomic_write(&f, "        ", padded - len);
-        for (int i = 0; i < n && !s; i++) s = alloy_atomic_write(&f, e[i].data, sizes[i]);
-        if (!s) s = alloy_atomic_commit(&f);
-        else alloy_atomic_abort(&f);
-    }
-    cJSON_free(text);
-    alloy_free(sizes);
-    return s;
 }

@@ -11,46 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Decodes a vocabulary string (bytes_to_unicode form) into raw bytes; false if a character is
- * not one of the 256 byte stand-ins. out must hold strlen(s) bytes. */
-static bool unicode_to_bytes(const char *s, char *out, size_t *n) {
-    static uint32_t table[256];
-    static int16_t inverse[512];
-    static bool ready;
-    if (!ready) { // idempotent: racing threads write the same values
-        tok_byte_to_unicode(table);
-        for (int i = 0; i < 512; i++) inverse[i] = -1;
-        for (int b = 0; b < 256; b++) inverse[table[b]] = (int16_t)b;
-        ready = true;
-    }
-    size_t len = strlen(s), i = 0, o = 0;
-    while (i < len) {
-        uint32_t cp;
-        size_t k = alloy_utf8_decode(s + i, len - i, &cp);
-        if (!k || cp >= 512 || inverse[cp] < 0) return false;
-        out[o++] = (char)inverse[cp];
-        i += k;
-    }
-    *n = o;
-    return o > 0;
-}
-
-/* Encodes raw bytes as a vocabulary string (NUL-terminated); out must hold 2·n + 1 bytes. */
-static void bytes_to_unicode(const char *b, size_t n, char *out) {
-    uint32_t table[256];
-    tok_byte_to_unicode(table);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t cp = table[(uint8_t)b[i]];
-        if (cp < 0x80) out[o++] = (char)cp;
-        else {
-            out[o++] = (char)(0xC0 | (cp >> 6));
-            out[o++] = (char)(0x80 | (cp & 0x3F));
-        }
-    }
-    out[o] = '\0';
-}
-
 /* Sets the tokens of a vocab object {"string": id, ...}. */
 static alloy_status set_vocab(alloy_tokenizer *t, const cJSON *vocab, const char *what) {
     for (const cJSON *it = vocab->child; it; it = it->next) {
@@ -60,7 +20,8 @@ static alloy_status set_vocab(alloy_tokenizer *t, const cJSON *vocab, const char
         char *buf = alloy_malloc(strlen(it->string) + 1);
         if (!buf) return ALLOY_STATUS_NOMEM;
         alloy_status s = ALLOY_STATUS_OK;
-        if (unicode_to_bytes(it->string, buf, &n)) s = tok_set(t, (int32_t)it->valuedouble, buf, n, false, what);
+        if (alloy_bpe_vocab_to_bytes(it->string, strlen(it->string), buf, &n))
+            s = tok_set(t, (int32_t)it->valuedouble, buf, n, false, what);
         alloy_free(buf); // a string not in byte-level form is skipped: the caller checks coverage
         if (s) return s;
     }
@@ -79,7 +40,7 @@ static alloy_status add_merge_text(alloy_tokenizer *t, const char *a, size_t na,
         x[na] = '\0';
         memcpy(y, b, nb);
         y[nb] = '\0';
-        if (!unicode_to_bytes(x, bx, &nx) || !unicode_to_bytes(y, by, &ny))
+        if (!alloy_bpe_vocab_to_bytes(x, strlen(x), bx, &nx) || !alloy_bpe_vocab_to_bytes(y, strlen(y), by, &ny))
             s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: merge %ld (\"%.64s %.64s\") is not in byte-level form", what, line, x, y);
     }
     if (!s) {
@@ -244,7 +205,7 @@ static alloy_status load_tokenizer_json(alloy_tokenizer **out, const cJSON *j, c
         char *buf = alloy_malloc(strlen(it->string) + 1);
         if (!buf) s = ALLOY_STATUS_NOMEM;
         else if (!cJSON_IsNumber(it)) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: vocabulary entry \"%.40s\" has no id", what, it->string);
-        else if (!unicode_to_bytes(it->string, buf, &n))
+        else if (!alloy_bpe_vocab_to_bytes(it->string, strlen(it->string), buf, &n))
             s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: vocabulary entry \"%.40s\" is not in byte-level form", what, it->string);
         else s = tok_set(t, (int32_t)it->valuedouble, buf, n, false, what);
         alloy_free(buf);
@@ -403,16 +364,16 @@ alloy_status alloy_tokenizer_save(const alloy_tokenizer *t, const char *path) {
     }
     for (int32_t id = 0; id < t->n_tokens; id++) {
         if (!(t->flags[id] & TOKEN_USED) || (t->flags[id] & TOKEN_SPECIAL)) continue;
-        bytes_to_unicode(t->bytes[id], t->len[id], buf);
+        alloy_bpe_bytes_to_vocab(t->bytes[id], t->len[id], buf);
         cJSON_AddNumberToObject(vocab, buf, id);
     }
     cJSON *merges = cJSON_AddArrayToObject(model, "merges");
     for (int32_t r = 0; r < t->n_merges; r++) {
         int32_t a = t->merge_pairs[2 * r], b = t->merge_pairs[2 * r + 1];
-        bytes_to_unicode(t->bytes[a], t->len[a], buf);
+        alloy_bpe_bytes_to_vocab(t->bytes[a], t->len[a], buf);
         size_t k = strlen(buf);
         buf[k] = ' ';
-        bytes_to_unicode(t->bytes[b], t->len[b], buf + k + 1);
+        alloy_bpe_bytes_to_vocab(t->bytes[b], t->len[b], buf + k + 1);
         cJSON_AddItemToArray(merges, cJSON_CreateString(buf));
     }
     alloy_free(buf);

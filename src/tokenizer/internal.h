@@ -48,7 +48,4 @@ alloy_status tok_finish(alloy_tokenizer *t, const char *pattern, bool add_prefix
 /* The id of an ordinary token with these bytes, or -1. */
 int32_t tok_lookup(const alloy_tokenizer *t, const char *bytes, size_t len);
 
-/* GPT-2's bytes_to_unicode: the printable code point that stands for each byte in vocab files. */
-void tok_byte_to_unicode(uint32_t table[256]);
-
 #endif

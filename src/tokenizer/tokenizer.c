@@ -37,13 +37,54 @@ void alloy_ids_free(alloy_ids *ids) {
     memset(ids, 0, sizeof *ids);
 }
 
-void tok_byte_to_unicode(uint32_t table[256]) {
+/* Whether byte b stands for itself in the vocabulary form (printable Latin-1). */
+static bool byte_printable(uint32_t b) { return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF); }
+
+/* GPT-2's bytes_to_unicode: the printable code point that stands for each byte in vocab files. */
+static void byte_to_unicode(uint32_t table[256]) {
     // printable Latin-1 bytes stand for themselves; the rest map to 256, 257, ... in order
     uint32_t n = 0;
-    for (int b = 0; b < 256; b++) {
-        bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-        table[b] = printable ? (uint32_t)b : 256 + n++;
+    for (uint32_t b = 0; b < 256; b++) table[b] = byte_printable(b) ? b : 256 + n++;
+}
+
+/* The byte that code point cp stands for in the vocabulary form, or -1: the inverse of
+ * byte_to_unicode, whose other bytes are 0x00-0x20 (-> 256...288), 0x7F-0xA0 (-> 289...322)
+ * and 0xAD (-> 323). */
+static int byte_of_char(uint32_t cp) {
+    if (cp < 256) return byte_printable(cp) ? (int)cp : -1;
+    if (cp < 289) return (int)(cp - 256);
+    if (cp < 323) return (int)(cp - 289 + 0x7F);
+    return cp == 323 ? 0xAD : -1;
+}
+
+size_t alloy_bpe_bytes_to_vocab(const char *b, size_t n, char *out) {
+    uint32_t table[256];
+    byte_to_unicode(table);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t cp = table[(uint8_t)b[i]];
+        if (cp < 0x80) out[o++] = (char)cp;
+        else {
+            out[o++] = (char)(0xC0 | (cp >> 6));
+            out[o++] = (char)(0x80 | (cp & 0x3F));
+        }
     }
+    out[o] = '\0';
+    return o;
+}
+
+bool alloy_bpe_vocab_to_bytes(const char *s, size_t n, char *out, size_t *out_n) {
+    size_t i = 0, o = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = alloy_utf8_decode(s + i, n - i, &cp);
+        int b = k ? byte_of_char(cp) : -1;
+        if (b < 0) return false;
+        out[o++] = (char)b;
+        i += k;
+    }
+    *out_n = o;
+    return o > 0;
 }
 
 alloy_status alloy_tokenizer_create(alloy_tokenizer **out, const char *name) {
@@ -86,6 +127,20 @@ const char *alloy_tokenizer_name(const alloy_tokenizer *t) { return t->kind == T
 int alloy_tokenizer_vocab_size(const alloy_tokenizer *t) { return t->n_tokens; }
 uint64_t alloy_tokenizer_hash(const alloy_tokenizer *t) { return t->hash; }
 const char *alloy_tokenizer_pattern(const alloy_tokenizer *t) { return t->pattern; }
+const char *alloy_tokenizer_gpt2_pattern(void) { return tok_gpt2_pattern; }
+bool alloy_tokenizer_add_prefix_space(const alloy_tokenizer *t) { return t->add_prefix_space; }
+int32_t alloy_tokenizer_n_merges(const alloy_tokenizer *t) { return t->n_merges; }
+
+bool alloy_tokenizer_is_special(const alloy_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_tokens && (t->flags[id] & TOKEN_SPECIAL);
+}
+
+bool alloy_tokenizer_merge(const alloy_tokenizer *t, int32_t rank, int32_t *left, int32_t *right) {
+    if (rank < 0 || rank >= t->n_merges) return false;
+    *left = t->merge_pairs[2 * rank];
+    *right = t->merge_pairs[2 * rank + 1];
+    return true;
+}
 
 const char *alloy_tokenizer_token(const alloy_tokenizer *t, int32_t id, size_t *len) {
     if (id < 0 || id >= t->n_tokens || !(t->flags[id] & TOKEN_USED)) return NULL;
@@ -273,4 +328,56 @@ alloy_status tok_finish(alloy_tokenizer *t, const char *pattern, bool add_prefix
     h = alloy_fnv64(h, t->merge_pairs, sizeof(int32_t) * 2 * (size_t)t->n_merges);
     t->hash = h;
     return ALLOY_STATUS_OK;
+}
+
+/* ---- the public builder: the steps above, with the source's name kept for messages ---- */
+
+struct alloy_bpe_builder {
+    alloy_tokenizer *t; /* the tokenizer being built; NULL once handed over */
+    char *what;         /* the source, for error messages */
+};
+
+alloy_status alloy_bpe_builder_create(alloy_bpe_builder **out, int32_t n_tokens, const char *what) {
+    *out = NULL;
+    alloy_bpe_builder *b = alloy_calloc(1, sizeof *b);
+    if (!b) return ALLOY_STATUS_NOMEM;
+    b->what = alloy_strdup(what ? what : "tokenizer");
+    alloy_status s = b->what ? tok_init_bpe(&b->t, n_tokens, b->what) : ALLOY_STATUS_NOMEM;
+    if (s) {
+        alloy_bpe_builder_destroy(b);
+        return s;
+    }
+    *out = b;
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_bpe_builder_set_token(alloy_bpe_builder *b, int32_t id, const char *bytes, size_t n, bool special) {
+    return tok_set(b->t, id, bytes, n, special, b->what);
+}
+
+alloy_status alloy_bpe_builder_end_tokens(alloy_bpe_builder *b) { return tok_index(b->t, b->what); }
+
+int32_t alloy_bpe_builder_lookup(const alloy_bpe_builder *b, const char *bytes, size_t n) {
+    return tok_lookup(b->t, bytes, n);
+}
+
+alloy_status alloy_bpe_builder_add_merge(alloy_bpe_builder *b, int32_t left, int32_t right) {
+    return tok_add_merge(b->t, left, right, b->what);
+}
+
+alloy_status alloy_bpe_builder_finish(alloy_bpe_builder *b, const char *pattern, bool add_prefix_space,
+                                      alloy_tokenizer **out) {
+    *out = NULL;
+    alloy_status s = tok_finish(b->t, pattern, add_prefix_space, b->what);
+    if (s) return s;
+    *out = b->t;
+    b->t = NULL;
+    return ALLOY_STATUS_OK;
+}
+
+void alloy_bpe_builder_destroy(alloy_bpe_builder *b) {
+    if (!b) return;
+    alloy_tokenizer_destroy(b->t);
+    alloy_free(b->what);
+    alloy_free(b);
 }
