@@ -51,4 +51,9 @@ int32_t tok_lookup(const alloy_tokenizer *t, const char *bytes, size_t len);
 /* GPT-2's bytes_to_unicode: the printable code point that stands for each byte in vocab files. */
 void tok_byte_to_unicode(uint32_t table[256]);
 
+/* chat.c, for conversation.c: append the ordinary-text encoding of s (n bytes), or one id (a
+ * marker), to ids, and the mask value m for each new id to mask. */
+alloy_status chat_push_text(const alloy_tokenizer *tok, const char *s, size_t n, int32_t m, alloy_ids *ids, alloy_ids *mask);
+alloy_status chat_push_id(int32_t id, int32_t m, alloy_ids *ids, alloy_ids *mask);
+
 #endif
