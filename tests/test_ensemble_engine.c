@@ -6,6 +6,7 @@
  * keeping the members in lockstep; generation (an ensemble of a model with itself is the model);
  * and the refusals, which leave the members to the caller.
  */
+#include "alloy/ensemble.h"
 #include "alloy/infer.h"
 #include "harness.h"
 
