@@ -7,7 +7,9 @@
  * and the log-probability of each row's target (alloy_lm_logprobs_chunked, no (B·T, V)
  * logits). The gradient of the mixture's loss with respect to the gate logits is analytic,
  * dL/dzᵢ = gᵢ − rᵢ with rᵢ = gᵢ·pᵢ(y)/p(y) the posterior share of member i, so W and b train by
- * AdamW without any backward through the members. Sums are in double and the gradient's have
+ * AdamW without any backward through the members. The mixture at the target, log p(y) and the
+ * shares rᵢ, comes from ensemble_mix_target_forward (alloy/kernels.h), the mixing that the
+ * ensemble and the ensemble engine share. Sums are in double and the gradient's have
  * a fixed order, so a run is the same for a seed and thread count.
  */
 #include "alloy/ensemble.h"
@@ -339,7 +341,8 @@ static alloy_status combiner_eval(const alloy_combiner *c, alloy_model *const *m
     int64_t nw = l->n_windows;
     if (max_windows > 0 && max_windows < nw) nw = max_windows;
     if (nw == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: the val split has no window of %d tokens to score", ds->dir, T + 1);
-    double member[ALLOY_COMBINER_MAX] = {0}, uni = 0.0, learned = 0.0;
+    double member[ALLOY_COMBINER_MAX] = {0}, uni = 0.0, learned = 0.0, log_uniform[ALLOY_COMBINER_MAX];
+    for (int i = 0; i < n; i++) log_uniform[i] = -log((double)n);
     for (int64_t w = 0; w < nw && !s; w += B) {
         alloy_loader_next(l);
         int rows = nw - w < B ? (int)(nw - w) : B;
@@ -347,8 +350,6 @@ static alloy_status combiner_eval(const alloy_combiner *c, alloy_model *const *m
         s = members_forward(models, n, l->inputs, l->targets, B, T, member_logp, hidden);
         if (s) break;
         combiner_gate_forward(gates, c, hidden, N);
-        double log_uniform[ALLOY_COMBINER_MAX];
-        for (int i = 0; i < n; i++) log_uniform[i] = -log((double)n);
         for (int64_t r = 0; r < (int64_t)rows * T; r++) {
             double lp[ALLOY_COMBINER_MAX], log_g[ALLOY_COMBINER_MAX];
             for (int i = 0; i < n; i++) {

@@ -33,6 +33,7 @@ static double row_logsumexp(const float *z, int V) {
 }
 
 void ensemble_mix_forward(float *out_logp, const float *const *logits, const double *log_w, int n, int V) {
+    ALLOY_ASSERT(n >= 1 && n <= ALLOY_ENSEMBLE_MAX_MEMBERS);
     const float *z[ALLOY_ENSEMBLE_MAX_MEMBERS];
     double shift[ALLOY_ENSEMBLE_MAX_MEMBERS]; // log wᵢ − lseᵢ of the members that contribute
     int m = 0;
@@ -51,6 +52,7 @@ void ensemble_mix_forward(float *out_logp, const float *const *logits, const dou
 }
 
 double ensemble_mix_target_forward(double *post, const double *logp, const double *log_w, int n) {
+    ALLOY_ASSERT(n >= 1 && n <= ALLOY_ENSEMBLE_MAX_MEMBERS);
     double t[ALLOY_ENSEMBLE_MAX_MEMBERS];
     for (int i = 0; i < n; i++) t[i] = log_w[i] + logp[i];
     double lmix = log_sum_exp(t, n);
