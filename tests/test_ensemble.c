@@ -1,7 +1,8 @@
 /*
  * test_ensemble.c — ensembles of models: the combined log-probabilities against a float64
  * NumPy reference (tests/reference/ensemble_ref.py) in both modes, an ensemble of one model
- * against the model itself, held-out evaluation against alloy_eval_lm, and refusals.
+ * against the model itself, held-out evaluation against alloy_eval_lm, refusals, and the mixing
+ * kernels themselves (a probability below float's range, weight 0, aliasing, posteriors).
  */
 #include "alloy/ensemble.h"
 #include "alloy/io.h"
@@ -123,6 +124,10 @@ static void test_eval_and_refusals(void) {
     EXPECT(alloy_ensemble_create(&e, same, neg, 2, ALLOY_ENSEMBLE_PROBS) == ALLOY_STATUS_USAGE, "a negative weight");
     EXPECT(alloy_ensemble_create(&e, same, zero, 2, ALLOY_ENSEMBLE_PROBS) == ALLOY_STATUS_USAGE, "all-zero weights");
     EXPECT(alloy_ensemble_create(&e, same, NULL, 0, ALLOY_ENSEMBLE_PROBS) == ALLOY_STATUS_USAGE, "no model");
+    alloy_model *many[ALLOY_ENSEMBLE_MAX_MEMBERS + 1];
+    for (int i = 0; i <= ALLOY_ENSEMBLE_MAX_MEMBERS; i++) many[i] = a;
+    EXPECT(alloy_ensemble_create(&e, many, NULL, ALLOY_ENSEMBLE_MAX_MEMBERS + 1, ALLOY_ENSEMBLE_PROBS) == ALLOY_STATUS_USAGE,
+           "%d models accepted", ALLOY_ENSEMBLE_MAX_MEMBERS + 1);
     alloy_ensemble_mode m;
     EXPECT(!alloy_ensemble_mode_parse("median", &m), "unknown mode parsed");
     alloy_model_destroy(v2);
@@ -132,7 +137,62 @@ static void test_eval_and_refusals(void) {
     alloy_dataset_close(ds);
 }
 
+/* log Σᵢ wᵢ softmax(zᵢ)[v] in long double, the naive way (no member left out). */
+static long double naive_mix(const float *const *z, const double *w, int n, int K, int v) {
+    long double p = 0.0L;
+    for (int i = 0; i < n; i++) {
+        long double s = 0.0L;
+        for (int k = 0; k < K; k++) s += expl((long double)z[i][k]);
+        p += w[i] * expl((long double)z[i][v]) / s;
+    }
+    return logl(p);
+}
+
+static void test_mix_kernels(void) {
+    enum { K = 5 };
+    // token 4: a probability of about e^-200 in both members, far below float's range
+    float z0[K] = {0.0f, 1.0f, -2.0f, 3.0f, -200.0f}, z1[K] = {2.0f, -1.0f, 0.5f, 0.0f, -199.0f}, out[K];
+    const float *z[2] = {z0, z1};
+    double w[2] = {0.25, 0.75}, lw[2] = {log(0.25), log(0.75)};
+    ensemble_mix_forward(out, z, lw, 2, K);
+    double worst = 0.0;
+    for (int v = 0; v < K; v++) {
+        double d = fabs(out[v] - (double)naive_mix(z, w, 2, K, v));
+        worst = d > worst ? d : worst;
+    }
+    EXPECT(isfinite(out[4]) && worst < 1e-4, "mixture vs naive: worst %.2e, token 4 %g", worst, (double)out[4]);
+    // weight 0: the member (here with a -inf logit) adds nothing
+    float zi[K] = {-INFINITY, 0.0f, 0.0f, 0.0f, 0.0f}, one[K];
+    const float *zz[2] = {z0, zi};
+    double lw0[2] = {0.0, -INFINITY};
+    ensemble_mix_forward(out, zz, lw0, 2, K);
+    const float *z0p = z0;
+    ensemble_mix_forward(one, &z0p, lw0, 1, K);
+    EXPECT(!memcmp(out, one, sizeof out), "a member of weight 0 changed the mixture");
+    // out may be one of the rows
+    float a[K], b[K];
+    memcpy(a, z1, sizeof a);
+    const float *za[2] = {z0, a};
+    ensemble_mix_forward(a, za, lw, 2, K);
+    ensemble_mix_forward(b, z, lw, 2, K);
+    EXPECT(!memcmp(a, b, sizeof a), "mixing into one of its rows differs");
+    double wl[2] = {0.5, 0.0};
+    zz[1] = zi;
+    ensemble_logits_forward(out, zz, wl, 2, K);
+    EXPECT(out[0] == 0.0f && out[3] == 1.5f, "weighted logits: %g %g", (double)out[0], (double)out[3]);
+    // at one token: the mixture and the posterior shares, which sum to 1
+    double lp[2] = {-3.0, -700.0}, post[2];
+    double l = ensemble_mix_target_forward(post, lp, lw, 2);
+    long double want = logl(0.25L * expl(-3.0L) + 0.75L * expl(-700.0L));
+    EXPECT(fabs(l - (double)want) < 1e-12 && fabs(post[0] + post[1] - 1.0) < 1e-12 && post[1] > 0.0,
+           "target mixture %.17g vs %.17Lg, posteriors %g %g", l, want, post[0], post[1]);
+    double ninf[2] = {-INFINITY, -INFINITY};
+    EXPECT(ensemble_mix_target_forward(post, ninf, lw, 2) == -INFINITY && post[0] == 0.0 && post[1] == 0.0,
+           "no probability at all");
+}
+
 int main(void) {
+    RUN(test_mix_kernels);
     RUN(test_against_reference);
     RUN(test_eval_and_refusals);
     return harness_exit();

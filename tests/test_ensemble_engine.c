@@ -6,6 +6,7 @@
  * keeping the members in lockstep; generation (an ensemble of a model with itself is the model);
  * and the refusals, which leave the members to the caller.
  */
+#include "alloy/ensemble.h"
 #include "alloy/infer.h"
 #include "harness.h"
 
@@ -65,6 +66,28 @@ static void log_softmax_rows(float *z, int rows) {
         double l = logsumexp(z + (size_t)r * V, V);
         for (int v = 0; v < V; v++) z[(size_t)r * V + v] = (float)(z[(size_t)r * V + v] - l);
     }
+}
+
+/* The ensemble engine e (of ma and mb, weights w) against alloy_ensemble_logprobs over the
+ * first 24 tokens of tok (the training forward, fp32), after a log-softmax; got and want are
+ * scratch of 24·V floats at least. Leaves sequence 0 of e holding those tokens. */
+static void check_against_fp32(alloy_engine *e, alloy_model *ma, alloy_model *mb, const float *w, alloy_ensemble_mode mode,
+                               const char *name, const int32_t *tok, float *got, float *want) {
+    alloy_model *ms[2] = {ma, mb};
+    alloy_ensemble *fe;
+    REQUIRE(alloy_ensemble_create(&fe, ms, w, 2, mode) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    int T = 24, seq0 = 0;
+    REQUIRE(alloy_ensemble_logprobs(fe, tok, 1, T, want) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    alloy_engine_reset(e, 0);
+    const int32_t *pt = tok;
+    REQUIRE(alloy_engine_prefill_batch(e, got, ALLOY_LOGITS_ALL, &seq0, &pt, &T, 1) == ALLOY_STATUS_OK, "%s",
+            alloy_last_error());
+    log_softmax_rows(got, T);
+    double err = 0.0;
+    for (size_t i = 0; i < (size_t)T * V; i++) err = fmax(err, fabs((double)got[i] - want[i]));
+    printf("# %s: max |log-softmax(ensemble engine) - alloy_ensemble_logprobs| = %.2e\n", name, err);
+    EXPECT(err < 1e-4, "%s: the engine's ensemble differs from alloy_ensemble_logprobs by %g", name, err);
+    alloy_ensemble_destroy(fe);
 }
 
 /* The ensemble's prefills (LAST, ALL over several chunks, a batch of two sequences of different
@@ -153,22 +176,7 @@ static void check_mode(alloy_ensemble_mode mode, const char *name) {
     printf("# %s: max |ensemble - combined members| / (1 + |.|) = %.2e\n", name, worst);
     EXPECT(worst < 1e-5, "%s: the ensemble's logits differ from the members' combination by %g", name, worst);
 
-    // against alloy_ensemble_logprobs over the same tokens (the training forward, fp32), after a log-softmax
-    alloy_model *ms[2] = {ma, mb};
-    alloy_ensemble *fe;
-    REQUIRE(alloy_ensemble_create(&fe, ms, w, 2, mode) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    int T = 24;
-    REQUIRE(alloy_ensemble_logprobs(fe, tok, 1, T, want) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    alloy_engine_reset(e, 0);
-    const int32_t *pt = tok;
-    REQUIRE(alloy_engine_prefill_batch(e, got, ALLOY_LOGITS_ALL, &seq0, &pt, &T, 1) == ALLOY_STATUS_OK, "%s",
-            alloy_last_error());
-    log_softmax_rows(got, T);
-    double err = 0.0;
-    for (size_t i = 0; i < (size_t)T * V; i++) err = fmax(err, fabs((double)got[i] - want[i]));
-    printf("# %s: max |log-softmax(ensemble engine) - alloy_ensemble_logprobs| = %.2e\n", name, err);
-    EXPECT(err < 1e-4, "%s: the engine's ensemble differs from alloy_ensemble_logprobs by %g", name, err);
-    alloy_ensemble_destroy(fe);
+    check_against_fp32(e, ma, mb, w, mode, name, tok, got, want);
 
     free(got);
     free(za);

@@ -10,6 +10,7 @@
 #include "alloy/kernels.h"
 #include "alloy/model.h"
 #include "alloy/tokenizer.h"
+#include "alloy/chat.h"
 #include "alloy/dedup.h"
 #include "alloy/data.h"
 #include "alloy/io.h"

@@ -219,6 +219,18 @@ size_t alloy_utf8_repair(const char *s, size_t n, char *out, size_t *replaced);
  * or 0 if the bytes there are not a valid character. */
 size_t alloy_utf8_decode(const char *s, size_t n, uint32_t *cp);
 
+/* ---- held-out scores --------------------------------------------------------------------- */
+
+/* Held-out scores of a language model: what alloy_eval_lm (train), alloy_ensemble_eval (fuse)
+ * and alloy_engine_eval_lm (infer) return, so each layer can name it (alloy_eval_result_set,
+ * alloy/train.h, fills one). */
+typedef struct alloy_eval_result {
+    double loss;       /* mean cross-entropy per target token (nats) */
+    double perplexity; /* exp(loss) */
+    int64_t tokens;    /* target tokens scored */
+    int64_t windows;   /* windows of T + 1 tokens scored */
+} alloy_eval_result;
+
 /* ---- hashing ---------------------------------------------------------------------------- */
 
 /* 64-bit FNV-1a, continued from `h` (start with ALLOY_FNV64_INIT). */

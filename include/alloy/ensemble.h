@@ -31,14 +31,10 @@
 extern "C" {
 #endif
 
-typedef enum alloy_ensemble_mode {
-    ALLOY_ENSEMBLE_PROBS = 0,  /* mixture: log Σ wᵢ softmax(zᵢ) */
-    ALLOY_ENSEMBLE_LOGITS = 1, /* log softmax(Σ wᵢ zᵢ) */
-    ALLOY_ENSEMBLE_LEARNED = 2,/* log Σ gᵢ(h) softmax(zᵢ), g from an alloy_combiner */
-} alloy_ensemble_mode;
+/* The modes (alloy_ensemble_mode) are in alloy/kernels.h, beside the mixing kernels. */
 
 /* The most members an ensemble with a learned combiner may have. */
-#define ALLOY_COMBINER_MAX 16
+#define ALLOY_COMBINER_MAX ALLOY_ENSEMBLE_MAX_MEMBERS
 
 /* A learned gate over an ensemble's members, saved as a folder:
  *   combiner.safetensors  "gate.weight" F32 (N, D) and "gate.bias" F32 (N), D = Σ Cᵢ
@@ -91,8 +87,9 @@ typedef struct alloy_ensemble {
     const alloy_combiner *combiner; /* LEARNED: the gate (borrowed); else NULL */
 } alloy_ensemble;
 
-/* Checks that the members agree (family need not; vocabulary size and tokenizer name must),
- * that weights are finite, >= 0 and not all 0 (NULL: equal weights). */
+/* Checks that the members (1 to ALLOY_ENSEMBLE_MAX_MEMBERS) agree (family need not; vocabulary
+ * size and tokenizer name must), that weights are finite, >= 0 and not all 0 (NULL: equal
+ * weights). */
 alloy_status alloy_ensemble_create(alloy_ensemble **out, alloy_model *const *models, const float *weights, int n,
                                    alloy_ensemble_mode mode);
 void alloy_ensemble_destroy(alloy_ensemble *e);

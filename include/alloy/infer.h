@@ -73,7 +73,8 @@
  * the ensemble (max_ctx: the members' least) before any member runs, and a member's failure
  * (an allocation) takes the members that ran back to where they were. get_info counts every
  * member's matrices and bytes. Each call costs the sum of the members' passes plus O(N·rows·V)
- * to combine.
+ * to combine (the mixing kernels of alloy/kernels.h, which the fp32 ensemble shares), and the
+ * ensemble holds (N − 1)·rows·V floats of the other members' logits for it.
  *
  * ---- Sampling: the chain, in this order (as llama.cpp's default sampler chain) ----
  *   0. only ids below n_vocab are candidates (a model's vocabulary may be padded beyond its
@@ -118,11 +119,10 @@
 #define ALLOY_INFER_H
 
 #include "alloy/base.h"
-#include "alloy/ensemble.h"
+#include "alloy/data.h"
 #include "alloy/model.h"
 #include "alloy/quant.h"
 #include "alloy/tokenizer.h"
-#include "alloy/train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -202,8 +202,8 @@ alloy_status alloy_engine_eval_lm(alloy_engine *e, const alloy_dataset *ds, allo
 /* Tokens held by sequence seq (-1 for a bad seq). */
 int alloy_engine_seq_len(const alloy_engine *e, int seq);
 
-/* The most members an ensemble engine may have. */
-#define ALLOY_ENGINE_MAX_MEMBERS 16
+/* The most members an ensemble engine may have (any ensemble's, alloy/kernels.h). */
+#define ALLOY_ENGINE_MAX_MEMBERS ALLOY_ENSEMBLE_MAX_MEMBERS
 
 /* An engine that runs n member engines (2 to ALLOY_ENGINE_MAX_MEMBERS, distinct) in lockstep
  * and combines their logits per row as mode says: ALLOY_ENSEMBLE_PROBS (log Σ wᵢ softmax(zᵢ))

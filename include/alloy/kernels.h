@@ -177,6 +177,44 @@ alloy_status distill_forward_backward(float *losses, float *dlogits, const float
 /* probs (V) = softmax(logits / temperature); returns nothing; temperature > 0 */
 void softmax_forward(float *probs, const float *logits, int V, float temperature);
 
+/* ---- ensemble mixing (src/kernels/ensemble_mix.c) ---- */
+
+/* The one copy of ensemble mixing: the fp32 ensemble (alloy/ensemble.h), the ensemble engine
+ * (alloy/infer.h) and the learned combiner's loss all mix through these. */
+
+/* The most members an ensemble may have. */
+#define ALLOY_ENSEMBLE_MAX_MEMBERS 16
+
+/* How an ensemble combines its members' next-token distributions. */
+typedef enum alloy_ensemble_mode {
+    ALLOY_ENSEMBLE_PROBS = 0,  /* mixture: log Σ wᵢ softmax(zᵢ) (ensemble_mix_forward) */
+    ALLOY_ENSEMBLE_LOGITS = 1, /* log softmax(Σ wᵢ zᵢ) (ensemble_logits_forward, then one softmax) */
+    ALLOY_ENSEMBLE_LEARNED = 2,/* log Σ gᵢ(h) softmax(zᵢ), g from an alloy_combiner: PROBS with per-row weights */
+} alloy_ensemble_mode;
+
+/* One row of a mixture: out_logp (V) = log Σᵢ wᵢ·softmax(zᵢ) over n members (1 to
+ * ALLOY_ENSEMBLE_MAX_MEMBERS), zᵢ = logits[i] (V), log_w (n) = log wᵢ (weights as given: the
+ * caller normalises them). Computed in double as a log-sum-exp over members of
+ * log wᵢ + zᵢ[v] − lseᵢ, lseᵢ = log Σ_v exp zᵢ[v], so no probability underflows to 0 before
+ * the log: a token that any weighted member gives a finite logit keeps a finite log-probability.
+ * A member with log wᵢ = −inf (weight 0), or whose logits are all −inf, adds nothing; a token
+ * no member contributes to gets −inf. out_logp may be one of the logits rows (each element is
+ * read before it is written). One thread: callers parallelise over rows. */
+void ensemble_mix_forward(float *out_logp, const float *const *logits, const double *log_w, int n, int V);
+
+/* The same mixture at one token whose members' log-probabilities are known: returns
+ * log Σᵢ exp(log_w[i] + logp[i]) over n members (1 to ALLOY_ENSEMBLE_MAX_MEMBERS), in double
+ * (−inf when every term is −inf). post (n), if not NULL, gets the posterior share of each
+ * member, exp(log wᵢ + logpᵢ − result) (0 when the result is −inf): the derivative of the
+ * result with respect to log wᵢ and to logpᵢ, which a learned gate's gradient needs. */
+double ensemble_mix_target_forward(double *post, const double *logp, const double *log_w, int n);
+
+/* One row of weighted logits: out (V) = Σᵢ wᵢ·zᵢ over n members (any number), zᵢ = logits[i]
+ * (V), w (n); per token, member by member, each term added in double to the float sum. A
+ * member of weight 0 adds nothing (an infinite logit of it gives no NaN). out may be one of
+ * the logits rows. One thread. */
+void ensemble_logits_forward(float *out, const float *const *logits, const double *w, int n, int V);
+
 /* ---- optimiser ---- */
 
 /* One AdamW step over n parameters, exactly as torch.optim.AdamW: decoupled decay

@@ -292,13 +292,7 @@ alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *op
  * loss. */
 alloy_status alloy_train_run(const alloy_train_options *opt, const char *resume_ckpt, float *final_val_loss);
 
-/* Held-out scores of a language model. */
-typedef struct alloy_eval_result {
-    double loss;       /* mean cross-entropy per target token (nats) */
-    double perplexity; /* exp(loss) */
-    int64_t tokens;    /* target tokens scored */
-    int64_t windows;   /* windows of T + 1 tokens scored */
-} alloy_eval_result;
+/* Held-out scores of a language model: alloy_eval_result (alloy/base.h). */
 
 /* Fills r from the summed negative log-likelihood of `windows` windows of T targets each. */
 void alloy_eval_result_set(alloy_eval_result *r, double sum_nll, int64_t windows, int T);

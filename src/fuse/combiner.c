@@ -7,7 +7,9 @@
  * and the log-probability of each row's target (alloy_lm_logprobs_chunked, no (B·T, V)
  * logits). The gradient of the mixture's loss with respect to the gate logits is analytic,
  * dL/dzᵢ = gᵢ − rᵢ with rᵢ = gᵢ·pᵢ(y)/p(y) the posterior share of member i, so W and b train by
- * AdamW without any backward through the members. Sums are in double and the gradient's have
+ * AdamW without any backward through the members. The mixture at the target, log p(y) and the
+ * shares rᵢ, comes from ensemble_mix_target_forward (alloy/kernels.h), the mixing that the
+ * ensemble and the ensemble engine share. Sums are in double and the gradient's have
  * a fixed order, so a run is the same for a seed and thread count.
  */
 #include "alloy/ensemble.h"
@@ -261,18 +263,15 @@ void combiner_loss_backward(float *loss, float *dweight, float *dbias, float *ga
     // per row: the mixture's loss, and dL/dz (written over the gates) for the weight gradient
 #pragma omp parallel for schedule(static) reduction(+ : sum)
     for (int64_t r = 0; r < N; r++) {
-        double z[ALLOY_COMBINER_MAX], lp[ALLOY_COMBINER_MAX];
+        double z[ALLOY_COMBINER_MAX], log_g[ALLOY_COMBINER_MAX], lp[ALLOY_COMBINER_MAX], post[ALLOY_COMBINER_MAX];
         gate_logits(z, c, hidden, r);
         softmax_d(z, n);
-        double mx = -INFINITY, s = 0.0;
         for (int i = 0; i < n; i++) {
-            lp[i] = log(z[i]) + member_logp[(int64_t)i * N + r]; // log gᵢ + log pᵢ(y)
-            mx = lp[i] > mx ? lp[i] : mx;
+            log_g[i] = log(z[i]);
+            lp[i] = member_logp[(int64_t)i * N + r]; // log pᵢ(y)
         }
-        for (int i = 0; i < n; i++) s += exp(lp[i] - mx);
-        double lmix = mx + log(s);
-        sum -= lmix;
-        for (int i = 0; i < n; i++) gates[r * n + i] = (float)(z[i] - exp(lp[i] - lmix)); // gᵢ − rᵢ
+        sum -= ensemble_mix_target_forward(post, lp, log_g, n); // log Σ gᵢ·pᵢ(y); post: rᵢ
+        for (int i = 0; i < n; i++) gates[r * n + i] = (float)(z[i] - post[i]); // gᵢ − rᵢ
     }
     *loss = (float)(sum / (double)N);
     if (!dweight && !dbias) return;
@@ -342,7 +341,8 @@ static alloy_status combiner_eval(const alloy_combiner *c, alloy_model *const *m
     int64_t nw = l->n_windows;
     if (max_windows > 0 && max_windows < nw) nw = max_windows;
     if (nw == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: the val split has no window of %d tokens to score", ds->dir, T + 1);
-    double member[ALLOY_COMBINER_MAX] = {0}, uni = 0.0, learned = 0.0;
+    double member[ALLOY_COMBINER_MAX] = {0}, uni = 0.0, learned = 0.0, log_uniform[ALLOY_COMBINER_MAX];
+    for (int i = 0; i < n; i++) log_uniform[i] = -log((double)n);
     for (int64_t w = 0; w < nw && !s; w += B) {
         alloy_loader_next(l);
         int rows = nw - w < B ? (int)(nw - w) : B;
@@ -351,19 +351,14 @@ static alloy_status combiner_eval(const alloy_combiner *c, alloy_model *const *m
         if (s) break;
         combiner_gate_forward(gates, c, hidden, N);
         for (int64_t r = 0; r < (int64_t)rows * T; r++) {
-            double mx = -INFINITY, su = 0.0, sl = 0.0;
+            double lp[ALLOY_COMBINER_MAX], log_g[ALLOY_COMBINER_MAX];
             for (int i = 0; i < n; i++) {
-                double lp = member_logp[(int64_t)i * N + r];
-                member[i] -= lp;
-                mx = lp > mx ? lp : mx;
+                lp[i] = member_logp[(int64_t)i * N + r];
+                member[i] -= lp[i];
+                log_g[i] = log((double)gates[r * n + i]);
             }
-            for (int i = 0; i < n; i++) {
-                double e = exp(member_logp[(int64_t)i * N + r] - mx);
-                su += e;
-                sl += gates[r * n + i] * e;
-            }
-            uni -= mx + log(su / n);
-            learned -= mx + log(sl);
+            uni -= ensemble_mix_target_forward(NULL, lp, log_uniform, n);
+            learned -= ensemble_mix_target_forward(NULL, lp, log_g, n);
         }
     }
     alloy_loader_destroy(l);

@@ -1,11 +1,12 @@
 /*
  * ensemble.c — the combined next-token distribution of several models (see alloy/ensemble.h).
  *
- * Per position: each member's logits z; PROBS gives log Σ wᵢ·softmax(zᵢ) computed as a
- * log-sum-exp over members of (log wᵢ + log softmax(zᵢ)); LOGITS gives log softmax(Σ wᵢ·zᵢ).
- * LEARNED runs every member first, takes the gate's per-row weights from their final hidden
- * states (combiner.c), then mixes as PROBS with those weights.
- * Sums are in double, so the result is the same for any number of threads.
+ * Every member runs forward first; then per position, with each member's logits z, the mixing
+ * kernels of alloy/kernels.h (the ones the ensemble engine and the combiner use): PROBS gives
+ * log Σ wᵢ·softmax(zᵢ) (ensemble_mix_forward), LOGITS log softmax(Σ wᵢ·zᵢ)
+ * (ensemble_logits_forward), LEARNED mixes as PROBS with the gate's per-row weights from the
+ * members' final hidden states (combiner.c). Each row is mixed on its own, so the result is
+ * the same for any number of threads.
  */
 #include "alloy/ensemble.h"
 
@@ -23,7 +24,8 @@ bool alloy_ensemble_mode_parse(const char *name, alloy_ensemble_mode *out) {
 alloy_status alloy_ensemble_create(alloy_ensemble **out, alloy_model *const *models, const float *weights, int n,
                                    alloy_ensemble_mode mode) {
     *out = NULL;
-    if (n < 1) return alloy_fail(ALLOY_STATUS_USAGE, "an ensemble needs at least one model");
+    if (n < 1 || n > ALLOY_ENSEMBLE_MAX_MEMBERS)
+        return alloy_fail(ALLOY_STATUS_USAGE, "an ensemble has 1 to %d models, not %d", ALLOY_ENSEMBLE_MAX_MEMBERS, n);
     if (mode != ALLOY_ENSEMBLE_PROBS && mode != ALLOY_ENSEMBLE_LOGITS)
         return alloy_fail(ALLOY_STATUS_USAGE, "unknown ensemble mode %d", (int)mode);
     double total = 0.0;
@@ -78,65 +80,58 @@ void alloy_ensemble_destroy(alloy_ensemble *e) {
     alloy_free(e);
 }
 
-/* log Σ_v exp(z_v) of one row, in double. */
-static double row_logsumexp(const float *z, int V) {
-    float mx = -INFINITY;
-    for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-    double s = 0.0;
-    for (int v = 0; v < V; v++) s += exp((double)z[v] - mx);
-    return mx + log(s);
+/* The per-row log-weights of a LEARNED ensemble: *gates (N, n) = log gᵢ of each row, from the
+ * members' final hidden states (they have run forward); alloy_free it. */
+static alloy_status learned_log_weights(double **gates, const alloy_ensemble *e, int64_t N) {
+    int n = e->n;
+    const float *hidden[ALLOY_COMBINER_MAX];
+    for (int i = 0; i < n; i++) hidden[i] = e->models[i]->acts.lnf;
+    size_t cells;
+    float *g = NULL;
+    *gates = NULL;
+    if (!alloy_mul_size((size_t)N, (size_t)n, &cells) || !(g = alloy_malloc(sizeof(float) * cells)) ||
+        !(*gates = alloy_malloc(sizeof(double) * cells))) {
+        alloy_free(g);
+        return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the gate's weights (%lld x %d)", (long long)N, n);
+    }
+    combiner_gate_forward(g, e->combiner, hidden, N);
+    for (size_t k = 0; k < cells; k++) (*gates)[k] = log((double)g[k]);
+    alloy_free(g);
+    return ALLOY_STATUS_OK;
 }
 
 alloy_status alloy_ensemble_logprobs(alloy_ensemble *e, const int32_t *tokens, int B, int T, float *logp) {
     int V = e->vocab_size, n = e->n;
     int64_t N = (int64_t)B * T;
-    bool learned = e->mode == ALLOY_ENSEMBLE_LEARNED;
-    float *gates = NULL; // LEARNED: (N, n) per-row weights from the members' hidden states
-    if (learned) {
-        const float *hidden[ALLOY_COMBINER_MAX];
-        for (int i = 0; i < n; i++) { // every member first: the gate reads all their hidden states
-            alloy_status s = alloy_model_forward_ex(e->models[i], tokens, B, T, true);
-            if (s) return s;
-            hidden[i] = e->models[i]->acts.lnf;
-        }
-        size_t cells;
-        if (!alloy_mul_size((size_t)N, (size_t)n, &cells) || !(gates = alloy_malloc(sizeof(float) * cells)))
-            return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the gate's weights (%lld x %d)", (long long)N, n);
-        combiner_gate_forward(gates, e->combiner, hidden, N);
+    const float *z[ALLOY_ENSEMBLE_MAX_MEMBERS]; // (n) each member's logits (N, V)
+    for (int i = 0; i < n; i++) { // every member first: the mixing reads all their logits
+        alloy_status s = alloy_model_forward_ex(e->models[i], tokens, B, T, true);
+        if (s) return s;
+        z[i] = e->models[i]->acts.logits;
     }
-    // PROBS: logp accumulates Σ wᵢ pᵢ (as probabilities, in place), then its log; LOGITS: Σ wᵢ zᵢ
-    for (int i = 0; i < n; i++) {
-        alloy_model *m = e->models[i];
-        if (!learned) {
-            alloy_status s = alloy_model_forward_ex(m, tokens, B, T, true);
-            if (s) return s;
-        }
-        const float *z = m->acts.logits;
-        double w0 = e->weights[i];
+    double *gates = NULL; // LEARNED: (N, n) per-row log-weights from the members' hidden states
+    if (e->mode == ALLOY_ENSEMBLE_LEARNED) {
+        alloy_status s = learned_log_weights(&gates, e, N);
+        if (s) return s;
+    }
+    bool logits_mode = e->mode == ALLOY_ENSEMBLE_LOGITS;
+    double w[ALLOY_ENSEMBLE_MAX_MEMBERS]; // LOGITS: wᵢ; PROBS: log wᵢ
+    for (int i = 0; i < n; i++) w[i] = logits_mode ? e->weights[i] : log(e->weights[i]);
+    static const double log_one = 0.0;
 #pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < N; r++) {
-            const float *zr = z + r * V;
-            float *out = logp + r * V;
-            double w = learned ? (double)gates[r * n + i] : w0;
-            if (e->mode == ALLOY_ENSEMBLE_LOGITS) {
-                for (int v = 0; v < V; v++) out[v] = (float)((i ? out[v] : 0.0) + w * zr[v]);
-            } else {
-                double lse = row_logsumexp(zr, V);
-                for (int v = 0; v < V; v++) out[v] = (float)((i ? out[v] : 0.0) + w * exp((double)zr[v] - lse));
-            }
+    for (int64_t r = 0; r < N; r++) {
+        const float *zr[ALLOY_ENSEMBLE_MAX_MEMBERS];
+        for (int i = 0; i < n; i++) zr[i] = z[i] + r * V;
+        float *out = logp + r * V;
+        if (logits_mode) {
+            ensemble_logits_forward(out, zr, w, n, V);
+            const float *sum = out;
+            ensemble_mix_forward(out, &sum, &log_one, 1, V); // log softmax: a mixture of one member of weight 1
+        } else {
+            ensemble_mix_forward(out, zr, gates ? gates + r * n : w, n, V);
         }
     }
     alloy_free(gates);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < N; r++) {
-        float *out = logp + r * V;
-        if (e->mode == ALLOY_ENSEMBLE_LOGITS) {
-            double lse = row_logsumexp(out, V);
-            for (int v = 0; v < V; v++) out[v] = (float)(out[v] - lse);
-        } else {
-            for (int v = 0; v < V; v++) out[v] = out[v] > 0.0f ? logf(out[v]) : -INFINITY;
-        }
-    }
     return ALLOY_STATUS_OK;
 }
 

@@ -2,14 +2,16 @@
  * ensemble_engine.c — N engines run as one: every call goes to each member with the same
  * arguments and the rows of logits are combined (see "Ensemble engines" in alloy/infer.h).
  *
- * Per row, with member i's logits zᵢ (V) and weights wᵢ (summing to 1):
- *   PROBS   log Σ wᵢ softmax(zᵢ) = logsumexpᵢ(log wᵢ + zᵢ − lseᵢ), lseᵢ = log Σ_v exp(zᵢ[v]),
- *           built one member at a time as a running log-add-exp, in double (no probability
- *           underflows to 0 before the log, so every token keeps a finite log-probability);
- *   LOGITS  Σ wᵢ zᵢ.
- * Member 0 writes into the caller's buffer, which is then combined in place; the others write
- * into one scratch of (rows, V) floats, sized for max_batch rows at creation (decode steps and
- * LAST prefills) and grown when an ALL prefill asks for more rows.
+ * Per row, with member i's logits zᵢ (V) and weights wᵢ (summing to 1), the mixing kernels of
+ * alloy/kernels.h (the ones the fp32 ensemble and the learned combiner use):
+ *   PROBS   log Σ wᵢ softmax(zᵢ) (ensemble_mix_forward: a log-sum-exp over members in double,
+ *           so no probability underflows to 0 before the log and every token that a weighted
+ *           member gives a finite logit keeps a finite log-probability);
+ *   LOGITS  Σ wᵢ zᵢ (ensemble_logits_forward).
+ * Member 0 writes into the caller's buffer, member i > 0 into slice i − 1 of one scratch of
+ * (n − 1, rows, V) floats, sized for max_batch rows at creation (decode steps and LAST
+ * prefills) and grown when an ALL prefill asks for more rows; once every member has run, each
+ * row is combined into the caller's buffer.
  *
  * engine.c checks each call against the ensemble before it gets here, so a member fails only
  * when memory runs out; the members that ran are then truncated back to where they were.
@@ -22,14 +24,33 @@
 struct ensemble_engine {
     alloy_engine *members[ALLOY_ENGINE_MAX_MEMBERS]; /* (n) owned once the ensemble is made */
     double w[ALLOY_ENGINE_MAX_MEMBERS];              /* (n) weights, summing to 1 */
+    double log_w[ALLOY_ENGINE_MAX_MEMBERS];          /* (n) their logs (PROBS; −inf for 0) */
     int n;                                           /* members */
     alloy_ensemble_mode mode;                        /* PROBS or LOGITS */
     int V;                                           /* the members' vocabulary */
     int max_batch;                                   /* the members' max_batch */
-    float *scratch;                                  /* (cap_rows, V) a member's logits */
-    size_t cap_rows;                                 /* rows scratch holds */
+    float *scratch;                                  /* (n - 1, cap_rows, V) members 1.. logits */
+    size_t cap_rows;                                 /* rows scratch holds per member */
     int *base;                                       /* (max_batch) lengths before a call, for a roll-back */
 };
+
+/* Makes room in scratch for rows rows of logits of every member but the first (its contents
+ * are not kept). */
+static alloy_status reserve(ensemble_engine *x, int64_t rows) {
+    if (x->scratch && (size_t)rows <= x->cap_rows) return ALLOY_STATUS_OK;
+    size_t cells;
+    if (!alloy_mul_size((size_t)rows, (size_t)x->V, &cells) || !alloy_mul_size(cells, (size_t)(x->n - 1), &cells) ||
+        !alloy_mul_size(cells, sizeof(float), &cells))
+        return alloy_fail(ALLOY_STATUS_NOMEM, "ensemble engine: %d x %lld x %d logits overflow", x->n - 1, (long long)rows, x->V);
+    float *p = alloy_malloc(cells);
+    if (!p)
+        return alloy_fail(ALLOY_STATUS_NOMEM, "ensemble engine: out of memory for %d x %lld x %d logits", x->n - 1,
+                          (long long)rows, x->V);
+    alloy_free(x->scratch);
+    x->scratch = p;
+    x->cap_rows = (size_t)rows;
+    return ALLOY_STATUS_OK;
+}
 
 alloy_status ensemble_engine_create(ensemble_engine **out, alloy_engine_options *shape, int *V,
                                     alloy_engine *const *members, const float *weights, int n,
@@ -76,17 +97,14 @@ alloy_status ensemble_engine_create(ensemble_engine **out, alloy_engine_options 
     for (int i = 0; i < n; i++) {
         x->members[i] = members[i];
         x->w[i] = (weights ? weights[i] : 1.0) / total;
+        x->log_w[i] = log(x->w[i]);
     }
     x->n = n;
     x->mode = mode;
     x->V = i0.vocab_size;
     x->max_batch = i0.max_batch;
-    x->cap_rows = (size_t)i0.max_batch;
-    size_t cells;
-    if (alloy_mul_size(x->cap_rows, (size_t)x->V, &cells) && alloy_mul_size(cells, sizeof(float), &cells))
-        x->scratch = alloy_malloc(cells);
     x->base = alloy_calloc((size_t)x->max_batch, sizeof(int));
-    if (!x->scratch || !x->base) {
+    if (!x->base || reserve(x, i0.max_batch)) {
         ensemble_engine_destroy(x, false);
         return alloy_fail(ALLOY_STATUS_NOMEM, "ensemble engine: out of memory for %d x %d logits", i0.max_batch, i0.vocab_size);
     }
@@ -106,46 +124,17 @@ void ensemble_engine_destroy(ensemble_engine *x, bool members) {
 
 /* ---- combining rows --------------------------------------------------------------------- */
 
-/* log(exp(a) + exp(b)), exact for -inf on either side. */
-static inline double log_add_exp(double a, double b) {
-    if (a == -INFINITY) return b;
-    if (b == -INFINITY) return a;
-    return a > b ? a + log1p(exp(b - a)) : b + log1p(exp(a - b));
-}
-
-/* log Σ_v exp(z_v) of one row, in double. */
-static double row_logsumexp(const float *z, int V) {
-    float mx = -INFINITY;
-    for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-    if (mx == -INFINITY) return -INFINITY;
-    double s = 0.0;
-    for (int v = 0; v < V; v++) s += exp((double)z[v] - mx);
-    return mx + log(s);
-}
-
-/* Folds member i's logits z (rows, V) into out (rows, V): member 0 starts out (z may be out
- * itself), the others add to it. */
-static void fold(const ensemble_engine *x, float *out, const float *z, int i, int64_t rows) {
-    int V = x->V;
-    double w = x->w[i];
-    bool probs = x->mode == ALLOY_ENSEMBLE_PROBS;
-    double log_w = w > 0.0 ? log(w) : -INFINITY;
+/* Combines the rows (rows, V) of every member into out, which holds member 0's. */
+static void combine(const ensemble_engine *x, float *out, int64_t rows) {
+    int V = x->V, n = x->n;
+    size_t slice = x->cap_rows * (size_t)V;
 #pragma omp parallel for schedule(static) if (rows * V > 65536)
     for (int64_t r = 0; r < rows; r++) {
-        float *o = out + r * V;
-        const float *zr = z + r * V;
-        if (w == 0.0) { // a member without weight adds nothing (and 0·(-inf) would be NaN)
-            if (i == 0)
-                for (int v = 0; v < V; v++) o[v] = probs ? -INFINITY : 0.0f;
-        } else if (!probs) {
-            for (int v = 0; v < V; v++) o[v] = (float)((i ? (double)o[v] : 0.0) + w * zr[v]);
-        } else {
-            double shift = log_w - row_logsumexp(zr, V); // log wᵢ − lseᵢ
-            for (int v = 0; v < V; v++) {
-                double t = (double)zr[v] + shift;
-                o[v] = (float)(i ? log_add_exp((double)o[v], t) : t);
-            }
-        }
+        const float *z[ALLOY_ENGINE_MAX_MEMBERS];
+        z[0] = out + r * V;
+        for (int i = 1; i < n; i++) z[i] = x->scratch + (size_t)(i - 1) * slice + (size_t)r * (size_t)V;
+        if (x->mode == ALLOY_ENSEMBLE_PROBS) ensemble_mix_forward(out + r * V, z, x->log_w, n, V);
+        else ensemble_logits_forward(out + r * V, z, x->w, n, V);
     }
 }
 
@@ -166,20 +155,6 @@ static alloy_status run_member(alloy_engine *m, float *logits, const call *c) {
     return alloy_engine_prefill_batch(m, logits, c->rows, c->seqs, c->tokens, c->lens, c->n);
 }
 
-/* Makes room in scratch for rows rows of logits (its contents are not kept). */
-static alloy_status reserve(ensemble_engine *x, int64_t rows) {
-    if ((size_t)rows <= x->cap_rows) return ALLOY_STATUS_OK;
-    size_t cells;
-    if (!alloy_mul_size((size_t)rows, (size_t)x->V, &cells) || !alloy_mul_size(cells, sizeof(float), &cells))
-        return alloy_fail(ALLOY_STATUS_NOMEM, "ensemble engine: %lld x %d logits overflow", (long long)rows, x->V);
-    float *p = alloy_malloc(cells);
-    if (!p) return alloy_fail(ALLOY_STATUS_NOMEM, "ensemble engine: out of memory for %lld x %d logits", (long long)rows, x->V);
-    alloy_free(x->scratch);
-    x->scratch = p;
-    x->cap_rows = (size_t)rows;
-    return ALLOY_STATUS_OK;
-}
-
 /* Runs c on every member and combines the rows into logits. */
 static alloy_status run_call(ensemble_engine *x, float *logits, const call *c) {
     int64_t rows = 0;
@@ -190,7 +165,7 @@ static alloy_status run_call(ensemble_engine *x, float *logits, const call *c) {
     if (s) return s;
     for (int k = 0; k < c->n; k++) x->base[c->seqs[k]] = alloy_engine_seq_len(x->members[0], c->seqs[k]);
     for (int i = 0; i < x->n; i++) {
-        float *z = !rows ? NULL : i ? x->scratch : logits;
+        float *z = !rows ? NULL : i ? x->scratch + (size_t)(i - 1) * x->cap_rows * (size_t)x->V : logits;
         s = run_member(x->members[i], z, c);
         if (s) {
             alloy_error_prefix("ensemble member %d", i);
@@ -198,8 +173,8 @@ static alloy_status run_call(ensemble_engine *x, float *logits, const call *c) {
                 for (int k = 0; k < c->n; k++) alloy_engine_truncate(x->members[j], c->seqs[k], x->base[c->seqs[k]]);
             return s;
         }
-        if (rows) fold(x, logits, z, i, rows);
     }
+    if (rows) combine(x, logits, rows);
     return ALLOY_STATUS_OK;
 }
 

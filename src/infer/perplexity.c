@@ -6,6 +6,7 @@
  * and the loss is the mean over all targets, as alloy_eval_lm computes it for the fp32 model.
  */
 #include "alloy/infer.h"
+#include "alloy/train.h" // alloy_eval_result_set
 
 #include <math.h>
 #include <string.h>

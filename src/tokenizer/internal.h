@@ -48,4 +48,9 @@ alloy_status tok_finish(alloy_tokenizer *t, const char *pattern, bool add_prefix
 /* The id of an ordinary token with these bytes, or -1. */
 int32_t tok_lookup(const alloy_tokenizer *t, const char *bytes, size_t len);
 
+/* chat.c, for conversation.c: append the ordinary-text encoding of s (n bytes), or one id (a
+ * marker), to ids, and the mask value m for each new id to mask. */
+alloy_status chat_push_text(const alloy_tokenizer *tok, const char *s, size_t n, int32_t m, alloy_ids *ids, alloy_ids *mask);
+alloy_status chat_push_id(int32_t id, int32_t m, alloy_ids *ids, alloy_ids *mask);
+
 #endif
