@@ -1,9 +1,11 @@
 /*
  * test_checkpoint.c — model checkpoint folders: bitwise roundtrip, config/weights
  * disagreement, missing and corrupt files, corrupt config.json, failed saves, Hugging Face
- * extras.
+ * extras; model paths (alloy_checkpoint_resolve) and the checkpoint object: each kind of path,
+ * tokenizer compatibility, one-line errors for bad paths.
  */
 #include "io_util.h"
+#include "alloy/checkpoint.h"
 
 #include <cJSON.h>
 
@@ -552,6 +554,252 @@ static void test_model_hf_extras(void) {
     alloy_free(dir);
 }
 
+/* ---- model paths and the checkpoint object ------------------------------------------------ */
+
+/* Writes text to dir/name. */
+static void write_text(const char *dir, const char *name, const char *text) {
+    char *p = alloy_path_join(dir, name);
+    write_bytes(p, text, strlen(text));
+    alloy_free(p);
+}
+
+/* A byte-level BPE of `vocab` tokens learned from text, saved as dir/tokenizer.json. */
+static void write_bpe(const char *dir, const char *text, int vocab) {
+    alloy_bpe_train_options o = {.vocab_size = vocab, .min_frequency = 2, .quiet = true};
+    alloy_bpe_trainer *tr;
+    alloy_tokenizer *tok;
+    ALLOY_ASSERT(alloy_bpe_trainer_create(&tr, &o) == ALLOY_STATUS_OK);
+    for (int i = 0; i < 50; i++) ALLOY_ASSERT(alloy_bpe_trainer_feed(tr, text, strlen(text)) == ALLOY_STATUS_OK);
+    ALLOY_ASSERT(alloy_bpe_trainer_finish(tr, &tok) == ALLOY_STATUS_OK);
+    alloy_bpe_trainer_destroy(tr);
+    char *p = alloy_path_join(dir, "tokenizer.json");
+    ALLOY_ASSERT(alloy_tokenizer_save(tok, p) == ALLOY_STATUS_OK);
+    alloy_tokenizer_destroy(tok);
+    alloy_free(p);
+}
+
+/* Opens path: the status, and *dir the folder it resolved to (alloy_free; NULL on failure). */
+static alloy_status open_dir(const char *path, char **dir, bool *from_run) {
+    alloy_checkpoint *ck;
+    alloy_status s = alloy_checkpoint_open(&ck, path);
+    *dir = s ? NULL : alloy_strdup(ck->dir);
+    if (!s && from_run) *from_run = ck->from_run;
+    alloy_checkpoint_close(ck);
+    return s;
+}
+
+static void test_checkpoint_paths(void) {
+    char *dir = copy_tmpdir();
+    char *g = save_checkpoint(dir, "plain", "tiny-gpt2", 3);
+    char *got = NULL;
+    bool from_run = true;
+    // a checkpoint folder, and its own files
+    EXPECT(!open_dir(g, &got, &from_run) && !strcmp(got, g) && !from_run, "checkpoint folder: %s", alloy_last_error());
+    alloy_free(got);
+    static const char *const own[] = {"config.json", "model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char *f = alloy_path_join(g, own[i]);
+        EXPECT(!open_dir(f, &got, &from_run) && !strcmp(got, g) && !from_run, "%s: %s", own[i], alloy_last_error());
+        alloy_free(got);
+        alloy_free(f);
+    }
+    // a run folder: `latest` names checkpoints/step-N
+    char *run = alloy_path_join(dir, "run"), *ckdir = alloy_path_join(run, "checkpoints");
+    alloy_mkdir_p(ckdir);
+    char *step = save_checkpoint(ckdir, "step-00000007", "tiny-gpt2", 3);
+    write_text(run, "latest", "checkpoints/step-00000007\n");
+    EXPECT(!open_dir(run, &got, &from_run) && !strcmp(got, step) && from_run, "run folder: %s", alloy_last_error());
+    alloy_free(got);
+    char *r = NULL;
+    EXPECT(!alloy_checkpoint_resolve(run, &r) && !strcmp(r, step), "resolve of a run folder: %s", alloy_last_error());
+    alloy_free(r);
+    // a Hugging Face folder with an index of shards
+    char *hf = alloy_path_join(dir, "hf"), *w = alloy_path_join(g, "model.safetensors");
+    alloy_mkdir_p(hf);
+    size_t n;
+    uint8_t *bytes = read_bytes(w, &n);
+    char *shard = alloy_path_join(hf, "model-00001-of-00001.safetensors"), *c = alloy_path_join(g, "config.json");
+    write_bytes(shard, bytes, n);
+    free(bytes);
+    bytes = read_bytes(c, &n);
+    char *hc = alloy_path_join(hf, "config.json");
+    write_bytes(hc, bytes, n);
+    free(bytes);
+    write_text(hf, "model.safetensors.index.json", "{\"weight_map\": {\"transformer.wte.weight\": \"model-00001-of-00001.safetensors\"}}");
+    alloy_checkpoint *ck = NULL;
+    alloy_status s = alloy_checkpoint_open(&ck, hf);
+    EXPECT(!s && !strcmp(ck->dir, hf) && ck->weights.n == 1 && !ck->tokenizer_file && !ck->chat_template[0],
+           "an indexed folder: %s", alloy_last_error());
+    // the fingerprint is the weights' bytes: the shard holds plain's bytes
+    alloy_checkpoint *a = NULL, *b = NULL, *other = NULL;
+    char *g2 = save_checkpoint(dir, "other", "tiny-gpt2", 4);
+    uint64_t fa = 0, fb = 1, fh = 2, fo = 3;
+    EXPECT(!alloy_checkpoint_open(&a, g) && !alloy_checkpoint_open(&b, run) && !alloy_checkpoint_open(&other, g2),
+           "open: %s", alloy_last_error());
+    if (a && b && other && ck) {
+        alloy_checkpoint_fingerprint(a, &fa);
+        alloy_checkpoint_fingerprint(b, &fb);
+        alloy_checkpoint_fingerprint(ck, &fh);
+        alloy_checkpoint_fingerprint(other, &fo);
+        EXPECT(fa == fb && fa == fh && fa != fo, "fingerprints %llx %llx %llx %llx", (unsigned long long)fa,
+               (unsigned long long)fb, (unsigned long long)fh, (unsigned long long)fo);
+    }
+    alloy_checkpoint_close(a);
+    alloy_checkpoint_close(b);
+    alloy_checkpoint_close(other);
+    alloy_checkpoint_close(ck);
+    // the chat template recorded in config.json
+    char *chat = variant(dir, "chat", g, "chat_template", "\"chatml\"");
+    ck = NULL;
+    EXPECT(!alloy_checkpoint_open(&ck, chat) && !strcmp(ck->chat_template, "chatml"), "chat template: %s",
+           ck ? ck->chat_template : alloy_last_error());
+    alloy_checkpoint_close(ck);
+    // a tokenizer through a model path: the byte tokenizer its config names, from the run folder
+    char *named = variant(ckdir, "step-00000008", step, "alloy_tokenizer", "\"bytes\"");
+    write_text(run, "latest", "checkpoints/step-00000008\n");
+    alloy_tokenizer *tok = NULL;
+    s = alloy_checkpoint_load_tokenizer(run, &tok);
+    EXPECT(!s && tok && !strcmp(alloy_tokenizer_name(tok), "bytes"), "tokenizer of a run folder: %s", alloy_last_error());
+    alloy_tokenizer_destroy(tok);
+    s = alloy_checkpoint_load_tokenizer(g, &tok); // names none, has none
+    EXPECT(s == ALLOY_STATUS_USAGE && says(g) && says("names no tokenizer") && one_line(), "no tokenizer: %s '%s'",
+           alloy_status_name(s), alloy_last_error());
+    alloy_free(named);
+    alloy_free(chat);
+    alloy_free(g2);
+    alloy_free(hc);
+    alloy_free(c);
+    alloy_free(shard);
+    alloy_free(w);
+    alloy_free(hf);
+    alloy_free(step);
+    alloy_free(ckdir);
+    alloy_free(run);
+    alloy_free(g);
+    alloy_free(dir);
+}
+
+/* A checkpoint folder <dir>/<name> of vocabulary V, with a BPE learned from text (NULL: none). */
+static char *save_vocab(const char *dir, const char *name, int V, const char *text) {
+    alloy_config cfg;
+    ALLOY_ASSERT(alloy_config_preset(&cfg, "tiny-gpt2", V) == ALLOY_STATUS_OK);
+    alloy_model *m;
+    ALLOY_ASSERT(alloy_model_create(&m, &cfg, 1, 16) == ALLOY_STATUS_OK);
+    alloy_model_init_weights(m, 1);
+    char *ck = alloy_path_join(dir, name);
+    ALLOY_ASSERT(alloy_model_save(m, ck) == ALLOY_STATUS_OK);
+    alloy_model_destroy(m);
+    if (text) write_bpe(ck, text, V);
+    return ck;
+}
+
+static void test_checkpoint_compatible(void) {
+    char *dir = copy_tmpdir();
+    char *a = save_vocab(dir, "a", 264, "the cat sat on the mat, the cat sat on the mat. ");
+    char *a2 = save_vocab(dir, "a2", 264, "the cat sat on the mat, the cat sat on the mat. ");
+    char *b = save_vocab(dir, "b", 264, "zzyzx quux zzyzx quux plugh xyzzy plugh xyzzy. ");
+    char *none = save_vocab(dir, "none", 264, NULL), *none2 = save_vocab(dir, "none2", 264, NULL);
+    char *small = save_vocab(dir, "small", 256, NULL);
+    alloy_checkpoint *ca, *ca2, *cb, *cn, *cn2, *cs;
+    REQUIRE(!alloy_checkpoint_open(&ca, a) && !alloy_checkpoint_open(&ca2, a2) && !alloy_checkpoint_open(&cb, b) &&
+                !alloy_checkpoint_open(&cn, none) && !alloy_checkpoint_open(&cn2, none2) && !alloy_checkpoint_open(&cs, small),
+            "open: %s", alloy_last_error());
+    char why[1024];
+    EXPECT(alloy_checkpoint_compatible(ca, ca2, why, sizeof why), "the same tokenizer refused: %s", why);
+    EXPECT(alloy_checkpoint_compatible(cn, cn2, why, sizeof why), "two without a tokenizer refused: %s", why);
+    bool ok = alloy_checkpoint_compatible(ca, cb, why, sizeof why);
+    EXPECT(!ok && strstr(why, "b/tokenizer.json differs from") && strstr(why, "a/tokenizer.json") && !strchr(why, '\n'),
+           "two tokenizers: '%s'", why);
+    ok = alloy_checkpoint_compatible(cn, ca, why, sizeof why);
+    EXPECT(!ok && strstr(why, "none has no tokenizer.json but") && strstr(why, "a/tokenizer.json"), "one without: '%s'", why);
+    ok = alloy_checkpoint_compatible(cn, cs, why, sizeof why);
+    EXPECT(!ok && strstr(why, "vocabulary of 256") && strstr(why, "264"), "vocabularies: '%s'", why);
+    const alloy_tokenizer *ta, *tb;
+    EXPECT(!alloy_checkpoint_tokenizer(ca, &ta) && !alloy_checkpoint_tokenizer(ca2, &tb) && ta && tb &&
+               alloy_tokenizer_hash(ta) == alloy_tokenizer_hash(tb),
+           "one identity for one tokenizer");
+    alloy_checkpoint_close(ca);
+    alloy_checkpoint_close(ca2);
+    alloy_checkpoint_close(cb);
+    alloy_checkpoint_close(cn);
+    alloy_checkpoint_close(cn2);
+    alloy_checkpoint_close(cs);
+    alloy_free(a);
+    alloy_free(a2);
+    alloy_free(b);
+    alloy_free(none);
+    alloy_free(none2);
+    alloy_free(small);
+    alloy_free(dir);
+}
+
+static void test_checkpoint_bad_paths(void) {
+    char *dir = copy_tmpdir();
+    char *g = save_checkpoint(dir, "good", "tiny-gpt2", 3);
+    alloy_checkpoint *ck = (alloy_checkpoint *)1;
+    // a missing folder
+    char *missing = alloy_path_join(dir, "missing");
+    alloy_status s = alloy_checkpoint_open(&ck, missing);
+    EXPECT(s == ALLOY_STATUS_IO && !ck && says(missing) && says("no such folder") && one_line(), "missing: %s '%s'",
+           alloy_status_name(s), alloy_last_error());
+    // a run folder whose latest names nothing, or climbs out
+    char *run = alloy_path_join(dir, "run");
+    alloy_mkdir_p(run);
+    write_text(run, "latest", "checkpoints/step-00000009\n");
+    s = alloy_checkpoint_open(&ck, run);
+    EXPECT(s == ALLOY_STATUS_IO && says("latest: names") && says("step-00000009, which does not exist") && one_line(),
+           "latest naming nothing: %s '%s'", alloy_status_name(s), alloy_last_error());
+    write_text(run, "latest", "../good\n");
+    s = alloy_checkpoint_open(&ck, run);
+    EXPECT(s == ALLOY_STATUS_FORMAT && says("latest: does not name a checkpoint folder") && one_line(), "latest with ..: %s '%s'",
+           alloy_status_name(s), alloy_last_error());
+    // a folder that is neither, a file that is no checkpoint's
+    char *empty = alloy_path_join(dir, "empty");
+    alloy_mkdir_p(empty);
+    s = alloy_checkpoint_open(&ck, empty);
+    EXPECT(s == ALLOY_STATUS_IO && says(empty) && says("no checkpoint here") && one_line(), "empty: %s '%s'",
+           alloy_status_name(s), alloy_last_error());
+    write_text(dir, "notes.txt", "hello");
+    char *notes = alloy_path_join(dir, "notes.txt");
+    s = alloy_checkpoint_open(&ck, notes);
+    EXPECT(s == ALLOY_STATUS_IO && says(notes) && says("not a folder") && one_line(), "a file: %s '%s'", alloy_status_name(s),
+           alloy_last_error());
+    // a malformed config.json, a chat template that is not a string
+    char *bad = variant(dir, "bad", g, "n_layer", NULL), *cfg = alloy_path_join(bad, "config.json");
+    write_text(bad, "config.json", "{\"model_type\": \"gpt2\", ");
+    s = alloy_checkpoint_open(&ck, bad);
+    EXPECT(s == ALLOY_STATUS_FORMAT && says(cfg) && one_line(), "malformed config.json: %s '%s'", alloy_status_name(s),
+           alloy_last_error());
+    char *tmpl = variant(dir, "tmpl", g, "chat_template", "3");
+    s = alloy_checkpoint_open(&ck, tmpl);
+    EXPECT(s == ALLOY_STATUS_FORMAT && says("chat_template") && says(tmpl) && one_line(), "chat_template 3: %s '%s'",
+           alloy_status_name(s), alloy_last_error());
+    // config.json without weights
+    char *bare = alloy_path_join(dir, "bare");
+    alloy_mkdir_p(bare);
+    char *gc = alloy_path_join(g, "config.json");
+    size_t n;
+    uint8_t *bytes = read_bytes(gc, &n);
+    char *bc = alloy_path_join(bare, "config.json");
+    write_bytes(bc, bytes, n);
+    free(bytes);
+    s = alloy_checkpoint_open(&ck, bare);
+    EXPECT(s == ALLOY_STATUS_IO && says(bare) && says("model.safetensors") && one_line(), "no weights: %s '%s'",
+           alloy_status_name(s), alloy_last_error());
+    alloy_free(bc);
+    alloy_free(gc);
+    alloy_free(bare);
+    alloy_free(tmpl);
+    alloy_free(cfg);
+    alloy_free(bad);
+    alloy_free(notes);
+    alloy_free(empty);
+    alloy_free(run);
+    alloy_free(missing);
+    alloy_free(g);
+    alloy_free(dir);
+}
+
 int main(void) {
     RUN(test_model_roundtrip);
     RUN(test_model_mismatch);
@@ -559,5 +807,8 @@ int main(void) {
     RUN(test_config_corrupt);
     RUN(test_model_failed_save);
     RUN(test_model_hf_extras);
+    RUN(test_checkpoint_paths);
+    RUN(test_checkpoint_compatible);
+    RUN(test_checkpoint_bad_paths);
     return harness_exit();
 }

@@ -14,6 +14,7 @@
 #include "alloy/dedup.h"
 #include "alloy/data.h"
 #include "alloy/io.h"
+#include "alloy/checkpoint.h"
 #include "alloy/llmc.h"
 #include "alloy/quant.h"
 #include "alloy/gguf.h"

@@ -47,13 +47,26 @@ alloy_status alloy_tokenizer_create(alloy_tokenizer **out, const char *name);
  * A file of another kind (WordPiece, Unigram, a BPE that is not byte-level) is refused with a
  * message that says what it is. */
 alloy_status alloy_tokenizer_load(alloy_tokenizer **out, const char *path);
+/* The tokenizer file a model folder holds (alloy_free *file): dir/tokenizer.json, else
+ * dir/encoder.json (GPT-2's pair, with vocab.bpe beside it); NULL (and OK) when it holds neither. */
+alloy_status alloy_tokenizer_folder_file(const char *dir, char **file);
+/* The tokenizer a model folder carries, alloy's one answer to "which tokenizer does this folder
+ * carry?": its tokenizer file (alloy_tokenizer_folder_file), else the byte tokenizer when
+ * `named` (its config.json's tokenizer name; NULL or "" for none) is "bytes". *out is NULL (and
+ * the status OK) when the folder has no file and names none; MISMATCH naming dir when it names
+ * another tokenizer ("bpe") but has no file. */
+alloy_status alloy_tokenizer_load_folder(alloy_tokenizer **out, const char *dir, const char *named);
 /* Writes a Hugging Face tokenizer.json (atomically). BPE only. */
 alloy_status alloy_tokenizer_save(const alloy_tokenizer *tok, const char *path);
 void alloy_tokenizer_destroy(alloy_tokenizer *tok);
 
 const char *alloy_tokenizer_name(const alloy_tokenizer *tok); /* "bytes" or "bpe" */
 int alloy_tokenizer_vocab_size(const alloy_tokenizer *tok);
-/* A fingerprint of everything that decides the encoding (vocabulary, merges, specials, regex). */
+/* The tokenizer's identity: a fingerprint of everything that decides the encoding (its kind,
+ * every token's bytes and whether it is special, the merges in rank order, the pre-tokenizer
+ * regex, add_prefix_space), not of the file it was read from. This is alloy's one answer to "do
+ * these share a tokenizer?": equal hashes (merge, ensembles, distillation, moe, training from a
+ * model all compare it, through alloy_checkpoint_compatible where they hold checkpoints). */
 uint64_t alloy_tokenizer_hash(const alloy_tokenizer *tok);
 /* The id of a special token by its text, or -1. */
 int32_t alloy_tokenizer_special_id(const alloy_tokenizer *tok, const char *text);

@@ -17,6 +17,7 @@
 #include "alloy/base.h"
 #include "alloy/model.h"
 #include "alloy/data.h"
+#include "alloy/checkpoint.h" /* alloy_run_latest, alloy_checkpoint_resolve */
 
 #ifdef __cplusplus
 extern "C" {
@@ -302,13 +303,6 @@ void alloy_eval_result_set(alloy_eval_result *r, double sum_nll, int64_t windows
  * not depend on B. */
 alloy_status alloy_eval_lm(alloy_model *m, const alloy_dataset *ds, alloy_split split, int B, int T,
                            int64_t max_windows, alloy_eval_result *out);
-
-/* The run folder's latest checkpoint folder (alloy_free it), or an error naming the folder. */
-alloy_status alloy_run_latest(const char *run_dir, char **ckpt);
-/* What a --model flag names: dir itself when it holds a checkpoint (config.json or weights), else a run
- * folder's latest checkpoint (alloy_free *ckpt); IO naming dir when it does not exist or is
- * not a folder. */
-alloy_status alloy_checkpoint_resolve(const char *dir, char **ckpt);
 
 #ifdef __cplusplus
 }

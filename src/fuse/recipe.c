@@ -5,9 +5,11 @@
  * The parser reads the whole document (libyaml's document API keeps each node's line), then
  * walks it strictly: every key must be known, every value of the type its key takes, and every
  * parameter one that the method takes in that place. Messages are "FILE:LINE: problem". Model
- * folders are only named here; merge.c opens them.
+ * paths are resolved here, as every verb resolves them (alloy_checkpoint_resolve: a run folder
+ * names its latest checkpoint), and opened by merge.c.
  */
 #include "alloy/fuse.h"
+#include "alloy/checkpoint.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -469,6 +471,35 @@ static alloy_status parse_root(parser *p, const yaml_node_t *root) {
     return s ? s : check_recipe(p, root);
 }
 
+/* Replaces *name by the checkpoint folder it names when that is another path (a run folder's
+ * latest checkpoint, the folder of a checkpoint's config.json); a name that does not resolve is
+ * left as written, for alloy_merge_run to report. Only NOMEM fails. */
+static alloy_status resolve_model(char **name) {
+    char *dir;
+    if (!*name) return ALLOY_STATUS_OK;
+    alloy_status s = alloy_checkpoint_resolve(*name, &dir);
+    if (s) return s == ALLOY_STATUS_NOMEM ? s : ALLOY_STATUS_OK;
+    if (strcmp(dir, *name) != 0) {
+        alloy_free(*name);
+        *name = dir;
+    } else {
+        alloy_free(dir);
+    }
+    return ALLOY_STATUS_OK;
+}
+
+/* Resolves every model path of the recipe (resolve_model). */
+static alloy_status resolve_models(alloy_merge_recipe *r) {
+    alloy_status s = resolve_model(&r->base_model);
+    if (!s && r->tokenizer_source && strcmp(r->tokenizer_source, "base") && strcmp(r->tokenizer_source, "union"))
+        s = resolve_model(&r->tokenizer_source);
+    for (int i = 0; i < r->n_slices && !s; i++) {
+        s = resolve_model(&r->slices[i].base_model);
+        for (int j = 0; j < r->slices[i].n_sources && !s; j++) s = resolve_model(&r->slices[i].sources[j].model);
+    }
+    return s;
+}
+
 alloy_status alloy_merge_recipe_parse(alloy_merge_recipe **out, const char *text, size_t len, const char *what) {
     *out = NULL;
     alloy_merge_recipe *r = alloy_calloc(1, sizeof *r);
@@ -516,6 +547,7 @@ alloy_status alloy_merge_recipe_parse(alloy_merge_recipe **out, const char *text
     }
     yaml_document_delete(&p.doc);
     yaml_parser_delete(&yp);
+    if (!s) s = resolve_models(r);
     if (s) {
         alloy_merge_recipe_free(r);
         return s;

@@ -384,3 +384,34 @@ alloy_status alloy_tokenizer_save(const alloy_tokenizer *t, const char *path) {
     cJSON_free(text);
     return s;
 }
+
+/* ---- the tokenizer a model folder carries ---- */
+
+alloy_status alloy_tokenizer_folder_file(const char *dir, char **file) {
+    *file = NULL;
+    static const char *const names[] = {"tokenizer.json", "encoder.json"}; // in this order of preference
+    for (int i = 0; i < 2; i++) {
+        char *p = alloy_path_join(dir, names[i]);
+        if (!p) return ALLOY_STATUS_NOMEM;
+        if (alloy_path_exists(p)) {
+            *file = p;
+            return ALLOY_STATUS_OK;
+        }
+        alloy_free(p);
+    }
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_tokenizer_load_folder(alloy_tokenizer **out, const char *dir, const char *named) {
+    *out = NULL;
+    char *file;
+    alloy_status s = alloy_tokenizer_folder_file(dir, &file);
+    if (s) return s;
+    if (file) s = alloy_tokenizer_load(out, dir); // tokenizer.json first, else encoder.json + vocab.bpe
+    else if (named && !strcmp(named, "bytes")) s = alloy_tokenizer_create(out, "bytes");
+    else if (named && *named)
+        s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: config.json names the tokenizer \"%s\" but the folder has no tokenizer.json",
+                       dir, named);
+    alloy_free(file);
+    return s;
+}

@@ -5,6 +5,7 @@
  *                                      optimizer.safetensors, trainer_state.json
  *     RUN/latest                       "checkpoints/step-00000100"
  *
+ * (alloy_run_latest and alloy_checkpoint_resolve, in src/io/model_path.c, read this layout.)
  * A checkpoint is written whole into RUN/checkpoints/.tmp-step-N, each file fsynced, then the
  * folder is renamed into place and `latest` replaced atomically. A crash at any moment leaves
  * `latest` naming a complete checkpoint.
@@ -90,52 +91,6 @@ alloy_status alloy_optimizer_load(alloy_optimizer *opt, const alloy_model *model
     }
     if (!s) opt->step = k;
     alloy_safetensors_close(st);
-    return s;
-}
-
-alloy_status alloy_checkpoint_resolve(const char *dir, char **ckpt) {
-    *ckpt = NULL;
-    if (!alloy_is_dir(dir))
-        return alloy_fail(ALLOY_STATUS_IO, "%s: %s", dir, alloy_path_exists(dir) ? "not a folder" : "no such folder");
-    // a checkpoint folder holds config.json or weights (loading then names what is missing)
-    static const char *const marks[] = {"config.json", "model.safetensors", "model.safetensors.index.json"};
-    bool here = false;
-    for (int i = 0; i < 3 && !here; i++) {
-        char *p = alloy_path_join(dir, marks[i]);
-        if (!p) return ALLOY_STATUS_NOMEM;
-        here = alloy_path_exists(p);
-        alloy_free(p);
-    }
-    if (here) return (*ckpt = alloy_strdup(dir)) ? ALLOY_STATUS_OK : ALLOY_STATUS_NOMEM;
-    return alloy_run_latest(dir, ckpt);
-}
-
-alloy_status alloy_run_latest(const char *run_dir, char **ckpt) {
-    *ckpt = NULL;
-    char *lp = alloy_path_join(run_dir, "latest");
-    if (!lp) return ALLOY_STATUS_NOMEM;
-    char *text;
-    alloy_status s = alloy_file_read_all(lp, &text, NULL);
-    if (s) {
-        s = alloy_fail(ALLOY_STATUS_IO, "%s: no checkpoint here (neither model.safetensors nor a `latest` file)", run_dir);
-        alloy_free(lp);
-        return s;
-    }
-    size_t n = strcspn(text, "\r\n");
-    text[n] = '\0';
-    if (n == 0 || strstr(text, "..") || text[0] == '/') {
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: does not name a checkpoint folder", lp);
-    } else {
-        *ckpt = alloy_path_join(run_dir, text);
-        if (!*ckpt) s = ALLOY_STATUS_NOMEM;
-        else if (!alloy_is_dir(*ckpt)) {
-            s = alloy_fail(ALLOY_STATUS_IO, "%s: names %s, which does not exist", lp, *ckpt);
-            alloy_free(*ckpt);
-            *ckpt = NULL;
-        }
-    }
-    alloy_free(text);
-    alloy_free(lp);
     return s;
 }
 

@@ -43,7 +43,8 @@ typedef struct chat {
     alloy_model *ms[ALLOY_ENGINE_MAX_MEMBERS]; /* (n_models) the models; ms[0] gives the tokenizer */
     char *dirs[ALLOY_ENGINE_MAX_MEMBERS];      /* (n_models) their checkpoint folders */
     int n_models;
-    alloy_tokenizer *tok;
+    alloy_checkpoint *ck;                      /* the first model's checkpoint */
+    const alloy_tokenizer *tok;                /* its tokenizer (owned by ck) */
     alloy_engine *e;
     alloy_sampler *smp;
     alloy_chat_message *msgs; /* (n, cap): role and content strings owned here */
@@ -210,7 +211,7 @@ static int chat_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
 
     chat c = {0};
     int max_ctx = 0; // the members' least context; they share the first one's tokenizer
-    alloy_status s = cli_load_members(model_dirs, c.dirs, c.ms, &c.n_models, &max_ctx);
+    alloy_status s = cli_load_members(model_dirs, c.dirs, c.ms, &c.n_models, &max_ctx, &c.ck);
     const char *dir = c.dirs[0];
     alloy_chat_template tmpl;
     bool found = false;
@@ -218,7 +219,8 @@ static int chat_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
     if (!s && (!found || tmpl != ALLOY_CHAT_TEMPLATE_CHATML))
         s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: not a chat model (config.json names no chat_template \"chatml\"; make one with alloy sft)",
                        dir);
-    if (!s) s = alloy_align_load_tokenizer(dir, &c.ms[0]->config, &c.tok);
+    if (!s) s = alloy_checkpoint_tokenizer(c.ck, &c.tok);
+    if (!s && !c.tok) s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: no tokenizer.json and config.json names no tokenizer", dir);
     int32_t end_id = !s ? alloy_chat_end_id(c.tok) : -1;
     if (!s && end_id < 0) s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has no <|im_end|>", dir);
     if (!s)
@@ -262,7 +264,7 @@ static int chat_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
     alloy_free(c.logits);
     alloy_sampler_destroy(c.smp);
     alloy_engine_destroy(c.e);
-    alloy_tokenizer_destroy(c.tok);
+    alloy_checkpoint_close(c.ck);
     for (int i = 0; i < c.n_models; i++) {
         alloy_model_destroy(c.ms[i]);
         alloy_free(c.dirs[i]);

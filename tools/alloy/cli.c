@@ -145,63 +145,28 @@ int cli_ensemble_options(const char *verb, int n_models, const cli_list *weight_
     return 0;
 }
 
-/* The bytes of dir/tokenizer.json; NULL (and no error) when there is none. */
-static alloy_status read_tokenizer_json(const char *dir, char **path, char **data, size_t *size) {
-    *data = NULL;
-    *size = 0;
-    if (!(*path = alloy_path_join(dir, "tokenizer.json"))) return ALLOY_STATUS_NOMEM;
-    return alloy_path_exists(*path) ? alloy_file_read_all(*path, data, size) : ALLOY_STATUS_OK;
+alloy_status cli_check_member(alloy_checkpoint *first, alloy_checkpoint *ck) {
+    char why[2048];
+    if (alloy_checkpoint_compatible(first, ck, why, sizeof why)) return ALLOY_STATUS_OK;
+    return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: ensemble members must share a tokenizer", why);
 }
 
-/* The vocabulary size of a tokenizer.json, or -1 if it does not load. */
-static int tokenizer_vocab(const char *path) {
-    alloy_tokenizer *t;
-    if (alloy_tokenizer_load(&t, path)) return -1;
-    int v = alloy_tokenizer_vocab_size(t);
-    alloy_tokenizer_destroy(t);
-    return v;
-}
-
-alloy_status cli_check_member(const char *dir0, const alloy_config *c0, const char *dir, const alloy_config *c) {
-    if (c->vocab_size != c0->vocab_size)
-        return alloy_fail(ALLOY_STATUS_MISMATCH, "%s has a vocabulary of %d, %s of %d: ensemble members must share one",
-                          dir, c->vocab_size, dir0, c0->vocab_size);
-    char *p0 = NULL, *p = NULL, *d0 = NULL, *d = NULL;
-    size_t n0, n;
-    alloy_status s = read_tokenizer_json(dir0, &p0, &d0, &n0);
-    if (!s) s = read_tokenizer_json(dir, &p, &d, &n);
-    if (!s && (d0 != NULL) != (d != NULL)) {
-        s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s has no tokenizer.json but %s has: ensemble members must share a tokenizer",
-                       d0 ? dir : dir0, d0 ? p0 : p);
-    } else if (!s && !d0 && strcmp(c0->tokenizer, c->tokenizer)) {
-        s = alloy_fail(ALLOY_STATUS_MISMATCH,
-                       "%s was trained with the tokenizer \"%s\", %s with \"%s\": ensemble members must share a tokenizer",
-                       dir, c->tokenizer, dir0, c0->tokenizer);
-    } else if (!s && d0 && (n0 != n || memcmp(d0, d, n))) {
-        int v0 = tokenizer_vocab(p0), v = tokenizer_vocab(p);
-        if (v0 >= 0 && v >= 0 && v0 != v)
-            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s (%d tokens) differs from %s (%d tokens): ensemble members must share a tokenizer",
-                           p, v, p0, v0);
-        else
-            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s differs from %s: ensemble members must share a tokenizer", p, p0);
-    }
-    alloy_free(p0);
-    alloy_free(p);
-    alloy_free(d0);
-    alloy_free(d);
-    return s;
-}
-
-alloy_status cli_load_members(const cli_list *paths, char **dirs, alloy_model **ms, int *n, int *least_ctx) {
+alloy_status cli_load_members(const cli_list *paths, char **dirs, alloy_model **ms, int *n, int *least_ctx,
+                              alloy_checkpoint **first) {
     alloy_status s = ALLOY_STATUS_OK;
     *n = 0;
     *least_ctx = 0;
+    *first = NULL;
     for (int i = 0; i < paths->n && !s; i++) {
-        s = alloy_checkpoint_resolve(paths->items[i], &dirs[i]);
+        alloy_checkpoint *ck = NULL;
+        s = alloy_checkpoint_open(&ck, paths->items[i]);
         *n = i + 1;
+        if (!s && !(dirs[i] = alloy_strdup(ck->dir))) s = ALLOY_STATUS_NOMEM;
         if (!s) s = alloy_model_load(&ms[i], dirs[i], 1, 1);
-        if (!s && i) s = cli_check_member(dirs[0], &ms[0]->config, dirs[i], &ms[i]->config);
+        if (!s && i) s = cli_check_member(*first, ck);
         if (!s && (!*least_ctx || ms[i]->config.max_seq_len < *least_ctx)) *least_ctx = ms[i]->config.max_seq_len;
+        if (i == 0) *first = ck;
+        else alloy_checkpoint_close(ck);
     }
     return s;
 }

@@ -54,16 +54,18 @@ void cli_set_threads(int threads);
  * logits). Returns 0, or 2 after printing the usage error. */
 int cli_ensemble_options(const char *verb, int n_models, const cli_list *weight_args, const char *mode_name,
                          float *weights, alloy_ensemble_mode *mode);
-/* MISMATCH, naming both, unless the model in dir (config c) can join an ensemble with the one in
- * dir0 (config c0): the same vocabulary size, and the same tokenizer — tokenizer.json files with
- * the same bytes, or neither folder has one and the configs name the same tokenizer. */
-alloy_status cli_check_member(const char *dir0, const alloy_config *c0, const char *dir, const alloy_config *c);
-/* Resolves each of paths (a checkpoint folder, or a run folder: its latest checkpoint) into
- * dirs[i], loads its model for an engine (one row of activations: the engine keeps its own) into
+/* MISMATCH, naming both, unless ck can join an ensemble with first (alloy_checkpoint_compatible:
+ * the same vocabulary size and tokenizer). */
+alloy_status cli_check_member(alloy_checkpoint *first, alloy_checkpoint *ck);
+/* Opens each of paths (any model path: alloy_checkpoint_open) into dirs[i], its checkpoint
+ * folder, loads its model for an engine (one row of activations: the engine keeps its own) into
  * ms[i] and checks every member after the first against it (cli_check_member). *n is how many
- * were resolved, on failure too (the dirs and models to free); *least_ctx the members' least
- * max_seq_len. At most ALLOY_ENGINE_MAX_MEMBERS paths (cli_ensemble_options checks). */
-alloy_status cli_load_members(const cli_list *paths, char **dirs, alloy_model **ms, int *n, int *least_ctx);
+ * were tried, on failure too (the dirs and models to free); *least_ctx the members' least
+ * max_seq_len; *first the first member's checkpoint (its tokenizer and template), NULL if it did
+ * not open: alloy_checkpoint_close it, on failure too. At most ALLOY_ENGINE_MAX_MEMBERS paths
+ * (cli_ensemble_options checks). */
+alloy_status cli_load_members(const cli_list *paths, char **dirs, alloy_model **ms, int *n, int *least_ctx,
+                              alloy_checkpoint **first);
 /* An engine with options eo over the model ms[0] (n = 1), or an ensemble engine over one such
  * engine per model of ms (n >= 2) combined as weights (NULL: equal) and mode say. */
 alloy_status cli_engine_create(alloy_engine **out, alloy_model *const *ms, int n, const alloy_engine_options *eo,

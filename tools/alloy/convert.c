@@ -71,17 +71,15 @@ static alloy_status detect(const char *path, source_kind *kind) {
     return ALLOY_STATUS_OK;
 }
 
-/* The tokenizer of a Hugging Face folder, or NULL when it has none. */
+/* The tokenizer of a Hugging Face folder (alloy_tokenizer_load_folder), or NULL when it has none.
+ * GPT-2's vocab.json + merges.txt alone are refused by the loader (it names what it reads) rather
+ * than dropped. */
 static alloy_status folder_tokenizer(const char *dir, alloy_tokenizer **tok) {
     *tok = NULL;
-    static const char *const files[] = {"tokenizer.json", "vocab.json", "encoder.json"};
-    for (int i = 0; i < 3; i++) {
-        char *p = alloy_path_join(dir, files[i]);
-        bool there = p && alloy_path_exists(p);
-        alloy_free(p);
-        if (there) return alloy_tokenizer_load(tok, dir);
-    }
-    return ALLOY_STATUS_OK;
+    char *p = alloy_path_join(dir, "vocab.json");
+    bool slow_files = p && alloy_path_exists(p);
+    alloy_free(p);
+    return slow_files ? alloy_tokenizer_load(tok, dir) : alloy_tokenizer_load_folder(tok, dir, NULL);
 }
 
 /* Writes model (and tok) as a checkpoint folder. */

@@ -90,22 +90,23 @@ static int ensemble_train(int argc, char **argv, cli_list *models_) {
     bool seq_given = cli_find(flags, nf, "seq")->seen;
     cli_set_threads(threads);
 
-    char *dirs[ALLOY_COMBINER_MAX] = {0}, *mpath = NULL;
+    alloy_checkpoint *cks[ALLOY_COMBINER_MAX] = {0};
+    const char *dirs[ALLOY_COMBINER_MAX] = {0}; // their checkpoint folders (owned by cks)
+    char *mpath = NULL;
     alloy_model *ms[ALLOY_COMBINER_MAX] = {0};
     alloy_dataset *ds = NULL;
     alloy_combiner *c = NULL;
     alloy_combiner_report rep;
     alloy_status s = ALLOY_STATUS_OK;
     for (int i = 0; i < n && !s; i++) { // --seq defaults to 128, cut to the shortest context
-        alloy_config cfg;
-        s = alloy_checkpoint_resolve(models.items[i], &dirs[i]);
-        char *cp = s ? NULL : alloy_path_join(dirs[i], "config.json");
-        if (!s) s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;
-        alloy_free(cp);
-        if (!s && cfg.max_seq_len < o.seq) {
+        s = alloy_checkpoint_open(&cks[i], models.items[i]);
+        if (!s) dirs[i] = cks[i]->dir;
+        if (!s && i) s = cli_check_member(cks[0], cks[i]);
+        if (!s && cks[i]->config.max_seq_len < o.seq) {
             if (seq_given)
-                s = alloy_fail(ALLOY_STATUS_USAGE, "%s: --seq %d exceeds the model's context of %d", dirs[i], o.seq, cfg.max_seq_len);
-            else o.seq = cfg.max_seq_len;
+                s = alloy_fail(ALLOY_STATUS_USAGE, "%s: --seq %d exceeds the model's context of %d", dirs[i], o.seq,
+                               cks[i]->config.max_seq_len);
+            else o.seq = cks[i]->config.max_seq_len;
         }
     }
     if (!s && o.seq == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "--seq must be at least 1");
@@ -137,7 +138,7 @@ static int ensemble_train(int argc, char **argv, cli_list *models_) {
     alloy_dataset_close(ds);
     for (int i = 0; i < n; i++) {
         alloy_model_destroy(ms[i]);
-        alloy_free(dirs[i]);
+        alloy_checkpoint_close(cks[i]);
     }
     alloy_free(mpath);
     return s ? cli_fail("ensemble", s) : 0;

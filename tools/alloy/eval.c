@@ -98,9 +98,9 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
     if (!(val_fraction >= 0.0 && val_fraction < 1.0)) return cli_usage("eval", "--val-fraction must lie in [0, 1)");
     cli_set_threads(threads);
 
-    char *dirs[MAX_MEMBERS] = {0};
+    alloy_checkpoint *cks[MAX_MEMBERS] = {0};
+    const char *dirs[MAX_MEMBERS] = {0}; // their checkpoint folders (owned by cks)
     alloy_model *ms[MAX_MEMBERS] = {0};
-    alloy_config cfg;
     alloy_dataset *ds = NULL;
     alloy_ensemble *ens = NULL;
     alloy_combiner *comb = NULL;
@@ -108,20 +108,17 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
     alloy_status s = ALLOY_STATUS_OK;
     int Tw = T; // the window: --seq, else member 0's context (at most 1024); every member scores the same
     for (int i = 0; i < n && !s; i++) {
-        s = alloy_checkpoint_resolve(model_dirs->items[i], &dirs[i]);
+        s = alloy_checkpoint_open(&cks[i], model_dirs->items[i]);
         if (!s) {
-            char *cp = alloy_path_join(dirs[i], "config.json");
-            s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;
-            alloy_free(cp);
-        }
-        if (!s) {
-            if (!Tw) Tw = cfg.max_seq_len < 1024 ? cfg.max_seq_len : 1024;
-            if (Tw > cfg.max_seq_len)
+            const alloy_config *cfg = &cks[i]->config;
+            dirs[i] = cks[i]->dir;
+            if (!Tw) Tw = cfg->max_seq_len < 1024 ? cfg->max_seq_len : 1024;
+            if (Tw > cfg->max_seq_len)
                 s = alloy_fail(ALLOY_STATUS_USAGE, "%s: --seq %d exceeds the model's context of %d", dirs[i], Tw,
-                               cfg.max_seq_len);
+                               cfg->max_seq_len);
             // the engine keeps its own activations: the model then needs none of B·T·V
             if (!s) s = format ? alloy_model_load(&ms[i], dirs[i], 1, 1) : alloy_model_load(&ms[i], dirs[i], B, Tw);
-            if (!s && format && i) s = cli_check_member(dirs[0], &ms[0]->config, dirs[i], &ms[i]->config);
+            if (!s && i) s = cli_check_member(cks[0], cks[i]);
         }
     }
     T = Tw;
@@ -173,7 +170,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
     alloy_dataset_close(ds);
     for (int i = 0; i < n; i++) {
         alloy_model_destroy(ms[i]);
-        alloy_free(dirs[i]);
+        alloy_checkpoint_close(cks[i]);
     }
     return s ? cli_fail("eval", s) : 0;
 }

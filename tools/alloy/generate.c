@@ -68,7 +68,8 @@ typedef struct gen {
     alloy_model *ms[ALLOY_ENGINE_MAX_MEMBERS]; /* (n_models) the models; ms[0] gives the tokenizer */
     char *dirs[ALLOY_ENGINE_MAX_MEMBERS];      /* (n_models) their checkpoint folders */
     int n_models;
-    alloy_tokenizer *tok;
+    alloy_checkpoint *ck;                      /* the first model's checkpoint */
+    const alloy_tokenizer *tok;                /* its tokenizer (owned by ck), NULL if it has none */
     alloy_engine *e;                           /* over one model, or an ensemble of them */
     int32_t **prompts;   /* (n) */
     int *lens;           /* (n) */
@@ -95,7 +96,7 @@ static void gen_free(gen *g) {
     alloy_free(g->results);
     alloy_free(g->bias);
     alloy_engine_destroy(g->e);
-    alloy_tokenizer_destroy(g->tok);
+    alloy_checkpoint_close(g->ck);
     for (int i = 0; i < g->n_models; i++) {
         alloy_model_destroy(g->ms[i]);
         alloy_free(g->dirs[i]);
@@ -234,17 +235,8 @@ static alloy_status read_prompts(gen *g, const char *path) {
 /* Loads the model folders (or runs' latest checkpoints), checks that they can form an ensemble,
  * and loads the first one's tokenizer, if any; *least_ctx is the members' least context. */
 static alloy_status load_models(gen *g, const cli_list *model_dirs, int *least_ctx) {
-    alloy_status s = cli_load_members(model_dirs, g->dirs, g->ms, &g->n_models, least_ctx);
-    if (s) return s;
-    const alloy_config *c = &g->ms[0]->config;
-    char *tj = alloy_path_join(g->dirs[0], "tokenizer.json");
-    if (tj && alloy_path_exists(tj)) s = alloy_tokenizer_load(&g->tok, tj);
-    else if (!strcmp(c->tokenizer, "bytes")) s = alloy_tokenizer_create(&g->tok, "bytes");
-    alloy_free(tj);
-    if (!s && g->tok && alloy_tokenizer_vocab_size(g->tok) > c->vocab_size)
-        s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has %d tokens but the model only %d", g->dirs[0],
-                       alloy_tokenizer_vocab_size(g->tok), c->vocab_size);
-    return s;
+    alloy_status s = cli_load_members(model_dirs, g->dirs, g->ms, &g->n_models, least_ctx, &g->ck);
+    return s ? s : alloy_checkpoint_tokenizer(g->ck, &g->tok);
 }
 
 static const char *finish_words(alloy_finish_reason f) {

@@ -62,24 +62,25 @@ static bool same_folder(const char *a, const char *b) {
     return realpath(a, ra) && realpath(b, rb) && !strcmp(ra, rb);
 }
 
-/* One input: its checkpoint folder, model, and tokenizer.json text (NULL if none). */
+/* One input: its checkpoint, model, and tokenizer.json text (NULL if none). */
 typedef struct input {
-    const char *flag; /* how the messages name it */
-    char *dir;
+    const char *flag;   /* how the messages name it */
+    alloy_checkpoint *ck;
+    const char *dir;    /* ck->dir, its checkpoint folder */
     alloy_model *m;
     char *tok_json;
     size_t tok_size;
 } input;
 
-/* Loads dir's model with activations for one sequence of up to T tokens (clamped to its
- * context) and its tokenizer.json. */
+/* Opens arg (any model path) and loads its model with activations for one sequence of up to T
+ * tokens (clamped to its context) and its tokenizer.json. */
 static alloy_status load_input(input *in, const char *arg, int T) {
-    alloy_status s = alloy_checkpoint_resolve(arg, &in->dir);
-    alloy_config cfg;
-    char *cp = s ? NULL : alloy_path_join(in->dir, "config.json");
-    if (!s) s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;
-    alloy_free(cp);
-    if (!s) s = alloy_model_load(&in->m, in->dir, 1, T < cfg.max_seq_len ? T : cfg.max_seq_len);
+    alloy_status s = alloy_checkpoint_open(&in->ck, arg);
+    if (!s) {
+        in->dir = in->ck->dir;
+        int ctx = in->ck->config.max_seq_len;
+        s = alloy_model_load(&in->m, in->dir, 1, T < ctx ? T : ctx);
+    }
     char *tp = s ? NULL : alloy_path_join(in->dir, "tokenizer.json");
     if (!s && !tp) s = ALLOY_STATUS_NOMEM;
     if (!s && alloy_path_exists(tp)) s = alloy_file_read_all(tp, &in->tok_json, &in->tok_size);
@@ -87,47 +88,22 @@ static alloy_status load_input(input *in, const char *arg, int T) {
     return s;
 }
 
-/* Every input must use the first one's tokenizer: the same tokenizer.json (as a tokenizer,
- * by its hash) or, without one, the same tokenizer name in config.json. */
+/* Every input must be compatible with the first (alloy_checkpoint_compatible: the same
+ * vocabulary and tokenizer). */
 static alloy_status check_tokenizers(const input *in, int n) {
-    uint64_t h0 = 0;
-    for (int i = 0; i < n; i++) {
-        bool has = in[i].tok_json != NULL;
-        if (has != (in[0].tok_json != NULL))
-            return alloy_fail(ALLOY_STATUS_MISMATCH, "%s %s: %s tokenizer.json but %s %s %s", in[i].flag, in[i].dir,
-                              has ? "has a" : "has no", in[0].flag, in[0].dir, has ? "has none" : "has one");
-        if (!has) {
-            if (strcmp(in[i].m->config.tokenizer, in[0].m->config.tokenizer))
-                return alloy_fail(ALLOY_STATUS_MISMATCH, "%s %s: tokenizer \"%s\" differs from %s's \"%s\"", in[i].flag,
-                                  in[i].dir, in[i].m->config.tokenizer, in[0].dir, in[0].m->config.tokenizer);
-            continue;
-        }
-        char *tp = alloy_path_join(in[i].dir, "tokenizer.json");
-        alloy_tokenizer *t = NULL;
-        alloy_status s = tp ? alloy_tokenizer_load(&t, tp) : ALLOY_STATUS_NOMEM;
-        uint64_t h = s ? 0 : alloy_tokenizer_hash(t);
-        alloy_tokenizer_destroy(t);
-        alloy_free(tp);
-        if (s) return s;
-        if (i == 0) h0 = h;
-        else if (h != h0)
-            return alloy_fail(ALLOY_STATUS_MISMATCH, "%s %s: its tokenizer.json differs from %s %s's", in[i].flag,
-                              in[i].dir, in[0].flag, in[0].dir);
-    }
+    char why[2048];
+    for (int i = 1; i < n; i++)
+        if (!alloy_checkpoint_compatible(in[0].ck, in[i].ck, why, sizeof why))
+            return alloy_fail(ALLOY_STATUS_MISMATCH, "%s %s: %s: the experts must share a tokenizer", in[i].flag,
+                              in[i].ck->path, why);
     return ALLOY_STATUS_OK;
 }
 
-/* The tokenizer of the first input (its tokenizer.json, or the byte tokenizer). */
-static alloy_status input_tokenizer(const input *in, alloy_tokenizer **tok) {
-    if (!in->tok_json) {
-        if (!strcmp(in->m->config.tokenizer, "bytes") || !in->m->config.tokenizer[0])
-            return alloy_tokenizer_create(tok, "bytes");
-        return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: no tokenizer.json and config.json names tokenizer \"%s\"", in->dir,
-                          in->m->config.tokenizer);
-    }
-    char *tp = alloy_path_join(in->dir, "tokenizer.json");
-    alloy_status s = tp ? alloy_tokenizer_load(tok, tp) : ALLOY_STATUS_NOMEM;
-    alloy_free(tp);
+/* The tokenizer of the first input (*own when it is made here: a folder that carries none and
+ * names none is read with the byte tokenizer). */
+static alloy_status input_tokenizer(const input *in, const alloy_tokenizer **tok, alloy_tokenizer **own) {
+    alloy_status s = alloy_checkpoint_tokenizer(in->ck, tok);
+    if (!s && !*tok && !(s = alloy_tokenizer_create(own, "bytes"))) *tok = *own;
     return s;
 }
 
@@ -224,7 +200,8 @@ static int moe_main(int argc, char **argv, cli_list *experts_) {
     int n_in = experts.n + (base ? 1 : 0);
     input *in = alloy_calloc((size_t)n_in, sizeof *in);
     alloy_model **ex = alloy_calloc((size_t)experts.n, sizeof *ex);
-    alloy_tokenizer *tok = NULL;
+    const alloy_tokenizer *tok = NULL;
+    alloy_tokenizer *own_tok = NULL;
     alloy_ids *ids = NULL;
     alloy_moe_prompt *plist = NULL;
     int n_prompts = 0;
@@ -244,7 +221,7 @@ static int moe_main(int argc, char **argv, cli_list *experts_) {
     }
     if (!s) s = check_tokenizers(in, n_in);
     if (!s && from_prompts) {
-        s = input_tokenizer(&in[0], &tok);
+        s = input_tokenizer(&in[0], &tok, &own_tok);
         if (!s && prompts) {
             s = read_prompts(prompts, tok, experts.n, &ids, &plist, &n_prompts);
             o.prompts = plist;
@@ -275,10 +252,10 @@ static int moe_main(int argc, char **argv, cli_list *experts_) {
     alloy_free(ids);
     alloy_free(plist);
     alloy_free(tpath);
-    alloy_tokenizer_destroy(tok);
+    alloy_tokenizer_destroy(own_tok);
     alloy_model_destroy(moe);
     for (int i = 0; in && i < n_in; i++) {
-        alloy_free(in[i].dir);
+        alloy_checkpoint_close(in[i].ck);
         alloy_model_destroy(in[i].m);
         alloy_free(in[i].tok_json);
     }

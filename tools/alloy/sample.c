@@ -80,19 +80,12 @@ static int sample_main(int argc, char **argv, cli_list *model_dirs, cli_list *we
     int n = 0, least_ctx = 0; // the members loaded, their least context
     char *dirs[ALLOY_ENGINE_MAX_MEMBERS] = {0};
     alloy_model *ms[ALLOY_ENGINE_MAX_MEMBERS] = {0};
-    alloy_status s = cli_load_members(model_dirs, dirs, ms, &n, &least_ctx);
-    const char *dir = dirs[0];
-    const alloy_config *c = ms[0] ? &ms[0]->config : NULL;
-    // the (first) checkpoint's tokenizer.json, or the byte tokenizer its config names
-    alloy_tokenizer *tok = NULL;
-    char *tj = s ? NULL : alloy_path_join(dir, "tokenizer.json");
-    if (!s && tj && alloy_path_exists(tj)) s = alloy_tokenizer_load(&tok, tj);
-    else if (!s && !strcmp(c->tokenizer, "bytes")) s = alloy_tokenizer_create(&tok, "bytes");
-    else if (!s) s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: no tokenizer.json and config.json names no tokenizer", dir);
-    alloy_free(tj);
-    if (!s && alloy_tokenizer_vocab_size(tok) > c->vocab_size)
-        s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the tokenizer has %d tokens but the model only %d", dir,
-                       alloy_tokenizer_vocab_size(tok), c->vocab_size);
+    alloy_checkpoint *ck = NULL;
+    alloy_status s = cli_load_members(model_dirs, dirs, ms, &n, &least_ctx, &ck);
+    // the (first) checkpoint's tokenizer: its tokenizer file, or the byte tokenizer its config names
+    const alloy_tokenizer *tok = NULL;
+    if (!s) s = alloy_checkpoint_tokenizer(ck, &tok);
+    if (!s && !tok) s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: no tokenizer.json and config.json names no tokenizer", ck->dir);
     alloy_ids enc = {0};
     if (!s) s = alloy_tokenizer_encode(tok, prompt, strlen(prompt), 0, &enc);
     if (!s && enc.n == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "--prompt: encodes to no tokens");
@@ -126,7 +119,7 @@ static int sample_main(int argc, char **argv, cli_list *model_dirs, cli_list *we
     }
     alloy_engine_destroy(e);
     alloy_ids_free(&enc);
-    alloy_tokenizer_destroy(tok);
+    alloy_checkpoint_close(ck);
     for (int i = 0; i < n; i++) {
         alloy_model_destroy(ms[i]);
         alloy_free(dirs[i]);

@@ -17,7 +17,8 @@ static const char help[] =
     "       alloy tokenizer info --tokenizer PATH\n"
     "\n"
     "PATH is a tokenizer.json, a folder holding tokenizer.json or GPT-2's encoder.json + vocab.bpe,\n"
-    "or \"bytes\". Text is read as bytes; invalid UTF-8 is replaced by U+FFFD before encoding.\n"
+    "\"bytes\", or a model: a checkpoint folder or a run folder (its latest checkpoint), whose\n"
+    "tokenizer is used. Text is read as bytes; invalid UTF-8 is replaced by U+FFFD before encoding.\n"
     "\n"
     "encode   prints the ids of FILE (default: standard input) as one JSON array\n"
     "  --allow-special       special tokens in the text (<|endoftext|>) become their ids; without it\n"
@@ -217,7 +218,7 @@ int cmd_tokenizer(int argc, char **argv) {
     }
     input = inputs.n ? inputs.items[0] : NULL;
     alloy_tokenizer *tok;
-    alloy_status s = alloy_tokenizer_load(&tok, tok_path);
+    alloy_status s = alloy_checkpoint_load_tokenizer(tok_path, &tok); // a tokenizer, or a model path's
     if (s) {
         rc = cli_fail("tokenizer", s);
         goto done;
