@@ -339,12 +339,15 @@ alloy_status alloy_distill_run(const alloy_train_options *o, const alloy_distill
     // preset (its vocabulary taken from the data) at the first step
     if (!s) {
         alloy_config cfg;
-        const char *dir = resume_ckpt ? resume_ckpt : (o->init_dir[0] ? o->init_dir : NULL);
-        char *cp = dir ? alloy_path_join(dir, "config.json") : NULL;
-        if (cp && !(s = alloy_config_load(&cfg, cp)) && (size_t)cfg.vocab_size != V)
+        char *dir = NULL, *cp = NULL;
+        if (resume_ckpt) dir = alloy_strdup(resume_ckpt);
+        else if (o->init_dir[0]) s = alloy_checkpoint_resolve(o->init_dir, &dir);
+        if (!s && dir && !(cp = alloy_path_join(dir, "config.json"))) s = ALLOY_STATUS_NOMEM;
+        if (!s && cp && !(s = alloy_config_load(&cfg, cp)) && (size_t)cfg.vocab_size != V)
             s = alloy_fail(ALLOY_STATUS_MISMATCH, "the student's vocabulary (%d) differs from the teachers' (%zu)",
                            cfg.vocab_size, V);
         alloy_free(cp);
+        alloy_free(dir);
     }
     if (!s) s = alloy_train_run(&run, resume_ckpt, final_val_loss);
     alloy_ensemble_destroy(c.teachers);

@@ -162,6 +162,7 @@ typedef struct lm_obj {
     alloy_model *model;
     alloy_loader *train, *val;
     alloy_rng rng;        /* for losses that sample; saved and restored by the run */
+    char *init;           /* --init resolved to its checkpoint folder (NULL: none) */
     char *tokenizer_json; /* the data's tokenizer.json, copied into every checkpoint; NULL if none */
     size_t tokenizer_len;
     double loss;          /* this step's mean loss */
@@ -190,9 +191,10 @@ static alloy_status check_options(const alloy_train_options *o) {
 /* Chooses the model's config: the resumed checkpoint's, the init checkpoint's, a config file,
  * or a preset sized to the data's vocabulary. */
 
-static alloy_status choose_config(const alloy_train_options *o, const char *resume, uint32_t data_vocab, alloy_config *cfg) {
+static alloy_status choose_config(const alloy_train_options *o, const char *resume, const char *init, uint32_t data_vocab,
+                                  alloy_config *cfg) {
     alloy_status s;
-    const char *dir = resume ? resume : (o->init_dir[0] ? o->init_dir : NULL);
+    const char *dir = resume ? resume : init;
     if (dir) {
         char *p = alloy_path_join(dir, "config.json");
         s = p ? alloy_config_load(cfg, p) : ALLOY_STATUS_NOMEM;
@@ -450,8 +452,9 @@ static void lm_intro(void *ctx, alloy_progress *prog) {
 static alloy_status lm_setup(lm_obj *c, const char *resume) {
     const alloy_train_options *o = c->opt;
     alloy_config cfg;
-    alloy_status s = alloy_dataset_open(&c->ds, o->data_dir, o->val_fraction);
-    if (!s) s = choose_config(o, resume, c->ds->vocab_size, &cfg);
+    alloy_status s = o->init_dir[0] ? alloy_checkpoint_resolve(o->init_dir, &c->init) : ALLOY_STATUS_OK;
+    if (!s) s = alloy_dataset_open(&c->ds, o->data_dir, o->val_fraction);
+    if (!s) s = choose_config(o, resume, c->init, c->ds->vocab_size, &cfg);
     if (!s && o->aux_loss_coef >= 0.0) { // a coefficient chosen for this run (saved in its checkpoints)
         if (cfg.n_experts == 0) return alloy_fail(ALLOY_STATUS_USAGE, "--aux-loss-coef: the model has no experts");
         cfg.router_aux_loss_coef = o->aux_loss_coef;
@@ -459,14 +462,14 @@ static alloy_status lm_setup(lm_obj *c, const char *resume) {
     alloy_model_options mo = {.precision = o->precision, .recompute = o->recompute};
     if (!s) s = alloy_model_create_ex(&c->model, &cfg, o->batch, o->seq, &mo);
     if (s) return s;
-    if (resume || o->init_dir[0]) {
-        char *wp = alloy_path_join(resume ? resume : o->init_dir, "model.safetensors");
+    if (resume || c->init) {
+        char *wp = alloy_path_join(resume ? resume : c->init, "model.safetensors");
         s = wp ? alloy_model_load_weights(c->model, wp) : ALLOY_STATUS_NOMEM;
         alloy_free(wp);
     } else {
         alloy_model_init_weights(c->model, o->seed);
     }
-    if (!s) s = check_tokenizer(c, resume ? resume : (o->init_dir[0] ? o->init_dir : NULL));
+    if (!s) s = check_tokenizer(c, resume ? resume : c->init);
     if (!s) s = alloy_loader_create(&c->train, c->ds, ALLOY_SPLIT_TRAIN, o->batch, o->seq, o->seed);
     if (!s) s = alloy_loader_create(&c->val, c->ds, ALLOY_SPLIT_VAL, o->batch, o->seq, o->seed);
     size_t LE = (size_t)cfg.n_layer * (size_t)cfg.n_experts;
@@ -511,5 +514,6 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
     alloy_dataset_close(c.ds);
     alloy_free(c.tokenizer_json);
     alloy_free(c.ms.counts);
+    alloy_free(c.init);
     return s;
 }

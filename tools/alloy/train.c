@@ -255,9 +255,7 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
                 return cli_usage(verb, "--divergence must be forward_kl, reverse_kl or jsd, not \"%s\"", divergence);
             if (student && (preset || config || init)) return cli_usage(verb, "give --student or one of --preset, --config, --init");
             if (student) {
-                char *cp = alloy_path_join(student, "config.json");
-                bool ckpt_dir = cp && alloy_path_exists(cp);
-                alloy_free(cp);
+                bool ckpt_dir = alloy_is_dir(student); // a checkpoint or run folder, else a preset's name
                 char *dst = ckpt_dir ? o.init_dir : o.preset;
                 size_t cap = ckpt_dir ? sizeof o.init_dir : sizeof o.preset;
                 if (strlen(student) >= cap) return cli_usage(verb, "--student: value too long");
