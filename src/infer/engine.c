@@ -122,11 +122,11 @@ struct alloy_engine {
     int *row_seq, *row_pos;    /* (R) */
     int32_t *row_tok;          /* (R) */
     int *sel;                  /* (R) rows whose logits are asked for */
-    int *topk;                 /* MoE: (R, K) the chosen experts, by descending probability */
-    int *slot_row;             /* MoE: (R, K) the dispatch row of each (row, k) */
-    int *row_token;            /* MoE: (R·K) the row each dispatch row reads */
-    int *expert_off;           /* MoE: (E + 1) expert e's dispatch rows are [off[e], off[e+1]) */
-    int *expert_pos;           /* MoE: (E) scratch of the dispatch */
+    int32_t *topk;             /* MoE: (R, K) the chosen experts, by descending probability */
+    int32_t *slot_row;         /* MoE: (R, K) the dispatch row of each (row, k) */
+    int32_t *row_token;        /* MoE: (R·K) the row each dispatch row reads */
+    int32_t *expert_off;       /* MoE: (E + 1) expert e's dispatch rows are [off[e], off[e+1]) */
+    int32_t *expert_pos;       /* MoE: (E) scratch of the dispatch */
     int *crow;                 /* (R) rows that attend to the cache */
     segment *segs;             /* (R) */
     int *base_len;             /* (max_batch) lengths at the start of a call */
@@ -379,42 +379,9 @@ static void moe_rows(alloy_engine *e, const layer_matrices *lw, int R) {
     const int NK = R * K;
     router_logits(e, e->probs, e->xn, lw->router.w, R);
     use_threads(e, (double)R * E * (8.0 + (double)K * K)); // softmax, top-K, gates
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < R; n++) {
-        float *p = e->probs + (size_t)n * E;
-        float mx = p[0];
-        for (int x = 1; x < E; x++) mx = p[x] > mx ? p[x] : mx;
-        float sum = 0.0f;
-        for (int x = 0; x < E; x++) {
-            p[x] = expf(p[x] - mx);
-            sum += p[x];
-        }
-        for (int x = 0; x < E; x++) p[x] /= sum;
-        int *sel = e->topk + (size_t)n * K;
-        float z = 0.0f;
-        for (int k = 0; k < K; k++) {
-            int best = -1;
-            for (int x = 0; x < E; x++) {
-                bool taken = false;
-                for (int j = 0; j < k; j++) taken |= sel[j] == x;
-                if (!taken && (best < 0 || p[x] > p[best])) best = x; // strict: ties keep the lower index
-            }
-            sel[k] = best;
-            z += p[best];
-        }
-        for (int k = 0; k < K; k++) e->gates[(size_t)n * K + k] = p[sel[k]] / z;
-    }
-    // dispatch order: counts, offsets, then each (row, k) its dispatch row
-    int *off = e->expert_off, *pos = e->expert_pos;
-    memset(off, 0, sizeof(int) * (size_t)(E + 1));
-    for (int i = 0; i < NK; i++) off[e->topk[i] + 1]++;
-    for (int x = 0; x < E; x++) off[x + 1] += off[x];
-    memcpy(pos, off, sizeof(int) * (size_t)E);
-    for (int i = 0; i < NK; i++) {
-        int r = pos[e->topk[i]]++;
-        e->slot_row[i] = r;
-        e->row_token[r] = i / K;
-    }
+    moe_route_forward(e->probs, e->topk, e->gates, R, E, K);
+    moe_dispatch_forward(e->expert_off, e->slot_row, e->row_token, e->expert_pos, e->topk, R, E, K);
+    const int32_t *off = e->expert_off;
     for (int r = 0; r < NK; r++)
         memcpy(e->moe_in + (size_t)r * C, e->xn + (size_t)e->row_token[r] * C, sizeof(float) * (size_t)C);
     // the experts: up, activation over all dispatch rows, down
@@ -430,15 +397,7 @@ static void moe_rows(alloy_engine *e, const layer_matrices *lw, int R) {
     }
     // combine: x_n += Σ_k g_n,k · out[dispatch row of (n, k)], in k order
     use_threads(e, 2.0 * NK * C);
-#pragma omp parallel for schedule(static) if ((int64_t)NK * C > 65536)
-    for (int n = 0; n < R; n++) {
-        float *o = e->x + (size_t)n * C;
-        for (int k = 0; k < K; k++) {
-            float g = e->gates[(size_t)n * K + k];
-            const float *y = e->moe_out + (size_t)e->slot_row[(size_t)n * K + k] * C;
-            for (int c = 0; c < C; c++) o[c] += g * y[c];
-        }
-    }
+    moe_combine_forward(e->x, e->moe_out, e->gates, e->slot_row, R, K, C);
 }
 
 /* x (R, C) = each row's token embedding (+ its position's, GPT-2). */
@@ -916,11 +875,11 @@ static alloy_status alloc_buffers(alloy_engine *e) {
     bool moe_ok = true;
     if (e->E) {
         e->experts = alloy_calloc((size_t)e->L * 2 * E, sizeof(matrix));
-        e->topk = alloy_malloc(sizeof(int) * R * K);
-        e->slot_row = alloy_malloc(sizeof(int) * R * K);
-        e->row_token = alloy_malloc(sizeof(int) * R * K);
-        e->expert_off = alloy_malloc(sizeof(int) * (E + 1));
-        e->expert_pos = alloy_malloc(sizeof(int) * E);
+        e->topk = alloy_malloc(sizeof(int32_t) * R * K);
+        e->slot_row = alloy_malloc(sizeof(int32_t) * R * K);
+        e->row_token = alloy_malloc(sizeof(int32_t) * R * K);
+        e->expert_off = alloy_malloc(sizeof(int32_t) * (E + 1));
+        e->expert_pos = alloy_malloc(sizeof(int32_t) * E);
         moe_ok = e->experts && e->topk && e->slot_row && e->row_token && e->expert_off && e->expert_pos;
     }
     if (!e->buf || !e->row_seq || !e->row_pos || !e->row_tok || !e->sel || !e->crow || !e->segs || !e->len || !e->base_len ||
