@@ -285,35 +285,8 @@ TARGET_A2 static inline __attribute__((always_inline)) void q4k_row_avx2(float *
     }
 }
 
-#define TILE_INSTANCES_AVX2(name, call)                                                             \
-    TARGET_A2 static void name##_8 call(8) TARGET_A2 static void name##_4 call(4)                   \
-        TARGET_A2 static void name##_2 call(2) TARGET_A2 static void name##_1 call(1)
-#define Q8_CALL2(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q32_row_avx2(p, w, x, NT, n, true); }
-#define Q4_CALL2(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q32_row_avx2(p, w, x, NT, n, false); }
-TILE_INSTANCES_AVX2(q8_tile2, Q8_CALL2)
-#define QK_CALL2(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q4k_row_avx2(p, w, x, NT, n); }
-TILE_INSTANCES_AVX2(q4_tile2, Q4_CALL2)
-TILE_INSTANCES_AVX2(qk_tile2, QK_CALL2)
-
-/* quant_row's tiles for AVX2: tiles of 8, 4, 2, 1 of the nt tokens. */
-void quant_row_avx2(alloy_qtype t, float *part, const uint8_t *w, const xchunk *xc, int nt, int n) {
-    for (int u = 0; u < nt;) {
-        const int k = tile_width(nt - u);
-        float *p = part + u;
-        const xchunk *x = xc + u;
-        if (t == ALLOY_QTYPE_Q8_0) {
-            if (k == 8) q8_tile2_8(p, w, x, n); else if (k == 4) q8_tile2_4(p, w, x, n);
-            else if (k == 2) q8_tile2_2(p, w, x, n); else q8_tile2_1(p, w, x, n);
-        } else if (t == ALLOY_QTYPE_Q4_0) {
-            if (k == 8) q4_tile2_8(p, w, x, n); else if (k == 4) q4_tile2_4(p, w, x, n);
-            else if (k == 2) q4_tile2_2(p, w, x, n); else q4_tile2_1(p, w, x, n);
-        } else {
-            if (k == 8) qk_tile2_8(p, w, x, n); else if (k == 4) qk_tile2_4(p, w, x, n);
-            else if (k == 2) qk_tile2_2(p, w, x, n); else qk_tile2_1(p, w, x, n);
-        }
-        u += k;
-    }
-}
+/* The tiles of 1, 2, 4, 8 tokens of each format, and their table for quant_row. */
+QUANT_TILES(TARGET_A2, quant_tiles_avx2, q32_row_avx2, q4k_row_avx2);
 
 /* dense_rows for AVX2: tiles of 2 rows × 2 tokens, 4 rows × 1 token, 1 × 1. */
 void dense_rows_avx2(bool f16, float *part, const uint8_t *w, size_t rb, int nr, const float *x, int nt, int cols) {

@@ -281,36 +281,8 @@ DENSE_INSTANCE(f16_tile_1x4, 1, 4, true)
 DENSE_INSTANCE(f16_tile_1x2, 1, 2, true)
 DENSE_INSTANCE(f16_tile_1x1, 1, 1, true)
 
-/* The instances: tiles of 8, 4, 2 and 1 tokens. */
-#define TILE_INSTANCES(name, call)                                                                  \
-    TARGET_Q static void name##_8 call(8) TARGET_Q static void name##_4 call(4)                     \
-        TARGET_Q static void name##_2 call(2) TARGET_Q static void name##_1 call(1)
-#define Q8_CALL(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q32_row_avx512(p, w, x, NT, n, true); }
-#define Q4_CALL(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q32_row_avx512(p, w, x, NT, n, false); }
-#define QK_CALL(NT) (float *p, const uint8_t *w, const xchunk *x, int n) { q4k_row_avx512(p, w, x, NT, n); }
-TILE_INSTANCES(q8_tile, Q8_CALL)
-TILE_INSTANCES(q4_tile, Q4_CALL)
-TILE_INSTANCES(qk_tile, QK_CALL)
-
-/* quant_row's tiles for AVX-512: tiles of 8, 4, 2, 1 of the nt tokens. */
-void quant_row_avx512(alloy_qtype t, float *part, const uint8_t *w, const xchunk *xc, int nt, int n) {
-    for (int u = 0; u < nt;) {
-        const int k = tile_width(nt - u);
-        float *p = part + u;
-        const xchunk *x = xc + u;
-        if (t == ALLOY_QTYPE_Q8_0) {
-            if (k == 8) q8_tile_8(p, w, x, n); else if (k == 4) q8_tile_4(p, w, x, n);
-            else if (k == 2) q8_tile_2(p, w, x, n); else q8_tile_1(p, w, x, n);
-        } else if (t == ALLOY_QTYPE_Q4_0) {
-            if (k == 8) q4_tile_8(p, w, x, n); else if (k == 4) q4_tile_4(p, w, x, n);
-            else if (k == 2) q4_tile_2(p, w, x, n); else q4_tile_1(p, w, x, n);
-        } else {
-            if (k == 8) qk_tile_8(p, w, x, n); else if (k == 4) qk_tile_4(p, w, x, n);
-            else if (k == 2) qk_tile_2(p, w, x, n); else qk_tile_1(p, w, x, n);
-        }
-        u += k;
-    }
-}
+/* The tiles of 1, 2, 4, 8 tokens of each format, and their table for quant_row. */
+QUANT_TILES(TARGET_Q, quant_tiles_avx512, q32_row_avx512, q4k_row_avx512);
 
 /* dense_rows for AVX-512: tiles of 4 rows when there are 4, of 4, 2, 1 tokens. */
 void dense_rows_avx512(bool f16, float *part, const uint8_t *w, size_t rb, int nr, const float *x, int nt, int cols) {

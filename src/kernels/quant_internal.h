@@ -125,7 +125,7 @@ static inline int tile_width(int left) { return left >= 8 ? 8 : left >= 4 ? 4 : 
 /* ---- the kernels, by file ---------------------------------------------------------------------
  * quant_x*: one group of nblk (<= 16) blocks of 32, or one block of 256, of x quantised.
  * *_row_*: part (nt) = the chunk's partial sums of one quantised row (n blocks of 32, or n
- * super-blocks of 256, at w) against the nt tokens of xc.
+ * super-blocks of 256, at w) against the nt tokens of xc; quant_tiles_*: the same in tiles.
  * dense_*: part[r·XT + t] = row r of nr (at w, rb bytes apart; f32 or f16) · x_t for nt tokens
  * of x (rows cols apart). */
 
@@ -137,18 +137,41 @@ void q4k_row_scalar(float *part, const uint8_t *w, const xchunk *xc, int nt, int
 void dense_row_scalar(float *part, const uint8_t *w, const float *x, int nt, int cols, bool f16);
 
 #ifdef QUANT_X86
+/* A tile of the products: part (NT, fixed by the function) = the chunk's partial sums of one
+ * quantised row (n blocks at w) against the NT tokens of xc. */
+typedef void quant_tile_fn(float *part, const uint8_t *w, const xchunk *xc, int n);
+
+/* An ISA's tiles, tile_F_NT (format F: 0 Q8_0, 1 Q4_0, 2 Q4_K; NT tokens), compiled for `target`
+ * from its row kernels row32(part, w, xc, NT, n, q8) and row4k(part, w, xc, NT, n) (inlined with
+ * NT and the format constant), and the table of them, table[F][0..3] for NT = 1, 2, 4, 8. */
+#define QUANT_TILE(target, row32, row4k, F, NT)                                                     \
+    target static void tile_##F##_##NT(float *p, const uint8_t *w, const xchunk *x, int n) {        \
+        if (F == 2) row4k(p, w, x, NT, n);                                                         \
+        else row32(p, w, x, NT, n, F == 0);                                                        \
+    }
+#define QUANT_TILES_OF(target, row32, row4k, F)                                                     \
+    QUANT_TILE(target, row32, row4k, F, 1) QUANT_TILE(target, row32, row4k, F, 2)                   \
+    QUANT_TILE(target, row32, row4k, F, 4) QUANT_TILE(target, row32, row4k, F, 8)
+#define QUANT_TILES(target, table, row32, row4k)                                                    \
+    QUANT_TILES_OF(target, row32, row4k, 0)                                                        \
+    QUANT_TILES_OF(target, row32, row4k, 1)                                                        \
+    QUANT_TILES_OF(target, row32, row4k, 2)                                                        \
+    quant_tile_fn *const table[3][4] = {{tile_0_1, tile_0_2, tile_0_4, tile_0_8},                  \
+                                        {tile_1_1, tile_1_2, tile_1_4, tile_1_8},                  \
+                                        {tile_2_1, tile_2_2, tile_2_4, tile_2_8}}
+
 /* quant_avx512.c (needs alloy_quant_isa_best() == ALLOY_QUANT_AVX512) */
 TARGET_Q void f32_to_f16_row_avx512(uint16_t *out, const float *x, int64_t n);
 TARGET_Q void f16_to_f32_row_avx512(float *y, const uint16_t *h, int64_t n);
 TARGET_Q void quant_x32_avx512(xq32_group *g, const float *x, int nblk);
 TARGET_Q void quant_xk_avx512(xqk_block *k, const float *x);
-void quant_row_avx512(alloy_qtype t, float *part, const uint8_t *w, const xchunk *xc, int nt, int n);
+extern quant_tile_fn *const quant_tiles_avx512[3][4];
 void dense_rows_avx512(bool f16, float *part, const uint8_t *w, size_t rb, int nr, const float *x, int nt, int cols);
 
 /* quant_avx2.c (needs alloy_quant_isa_best() >= ALLOY_QUANT_AVX2) */
 TARGET_A2 void quant_x32_avx2(xq32_group *g, const float *x, int nblk);
 TARGET_A2 void quant_xk_avx2(xqk_block *k, const float *x);
-void quant_row_avx2(alloy_qtype t, float *part, const uint8_t *w, const xchunk *xc, int nt, int n);
+extern quant_tile_fn *const quant_tiles_avx2[3][4];
 void dense_rows_avx2(bool f16, float *part, const uint8_t *w, size_t rb, int nr, const float *x, int nt, int cols);
 #endif
 

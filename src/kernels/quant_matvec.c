@@ -134,8 +134,13 @@ static void quant_row(alloy_qtype t, float *part, const uint8_t *w, const xchunk
         return;
     }
 #ifdef QUANT_X86
-    if (isa == ALLOY_QUANT_AVX2) quant_row_avx2(t, part, w, xc, nt, n);
-    else quant_row_avx512(t, part, w, xc, nt, n);
+    quant_tile_fn *const(*tiles)[4] = isa == ALLOY_QUANT_AVX2 ? quant_tiles_avx2 : quant_tiles_avx512;
+    const int f = t == ALLOY_QTYPE_Q8_0 ? 0 : t == ALLOY_QTYPE_Q4_0 ? 1 : 2;
+    for (int u = 0; u < nt;) { // tiles of 8, 4, 2, 1 tokens
+        const int k = tile_width(nt - u);
+        tiles[f][k == 8 ? 3 : k == 4 ? 2 : k == 2 ? 1 : 0](part + u, w, xc + u, n);
+        u += k;
+    }
 #endif
 }
 
