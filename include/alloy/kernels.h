@@ -142,6 +142,24 @@ void swiglu_backward(float *dgu, const float *dout, const float *gu, int64_t N, 
 /* out (n) = a + b */
 void add_forward(float *out, const float *a, const float *b, int64_t n);
 
+/* ---- mixture-of-experts routing (src/kernels/moe_route.c) ---- */
+
+/* Top-K routing of N rows over E experts (1 <= K <= E). probs (N, E) holds the router logits on
+ * entry and their softmax on return (max subtracted, expf, divided by the sum, in expert order);
+ * topk (N, K) gets each row's K most probable experts by descending probability (ties: the lower
+ * index first); gates (N, K) their probabilities renormalised over the K (the sum in k order). */
+void moe_route_forward(float *probs, int32_t *topk, float *gates, int64_t N, int E, int K);
+/* The dispatch plan of topk (N, K): the N·K (row, k) pairs in dispatch order (expert 0's
+ * first, each expert's in row order). off (E + 1): expert e's dispatch rows are
+ * [off[e], off[e + 1]); slot_row (N·K): the dispatch row of pair (n, k), at n·K + k;
+ * row_token (N·K): the row each dispatch row reads; cursor (E): scratch. One thread. */
+void moe_dispatch_forward(int32_t *off, int32_t *slot_row, int32_t *row_token, int32_t *cursor, const int32_t *topk,
+                          int64_t N, int E, int K);
+/* out (N, C) += Σ_k gates[n, k] · y[slot_row[n, k]] for each row n, in k order: y (N·K, C) the
+ * experts' outputs in dispatch order, gates and slot_row (N, K) as above. */
+void moe_combine_forward(float *out, const float *y, const float *gates, const int32_t *slot_row, int64_t N, int K,
+                         int C);
+
 /* ---- loss ---- */
 
 /* Softmax cross-entropy per row: losses (N) = -log softmax(logits)[target]. Rows whose target

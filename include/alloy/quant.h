@@ -1,7 +1,7 @@
 /*
  * alloy/quant.h — quantised weights for CPU inference: block formats byte-compatible with
  * GGML / llama.cpp, fp16 conversion, and the matrix-vector and matrix-matrix products that
- * read them (src/kernels/quant.c).
+ * read them (src/kernels/quant_*.c: quant_format.c the formats, quant_matvec.c the products).
  *
  *     // quantise a (rows, cols) fp32 matrix to Q4_0, then y = W·x for one token
  *     size_t rb = alloy_quant_row_bytes(ALLOY_QTYPE_Q4_0, cols);   // 0: cols % 32 != 0
@@ -48,8 +48,9 @@
  * q = nearest-even(x·(1/dx)); for Q4_K, in blocks of 256 the same way (a block whose amax is
  * below 2^-100 is zero; one holding a NaN or an infinity makes the outputs NaN). F32 and F16
  * weights multiply fp32 x directly. Integer sums are exact; the few fp32 steps (block scales,
- * lane sums over chunks of 2048 columns, a fixed tree) are listed at the top of quant.c: the
- * result is within a few units of 2^-23·Σ|w·x| of the exact product of the quantised operands.
+ * lane sums over chunks of 2048 columns, a fixed tree) are listed at the top of
+ * src/kernels/quant_matvec.c: the result is within a few units of 2^-23·Σ|w·x| of the exact
+ * product of the quantised operands.
  * The AVX-512 VNNI kernels and the portable scalar ones (used when the CPU lacks AVX-512)
  * compute the same operations in the same order, so their results are bitwise equal, and each
  * row of alloy_quant_matmul equals alloy_quant_matvec of that token bitwise: prefill and

@@ -12,6 +12,8 @@
  * each group in token order) and the rows of x gathered in that order (moe_in), so each expert
  * is one matmul over its rows; the N·K output rows (expert_out) are then combined per token in
  * k order. Everything is a fixed function of the inputs: no atomics, each sum in one order.
+ * The routing, the dispatch plan and the combination are the kernels of src/kernels/moe_route.c,
+ * shared with the inference engine.
  */
 #include "internal.h"
 
@@ -73,46 +75,14 @@ void moe_forward(alloy_model *m, int l, int64_t N, const float *x, float *out, a
     const alloy_layer_params *lp = &m->params.layers[l];
     const int E = v.E, K = v.K, C = v.C;
     const int64_t NK = N * K;
-    // router logits, then per row: softmax in place, top-K, renormalised gates
+    // router logits, then per row: softmax in place, top-K, renormalised gates; the dispatch
+    // plan (the kernels of src/kernels/moe_route.c, which the inference engine routes with too)
     matmul_forward(v.probs, x, lp->router_w, NULL, N, C, E, ALLOY_WEIGHT_OUT_IN, 0.0f, ALLOY_PRECISION_F32);
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        float *p = v.probs + n * E;
-        float mx = p[0];
-        for (int e = 1; e < E; e++) mx = p[e] > mx ? p[e] : mx;
-        float sum = 0.0f;
-        for (int e = 0; e < E; e++) {
-            p[e] = expf(p[e] - mx);
-            sum += p[e];
-        }
-        for (int e = 0; e < E; e++) p[e] /= sum;
-        int32_t *sel = v.topk + n * K;
-        float z = 0.0f;
-        for (int k = 0; k < K; k++) {
-            int best = -1;
-            for (int e = 0; e < E; e++) {
-                bool taken = false;
-                for (int j = 0; j < k; j++) taken |= sel[j] == e;
-                if (!taken && (best < 0 || p[e] > p[best])) best = e; // strict: ties keep the lower index
-            }
-            sel[k] = best;
-            z += p[best];
-        }
-        for (int k = 0; k < K; k++) v.gates[n * K + k] = p[sel[k]] / z;
-    }
-    // dispatch order: count, offsets, then each (token, k) its row
+    moe_route_forward(v.probs, v.topk, v.gates, N, E, K);
+    int32_t cursor[ALLOY_MAX_EXPERTS];
+    moe_dispatch_forward(v.off, v.slot_row, v.row_token, cursor, v.topk, N, E, K);
     int64_t *counts = m->expert_tokens + (int64_t)l * E;
-    memset(counts, 0, sizeof(int64_t) * (size_t)E);
-    for (int64_t i = 0; i < NK; i++) counts[v.topk[i]]++;
-    v.off[0] = 0;
-    for (int e = 0; e < E; e++) v.off[e + 1] = v.off[e] + (int32_t)counts[e];
-    int32_t pos[ALLOY_MAX_EXPERTS];
-    memcpy(pos, v.off, sizeof(int32_t) * (size_t)E);
-    for (int64_t i = 0; i < NK; i++) {
-        int32_t r = pos[v.topk[i]]++;
-        v.slot_row[i] = r;
-        v.row_token[r] = (int32_t)(i / K);
-    }
+    for (int e = 0; e < E; e++) counts[e] = v.off[e + 1] - v.off[e];
     // the load-balancing statistics: each expert's probability mass over the rows
     double *psum = m->router_prob_sum + (int64_t)l * E;
 #pragma omp parallel for schedule(static)
@@ -139,15 +109,7 @@ void moe_forward(alloy_model *m, int l, int64_t N, const float *x, float *out, a
     }
     m->fc_act_layer = l;
     // combine: out_n += Σ_k g_n,k · y[row of (n, k)], in k order
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        float *o = out + n * C;
-        for (int k = 0; k < K; k++) {
-            float g = v.gates[n * K + k];
-            const float *y = v.y + (int64_t)v.slot_row[n * K + k] * C;
-            for (int c = 0; c < C; c++) o[c] += g * y[c];
-        }
-    }
+    moe_combine_forward(out, v.y, v.gates, v.slot_row, N, K, C);
 }
 
 void moe_finish_forward(alloy_model *m, int64_t N) {
