@@ -45,7 +45,11 @@ check-deps:
 $(BUILD)/obj/%.o: %.c $(HDRS) | check-deps
 	@mkdir -p $(dir $@)
 	@echo "  CC    $<"
-	@$(CC) $(ALL_CFLAGS) $(KFLAGS) -c $< -o $@
+	@$(CC) $(ALL_CFLAGS) $(VIS) $(KFLAGS) -c $< -o $@
+
+# the library exports what its public headers declare between ALLOY_BEGIN_DECLS and
+# ALLOY_END_DECLS (alloy/base.h), nothing else
+$(BUILD)/obj/src/%.o: VIS := -fvisibility=hidden
 
 # kernels: sqrt and friends need not set errno, so their loops vectorise (same results); the
 # attention blocks are written for fused multiply-adds (C11 mode turns contraction off)

@@ -111,7 +111,7 @@ PPO1=(--batch 4 --max-new-tokens 12)
 expect 0 "ppo --help" "usage: alloy ppo" "$ALLOY" ppo --help
 expect 2 "ppo without a reward model" "--model, --reward, --prompts and --out are required" "$ALLOY" ppo --model "$T/sft" --prompts "$T/prompts.jsonl" --out "$T/p"
 expect 2 "ppo bad kl penalty" "--kl-penalty must be kl, abs or mse" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO[@]}" --kl-penalty full
-expect 2 "ppo mini-batch above batch" "--mini-batch must lie in \[1, --batch\]" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO1[@]}" --prompts "$T/prompts.jsonl" --mini-batch 9
+expect 2 "ppo mini-batch above batch" "--mini-batch must lie in \[1, batch\]" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO1[@]}" --prompts "$T/prompts.jsonl" --mini-batch 9
 expect 2 "ppo negative missing-eos penalty" "--missing-eos-penalty must be >= 0" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/p" "${PPO[@]}" --missing-eos-penalty -1
 expect 1 "ppo: missing reward model" "reward model: .*nope: no such folder" "$ALLOY" ppo --model "$T/sft" --reward "$T/nope" --out "$T/p" "${PPO[@]}"
 expect 1 "ppo: a language model as reward model" "not a reward model" "$ALLOY" ppo --model "$T/sft" --reward "$T/sft" --out "$T/p" "${PPO[@]}"

@@ -36,9 +36,7 @@
 #include "alloy/tokenizer.h"
 #include "alloy/train.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* ---- batches (src/train/sft.c) ---- */
 
@@ -177,7 +175,7 @@ typedef struct alloy_align_options {
     int batch;                        /* examples per micro-batch (default 8) */
     int seq;                          /* tokens per sequence at most (default: min(1024, the model's)) */
     int grad_accum;                   /* micro-batches per step (default 1) */
-    double lr, min_lr;                /* peak and final learning rate (cosine after warm-up) */
+    double lr, min_lr;                /* peak and final learning rate (cosine after warm-up; min_lr < 0: lr / 10) */
     int64_t warmup;                   /* warm-up steps (default 0) */
     alloy_adamw_config adamw;         /* default betas 0.9, 0.999, eps 1e-8, no decay, clip 1.0 (TRL's) */
     uint64_t seed;                    /* data order, held-out choice, a new reward head */
@@ -195,6 +193,8 @@ typedef struct alloy_align_options {
 
 /* TRL's defaults for the objective: lr 2e-5 (SFT), 1e-4 (reward), 1e-6 (DPO); min_lr lr/10. */
 alloy_align_options alloy_align_defaults(alloy_align_kind kind);
+/* The options' schema (alloy/options.h): trainer_state.json, resume, the command's flags. */
+const alloy_schema *alloy_align_schema(void);
 
 /* Where a resume starts: dir is a run folder (its latest checkpoint) or a checkpoint folder.
  * Fills *o with the run's saved options and *ckpt (alloy_free it) with the checkpoint. */
@@ -317,6 +317,7 @@ alloy_status alloy_ppo_step(alloy_reward_model *pv, const alloy_align_batch *b, 
 /* The PPO run (`alloy ppo`). */
 typedef struct alloy_ppo_options {
     char model_dir[ALLOY_PATH_MAX];   /* the SFT model: the policy's start and the frozen reference */
+    int objective;                    /* 0: "ppo" (what a saved run names itself) */
     char reward_dir[ALLOY_PATH_MAX];  /* the reward model (alloy reward) */
     char prompts_path[ALLOY_PATH_MAX];/* JSONL of {"prompt": ...} */
     char out_dir[ALLOY_PATH_MAX];     /* run folder */
@@ -324,9 +325,9 @@ typedef struct alloy_ppo_options {
     bool tmpl_set;                    /* else the model's own (config.json), else ChatML */
     int64_t steps;                    /* PPO steps (batches of rollouts); 0: one pass over the prompts */
     int batch;                        /* rollouts per step (128) */
-    int mini_batch;                   /* rollouts per optimiser step (128) */
+    int mini_batch;                   /* rollouts per optimiser step (0: min(128, batch)) */
     int ppo_epochs;                   /* passes over each batch (4) */
-    int gen_batch;                    /* sequences sampled at once (16) */
+    int gen_batch;                    /* sequences sampled at once (0: min(16, batch)) */
     int max_new_tokens;               /* response tokens at most (64) */
     int seq;                          /* prompt + response tokens at most (default: min(1024, the model's)) */
     float temperature;                /* sampling (1) */
@@ -350,6 +351,8 @@ typedef struct alloy_ppo_options {
 } alloy_ppo_options;
 
 alloy_ppo_options alloy_ppo_defaults(void);
+/* The options' schema (alloy/options.h): trainer_state.json, resume, the command's flags. */
+const alloy_schema *alloy_ppo_schema(void);
 /* As alloy_align_resume_options, for a PPO run. */
 alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, char **ckpt);
 /* Runs PPO from o->model_dir (resume NULL) or continues from a checkpoint of the run. Writes
@@ -360,7 +363,5 @@ alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, cha
  * ends bitwise equal to an uninterrupted one. */
 alloy_status alloy_ppo_run(const alloy_ppo_options *o, const char *resume);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_ALIGN_H */

@@ -7,6 +7,7 @@
 #define ALLOY_ALLOY_H
 
 #include "alloy/base.h"
+#include "alloy/options.h"
 #include "alloy/kernels.h"
 #include "alloy/model.h"
 #include "alloy/tokenizer.h"

@@ -20,9 +20,18 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Every public declaration sits between ALLOY_BEGIN_DECLS and ALLOY_END_DECLS: C linkage for
+ * C++, and default visibility, so that liballoy.so exports these names and nothing else (the
+ * library is built with -fvisibility=hidden). */
 #ifdef __cplusplus
-extern "C" {
+#define ALLOY_BEGIN_DECLS extern "C" { _Pragma("GCC visibility push(default)")
+#define ALLOY_END_DECLS _Pragma("GCC visibility pop") }
+#else
+#define ALLOY_BEGIN_DECLS _Pragma("GCC visibility push(default)")
+#define ALLOY_END_DECLS _Pragma("GCC visibility pop")
 #endif
+
+ALLOY_BEGIN_DECLS
 
 /* ---- status and errors ------------------------------------------------------------------ */
 
@@ -237,7 +246,5 @@ typedef struct alloy_eval_result {
 #define ALLOY_FNV64_INIT 0xcbf29ce484222325ULL
 uint64_t alloy_fnv64(uint64_t h, const void *data, size_t size);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_BASE_H */

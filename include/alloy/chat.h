@@ -42,9 +42,7 @@
 #include "alloy/model.h"
 #include "alloy/tokenizer.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* ---- the chat template (src/tokenizer/chat.c) ---- */
 
@@ -148,7 +146,5 @@ alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const 
                                    alloy_align_kind kind, alloy_chat_template tmpl, int max_len);
 void alloy_align_data_free(alloy_align_data *d);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_CHAT_H */

@@ -28,9 +28,7 @@
 #include "alloy/model.h"
 #include "alloy/tokenizer.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* ---- the one resolution of a model path ---- */
 
@@ -98,7 +96,5 @@ bool alloy_checkpoint_compatible(alloy_checkpoint *a, alloy_checkpoint *b, char 
  * when it carries none. */
 alloy_status alloy_checkpoint_load_tokenizer(const char *path, alloy_tokenizer **out);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_CHECKPOINT_H */

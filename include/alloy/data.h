@@ -28,9 +28,7 @@
 #include "alloy/dedup.h"
 #include "alloy/tokenizer.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 #define ALLOY_SHARD_MAGIC "ALLOYTOK"
 #define ALLOY_SHARD_VERSION 1
@@ -210,7 +208,5 @@ typedef struct alloy_prepare_report {
  * in temporary files until they are mixed. */
 alloy_status alloy_prepare(const alloy_prepare_options *opt, const alloy_tokenizer *tok, alloy_prepare_report *report);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_DATA_H */

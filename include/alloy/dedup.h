@@ -20,9 +20,7 @@
 
 #include "alloy/base.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* ---- normalisation ---------------------------------------------------------------------- */
 
@@ -130,7 +128,5 @@ alloy_status alloy_dedup_check(alloy_dedup *d, const char *text, size_t n, uint6
 /* Counts so far and the bytes held. */
 alloy_dedup_stats alloy_dedup_get_stats(const alloy_dedup *d);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_DEDUP_H */

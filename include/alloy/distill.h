@@ -27,9 +27,7 @@
 #include "alloy/kernels.h"
 #include "alloy/train.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 #define ALLOY_MAX_TEACHERS 8
 
@@ -69,7 +67,5 @@ void alloy_distill_hidden_loss(float *loss, float *dhs, float *dproj, float *err
 alloy_status alloy_distill_run(const alloy_train_options *o, const alloy_distill_options *d, const char *resume_ckpt,
                                float *final_val_loss);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_DISTILL_H */

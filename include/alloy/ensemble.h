@@ -27,9 +27,7 @@
 #include "alloy/model.h"
 #include "alloy/train.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* The modes (alloy_ensemble_mode) are in alloy/kernels.h, beside the mixing kernels. */
 
@@ -146,7 +144,5 @@ alloy_combiner_train_options alloy_combiner_train_defaults(void);
 alloy_status alloy_combiner_train(alloy_combiner *c, alloy_model *const *models, int n, const alloy_dataset *ds,
                                   const alloy_combiner_train_options *o, alloy_combiner_report *report);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_ENSEMBLE_H */

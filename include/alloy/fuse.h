@@ -43,9 +43,7 @@
 
 #include "alloy/base.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 typedef enum alloy_merge_method {
     ALLOY_MERGE_METHOD_LINEAR = 0,
@@ -202,7 +200,5 @@ typedef struct alloy_merge_report {
 alloy_status alloy_merge_run(const alloy_merge_recipe *r, const char *out_dir, alloy_progress *progress,
                              alloy_merge_report *report);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_FUSE_H */

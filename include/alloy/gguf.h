@@ -63,9 +63,7 @@
 #include "alloy/quant.h"
 #include "alloy/tokenizer.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* Metadata value types (the format's numbers). */
 typedef enum alloy_gguf_vtype {
@@ -298,7 +296,5 @@ static inline alloy_status alloy_gguf_import_model(alloy_model **out, alloy_toke
     return alloy_gguf_import_model_ex(out, tok_out, path, 1, 0);
 }
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_GGUF_H */

@@ -39,9 +39,7 @@
 #include "alloy/base.h"
 #include "alloy/model.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* Parses a layer plan "0-5,3-8" (comma-separated items, each a layer index or an ascending
  * inclusive range a-b) for a source of src_layers layers. *plan (alloy_free it) gets the
@@ -64,7 +62,5 @@ alloy_status alloy_grow_depth_upscale(alloy_model **out, const alloy_model *src,
  * new_ff > F (and <= 1048576), or for a negative or non-finite noise. */
 alloy_status alloy_grow_ffn(alloy_model **out, const alloy_model *src, int new_ff, uint64_t seed, float noise);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_GROW_H */

@@ -124,9 +124,7 @@
 #include "alloy/quant.h"
 #include "alloy/tokenizer.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* ---- the engine ------------------------------------------------------------------------- */
 
@@ -335,7 +333,5 @@ alloy_status alloy_generate(alloy_engine *e, alloy_generation *results, const in
                             const int *lens, int n, const alloy_generate_options *o, alloy_stream_fn stream,
                             void *user);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_INFER_H */

@@ -22,9 +22,7 @@
 #include "alloy/base.h"
 #include "alloy/model.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 typedef enum alloy_dtype {
     ALLOY_DTYPE_F32 = 0,
@@ -145,7 +143,5 @@ void alloy_weight_files_close(alloy_weight_files *w);
  * attention-mask buffers and tied lm_head, Llama's rotary inv_freq. */
 bool alloy_checkpoint_ignorable(alloy_family family, const char *name);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_IO_H */

@@ -63,9 +63,7 @@
 #include "alloy/base.h"
 #include "alloy/model.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 #define ALLOY_LLMC_MAGIC 20240326
 #define ALLOY_LLMC_HEADER_INTS 256
@@ -95,7 +93,5 @@ alloy_status alloy_llama2c_import_ex(alloy_model **out, const char *path, int ma
 /* The same for one sequence of up to seq_len tokens (max_B 1, max_T 0). */
 alloy_status alloy_llama2c_import(alloy_model **out, const char *path);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_LLMC_H */

@@ -27,9 +27,7 @@
 #include "alloy/base.h"
 #include "alloy/kernels.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 struct cJSON;
 
@@ -324,7 +322,5 @@ alloy_status alloy_scalar_head_backward(alloy_model *m, const float *w, float *d
  * mean initialisation). Activations and gradients start empty. On failure *m is unchanged. */
 alloy_status alloy_model_resize_vocab(alloy_model **m, int vocab_size);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_MODEL_H */

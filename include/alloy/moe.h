@@ -35,9 +35,7 @@
 #include "alloy/base.h"
 #include "alloy/model.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 typedef enum alloy_moe_router {
     ALLOY_MOE_ROUTER_RANDOM = 0, /* N(0, 0.02²) from the seed */
@@ -106,7 +104,5 @@ typedef struct alloy_moe_fit_report {
 alloy_status alloy_moe_fit_router(float *W, const float *X, const int32_t *y, int64_t N, int C, int E, double l2,
                                   int max_iter, double tol, alloy_moe_fit_report *report);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_MOE_H */

@@ -59,13 +59,13 @@
 #ifndef ALLOY_QUANT_H
 #define ALLOY_QUANT_H
 
+#include "alloy/base.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* The element types of a weight matrix. (GGML's own type numbers differ: F32 0, F16 1, Q4_0 2,
  * Q8_0 8, Q4_K 12.) */
@@ -160,7 +160,5 @@ void alloy_quant_matvec_scalar(alloy_qtype t, float *y, const void *W, const flo
 void alloy_quant_matmul_scalar(alloy_qtype t, float *Y, const void *W, const float *X, int n, int rows,
                                int cols);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_QUANT_H */

@@ -24,9 +24,7 @@
 
 #include "alloy/base.h"
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 typedef struct alloy_tokenizer alloy_tokenizer;
 
@@ -172,7 +170,5 @@ alloy_status alloy_bpe_trainer_finish(alloy_bpe_trainer *tr, alloy_tokenizer **o
 void alloy_bpe_trainer_stats(const alloy_bpe_trainer *tr, uint64_t *bytes_fed, uint64_t *distinct_pieces, int *merges);
 void alloy_bpe_trainer_destroy(alloy_bpe_trainer *tr);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_TOKENIZER_H */

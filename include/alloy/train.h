@@ -15,13 +15,14 @@
 #define ALLOY_TRAIN_H
 
 #include "alloy/base.h"
+#include "alloy/options.h"
 #include "alloy/model.h"
 #include "alloy/data.h"
+
+#include <string.h>
 #include "alloy/checkpoint.h" /* alloy_run_latest, alloy_checkpoint_resolve */
 
-#ifdef __cplusplus
-extern "C" {
-#endif
+ALLOY_BEGIN_DECLS
 
 /* ---- AdamW ---- */
 
@@ -204,6 +205,21 @@ typedef struct alloy_run_result {
 
 alloy_run_options alloy_run_defaults(void);
 
+/* Fills the run options RO from a verb's options struct O whose fields share the run's names
+ * (out_dir, steps, grad_accum, lr, min_lr, warmup, adamw, seed, eval_every, ckpt_every,
+ * keep_ckpts, log_every, quiet, resume_mode, stop): the training verbs' structs all do. */
+#define ALLOY_RUN_OPTIONS_FROM(RO, O)                                                                   \
+    do {                                                                                               \
+        (RO) = alloy_run_defaults();                                                                   \
+        memcpy((RO).out_dir, (O)->out_dir, sizeof (RO).out_dir);                                       \
+        (RO).steps = (O)->steps, (RO).grad_accum = (O)->grad_accum;                                    \
+        (RO).schedule = (alloy_schedule){.max_lr = (O)->lr, .min_lr = (O)->min_lr, .warmup_steps = (O)->warmup}; \
+        (RO).adamw = (O)->adamw, (RO).seed = (O)->seed;                                                \
+        (RO).eval_every = (O)->eval_every, (RO).ckpt_every = (O)->ckpt_every;                          \
+        (RO).keep_ckpts = (O)->keep_ckpts, (RO).log_every = (O)->log_every, (RO).quiet = (O)->quiet;   \
+        (RO).resume_mode = (O)->resume_mode, (RO).stop = (O)->stop;                                    \
+    } while (0)
+
 /* Runs the objective from scratch (resume NULL) or from the checkpoint folder `resume` (whose
  * optimiser state and trainer_state.json it restores, then the objective's state_load and load)
  * to step ro->steps. With one thread, a resumed run ends bitwise equal to an uninterrupted one.
@@ -255,8 +271,8 @@ typedef struct alloy_train_options {
     char init_dir[ALLOY_PATH_MAX];    /* a checkpoint to start from */
     int64_t steps;                    /* optimiser steps in all */
     int batch, seq, grad_accum;       /* micro-batch B, sequence T, micro-batches per step */
-    double lr, min_lr;                /* peak and final learning rate */
-    int64_t warmup;                   /* warm-up steps */
+    double lr, min_lr;                /* peak and final learning rate (min_lr < 0: lr / 10) */
+    int64_t warmup;                   /* warm-up steps (< 0: min(steps / 10, 100)) */
     alloy_adamw_config adamw;
     uint64_t seed;                    /* initialisation and data order */
     double val_fraction;              /* held out when the data has no val shards */
@@ -280,6 +296,9 @@ typedef struct alloy_train_options {
 } alloy_train_options;
 
 alloy_train_options alloy_train_defaults(void);
+/* The options' schema: their names in trainer_state.json, which may change on resume, the
+ * command's flags (alloy/options.h). */
+const alloy_schema *alloy_train_schema(void);
 
 /* Where a resume starts: `dir` is a run folder (its `latest` checkpoint is used) or a
  * checkpoint folder. Fills opt with the run's saved options and *ckpt (alloy_free it) with the
@@ -304,7 +323,5 @@ void alloy_eval_result_set(alloy_eval_result *r, double sum_nll, int64_t windows
 alloy_status alloy_eval_lm(alloy_model *m, const alloy_dataset *ds, alloy_split split, int B, int T,
                            int64_t max_windows, alloy_eval_result *out);
 
-#ifdef __cplusplus
-}
-#endif
+ALLOY_END_DECLS
 #endif /* ALLOY_TRAIN_H */

@@ -27,186 +27,15 @@
 #include "alloy/align.h"
 #include "alloy/infer.h"
 #include "alloy/io.h"
+#include "alloy/options.h"
 #include "alloy/train.h"
+#include "internal.h"
 
 #include <cJSON.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-alloy_ppo_options alloy_ppo_defaults(void) {
-    alloy_ppo_options o;
-    memset(&o, 0, sizeof o);
-    o.tmpl = ALLOY_CHAT_TEMPLATE_CHATML;
-    o.batch = 128;
-    o.mini_batch = 128;
-    o.ppo_epochs = 4;
-    o.gen_batch = 16;
-    o.max_new_tokens = 64;
-    o.temperature = 1.0f;
-    o.top_k = 0;
-    o.top_p = 1.0f;
-    o.lr = 1.41e-5;
-    o.adamw = (alloy_adamw_config){.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f, .grad_clip = 1.0f};
-    o.ppo = alloy_ppo_config_default();
-    o.init_kl_coef = 0.2;
-    o.kl_target = 6.0;
-    o.kl_horizon = 10000.0;
-    o.adaptive_kl = true;
-    o.seed = 1337;
-    o.ckpt_every = 100;
-    o.keep_ckpts = 3;
-    o.log_every = 1;
-    return o;
-}
-
-/* ---- options as JSON (trainer_state.json) ---- */
-
-static cJSON *options_to_json(const alloy_ppo_options *o) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "objective", "ppo");
-    cJSON_AddStringToObject(j, "model", o->model_dir);
-    cJSON_AddStringToObject(j, "reward", o->reward_dir);
-    cJSON_AddStringToObject(j, "prompts", o->prompts_path);
-    cJSON_AddStringToObject(j, "out", o->out_dir);
-    cJSON_AddStringToObject(j, "template", alloy_chat_template_name(o->tmpl));
-    cJSON_AddNumberToObject(j, "steps", (double)o->steps);
-    cJSON_AddNumberToObject(j, "batch", o->batch);
-    cJSON_AddNumberToObject(j, "mini_batch", o->mini_batch);
-    cJSON_AddNumberToObject(j, "ppo_epochs", o->ppo_epochs);
-    cJSON_AddNumberToObject(j, "gen_batch", o->gen_batch);
-    cJSON_AddNumberToObject(j, "max_new_tokens", o->max_new_tokens);
-    cJSON_AddNumberToObject(j, "seq", o->seq);
-    cJSON_AddNumberToObject(j, "temperature", o->temperature);
-    cJSON_AddNumberToObject(j, "top_k", o->top_k);
-    cJSON_AddNumberToObject(j, "top_p", o->top_p);
-    cJSON_AddNumberToObject(j, "lr", o->lr);
-    cJSON_AddNumberToObject(j, "beta1", o->adamw.beta1);
-    cJSON_AddNumberToObject(j, "beta2", o->adamw.beta2);
-    cJSON_AddNumberToObject(j, "eps", o->adamw.eps);
-    cJSON_AddNumberToObject(j, "weight_decay", o->adamw.weight_decay);
-    cJSON_AddNumberToObject(j, "grad_clip", o->adamw.grad_clip);
-    cJSON_AddNumberToObject(j, "gamma", o->ppo.gamma);
-    cJSON_AddNumberToObject(j, "lam", o->ppo.lam);
-    cJSON_AddNumberToObject(j, "cliprange", o->ppo.cliprange);
-    cJSON_AddNumberToObject(j, "cliprange_value", o->ppo.cliprange_value);
-    cJSON_AddNumberToObject(j, "vf_coef", o->ppo.vf_coef);
-    cJSON_AddStringToObject(j, "kl_penalty", alloy_kl_penalty_name(o->ppo.kl_penalty));
-    cJSON_AddBoolToObject(j, "whiten", o->ppo.whiten);
-    cJSON_AddNumberToObject(j, "init_kl_coef", o->init_kl_coef);
-    cJSON_AddNumberToObject(j, "kl_target", o->kl_target);
-    cJSON_AddNumberToObject(j, "kl_horizon", o->kl_horizon);
-    cJSON_AddBoolToObject(j, "adaptive_kl", o->adaptive_kl);
-    cJSON_AddNumberToObject(j, "missing_eos_penalty", o->missing_eos_penalty);
-    char seed[24];
-    snprintf(seed, sizeof seed, "%" PRIu64, o->seed); // as a string: a double would lose bits
-    cJSON_AddStringToObject(j, "seed", seed);
-    cJSON_AddNumberToObject(j, "ckpt_every", (double)o->ckpt_every);
-    cJSON_AddNumberToObject(j, "keep_ckpts", o->keep_ckpts);
-    return j;
-}
-
-static alloy_status get_str(const cJSON *j, const char *key, const char *what, char *dst, size_t cap) {
-    const char *v;
-    alloy_status s = alloy_json_get_string(j, key, what, &v);
-    if (s) return s;
-    if (strlen(v) >= cap) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"%s\" is too long", what, key);
-    strcpy(dst, v);
-    return ALLOY_STATUS_OK;
-}
-
-static alloy_status options_from_json(alloy_ppo_options *o, const cJSON *j, const char *what) {
-    alloy_status s;
-    const char *v;
-    int64_t i64;
-    double d;
-    bool b;
-    if ((s = alloy_json_get_string(j, "objective", what, &v))) return s;
-    if (strcmp(v, "ppo")) return alloy_fail(ALLOY_STATUS_USAGE, "%s: an alloy %s run, not a ppo run", what, v);
-    if ((s = get_str(j, "model", what, o->model_dir, sizeof o->model_dir)) ||
-        (s = get_str(j, "reward", what, o->reward_dir, sizeof o->reward_dir)) ||
-        (s = get_str(j, "prompts", what, o->prompts_path, sizeof o->prompts_path)) ||
-        (s = get_str(j, "out", what, o->out_dir, sizeof o->out_dir)))
-        return s;
-    if ((s = alloy_json_get_string(j, "template", what, &v))) return s;
-    if (alloy_chat_template_parse(v, &o->tmpl)) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: unknown template \"%s\"", what, v);
-    o->tmpl_set = true;
-    if ((s = alloy_json_get_string(j, "kl_penalty", what, &v))) return s;
-    if (alloy_kl_penalty_parse(v, &o->ppo.kl_penalty)) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: unknown kl_penalty \"%s\"", what, v);
-#define INT(key, field)                                                                      \
-    if ((s = alloy_json_get_int(j, key, what, &i64))) return s;                              \
-    o->field = i64;
-#define DBL(key, field)                                                                      \
-    if ((s = alloy_json_get_double(j, key, what, &d))) return s;                             \
-    o->field = d;
-#define BOOL(key, field)                                                                     \
-    if ((s = alloy_json_get_bool(j, key, what, &b))) return s;                               \
-    o->field = b;
-    INT("steps", steps) INT("batch", batch) INT("mini_batch", mini_batch) INT("ppo_epochs", ppo_epochs)
-    INT("gen_batch", gen_batch) INT("max_new_tokens", max_new_tokens) INT("seq", seq)
-    DBL("temperature", temperature) INT("top_k", top_k) DBL("top_p", top_p) DBL("lr", lr)
-    DBL("beta1", adamw.beta1) DBL("beta2", adamw.beta2) DBL("eps", adamw.eps)
-    DBL("weight_decay", adamw.weight_decay) DBL("grad_clip", adamw.grad_clip)
-    DBL("gamma", ppo.gamma) DBL("lam", ppo.lam) DBL("cliprange", ppo.cliprange) DBL("cliprange_value", ppo.cliprange_value)
-    DBL("vf_coef", ppo.vf_coef) BOOL("whiten", ppo.whiten) DBL("init_kl_coef", init_kl_coef) DBL("kl_target", kl_target)
-    DBL("kl_horizon", kl_horizon) BOOL("adaptive_kl", adaptive_kl) INT("ckpt_every", ckpt_every) INT("keep_ckpts", keep_ckpts)
-#undef INT
-#undef DBL
-#undef BOOL
-    o->missing_eos_penalty = 0.0; // absent from runs saved before it existed
-    if (cJSON_GetObjectItemCaseSensitive(j, "missing_eos_penalty")) {
-        if ((s = alloy_json_get_double(j, "missing_eos_penalty", what, &d))) return s;
-        o->missing_eos_penalty = d;
-    }
-    if ((s = alloy_json_get_string(j, "seed", what, &v))) return s;
-    char *end;
-    o->seed = strtoull(v, &end, 10);
-    if (*end || !*v) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"seed\" is not a number", what);
-    return ALLOY_STATUS_OK;
-}
-
-static alloy_status parse_ppo_options(void *o, const cJSON *j, const char *what) {
-    if (!cJSON_GetObjectItemCaseSensitive(j, "objective"))
-        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of an alignment run (no \"options\" with an \"objective\")", what);
-    return options_from_json(o, j, what);
-}
-
-alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, char **ckpt) {
-    return alloy_run_resume_state(dir, ckpt, parse_ppo_options, o, o->out_dir, sizeof o->out_dir);
-}
-
-static alloy_status check_options(const alloy_ppo_options *o) {
-    if (!o->model_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--model is required");
-    if (!o->reward_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--reward is required");
-    if (!o->prompts_path[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--prompts is required");
-    if (!o->out_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--out is required");
-    if (o->steps < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--steps must be at least 1");
-    if (o->batch < 1 || o->batch > 65536) return alloy_fail(ALLOY_STATUS_USAGE, "--batch must lie in [1, 65536]");
-    if (o->mini_batch < 1 || o->mini_batch > o->batch) return alloy_fail(ALLOY_STATUS_USAGE, "--mini-batch must lie in [1, --batch]");
-    if (o->ppo_epochs < 1 || o->ppo_epochs > 1000) return alloy_fail(ALLOY_STATUS_USAGE, "--ppo-epochs must lie in [1, 1000]");
-    if (o->gen_batch < 1 || o->gen_batch > 4096) return alloy_fail(ALLOY_STATUS_USAGE, "--gen-batch must lie in [1, 4096]");
-    if (o->max_new_tokens < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--max-new-tokens must be at least 1");
-    if (o->seq < 0 || o->seq > (1 << 20)) return alloy_fail(ALLOY_STATUS_USAGE, "--seq must lie in [2, 1048576]");
-    if (!(o->temperature > 0.0f && o->temperature < 100.0f)) return alloy_fail(ALLOY_STATUS_USAGE, "--temperature must lie in (0, 100)");
-    if (!(o->top_p > 0.0f && o->top_p <= 1.0f)) return alloy_fail(ALLOY_STATUS_USAGE, "--top-p must lie in (0, 1]");
-    if (!(o->lr > 0.0 && o->lr < 10.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--lr must lie in (0, 10)");
-    if (!(o->ppo.gamma >= 0.0 && o->ppo.gamma <= 1.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--gamma must lie in [0, 1]");
-    if (!(o->ppo.lam >= 0.0 && o->ppo.lam <= 1.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--lam must lie in [0, 1]");
-    if (!(o->ppo.cliprange > 0.0 && o->ppo.cliprange < 10.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--cliprange must lie in (0, 10)");
-    if (!(o->ppo.cliprange_value > 0.0 && o->ppo.cliprange_value < 1e6))
-        return alloy_fail(ALLOY_STATUS_USAGE, "--cliprange-value must be > 0");
-    if (!(o->ppo.vf_coef >= 0.0 && o->ppo.vf_coef < 1e6)) return alloy_fail(ALLOY_STATUS_USAGE, "--vf-coef must be >= 0");
-    if (!(o->init_kl_coef >= 0.0 && o->init_kl_coef < 1e6)) return alloy_fail(ALLOY_STATUS_USAGE, "--init-kl-coef must be >= 0");
-    if (o->adaptive_kl && !(o->kl_target > 0.0 && o->kl_horizon > 0.0))
-        return alloy_fail(ALLOY_STATUS_USAGE, "--target and --horizon must be > 0");
-    if (!(o->missing_eos_penalty >= 0.0 && o->missing_eos_penalty < 1e6))
-        return alloy_fail(ALLOY_STATUS_USAGE, "--missing-eos-penalty must be >= 0");
-    if (o->ckpt_every < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--ckpt-every must be >= 0");
-    if (o->keep_ckpts < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--keep must be at least 1");
-    if (o->log_every < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--log-every must be at least 1");
-    return ALLOY_STATUS_OK;
-}
 
 /* ---- the run ---- */
 
@@ -531,7 +360,7 @@ static alloy_status ppo_state_save(void *ctx, cJSON *j) {
     cJSON_AddNumberToObject(j, "kl_coef_value", r->kl.value);
     snprintf(buf, sizeof buf, "%016" PRIx64, r->data.fingerprint);
     cJSON_AddStringToObject(j, "data_fingerprint", buf);
-    cJSON *o = options_to_json(&r->opt);
+    cJSON *o = alloy_options_save(alloy_ppo_schema(), &r->opt);
     if (!o) return ALLOY_STATUS_NOMEM;
     cJSON_AddItemToObject(j, "options", o);
     return ALLOY_STATUS_OK;
@@ -727,13 +556,15 @@ static alloy_status load_config(const char *dir, alloy_config *cfg) {
     return s;
 }
 
-alloy_status alloy_ppo_run(const alloy_ppo_options *o, const char *resume) {
-    alloy_status s = check_options(o);
-    if (s) return s;
+alloy_status alloy_ppo_run(const alloy_ppo_options *given, const char *resume) {
     ppo_run r;
     memset(&r, 0, sizeof r);
-    r.opt = *o;
-    alloy_ppo_options *opt = &r.opt;
+    r.opt = *given;
+    alloy_ppo_options *opt = &r.opt, *o = opt;
+    if (opt->mini_batch == 0) opt->mini_batch = opt->batch < 128 ? opt->batch : 128; // the derived defaults
+    if (opt->gen_batch == 0) opt->gen_batch = opt->batch < 16 ? opt->batch : 16;
+    alloy_status s = ppo_check_options(opt);
+    if (s) return s;
     char *init = NULL, *rdir = NULL, *p = NULL;
     alloy_config cfg, rcfg;
     // the SFT model: its config, template and tokenizer

@@ -5,6 +5,7 @@
  * or argument and what is wrong; only the command prints it.
  */
 #include "alloy/base.h"
+#include "alloy/options.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,14 +15,29 @@
 #define ERROR_CAP 1024
 
 static _Thread_local char error_message[ERROR_CAP];
+static _Thread_local char error_option[64]; /* the option the message is about ("": none) */
 
 alloy_status alloy_fail(alloy_status status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(error_message, sizeof error_message, fmt, ap);
     va_end(ap);
+    error_option[0] = '\0';
     return status;
 }
+
+alloy_status alloy_fail_option(alloy_status status, const char *option, const char *fmt, ...) {
+    char rest[ERROR_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rest, sizeof rest, fmt, ap);
+    va_end(ap);
+    snprintf(error_message, sizeof error_message, "%.63s %.900s", option, rest);
+    snprintf(error_option, sizeof error_option, "%s", option);
+    return status;
+}
+
+const char *alloy_error_option(void) { return error_option[0] ? error_option : NULL; }
 
 void alloy_error_prefix(const char *fmt, ...) {
     char prefix[ERROR_CAP];

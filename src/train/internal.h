@@ -4,6 +4,7 @@
 #ifndef ALLOY_TRAIN_INTERNAL_H
 #define ALLOY_TRAIN_INTERNAL_H
 
+#include "alloy/align.h"
 #include "alloy/train.h"
 
 struct cJSON;
@@ -30,5 +31,28 @@ alloy_status alloy_train_save_checkpoint(const char *run_dir, int64_t step, cons
  * temporary file; an absent file becomes an empty one. */
 alloy_status alloy_train_trim_metrics(const char *path, int64_t step);
 
+
+/* moe_metrics.c: an MoE model's routing over one step, for the metrics: the load-balancing loss
+ * (mean over the micro-batches) and the (token, k) assignments per layer and expert (summed). */
+typedef struct moe_step {
+    double aux;
+    int64_t *counts; /* (L, E) */
+} moe_step;
+void moe_step_add(moe_step *ms, const alloy_model *m, int grad_accum);
+/* Writes ,"aux_loss":..,"expert_tokens":[per expert],"expert_tokens_per_layer":[[..],..] into buf. */
+void moe_step_print(char *buf, size_t size, const moe_step *ms, const alloy_model *m);
+
+/* align_options.c, for the alignment run: USAGE naming the option that is out of range. */
+alloy_status align_check_options(const alloy_align_options *o);
+
+/* lm_options.c, for lm.c: the LM objective's option checks, derived defaults (min_lr, warmup),
+ * the model's config (resumed, --init, a config file or a preset sized to the data), and the
+ * check that data and model read text alike (the data's tokenizer.json goes to *json). */
+alloy_status lm_check_options(const alloy_train_options *o);
+void lm_derive_defaults(alloy_train_options *o);
+alloy_status lm_choose_config(const alloy_train_options *o, const char *resume, const char *init, uint32_t data_vocab,
+                              alloy_config *cfg);
+alloy_status lm_check_tokenizer(const alloy_train_options *o, const alloy_model *m, const char *model_dir, char **json,
+                                size_t *len);
 
 #endif

@@ -8,6 +8,7 @@
  */
 #include "alloy/data.h"
 #include "alloy/io.h"
+#include "alloy/options.h"
 #include "alloy/train.h"
 #include "internal.h"
 
@@ -18,143 +19,8 @@
 #include <string.h>
 
 
-alloy_train_options alloy_train_defaults(void) {
-    alloy_train_options o;
-    memset(&o, 0, sizeof o);
-    o.steps = 1000;
-    o.batch = 8;
-    o.seq = 128;
-    o.grad_accum = 1;
-    o.lr = 1e-3;
-    o.min_lr = 1e-4;
-    o.warmup = 100;
-    o.adamw = alloy_adamw_defaults();
-    o.seed = 1337;
-    o.val_fraction = 0.05;
-    o.eval_every = 100;
-    o.eval_batches = 20;
-    o.ckpt_every = 500;
-    o.keep_ckpts = 3;
-    o.log_every = 10;
-    o.aux_loss_coef = -1.0;
-    return o;
-}
-
-/* ---- options <-> trainer_state.json ---- */
-
-static cJSON *options_to_json(const alloy_train_options *o) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "data", o->data_dir);
-    cJSON_AddStringToObject(j, "out", o->out_dir);
-    cJSON_AddStringToObject(j, "preset", o->preset);
-    cJSON_AddStringToObject(j, "config", o->config_path);
-    cJSON_AddStringToObject(j, "init", o->init_dir);
-    cJSON_AddNumberToObject(j, "steps", (double)o->steps);
-    cJSON_AddNumberToObject(j, "batch", o->batch);
-    cJSON_AddNumberToObject(j, "seq", o->seq);
-    cJSON_AddNumberToObject(j, "grad_accum", o->grad_accum);
-    cJSON_AddNumberToObject(j, "lr", o->lr);
-    cJSON_AddNumberToObject(j, "min_lr", o->min_lr);
-    cJSON_AddNumberToObject(j, "warmup", (double)o->warmup);
-    cJSON_AddNumberToObject(j, "beta1", o->adamw.beta1);
-    cJSON_AddNumberToObject(j, "beta2", o->adamw.beta2);
-    cJSON_AddNumberToObject(j, "eps", o->adamw.eps);
-    cJSON_AddNumberToObject(j, "weight_decay", o->adamw.weight_decay);
-    cJSON_AddNumberToObject(j, "grad_clip", o->adamw.grad_clip);
-    char seed[24];
-    snprintf(seed, sizeof seed, "%" PRIu64, o->seed); // as a string: a double would lose bits
-    cJSON_AddStringToObject(j, "seed", seed);
-    cJSON_AddNumberToObject(j, "val_fraction", o->val_fraction);
-    cJSON_AddNumberToObject(j, "eval_every", (double)o->eval_every);
-    cJSON_AddNumberToObject(j, "eval_batches", o->eval_batches);
-    cJSON_AddNumberToObject(j, "ckpt_every", (double)o->ckpt_every);
-    cJSON_AddNumberToObject(j, "keep_ckpts", o->keep_ckpts);
-    cJSON_AddStringToObject(j, "dtype", o->precision == ALLOY_PRECISION_BF16 ? "bf16" : "f32");
-    cJSON_AddBoolToObject(j, "recompute", o->recompute);
-    cJSON_AddStringToObject(j, "train_only", alloy_train_only_name(o->train_only));
-    cJSON_AddNumberToObject(j, "aux_loss_coef", o->aux_loss_coef);
-    if (o->objective_json[0]) cJSON_AddStringToObject(j, "objective", o->objective_json);
-    return j;
-}
-
-static alloy_status get_str(const cJSON *j, const char *key, const char *what, char *dst, size_t cap) {
-    const char *v;
-    alloy_status s = alloy_json_get_string(j, key, what, &v);
-    if (s) return s;
-    if (strlen(v) >= cap) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"%s\" is too long", what, key);
-    strcpy(dst, v);
-    return ALLOY_STATUS_OK;
-}
-
-static alloy_status options_from_json(alloy_train_options *o, const cJSON *j, const char *what) {
-    alloy_status s;
-    int64_t i64;
-    double d;
-    const char *seed;
-    if ((s = get_str(j, "data", what, o->data_dir, sizeof o->data_dir)) ||
-        (s = get_str(j, "out", what, o->out_dir, sizeof o->out_dir)) ||
-        (s = get_str(j, "preset", what, o->preset, sizeof o->preset)) ||
-        (s = get_str(j, "config", what, o->config_path, sizeof o->config_path)) ||
-        (s = get_str(j, "init", what, o->init_dir, sizeof o->init_dir)))
-        return s;
-#define INT(key, field)                                                                      \
-    if ((s = alloy_json_get_int(j, key, what, &i64))) return s;                              \
-    o->field = i64;
-#define DBL(key, field)                                                                      \
-    if ((s = alloy_json_get_double(j, key, what, &d))) return s;                             \
-    o->field = d;
-    INT("steps", steps) INT("batch", batch) INT("seq", seq) INT("grad_accum", grad_accum)
-    DBL("lr", lr) DBL("min_lr", min_lr) INT("warmup", warmup)
-    DBL("beta1", adamw.beta1) DBL("beta2", adamw.beta2) DBL("eps", adamw.eps)
-    DBL("weight_decay", adamw.weight_decay) DBL("grad_clip", adamw.grad_clip)
-    DBL("val_fraction", val_fraction) INT("eval_every", eval_every) INT("eval_batches", eval_batches)
-    INT("ckpt_every", ckpt_every) INT("keep_ckpts", keep_ckpts)
-#undef INT
-#undef DBL
-    // runs saved before these fields existed trained in fp32 without recomputation
-    if (cJSON_GetObjectItemCaseSensitive(j, "dtype")) {
-        const char *dt;
-        if ((s = alloy_json_get_string(j, "dtype", what, &dt))) return s;
-        if (!strcmp(dt, "f32")) o->precision = ALLOY_PRECISION_F32;
-        else if (!strcmp(dt, "bf16")) o->precision = ALLOY_PRECISION_BF16;
-        else return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"dtype\" is \"%s\", not f32 or bf16", what, dt);
-    }
-    if (cJSON_GetObjectItemCaseSensitive(j, "recompute") &&
-        (s = alloy_json_get_bool(j, "recompute", what, &o->recompute)))
-        return s;
-    // runs saved before these fields existed trained everything at the model's coefficient
-    if (cJSON_GetObjectItemCaseSensitive(j, "train_only")) {
-        const char *to;
-        if ((s = alloy_json_get_string(j, "train_only", what, &to))) return s;
-        if (!alloy_train_only_parse(to, &o->train_only))
-            return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"train_only\" is \"%s\", not all, router or mlp", what, to);
-    }
-    if ((s = alloy_json_opt_double(j, "aux_loss_coef", what, &o->aux_loss_coef))) return s;
-    if (cJSON_GetObjectItemCaseSensitive(j, "objective") &&
-        (s = get_str(j, "objective", what, o->objective_json, sizeof o->objective_json)))
-        return s;
-    if ((s = alloy_json_get_string(j, "seed", what, &seed))) return s;
-    char *end;
-    o->seed = strtoull(seed, &end, 10);
-    if (*end || !*seed) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"seed\" is not a number", what);
-    return ALLOY_STATUS_OK;
-}
-
-static alloy_status parse_saved(void *o, const cJSON *j, const char *what) { return options_from_json(o, j, what); }
-
-alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *opt, char **ckpt) {
-    return alloy_run_resume_state(dir, ckpt, parse_saved, opt, opt->out_dir, sizeof opt->out_dir);
-}
-
-
 /* ---- the objective ---- */
 
-/* An MoE model's routing over one step, for the metrics: the load-balancing loss (mean over the
- * micro-batches) and the (token, k) assignments per layer and expert (summed over them). */
-typedef struct moe_step {
-    double aux;
-    int64_t *counts; /* (L, E) */
-} moe_step;
 
 typedef struct lm_obj {
     const alloy_train_options *opt;
@@ -170,122 +36,6 @@ typedef struct lm_obj {
     moe_step ms;          /* this step's routing (MoE models) */
 } lm_obj;
 
-static alloy_status check_options(const alloy_train_options *o) {
-    if (o->steps < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--steps must be at least 1");
-    if (o->batch < 1 || o->batch > 65536) return alloy_fail(ALLOY_STATUS_USAGE, "--batch must lie in [1, 65536]");
-    if (o->seq < 1 || o->seq > (1 << 20)) return alloy_fail(ALLOY_STATUS_USAGE, "--seq must lie in [1, 1048576]");
-    if (o->grad_accum < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--grad-accum must be at least 1");
-    if (!(o->lr > 0.0 && o->lr < 10.0)) return alloy_fail(ALLOY_STATUS_USAGE, "--lr must lie in (0, 10)");
-    if (!(o->min_lr >= 0.0 && o->min_lr <= o->lr)) return alloy_fail(ALLOY_STATUS_USAGE, "--min-lr must lie in [0, lr]");
-    if (o->warmup < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--warmup must be >= 0");
-    if (o->eval_every < 0 || o->ckpt_every < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--eval-every and --ckpt-every must be >= 0");
-    if (o->eval_batches < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--eval-batches must be at least 1");
-    if (o->keep_ckpts < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--keep must be at least 1");
-    if (!o->data_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--data is required");
-    if (!o->out_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--out is required");
-    int models = !!o->preset[0] + !!o->config_path[0] + !!o->init_dir[0];
-    if (models != 1) return alloy_fail(ALLOY_STATUS_USAGE, "give exactly one of --preset, --config or --init");
-    return ALLOY_STATUS_OK;
-}
-
-/* Chooses the model's config: the resumed checkpoint's, the init checkpoint's, a config file,
- * or a preset sized to the data's vocabulary. */
-
-static alloy_status choose_config(const alloy_train_options *o, const char *resume, const char *init, uint32_t data_vocab,
-                                  alloy_config *cfg) {
-    alloy_status s;
-    const char *dir = resume ? resume : init;
-    if (dir) {
-        char *p = alloy_path_join(dir, "config.json");
-        s = p ? alloy_config_load(cfg, p) : ALLOY_STATUS_NOMEM;
-        alloy_free(p);
-    } else if (o->config_path[0]) {
-        s = alloy_config_load(cfg, o->config_path);
-    } else {
-        s = alloy_config_preset(cfg, o->preset, (int)data_vocab);
-        // a new model is made for the context it trains on: positions it never sees would stay
-        // untrained (learned positions) or untested (RoPE)
-        if (!s && o->seq < cfg->max_seq_len) cfg->max_seq_len = o->seq;
-    }
-    if (s) return s;
-    if (!cfg->tokenizer[0]) {
-        // a new model takes the tokenizer its data was made with
-        char *mp = alloy_path_join(o->data_dir, "manifest.json");
-        cJSON *man = NULL;
-        if (mp && alloy_path_exists(mp) && alloy_json_read_file(mp, &man) == ALLOY_STATUS_OK) {
-            const cJSON *t = cJSON_GetObjectItemCaseSensitive(man, "tokenizer");
-            if (cJSON_IsString(t) && strlen(t->valuestring) < sizeof cfg->tokenizer) strcpy(cfg->tokenizer, t->valuestring);
-        }
-        cJSON_Delete(man);
-        alloy_free(mp);
-    }
-    if ((uint32_t)cfg->vocab_size < data_vocab)
-        return alloy_fail(ALLOY_STATUS_MISMATCH, "the data's vocabulary (%u) is larger than the model's (%d)", data_vocab,
-                          cfg->vocab_size);
-    if (o->seq > cfg->max_seq_len)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", o->seq, cfg->max_seq_len);
-    return ALLOY_STATUS_OK;
-}
-
-
-/* The data's tokenizer (its tokenizer.json, or "bytes") must be the model's when the model
- * already exists (--init, --resume): otherwise the ids mean different text. Loads the data's
- * tokenizer.json for copying into checkpoints. */
-static alloy_status check_tokenizer(lm_obj *r, const char *model_dir) {
-    char *dj = alloy_path_join(r->opt->data_dir, "tokenizer.json");
-    if (!dj) return ALLOY_STATUS_NOMEM;
-    alloy_status s = ALLOY_STATUS_OK;
-    if (alloy_path_exists(dj)) s = alloy_file_read_all(dj, &r->tokenizer_json, &r->tokenizer_len);
-    if (!s && model_dir) {
-        char *mj = alloy_path_join(model_dir, "tokenizer.json");
-        alloy_tokenizer *a = NULL, *b = NULL;
-        s = mj ? ALLOY_STATUS_OK : ALLOY_STATUS_NOMEM;
-        bool data_bpe = r->tokenizer_json != NULL, model_bpe = mj && alloy_path_exists(mj);
-        if (!s && data_bpe != model_bpe && (data_bpe || !strcmp(r->model->config.tokenizer, "bpe")))
-            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s was tokenized with %s but the model %s uses %s", r->opt->data_dir,
-                           data_bpe ? "a BPE tokenizer" : "bytes", model_dir, model_bpe ? "a BPE tokenizer" : "bytes");
-        if (!s && data_bpe && model_bpe) {
-            s = alloy_tokenizer_load(&a, dj);
-            if (!s) s = alloy_tokenizer_load(&b, mj);
-            if (!s && alloy_tokenizer_hash(a) != alloy_tokenizer_hash(b))
-                s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s was tokenized with a different tokenizer than the model in %s",
-                               r->opt->data_dir, model_dir);
-        }
-        alloy_tokenizer_destroy(a);
-        alloy_tokenizer_destroy(b);
-        alloy_free(mj);
-    }
-    alloy_free(dj);
-    return s;
-}
-
-
-static void moe_step_add(moe_step *ms, const alloy_model *m, int grad_accum) {
-    size_t LE = (size_t)m->config.n_layer * (size_t)m->config.n_experts;
-    ms->aux += m->aux_loss / grad_accum;
-    for (size_t i = 0; i < LE; i++) ms->counts[i] += m->expert_tokens[i];
-}
-
-/* ,"aux_loss":..,"expert_tokens":[per expert, all layers],"expert_tokens_per_layer":[[..],..] */
-static void moe_step_print(char *buf, size_t size, const moe_step *ms, const alloy_model *m) {
-    int L = m->config.n_layer, E = m->config.n_experts;
-    size_t k = 0;
-#define PUT(...) (k += (size_t)snprintf(buf + k, k < size ? size - k : 0, __VA_ARGS__))
-    PUT(",\"aux_loss\":%.6f,\"expert_tokens\":[", ms->aux);
-    for (int e = 0; e < E; e++) {
-        int64_t tot = 0;
-        for (int l = 0; l < L; l++) tot += ms->counts[(size_t)l * E + e];
-        PUT("%s%lld", e ? "," : "", (long long)tot);
-    }
-    PUT("],\"expert_tokens_per_layer\":[");
-    for (int l = 0; l < L; l++) {
-        PUT("%s[", l ? "," : "");
-        for (int e = 0; e < E; e++) PUT("%s%lld", e ? "," : "", (long long)ms->counts[(size_t)l * E + e]);
-        PUT("]");
-    }
-    PUT("]");
-#undef PUT
-}
 
 static alloy_status lm_micro_batch(void *ctx, int micro, float grad_scale) {
     lm_obj *c = ctx;
@@ -383,7 +133,7 @@ static alloy_status lm_state_save(void *ctx, cJSON *j) {
     cJSON_AddNumberToObject(j, "epoch", (double)c->train->epoch);
     cJSON_AddNumberToObject(j, "cursor", (double)c->train->cursor);
     cJSON_AddStringToObject(j, "data_fingerprint", fp);
-    cJSON *o = options_to_json(c->opt);
+    cJSON *o = alloy_options_save(alloy_train_schema(), c->opt);
     if (!o) return ALLOY_STATUS_NOMEM;
     cJSON_AddItemToObject(j, "options", o);
     return ALLOY_STATUS_OK;
@@ -454,7 +204,7 @@ static alloy_status lm_setup(lm_obj *c, const char *resume) {
     alloy_config cfg;
     alloy_status s = o->init_dir[0] ? alloy_checkpoint_resolve(o->init_dir, &c->init) : ALLOY_STATUS_OK;
     if (!s) s = alloy_dataset_open(&c->ds, o->data_dir, o->val_fraction);
-    if (!s) s = choose_config(o, resume, c->init, c->ds->vocab_size, &cfg);
+    if (!s) s = lm_choose_config(o, resume, c->init, c->ds->vocab_size, &cfg);
     if (!s && o->aux_loss_coef >= 0.0) { // a coefficient chosen for this run (saved in its checkpoints)
         if (cfg.n_experts == 0) return alloy_fail(ALLOY_STATUS_USAGE, "--aux-loss-coef: the model has no experts");
         cfg.router_aux_loss_coef = o->aux_loss_coef;
@@ -469,7 +219,7 @@ static alloy_status lm_setup(lm_obj *c, const char *resume) {
     } else {
         alloy_model_init_weights(c->model, o->seed);
     }
-    if (!s) s = check_tokenizer(c, resume ? resume : c->init);
+    if (!s) s = lm_check_tokenizer(o, c->model, resume ? resume : c->init, &c->tokenizer_json, &c->tokenizer_len);
     if (!s) s = alloy_loader_create(&c->train, c->ds, ALLOY_SPLIT_TRAIN, o->batch, o->seq, o->seed);
     if (!s) s = alloy_loader_create(&c->val, c->ds, ALLOY_SPLIT_VAL, o->batch, o->seq, o->seed);
     size_t LE = (size_t)cfg.n_layer * (size_t)cfg.n_experts;
@@ -477,8 +227,10 @@ static alloy_status lm_setup(lm_obj *c, const char *resume) {
     return s;
 }
 
-alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, float *final_val) {
-    alloy_status s = check_options(o);
+alloy_status alloy_train_run(const alloy_train_options *given, const char *resume, float *final_val) {
+    alloy_train_options opts = *given, *o = &opts;
+    lm_derive_defaults(o);
+    alloy_status s = lm_check_options(o);
     if (s) return s;
     lm_obj c;
     memset(&c, 0, sizeof c);
@@ -490,21 +242,9 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
         .save = lm_save, .load = lm_load, .state_save = lm_state_save, .state_load = lm_state_load,
         .describe = lm_describe, .intro = lm_intro,
     };
-    alloy_run_options ro = alloy_run_defaults();
-    snprintf(ro.out_dir, sizeof ro.out_dir, "%s", o->out_dir);
-    ro.steps = o->steps;
-    ro.grad_accum = o->grad_accum;
-    ro.schedule = (alloy_schedule){.max_lr = o->lr, .min_lr = o->min_lr, .warmup_steps = o->warmup};
-    ro.adamw = o->adamw;
+    alloy_run_options ro;
+    ALLOY_RUN_OPTIONS_FROM(ro, o);
     ro.train_only = o->train_only;
-    ro.seed = o->seed;
-    ro.eval_every = o->eval_every;
-    ro.ckpt_every = o->ckpt_every;
-    ro.keep_ckpts = o->keep_ckpts;
-    ro.log_every = o->log_every;
-    ro.quiet = o->quiet;
-    ro.resume_mode = o->resume_mode;
-    ro.stop = o->stop;
     alloy_run_result res;
     if (!s) s = alloy_run_execute(&ro, &obj, resume, &res);
     if (!s && final_val) *final_val = (float)res.last_val_loss;
@@ -517,3 +257,4 @@ alloy_status alloy_train_run(const alloy_train_options *o, const char *resume, f
     alloy_free(c.init);
     return s;
 }
+

@@ -22,6 +22,7 @@
  * deleted) or branches into a new run folder.
  */
 #include "alloy/io.h"
+#include "alloy/options.h"
 #include "alloy/train.h"
 #include "internal.h"
 
@@ -81,12 +82,13 @@ alloy_status alloy_run_check_new(const char *dir) {
 }
 
 static alloy_status check_options(const alloy_run_options *o, const alloy_objective *obj) {
-    if (o->steps < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--steps must be at least 1");
-    if (o->grad_accum < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--grad-accum must be at least 1");
-    if (o->eval_every < 0 || o->ckpt_every < 0) return alloy_fail(ALLOY_STATUS_USAGE, "--eval-every and --ckpt-every must be >= 0");
-    if (o->keep_ckpts < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--keep must be at least 1");
-    if (o->log_every < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--log-every must be at least 1");
-    if (!o->out_dir[0]) return alloy_fail(ALLOY_STATUS_USAGE, "--out is required");
+    if (o->steps < 1) return alloy_fail_option(ALLOY_STATUS_USAGE, "steps", "must be at least 1");
+    if (o->grad_accum < 1) return alloy_fail_option(ALLOY_STATUS_USAGE, "grad_accum", "must be at least 1");
+    if (o->eval_every < 0) return alloy_fail_option(ALLOY_STATUS_USAGE, "eval_every", "must be >= 0");
+    if (o->ckpt_every < 0) return alloy_fail_option(ALLOY_STATUS_USAGE, "ckpt_every", "must be >= 0");
+    if (o->keep_ckpts < 1) return alloy_fail_option(ALLOY_STATUS_USAGE, "keep_ckpts", "must be at least 1");
+    if (o->log_every < 1) return alloy_fail_option(ALLOY_STATUS_USAGE, "log_every", "must be at least 1");
+    if (!o->out_dir[0]) return alloy_fail_option(ALLOY_STATUS_USAGE, "out", "is required");
     if (obj->n_groups < 1 || obj->n_groups > ALLOY_RUN_MAX_GROUPS || !obj->report || !obj->save ||
         !obj->state_save || !obj->state_load || (!obj->micro_batch && !obj->update))
         return alloy_fail(ALLOY_STATUS_INTERNAL, "the objective lacks a parameter group or a required hook");

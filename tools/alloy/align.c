@@ -121,131 +121,67 @@ static const char score_help[] =
     "  --template NAME       chatml or raw\n"
     "  --threads N           OpenMP threads (default: all cores)\n";
 
-static volatile int stop_requested;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
-
-/* Copies a flag's value into a fixed-size field; a usage error if it is too long. */
-static int put(const char *verb, const char *flag, const char *v, char *dst, size_t cap) {
-    if (!v) return 0;
-    if (strlen(v) >= cap) return cli_usage(verb, "--%s: value too long", flag);
-    strcpy(dst, v);
+/* --resume, --rewind, --branch-from: the run's saved options with what the flags may change. */
+static int resume_flags(const char *verb, alloy_align_kind kind, const char *resume, alloy_resume_mode mode,
+                        alloy_align_options *o, const cli_flag *flags, int nf, char **ckpt) {
+    alloy_align_options saved = alloy_align_defaults(kind);
+    alloy_status s = alloy_align_resume_options(resume, &saved, ckpt);
+    int r = s ? cli_fail(verb, s) : 0;
+    if (!r && saved.kind != kind)
+        r = cli_usage(verb, "%s is an alloy %s run; continue it with alloy %s --resume", resume, alloy_align_kind_name(saved.kind),
+                      alloy_align_kind_name(saved.kind));
+    if (!r) r = cli_schema_resume(verb, alloy_align_schema(), &saved, o, flags, nf, mode == ALLOY_RESUME_BRANCH ? "out" : NULL);
+    if (!r && mode == ALLOY_RESUME_BRANCH) r = put_out(verb, o->out_dir, saved.out_dir, sizeof saved.out_dir);
+    if (r) {
+        alloy_free(*ckpt);
+        *ckpt = NULL;
+        return r;
+    }
+    saved.resume_mode = mode;
+    *o = saved;
     return 0;
 }
 
 static int run_verb(const char *verb, alloy_align_kind kind, int argc, char **argv, const char *help) {
     alloy_align_options o = alloy_align_defaults(kind);
-    const char *model = NULL, *data = NULL, *val = NULL, *out = NULL, *tmpl = NULL, *ref = NULL, *loss = NULL, *resume = NULL;
+    const char *resume = NULL, *branch = NULL;
     bool rewind = false;
-    const char *branch = NULL;
     int threads = 0;
-    cli_flag flags[] = {
-        {"model", CLI_STR, &model, false},
-        {"data", CLI_STR, &data, false},
-        {"val", CLI_STR, &val, false},
-        {"out", CLI_STR, &out, false},
-        {"template", CLI_STR, &tmpl, false},
+    cli_flag flags[64] = {
         {"resume", CLI_STR, &resume, false},
-        {"steps", CLI_I64, &o.steps, false},
-        {"epochs", CLI_DBL, &o.epochs, false},
-        {"batch", CLI_INT, &o.batch, false},
-        {"seq", CLI_INT, &o.seq, false},
-        {"grad-accum", CLI_INT, &o.grad_accum, false},
-        {"seed", CLI_U64, &o.seed, false},
-        {"val-fraction", CLI_DBL, &o.val_fraction, false},
-        {"lr", CLI_DBL, &o.lr, false},
-        {"min-lr", CLI_DBL, &o.min_lr, false},
-        {"warmup", CLI_I64, &o.warmup, false},
-        {"weight-decay", CLI_FLOAT, &o.adamw.weight_decay, false},
-        {"beta1", CLI_FLOAT, &o.adamw.beta1, false},
-        {"beta2", CLI_FLOAT, &o.adamw.beta2, false},
-        {"eps", CLI_FLOAT, &o.adamw.eps, false},
-        {"grad-clip", CLI_FLOAT, &o.adamw.grad_clip, false},
-        {"eval-every", CLI_I64, &o.eval_every, false},
-        {"eval-batches", CLI_INT, &o.eval_batches, false},
-        {"ckpt-every", CLI_I64, &o.ckpt_every, false},
-        {"keep", CLI_INT, &o.keep_ckpts, false},
-        {"log-every", CLI_INT, &o.log_every, false},
-        {"threads", CLI_INT, &threads, false},
-        {"quiet", CLI_BOOL, &o.quiet, false},
         {"rewind", CLI_BOOL, &rewind, false},
         {"branch-from", CLI_STR, &branch, false},
-        // dpo only (the table is cut before these for the other verbs)
-        {"ref", CLI_STR, &ref, false},
-        {"beta", CLI_DBL, &o.dpo.beta, false},
-        {"loss", CLI_STR, &loss, false},
-        {"label-smoothing", CLI_DBL, &o.dpo.label_smoothing, false},
+        {"threads", CLI_INT, &threads, false},
     };
-    int nf = (int)(sizeof flags / sizeof flags[0]) - (kind == ALLOY_ALIGN_DPO ? 0 : 4);
+    int nf = 4, all = 4;
+    cli_schema_flags(alloy_align_schema(), &o, flags, &all, 64);
+    for (int k = 4; k < all; k++) { // the DPO flags are dpo's alone
+        const char *n = flags[k].name;
+        bool dpo_only = !strcmp(n, "ref") || !strcmp(n, "beta") || !strcmp(n, "loss") || !strcmp(n, "label-smoothing");
+        if (kind == ALLOY_ALIGN_DPO || !dpo_only) flags[nf++] = flags[k];
+    }
     int r = cli_parse(verb, argc, argv, flags, nf, help, NULL);
     if (r) return r == 1 ? 0 : r;
     if (threads < 0) return cli_usage(verb, "--threads must be >= 0");
-    if (o.log_every < 1) return cli_usage(verb, "--log-every must be at least 1");
     cli_set_threads(threads);
     alloy_resume_mode mode;
-    if ((r = cli_resume_mode(verb, &resume, branch, rewind, out, &mode))) return r;
+    if ((r = cli_resume_mode(verb, &resume, branch, rewind, o.out_dir[0] ? o.out_dir : NULL, &mode))) return r;
     char *ckpt = NULL;
     if (resume) {
-        static const char *const may_change[] = {"resume", "rewind", "branch-from", "steps", "threads", "quiet", "log-every",
-                                                 "eval-every", "eval-batches", "ckpt-every", "keep"};
-        for (int i = 0; i < nf; i++) {
-            bool ok = false;
-            for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
-            ok |= mode == ALLOY_RESUME_BRANCH && !strcmp(flags[i].name, "out");
-            if (flags[i].seen && !ok)
-                return cli_usage(verb, "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
-        }
-        alloy_align_options saved = alloy_align_defaults(kind);
-        alloy_status s = alloy_align_resume_options(resume, &saved, &ckpt);
-        if (s) return cli_fail(verb, s);
-        if (saved.kind != kind) {
-            alloy_free(ckpt);
-            return cli_usage(verb, "%s is an alloy %s run; continue it with alloy %s --resume", resume,
-                             alloy_align_kind_name(saved.kind), alloy_align_kind_name(saved.kind));
-        }
-        saved.quiet = o.quiet;
-        saved.log_every = o.log_every;
-        if (cli_find(flags, nf, "steps")->seen) saved.steps = o.steps;
-        if (cli_find(flags, nf, "eval-every")->seen) saved.eval_every = o.eval_every;
-        if (cli_find(flags, nf, "eval-batches")->seen) saved.eval_batches = o.eval_batches;
-        if (cli_find(flags, nf, "ckpt-every")->seen) saved.ckpt_every = o.ckpt_every;
-        if (cli_find(flags, nf, "keep")->seen) saved.keep_ckpts = o.keep_ckpts;
-        o = saved;
-        o.resume_mode = mode;
-        if (mode == ALLOY_RESUME_BRANCH && (r = put_out(verb, out, o.out_dir, sizeof o.out_dir))) {
-            alloy_free(ckpt);
-            return r;
-        }
+        if ((r = resume_flags(verb, kind, resume, mode, &o, flags, nf, &ckpt))) return r;
     } else {
-        if (!model || !data || !out) return cli_usage(verb, "--model, --data and --out are required (or --resume)");
-        if ((r = put(verb, "model", model, o.model_dir, sizeof o.model_dir)) ||
-            (r = put(verb, "data", data, o.data_path, sizeof o.data_path)) ||
-            (r = put(verb, "val", val, o.val_path, sizeof o.val_path)) ||
-            (r = put(verb, "out", out, o.out_dir, sizeof o.out_dir)) ||
-            (r = put(verb, "ref", ref, o.ref_dir, sizeof o.ref_dir)))
-            return r;
-        if (tmpl) {
-            if (alloy_chat_template_parse(tmpl, &o.tmpl)) return cli_usage(verb, "--template must be chatml or raw, not \"%s\"", tmpl);
-            o.tmpl_set = true;
-        }
-        if (loss && alloy_dpo_loss_parse(loss, &o.dpo.loss)) return cli_usage(verb, "--loss must be sigmoid or ipo, not \"%s\"", loss);
+        if (!o.model_dir[0] || !o.data_path[0] || !o.out_dir[0])
+            return cli_usage(verb, "--model, --data and --out are required (or --resume)");
+        o.tmpl_set = cli_find(flags, nf, "template")->seen;
+        // 0 means "from epochs" and "the model's context" to the library, not to the flags
         if (cli_find(flags, nf, "steps")->seen && o.steps < 1) return cli_usage(verb, "--steps must be at least 1");
         if (cli_find(flags, nf, "seq")->seen && o.seq < 2) return cli_usage(verb, "--seq must be at least 2");
-        if (!cli_find(flags, nf, "min-lr")->seen) o.min_lr = o.lr / 10.0;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    o.stop = &stop_requested;
+    o.stop = cli_catch_stop();
     alloy_status s = alloy_align_run(&o, ckpt, NULL);
     alloy_free(ckpt);
     if (s) return cli_fail(verb, s);
-    return stop_requested ? 130 : 0;
+    return *o.stop ? 130 : 0;
 }
 
 int cmd_sft(int argc, char **argv) { return run_verb("sft", ALLOY_ALIGN_SFT, argc, argv, sft_help); }

@@ -3,6 +3,8 @@
  */
 #include "cli.h"
 
+#include <signal.h>
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -23,7 +25,8 @@ int cli_usage(const char *verb, const char *fmt, ...) {
 }
 
 int cli_fail(const char *verb, alloy_status s) {
-    fprintf(stderr, "alloy %s: error: %s\n", verb, alloy_last_error());
+    char buf[1200];
+    fprintf(stderr, "alloy %s: error: %s\n", verb, cli_error_text(buf, sizeof buf));
     return s == ALLOY_STATUS_USAGE ? 2 : 1;
 }
 
@@ -45,6 +48,12 @@ static int parse_value(const char *verb, cli_flag *f, const char *v) {
     char *end;
     errno = 0;
     switch (f->kind) {
+    case CLI_OPTION: {
+        const cli_option_ref *ref = f->dst;
+        char buf[1200];
+        if (alloy_options_set(ref->schema, ref->opts, ref->option->name, v)) return cli_usage(verb, "%s", cli_error_text(buf, sizeof buf));
+        return 0;
+    }
     case CLI_STR:
         *(const char **)f->dst = v;
         return 0;
@@ -105,9 +114,10 @@ int cli_parse(const char *verb, int argc, char **argv, cli_flag *flags, int n, c
         if (!f) return cli_usage(verb, "unknown flag --%.*s", (int)len, name);
         if (f->seen && f->kind != CLI_LIST) return cli_usage(verb, "--%s given twice", f->name);
         f->seen = true;
-        if (f->kind == CLI_BOOL) {
+        const cli_option_ref *ref = f->kind == CLI_OPTION ? f->dst : NULL;
+        if (f->kind == CLI_BOOL || (ref && ref->option->type == ALLOY_OPT_BOOL && !(ref->option->flags & ALLOY_OPT_VALUED))) {
             if (eq) return cli_usage(verb, "--%s takes no value", f->name);
-            *(bool *)f->dst = true;
+            *(bool *)(ref ? (char *)ref->opts + ref->option->offset : f->dst) = true;
             continue;
         }
         if (f->kind == CLI_LIST) {
@@ -205,4 +215,20 @@ int put_out(const char *verb, const char *out, char *dst, size_t cap) {
     if (strlen(out) >= cap) return cli_usage(verb, "--out: path too long");
     strcpy(dst, out);
     return 0;
+}
+
+static volatile int stop_requested;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+volatile int *cli_catch_stop(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    return &stop_requested;
 }

@@ -19,6 +19,7 @@ typedef enum cli_kind {
     CLI_DBL,   /* double */
     CLI_FLOAT, /* float */
     CLI_BOOL,  /* bool: set to true, takes no value */
+    CLI_OPTION,/* a row of an option schema (alloy/options.h); dst is a cli_option_ref */
 } cli_kind;
 
 typedef struct cli_list {
@@ -33,6 +34,13 @@ typedef struct cli_flag {
     bool seen;        /* set by cli_parse */
 } cli_flag;
 
+/* What a CLI_OPTION flag's dst points to: the options struct, its schema and the row. */
+typedef struct cli_option_ref {
+    const alloy_schema *schema;
+    const alloy_option *option;
+    void *opts;
+} cli_option_ref;
+
 /* Parses argv[1..] (argv[0] is the verb). Positional arguments go to *positional (may be
  * NULL: then none are allowed). Returns 0 to go on, 1 if --help was printed (exit 0), 2 on a
  * usage error (already printed). */
@@ -44,6 +52,24 @@ const cli_flag *cli_find(const cli_flag *flags, int n_flags, const char *name);
 int cli_fail(const char *verb, alloy_status s);
 /* Prints a usage error and returns 2. */
 int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* ---- flags from the library's option schemas (cli_schema.c) ---- */
+
+/* Appends to flags[*n .. cap) a flag for every row of s that has one, writing into opts (the
+ * library parses the value: alloy_options_set). Error messages about an option of s then show
+ * its flag. */
+void cli_schema_flags(const alloy_schema *s, void *opts, cli_flag *flags, int *n, int cap);
+/* set[i]: whether the flag of row i of s was given. */
+void cli_schema_given(const alloy_schema *s, const cli_flag *flags, int n, bool *set);
+/* On --resume: saved takes what the flags given may change (the library decides which); the
+ * option `except` (may be NULL) is left out. 0, or the exit status of the error (printed). */
+int cli_schema_resume(const char *verb, const alloy_schema *s, void *saved, const void *given, const cli_flag *flags,
+                      int n, const char *except);
+/* The last error's message, an option's name shown as its flag ("--lr must ..."); buf holds it. */
+const char *cli_error_text(char *buf, size_t size);
+
+/* From now on SIGINT and SIGTERM set the flag returned (a run stops after its step, with a
+ * checkpoint; the verb then exits 130). */
+volatile int *cli_catch_stop(void);
 /* Applies --threads (0: leave the default). */
 void cli_set_threads(int threads);
 

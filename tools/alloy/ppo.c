@@ -73,139 +73,57 @@ static const char ppo_help[] =
     "value_loss, clipfrac, vf_clipfrac, approx_kl, tokens_per_s and more. Defaults: TRL's PPOConfig\n"
     "(see docs/alignment.md for the differences).\n";
 
-static volatile int stop_requested;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
-
-static int put(const char *flag, const char *v, char *dst, size_t cap) {
-    if (!v) return 0;
-    if (strlen(v) >= cap) return cli_usage("ppo", "--%s: value too long", flag);
-    strcpy(dst, v);
-    return 0;
-}
-
-static int on_off(const char *flag, const char *v, bool *out) {
-    if (!v) return 0;
-    if (!strcmp(v, "on")) *out = true;
-    else if (!strcmp(v, "off")) *out = false;
-    else return cli_usage("ppo", "--%s must be on or off, not \"%s\"", flag, v);
+/* --resume, --rewind, --branch-from: the run's saved options with what the flags may change. */
+static int resume_flags(const char *resume, alloy_resume_mode mode, alloy_ppo_options *o, const cli_flag *flags, int nf,
+                        char **ckpt) {
+    alloy_ppo_options saved = alloy_ppo_defaults();
+    alloy_status s = alloy_ppo_resume_options(resume, &saved, ckpt);
+    int r = s ? cli_fail("ppo", s) : 0;
+    if (!r) r = cli_schema_resume("ppo", alloy_ppo_schema(), &saved, o, flags, nf, mode == ALLOY_RESUME_BRANCH ? "out" : NULL);
+    if (!r && mode == ALLOY_RESUME_BRANCH) r = put_out("ppo", o->out_dir, saved.out_dir, sizeof saved.out_dir);
+    if (r) {
+        alloy_free(*ckpt);
+        *ckpt = NULL;
+        return r;
+    }
+    saved.resume_mode = mode;
+    *o = saved;
     return 0;
 }
 
 int cmd_ppo(int argc, char **argv) {
     alloy_ppo_options o = alloy_ppo_defaults();
-    const char *model = NULL, *reward = NULL, *prompts = NULL, *out = NULL, *tmpl = NULL, *resume = NULL;
-    const char *klp = NULL, *adaptive = NULL, *whiten = NULL, *branch = NULL;
+    const char *resume = NULL, *branch = NULL;
     bool rewind = false;
     int threads = 0;
-    cli_flag flags[] = {
-        {"model", CLI_STR, &model, false},
-        {"reward", CLI_STR, &reward, false},
-        {"prompts", CLI_STR, &prompts, false},
-        {"out", CLI_STR, &out, false},
-        {"template", CLI_STR, &tmpl, false},
+    cli_flag flags[64] = {
         {"resume", CLI_STR, &resume, false},
         {"rewind", CLI_BOOL, &rewind, false},
         {"branch-from", CLI_STR, &branch, false},
-        {"steps", CLI_I64, &o.steps, false},
-        {"batch", CLI_INT, &o.batch, false},
-        {"mini-batch", CLI_INT, &o.mini_batch, false},
-        {"ppo-epochs", CLI_INT, &o.ppo_epochs, false},
-        {"max-new-tokens", CLI_INT, &o.max_new_tokens, false},
-        {"seq", CLI_INT, &o.seq, false},
-        {"gen-batch", CLI_INT, &o.gen_batch, false},
-        {"temperature", CLI_FLOAT, &o.temperature, false},
-        {"top-k", CLI_INT, &o.top_k, false},
-        {"top-p", CLI_FLOAT, &o.top_p, false},
-        {"lr", CLI_DBL, &o.lr, false},
-        {"grad-clip", CLI_FLOAT, &o.adamw.grad_clip, false},
-        {"weight-decay", CLI_FLOAT, &o.adamw.weight_decay, false},
-        {"beta1", CLI_FLOAT, &o.adamw.beta1, false},
-        {"beta2", CLI_FLOAT, &o.adamw.beta2, false},
-        {"eps", CLI_FLOAT, &o.adamw.eps, false},
-        {"gamma", CLI_DBL, &o.ppo.gamma, false},
-        {"lam", CLI_DBL, &o.ppo.lam, false},
-        {"cliprange", CLI_DBL, &o.ppo.cliprange, false},
-        {"cliprange-value", CLI_DBL, &o.ppo.cliprange_value, false},
-        {"vf-coef", CLI_DBL, &o.ppo.vf_coef, false},
-        {"kl-penalty", CLI_STR, &klp, false},
-        {"init-kl-coef", CLI_DBL, &o.init_kl_coef, false},
-        {"adaptive-kl", CLI_STR, &adaptive, false},
-        {"target", CLI_DBL, &o.kl_target, false},
-        {"horizon", CLI_DBL, &o.kl_horizon, false},
-        {"whiten", CLI_STR, &whiten, false},
-        {"missing-eos-penalty", CLI_DBL, &o.missing_eos_penalty, false},
-        {"seed", CLI_U64, &o.seed, false},
-        {"ckpt-every", CLI_I64, &o.ckpt_every, false},
-        {"keep", CLI_INT, &o.keep_ckpts, false},
-        {"log-every", CLI_INT, &o.log_every, false},
         {"threads", CLI_INT, &threads, false},
-        {"quiet", CLI_BOOL, &o.quiet, false},
     };
-    int nf = (int)(sizeof flags / sizeof flags[0]);
+    int nf = 4;
+    cli_schema_flags(alloy_ppo_schema(), &o, flags, &nf, 64);
     int r = cli_parse("ppo", argc, argv, flags, nf, ppo_help, NULL);
     if (r) return r == 1 ? 0 : r;
     if (threads < 0) return cli_usage("ppo", "--threads must be >= 0");
-    if (o.log_every < 1) return cli_usage("ppo", "--log-every must be at least 1");
     cli_set_threads(threads);
     alloy_resume_mode mode;
-    if ((r = cli_resume_mode("ppo", &resume, branch, rewind, out, &mode))) return r;
+    if ((r = cli_resume_mode("ppo", &resume, branch, rewind, o.out_dir[0] ? o.out_dir : NULL, &mode))) return r;
     char *ckpt = NULL;
     if (resume) {
-        static const char *const may_change[] = {"resume", "rewind", "branch-from", "steps", "threads", "quiet",
-                                                 "log-every", "ckpt-every", "keep"};
-        for (int i = 0; i < nf; i++) {
-            bool ok = false;
-            for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
-            ok |= mode == ALLOY_RESUME_BRANCH && !strcmp(flags[i].name, "out");
-            if (flags[i].seen && !ok)
-                return cli_usage("ppo", "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
-        }
-        alloy_ppo_options saved = alloy_ppo_defaults();
-        alloy_status s = alloy_ppo_resume_options(resume, &saved, &ckpt);
-        if (s) return cli_fail("ppo", s);
-        saved.quiet = o.quiet;
-        saved.log_every = o.log_every;
-        if (cli_find(flags, nf, "steps")->seen) saved.steps = o.steps;
-        if (cli_find(flags, nf, "ckpt-every")->seen) saved.ckpt_every = o.ckpt_every;
-        if (cli_find(flags, nf, "keep")->seen) saved.keep_ckpts = o.keep_ckpts;
-        o = saved;
-        o.resume_mode = mode;
-        if (mode == ALLOY_RESUME_BRANCH && (r = put_out("ppo", out, o.out_dir, sizeof o.out_dir))) {
-            alloy_free(ckpt);
-            return r;
-        }
+        if ((r = resume_flags(resume, mode, &o, flags, nf, &ckpt))) return r;
     } else {
-        if (!model || !reward || !prompts || !out)
+        if (!o.model_dir[0] || !o.reward_dir[0] || !o.prompts_path[0] || !o.out_dir[0])
             return cli_usage("ppo", "--model, --reward, --prompts and --out are required (or --resume)");
-        if ((r = put("model", model, o.model_dir, sizeof o.model_dir)) ||
-            (r = put("reward", reward, o.reward_dir, sizeof o.reward_dir)) ||
-            (r = put("prompts", prompts, o.prompts_path, sizeof o.prompts_path)) ||
-            (r = put("out", out, o.out_dir, sizeof o.out_dir)) || (r = on_off("adaptive-kl", adaptive, &o.adaptive_kl)) ||
-            (r = on_off("whiten", whiten, &o.ppo.whiten)))
-            return r;
-        if (tmpl) {
-            if (alloy_chat_template_parse(tmpl, &o.tmpl)) return cli_usage("ppo", "--template must be chatml or raw, not \"%s\"", tmpl);
-            o.tmpl_set = true;
-        }
-        if (klp && alloy_kl_penalty_parse(klp, &o.ppo.kl_penalty))
-            return cli_usage("ppo", "--kl-penalty must be kl, abs or mse, not \"%s\"", klp);
+        o.tmpl_set = cli_find(flags, nf, "template")->seen;
+        // 0 means "one pass" and "the models' context" to the library, not to the flags
         if (cli_find(flags, nf, "steps")->seen && o.steps < 1) return cli_usage("ppo", "--steps must be at least 1");
         if (cli_find(flags, nf, "seq")->seen && o.seq < 2) return cli_usage("ppo", "--seq must be at least 2");
-        if (!cli_find(flags, nf, "mini-batch")->seen && o.mini_batch > o.batch) o.mini_batch = o.batch;
-        if (!cli_find(flags, nf, "gen-batch")->seen && o.gen_batch > o.batch) o.gen_batch = o.batch;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    o.stop = &stop_requested;
+    o.stop = cli_catch_stop();
     alloy_status s = alloy_ppo_run(&o, ckpt);
     alloy_free(ckpt);
     if (s) return cli_fail("ppo", s);
-    return stop_requested ? 130 : 0;
+    return *o.stop ? 130 : 0;
 }

@@ -70,12 +70,6 @@ static const char help[] =
     "                        and continue from it (without it such a resume is refused)\n"
     "  --branch-from CKPT    continue from CKPT in a new run folder (--out), the source run untouched\n";
 
-static volatile int stop_requested;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
 
 static const char distill_help[] =
     "usage: alloy distill --teacher DIR [--teacher DIR ...] --student PRESET|CKPT --data DIR --out DIR [flags]\n"
@@ -118,54 +112,69 @@ static int train_verb(const char *verb, int argc, char **argv) {
 int cmd_train(int argc, char **argv) { return train_verb("train", argc, argv); }
 int cmd_distill(int argc, char **argv) { return train_verb("distill", argc, argv); }
 
+/* The distillation flags into dopt (a new run), the student as the model to start from. */
+static int distill_flags(const char *verb, alloy_train_options *o, alloy_distill_options *dopt, const cli_list *teachers,
+                         const char *student, const char *divergence, const char *combiner) {
+    if (teachers->n < 1 || teachers->n > ALLOY_MAX_TEACHERS) return cli_usage(verb, "give 1 to %d --teacher folders", ALLOY_MAX_TEACHERS);
+    for (int i = 0; i < teachers->n; i++) {
+        if (strlen(teachers->items[i]) >= ALLOY_PATH_MAX) return cli_usage(verb, "--teacher: path too long");
+        strcpy(dopt->teachers[i], teachers->items[i]);
+    }
+    dopt->n_teachers = teachers->n;
+    if (combiner && strlen(combiner) >= sizeof dopt->combiner) return cli_usage(verb, "--combiner: path too long");
+    if (combiner) strcpy(dopt->combiner, combiner);
+    if (!(dopt->hidden_weight >= 0.0f)) return cli_usage(verb, "--hidden-weight must be >= 0");
+    if (divergence && !alloy_divergence_parse(divergence, &dopt->divergence))
+        return cli_usage(verb, "--divergence must be forward_kl, reverse_kl or jsd, not \"%s\"", divergence);
+    if (!student) return 0;
+    if (o->preset[0] || o->config_path[0] || o->init_dir[0]) return cli_usage(verb, "give --student or one of --preset, --config, --init");
+    bool folder = alloy_is_dir(student); // a checkpoint or run folder, else a preset's name
+    char *dst = folder ? o->init_dir : o->preset;
+    size_t cap = folder ? sizeof o->init_dir : sizeof o->preset;
+    if (strlen(student) >= cap) return cli_usage(verb, "--student: value too long");
+    strcpy(dst, student);
+    return 0;
+}
+
+/* --resume, --rewind, --branch-from: the saved options of the run (and of its distillation),
+ * with what the flags may change; *ckpt the checkpoint to resume from. */
+static int resume_flags(const char *verb, bool distill, const char *resume, alloy_resume_mode mode, const char *out,
+                        alloy_train_options *o, alloy_distill_options *dopt, const cli_flag *flags, int nf, char **ckpt) {
+    alloy_train_options saved = alloy_train_defaults();
+    alloy_status s = alloy_train_resume_options(resume, &saved, ckpt);
+    if (!s && distill && !saved.objective_json[0])
+        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a plain training run: continue it with alloy train --resume", resume);
+    if (!s && !distill && saved.objective_json[0])
+        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a distillation run: continue it with alloy distill --resume", resume);
+    if (!s && distill) s = alloy_distill_from_json(dopt, saved.objective_json, resume);
+    int r = s ? cli_fail(verb, s) : 0;
+    if (!r) r = cli_schema_resume(verb, alloy_train_schema(), &saved, o, flags, nf, mode == ALLOY_RESUME_BRANCH ? "out" : NULL);
+    if (!r && mode == ALLOY_RESUME_BRANCH) r = put_out(verb, out, saved.out_dir, sizeof saved.out_dir);
+    if (r) {
+        alloy_free(*ckpt);
+        *ckpt = NULL;
+        return r;
+    }
+    saved.resume_mode = mode;
+    *o = saved;
+    return 0;
+}
+
 /* The body of both verbs; the list cli_parse fills is the caller's to free. */
 static int train_main(const char *verb, int argc, char **argv, cli_list *teachers_) {
     bool distill = !strcmp(verb, "distill");
     alloy_distill_options dopt = alloy_distill_defaults();
-    cli_list teachers = {0};
-    const char *student = NULL, *divergence = NULL, *combiner = NULL;
     alloy_train_options o = alloy_train_defaults();
-    const char *data = NULL, *out = NULL, *preset = NULL, *config = NULL, *init = NULL, *resume = NULL;
+    cli_list teachers = {0};
+    const char *student = NULL, *divergence = NULL, *combiner = NULL, *resume = NULL, *branch = NULL;
     int threads = 0;
-    const char *dtype = NULL, *train_only = NULL;
-    bool recompute = false;
     bool rewind = false;
-    const char *branch = NULL;
-    cli_flag flags[] = {
-        {"train-only", CLI_STR, &train_only, false},
-        {"aux-loss-coef", CLI_DBL, &o.aux_loss_coef, false},
-        {"dtype", CLI_STR, &dtype, false},
-        {"recompute", CLI_BOOL, &recompute, false},
-        {"data", CLI_STR, &data, false},
-        {"out", CLI_STR, &out, false},
-        {"preset", CLI_STR, &preset, false},
-        {"config", CLI_STR, &config, false},
-        {"init", CLI_STR, &init, false},
+    cli_flag flags[80] = {
         {"resume", CLI_STR, &resume, false},
-        {"steps", CLI_I64, &o.steps, false},
-        {"batch", CLI_INT, &o.batch, false},
-        {"seq", CLI_INT, &o.seq, false},
-        {"grad-accum", CLI_INT, &o.grad_accum, false},
-        {"seed", CLI_U64, &o.seed, false},
-        {"val-fraction", CLI_DBL, &o.val_fraction, false},
-        {"lr", CLI_DBL, &o.lr, false},
-        {"min-lr", CLI_DBL, &o.min_lr, false},
-        {"warmup", CLI_I64, &o.warmup, false},
-        {"weight-decay", CLI_FLOAT, &o.adamw.weight_decay, false},
-        {"beta1", CLI_FLOAT, &o.adamw.beta1, false},
-        {"beta2", CLI_FLOAT, &o.adamw.beta2, false},
-        {"eps", CLI_FLOAT, &o.adamw.eps, false},
-        {"grad-clip", CLI_FLOAT, &o.adamw.grad_clip, false},
-        {"eval-every", CLI_I64, &o.eval_every, false},
-        {"eval-batches", CLI_INT, &o.eval_batches, false},
-        {"ckpt-every", CLI_I64, &o.ckpt_every, false},
-        {"keep", CLI_INT, &o.keep_ckpts, false},
-        {"log-every", CLI_INT, &o.log_every, false},
-        {"threads", CLI_INT, &threads, false},
-        {"quiet", CLI_BOOL, &o.quiet, false},
         {"rewind", CLI_BOOL, &rewind, false},
         {"branch-from", CLI_STR, &branch, false},
-        // distill only (kept last: train leaves them out)
+        {"threads", CLI_INT, &threads, false},
+        // distill only (cut for train)
         {"teacher", CLI_LIST, &teachers, false},
         {"student", CLI_STR, &student, false},
         {"divergence", CLI_STR, &divergence, false},
@@ -175,115 +184,24 @@ static int train_main(const char *verb, int argc, char **argv, cli_list *teacher
         {"combiner", CLI_STR, &combiner, false},
         {"hidden-weight", CLI_FLOAT, &dopt.hidden_weight, false},
     };
-    int nf = (int)(sizeof flags / sizeof flags[0]) - (distill ? 0 : 8);
+    int nf = distill ? 12 : 4;
+    cli_schema_flags(alloy_train_schema(), &o, flags, &nf, 80);
     int r = cli_parse(verb, argc, argv, flags, nf, distill ? distill_help : help, NULL);
     *teachers_ = teachers;
     if (r) return r == 1 ? 0 : r;
     if (threads < 0) return cli_usage(verb, "--threads must be >= 0");
-    if (o.log_every < 1) return cli_usage(verb, "--log-every must be at least 1");
     cli_set_threads(threads);
     alloy_resume_mode mode;
-    if ((r = cli_resume_mode(verb, &resume, branch, rewind, out, &mode))) return r;
-
+    if ((r = cli_resume_mode(verb, &resume, branch, rewind, o.out_dir[0] ? o.out_dir : NULL, &mode))) return r;
     char *ckpt = NULL;
-    if (resume) {
-        // everything comes from the run; only these may change on resume
-        static const char *const may_change[] = {"resume", "rewind", "branch-from", "steps", "threads", "quiet", "log-every",
-                                                 "eval-every", "eval-batches", "ckpt-every", "keep",
-                                                 "recompute"};
-        for (int i = 0; i < nf; i++) {
-            bool ok = false;
-            for (size_t k = 0; k < sizeof may_change / sizeof may_change[0]; k++) ok |= !strcmp(flags[i].name, may_change[k]);
-            ok |= mode == ALLOY_RESUME_BRANCH && !strcmp(flags[i].name, "out");
-            if (flags[i].seen && !ok)
-                return cli_usage(verb, "--%s cannot change when resuming (the run's saved settings apply)", flags[i].name);
-        }
-        alloy_train_options saved = alloy_train_defaults();
-        alloy_status s = alloy_train_resume_options(resume, &saved, &ckpt);
-        if (!s && distill && !saved.objective_json[0])
-            s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a plain training run: continue it with alloy train --resume", resume);
-        if (!s && !distill && saved.objective_json[0])
-            s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a distillation run: continue it with alloy distill --resume", resume);
-        if (!s && distill) s = alloy_distill_from_json(&dopt, saved.objective_json, resume);
-        if (s) {
-            alloy_free(ckpt);
-            return cli_fail(verb, s);
-        }
-        saved.quiet = o.quiet;
-        saved.log_every = o.log_every;
-        if (cli_find(flags, nf, "steps")->seen) saved.steps = o.steps;
-        if (cli_find(flags, nf, "eval-every")->seen) saved.eval_every = o.eval_every;
-        if (cli_find(flags, nf, "eval-batches")->seen) saved.eval_batches = o.eval_batches;
-        if (cli_find(flags, nf, "ckpt-every")->seen) saved.ckpt_every = o.ckpt_every;
-        if (cli_find(flags, nf, "keep")->seen) saved.keep_ckpts = o.keep_ckpts;
-        if (cli_find(flags, nf, "recompute")->seen) saved.recompute = recompute;
-        o = saved;
-        o.resume_mode = mode;
-        if (mode == ALLOY_RESUME_BRANCH && (r = put_out(verb, out, o.out_dir, sizeof o.out_dir))) {
-            alloy_free(ckpt);
-            return r;
-        }
-    } else {
-        struct {
-            const char *v;
-            char *dst;
-            size_t cap;
-            const char *flag;
-        } strs[] = {{data, o.data_dir, sizeof o.data_dir, "data"},
-                    {out, o.out_dir, sizeof o.out_dir, "out"},
-                    {preset, o.preset, sizeof o.preset, "preset"},
-                    {config, o.config_path, sizeof o.config_path, "config"},
-                    {init, o.init_dir, sizeof o.init_dir, "init"}};
-        for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-            if (!strs[i].v) continue;
-            if (strlen(strs[i].v) >= strs[i].cap) return cli_usage(verb, "--%s: value too long", strs[i].flag);
-            strcpy(strs[i].dst, strs[i].v);
-        }
-        if (!data || !out) return cli_usage(verb, "--data and --out are required (or --resume)");
-        if (distill) {
-            if (teachers.n < 1 || teachers.n > ALLOY_MAX_TEACHERS)
-                return cli_usage(verb, "give 1 to %d --teacher folders", ALLOY_MAX_TEACHERS);
-            for (int i = 0; i < teachers.n; i++) {
-                if (strlen(teachers.items[i]) >= ALLOY_PATH_MAX) return cli_usage(verb, "--teacher: path too long");
-                strcpy(dopt.teachers[i], teachers.items[i]);
-            }
-            dopt.n_teachers = teachers.n;
-            if (combiner && strlen(combiner) >= sizeof dopt.combiner) return cli_usage(verb, "--combiner: path too long");
-            if (combiner) strcpy(dopt.combiner, combiner);
-            if (!(dopt.hidden_weight >= 0.0f)) return cli_usage(verb, "--hidden-weight must be >= 0");
-            if (divergence && !alloy_divergence_parse(divergence, &dopt.divergence))
-                return cli_usage(verb, "--divergence must be forward_kl, reverse_kl or jsd, not \"%s\"", divergence);
-            if (student && (preset || config || init)) return cli_usage(verb, "give --student or one of --preset, --config, --init");
-            if (student) {
-                bool ckpt_dir = alloy_is_dir(student); // a checkpoint or run folder, else a preset's name
-                char *dst = ckpt_dir ? o.init_dir : o.preset;
-                size_t cap = ckpt_dir ? sizeof o.init_dir : sizeof o.preset;
-                if (strlen(student) >= cap) return cli_usage(verb, "--student: value too long");
-                strcpy(dst, student);
-                if (ckpt_dir) init = student;
-                else preset = student;
-            }
-        }
-        if (train_only && !alloy_train_only_parse(train_only, &o.train_only))
-            return cli_usage(verb, "--train-only must be all, router or mlp, not \"%s\"", train_only);
-        if (cli_find(flags, nf, "aux-loss-coef")->seen && !(o.aux_loss_coef >= 0.0))
-            return cli_usage(verb, "--aux-loss-coef must be >= 0");
-        if (dtype && !strcmp(dtype, "bf16")) o.precision = ALLOY_PRECISION_BF16;
-        else if (dtype && strcmp(dtype, "f32")) return cli_usage(verb, "--dtype must be f32 or bf16, not \"%s\"", dtype);
-        o.recompute = recompute;
-        if (!!preset + !!config + !!init != 1) return cli_usage(verb, "give exactly one of --preset, --config or --init");
-        if (!cli_find(flags, nf, "min-lr")->seen) o.min_lr = o.lr / 10.0;
-        if (!cli_find(flags, nf, "warmup")->seen) o.warmup = o.steps / 10 < 100 ? o.steps / 10 : 100;
-    }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    o.stop = &stop_requested;
+    if (resume) r = resume_flags(verb, distill, resume, mode, o.out_dir, &o, &dopt, flags, nf, &ckpt);
+    else if (!o.data_dir[0] || !o.out_dir[0]) r = cli_usage(verb, "--data and --out are required (or --resume)");
+    else if (distill) r = distill_flags(verb, &o, &dopt, &teachers, student, divergence, combiner);
+    if (r) return r;
+    o.stop = cli_catch_stop();
     float val = 0.0f;
     alloy_status s = distill ? alloy_distill_run(&o, &dopt, ckpt, &val) : alloy_train_run(&o, ckpt, &val);
     alloy_free(ckpt);
     if (s) return cli_fail(verb, s);
-    return stop_requested ? 130 : 0;
+    return *o.stop ? 130 : 0;
 }
