@@ -106,8 +106,13 @@ alloy_status alloy_ensemble_create_learned(alloy_ensemble **out, alloy_model *co
  * tokens (B, T); B·T must fit every member's buffers. */
 alloy_status alloy_ensemble_logprobs(alloy_ensemble *e, const int32_t *tokens, int B, int T, float *logp);
 
-/* As alloy_eval_lm, for the ensemble: the mean of −log p(target) over every window of the
- * split (or the first max_windows). */
+/* The ensemble as a next-token log-probability source (alloy/eval.h) of one output: up to B
+ * windows of T tokens per call, the members' training forward (B x T must fit every member's
+ * buffers: USAGE naming the member otherwise) and the mixing of alloy_ensemble_logprobs. The
+ * ensemble stays the caller's and must outlive the source. */
+alloy_status alloy_ensemble_logprob_source(alloy_logprob_source *src, alloy_ensemble *e, int B, int T);
+/* As alloy_eval_lm, for the ensemble: alloy_eval_source over alloy_ensemble_logprob_source, the
+ * mean of −log p(target) over every window of the split (or the first max_windows). */
 alloy_status alloy_ensemble_eval(alloy_ensemble *e, const alloy_dataset *ds, alloy_split split, int B, int T,
                                  int64_t max_windows, alloy_eval_result *out);
 
