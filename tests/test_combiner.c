@@ -54,16 +54,16 @@ static void test_gradient_finite_differences(void) {
     fill_normal(h2, N * 8, 1.0, &rng);
     for (int i = 0; i < 3 * N; i++) lp[i] = (float)(-0.2 - 3.0 * alloy_rng_uniform(&rng)); // log pᵢ(y) < 0
     float *dw = calloc((size_t)3 * c->D, sizeof(float)), db[3] = {0}, loss;
-    combiner_loss_backward(&loss, dw, db, gates, c, hidden, lp, N, 1.0f);
+    alloy_combiner_loss_backward(&loss, dw, db, gates, c, hidden, lp, N, 1.0f);
     double worst = 0.0;
     for (int k = 0; k < 3 * c->D + 3; k += 7) { // every 7th weight and bias
         float *p = k < 3 * c->D ? &c->weight[k] : &c->bias[k - 3 * c->D];
         float g = k < 3 * c->D ? dw[k] : db[k - 3 * c->D], keep = *p, lplus, lminus;
         const float eps = 1e-2f;
         *p = keep + eps;
-        combiner_loss_backward(&lplus, NULL, NULL, gates, c, hidden, lp, N, 1.0f);
+        alloy_combiner_loss_backward(&lplus, NULL, NULL, gates, c, hidden, lp, N, 1.0f);
         *p = keep - eps;
-        combiner_loss_backward(&lminus, NULL, NULL, gates, c, hidden, lp, N, 1.0f);
+        alloy_combiner_loss_backward(&lminus, NULL, NULL, gates, c, hidden, lp, N, 1.0f);
         *p = keep;
         double fd = ((double)lplus - lminus) / (2.0 * eps);
         worst = fmax(worst, fabs(fd - g) / (1e-3 + fabs(fd)));
@@ -148,10 +148,10 @@ static void test_against_pytorch(void) {
     // the gate and the loss with its gradient, from the members' hidden states and log p(y)
     const float *hidden[2] = {hid[0], hid[1]};
     float gates[N * 2], loss, *dw = calloc((size_t)2 * c->D, sizeof(float)), db[2] = {0};
-    combiner_gate_forward(gates, c, hidden, N);
+    alloy_combiner_gate_forward(gates, c, hidden, N);
     double sg, sw, sb;
     double eg = max_err(gates, want_g, N * 2, &sg);
-    combiner_loss_backward(&loss, dw, db, gates, c, hidden, lp, N, 1.0f);
+    alloy_combiner_loss_backward(&loss, dw, db, gates, c, hidden, lp, N, 1.0f);
     double ew = max_err(dw, want_dw, (size_t)2 * c->D, &sw), eb = max_err(db, want_db, 2, &sb);
     // the learned ensemble's full log-probabilities, through the models again
     alloy_ensemble *en;

@@ -19,6 +19,7 @@
 #include "alloy/llmc.h"
 #include "alloy/quant.h"
 #include "alloy/gguf.h"
+#include "alloy/eval.h"
 #include "alloy/train.h"
 #include "alloy/align.h"
 #include "alloy/fuse.h"

@@ -230,9 +230,9 @@ size_t alloy_utf8_decode(const char *s, size_t n, uint32_t *cp);
 
 /* ---- held-out scores --------------------------------------------------------------------- */
 
-/* Held-out scores of a language model: what alloy_eval_lm (train), alloy_ensemble_eval (fuse)
- * and alloy_engine_eval_lm (infer) return, so each layer can name it (alloy_eval_result_set,
- * alloy/train.h, fills one). */
+/* Held-out scores of a language model: what alloy_eval_source (alloy/eval.h) fills for every
+ * next-token log-probability source — alloy_eval_lm (train), alloy_ensemble_eval (fuse),
+ * alloy_engine_eval_lm (infer) — so each layer can name it. */
 typedef struct alloy_eval_result {
     double loss;       /* mean cross-entropy per target token (nats) */
     double perplexity; /* exp(loss) */

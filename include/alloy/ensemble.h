@@ -104,8 +104,13 @@ alloy_status alloy_ensemble_create_learned(alloy_ensemble **out, alloy_model *co
  * tokens (B, T); B·T must fit every member's buffers. */
 alloy_status alloy_ensemble_logprobs(alloy_ensemble *e, const int32_t *tokens, int B, int T, float *logp);
 
-/* As alloy_eval_lm, for the ensemble: the mean of −log p(target) over every window of the
- * split (or the first max_windows). */
+/* The ensemble as a next-token log-probability source (alloy/eval.h) of one output: up to B
+ * windows of T tokens per call, the members' training forward (B x T must fit every member's
+ * buffers: USAGE naming the member otherwise) and the mixing of alloy_ensemble_logprobs. The
+ * ensemble stays the caller's and must outlive the source. */
+alloy_status alloy_ensemble_logprob_source(alloy_logprob_source *src, alloy_ensemble *e, int B, int T);
+/* As alloy_eval_lm, for the ensemble: alloy_eval_source over alloy_ensemble_logprob_source, the
+ * mean of −log p(target) over every window of the split (or the first max_windows). */
 alloy_status alloy_ensemble_eval(alloy_ensemble *e, const alloy_dataset *ds, alloy_split split, int B, int T,
                                  int64_t max_windows, alloy_eval_result *out);
 
@@ -129,12 +134,12 @@ alloy_status alloy_combiner_load(alloy_combiner **out, const char *dir);
 
 /* gates (N, n) = softmax over members of W·[h₁; …; hₙ] + b for N rows; hidden[i] is member
  * i's (N, Cᵢ) final hidden states. */
-void combiner_gate_forward(float *gates, const alloy_combiner *c, const float *const *hidden, int64_t N);
+void alloy_combiner_gate_forward(float *gates, const alloy_combiner *c, const float *const *hidden, int64_t N);
 /* The mixture's next-token loss and its gradient for N rows: member_logp (n, N) holds
  * log pᵢ(yₜ) of each member at each row's target; *loss = mean over rows of −log Σᵢ gᵢ·pᵢ(y).
  * dweight (n, D) and dbias (n), if not NULL, ACCUMULATE grad_scale · the gradient of
  * that mean (per row dL/dzᵢ = gᵢ − gᵢ·pᵢ(y)/p(y), zᵢ the gate logits). gates (N, n) is scratch (the gates on return). */
-void combiner_loss_backward(float *loss, float *dweight, float *dbias, float *gates, const alloy_combiner *c,
+void alloy_combiner_loss_backward(float *loss, float *dweight, float *dbias, float *gates, const alloy_combiner *c,
                             const float *const *hidden, const float *member_logp, int64_t N, float grad_scale);
 
 alloy_combiner_train_options alloy_combiner_train_defaults(void);

@@ -120,6 +120,7 @@
 
 #include "alloy/base.h"
 #include "alloy/data.h"
+#include "alloy/eval.h"
 #include "alloy/model.h"
 #include "alloy/quant.h"
 #include "alloy/tokenizer.h"
@@ -191,10 +192,16 @@ void alloy_engine_reset(alloy_engine *e, int seq);
 /* Keeps the first len tokens of sequence seq; USAGE for a bad seq or a len beyond its length. */
 alloy_status alloy_engine_truncate(alloy_engine *e, int seq, int len);
 
-/* Held-out loss and perplexity through the engine (its weight format, its arithmetic): every
- * window of T + 1 tokens of the split (or the first max_windows), each prefilled from an empty
- * sequence 0 with logits at every position; the mean loss over all targets, as alloy_eval_lm
- * gives it for the fp32 model (src/infer/perplexity.c). */
+/* The engine as a next-token log-probability source (alloy/eval.h) of one output, in its weight
+ * format and arithmetic: each window is prefilled from an empty sequence 0 with logits at every
+ * position, log p in double; any number of windows per call (one after another), windows up
+ * to max_ctx. The engine stays the caller's, must outlive the source, and ends each call with
+ * sequence 0 empty (src/infer/perplexity.c). */
+alloy_status alloy_engine_logprob_source(alloy_logprob_source *src, alloy_engine *e);
+/* Held-out loss and perplexity through the engine: alloy_eval_source over
+ * alloy_engine_logprob_source, one window at a time; every window of T + 1 tokens of the split
+ * (or the first max_windows), the mean loss over all targets, as alloy_eval_lm gives it for the
+ * fp32 model. */
 alloy_status alloy_engine_eval_lm(alloy_engine *e, const alloy_dataset *ds, alloy_split split, int T,
                                   int64_t max_windows, alloy_eval_result *out);
 /* Tokens held by sequence seq (-1 for a bad seq). */

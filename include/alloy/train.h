@@ -21,6 +21,7 @@
 
 #include <string.h>
 #include "alloy/checkpoint.h" /* alloy_run_latest, alloy_checkpoint_resolve */
+#include "alloy/eval.h"       /* held-out evaluation: alloy_eval_lm, alloy_eval_source */
 
 ALLOY_BEGIN_DECLS
 
@@ -311,17 +312,6 @@ alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *op
  * bitwise equal to an uninterrupted one. *final_val_loss (may be NULL) gets the last held-out
  * loss. */
 alloy_status alloy_train_run(const alloy_train_options *opt, const char *resume_ckpt, float *final_val_loss);
-
-/* Held-out scores of a language model: alloy_eval_result (alloy/base.h). */
-
-/* Fills r from the summed negative log-likelihood of `windows` windows of T targets each. */
-void alloy_eval_result_set(alloy_eval_result *r, double sum_nll, int64_t windows, int T);
-
-/* Scores every window of T + 1 tokens of the split (or the first max_windows, if > 0), in
- * order, B at a time: the mean loss over all target tokens and its perplexity. The result does
- * not depend on B. */
-alloy_status alloy_eval_lm(alloy_model *m, const alloy_dataset *ds, alloy_split split, int B, int T,
-                           int64_t max_windows, alloy_eval_result *out);
 
 ALLOY_END_DECLS
 #endif /* ALLOY_TRAIN_H */

@@ -245,7 +245,7 @@ static void softmax_d(double *z, int n) {
     for (int i = 0; i < n; i++) z[i] /= sum;
 }
 
-void combiner_gate_forward(float *gates, const alloy_combiner *c, const float *const *hidden, int64_t N) {
+void alloy_combiner_gate_forward(float *gates, const alloy_combiner *c, const float *const *hidden, int64_t N) {
     int n = c->n;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < N; r++) {
@@ -256,7 +256,7 @@ void combiner_gate_forward(float *gates, const alloy_combiner *c, const float *c
     }
 }
 
-void combiner_loss_backward(float *loss, float *dweight, float *dbias, float *gates, const alloy_combiner *c,
+void alloy_combiner_loss_backward(float *loss, float *dweight, float *dbias, float *gates, const alloy_combiner *c,
                             const float *const *hidden, const float *member_logp, int64_t N, float grad_scale) {
     int n = c->n;
     double sum = 0.0;
@@ -330,45 +330,90 @@ static alloy_status members_forward(alloy_model *const *models, int n, const int
     return ALLOY_STATUS_OK;
 }
 
-/* Held-out losses of each member, the uniform mixture and the gate over the val split. */
+/* The members and their mixtures as a next-token log-probability source (alloy/eval.h) of
+ * n + 2 outputs: each member alone, the uniform mixture, the gate's mixture. */
+typedef struct combiner_source {
+    const alloy_combiner *c;
+    alloy_model *const *models;
+    float *member_logp; /* (n, B·T) scratch: each member's log pᵢ(target) */
+    float *gates;       /* (B·T, n) scratch: the gate's weights */
+} combiner_source;
+
+/* logp (n + 2, B·T): log pᵢ(y) of each member, log Σ pᵢ(y)/n, log Σ gᵢ·pᵢ(y). */
+static alloy_status combiner_score(void *ctx, const int32_t *inputs, const int32_t *targets, int B, int T,
+                                   double *logp) {
+    const combiner_source *cs = ctx;
+    const alloy_combiner *c = cs->c;
+    int n = c->n;
+    int64_t N = (int64_t)B * T;
+    const float *hidden[ALLOY_COMBINER_MAX] = {0};
+    alloy_status s = members_forward(cs->models, n, inputs, targets, B, T, cs->member_logp, hidden);
+    if (s) return s;
+    alloy_combiner_gate_forward(cs->gates, c, hidden, N);
+    double log_uniform[ALLOY_COMBINER_MAX];
+    for (int i = 0; i < n; i++) log_uniform[i] = -log((double)n);
+    for (int64_t r = 0; r < N; r++) {
+        double lp[ALLOY_COMBINER_MAX], log_g[ALLOY_COMBINER_MAX];
+        for (int i = 0; i < n; i++) {
+            logp[i * N + r] = lp[i] = cs->member_logp[(int64_t)i * N + r];
+            log_g[i] = log((double)cs->gates[r * n + i]);
+        }
+        logp[n * N + r] = ensemble_mix_target_forward(NULL, lp, log_uniform, n);
+        logp[(n + 1) * N + r] = ensemble_mix_target_forward(NULL, lp, log_g, n);
+    }
+    return ALLOY_STATUS_OK;
+}
+
+/* Held-out losses of each member, the uniform mixture and the gate over the val split, B
+ * windows at a time through the buffers of alloy_combiner_train (member_logp (n, B·T), gates
+ * (B·T, n)). */
 static alloy_status combiner_eval(const alloy_combiner *c, alloy_model *const *models, const alloy_dataset *ds, int B,
                                   int T, int64_t max_windows, float *member_logp, float *gates, alloy_combiner_report *rep) {
     int n = c->n;
-    int64_t N = (int64_t)B * T;
-    alloy_loader *l;
-    alloy_status s = alloy_loader_create(&l, ds, ALLOY_SPLIT_VAL, B, T, 0);
+    combiner_source cs = {c, models, member_logp, gates};
+    alloy_logprob_source src = {.score = combiner_score, .ctx = &cs, .max_B = B, .max_T = T,
+                                .vocab_size = c->vocab_size, .n_out = n + 2, .name = "the combiner's members"};
+    alloy_eval_result r[ALLOY_COMBINER_MAX + 2];
+    alloy_status s = alloy_eval_source(&src, ds, ALLOY_SPLIT_VAL, B, T, max_windows, r);
     if (s) return s;
-    int64_t nw = l->n_windows;
-    if (max_windows > 0 && max_windows < nw) nw = max_windows;
-    if (nw == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: the val split has no window of %d tokens to score", ds->dir, T + 1);
-    double member[ALLOY_COMBINER_MAX] = {0}, uni = 0.0, learned = 0.0, log_uniform[ALLOY_COMBINER_MAX];
-    for (int i = 0; i < n; i++) log_uniform[i] = -log((double)n);
-    for (int64_t w = 0; w < nw && !s; w += B) {
-        alloy_loader_next(l);
-        int rows = nw - w < B ? (int)(nw - w) : B;
-        const float *hidden[ALLOY_COMBINER_MAX];
-        s = members_forward(models, n, l->inputs, l->targets, B, T, member_logp, hidden);
-        if (s) break;
-        combiner_gate_forward(gates, c, hidden, N);
-        for (int64_t r = 0; r < (int64_t)rows * T; r++) {
-            double lp[ALLOY_COMBINER_MAX], log_g[ALLOY_COMBINER_MAX];
-            for (int i = 0; i < n; i++) {
-                lp[i] = member_logp[(int64_t)i * N + r];
-                member[i] -= lp[i];
-                log_g[i] = log((double)gates[r * n + i]);
-            }
-            uni -= ensemble_mix_target_forward(NULL, lp, log_uniform, n);
-            learned -= ensemble_mix_target_forward(NULL, lp, log_g, n);
-        }
-    }
-    alloy_loader_destroy(l);
-    if (s) return s;
-    double tokens = (double)nw * T;
-    for (int i = 0; i < n; i++) rep->member_loss[i] = member[i] / tokens;
-    rep->uniform_loss = uni / tokens;
-    rep->learned_loss = learned / tokens;
-    rep->tokens = nw * T;
+    for (int i = 0; i < n; i++) rep->member_loss[i] = r[i].loss;
+    rep->uniform_loss = r[n].loss;
+    rep->learned_loss = r[n + 1].loss;
+    rep->tokens = r[0].tokens;
     return ALLOY_STATUS_OK;
+}
+
+/* Records what made the combiner and its held-out report in c->training_json, and the
+ * report as the "eval" line of the metrics file mf (if not NULL). */
+static void record_training(alloy_combiner *c, const alloy_dataset *ds, const alloy_combiner_train_options *o,
+                            const alloy_combiner_report *r, FILE *mf) {
+    int n = c->n, B = o->batch, T = o->seq;
+    cJSON *t = cJSON_CreateObject(), *ml = cJSON_CreateArray();
+    char seed[24];
+    snprintf(seed, sizeof seed, "%" PRIu64, o->seed);
+    cJSON_AddStringToObject(t, "data", ds->dir);
+    cJSON_AddNumberToObject(t, "steps", (double)o->steps);
+    cJSON_AddNumberToObject(t, "batch", B);
+    cJSON_AddNumberToObject(t, "seq", T);
+    cJSON_AddNumberToObject(t, "lr", o->lr);
+    cJSON_AddNumberToObject(t, "weight_decay", o->weight_decay);
+    cJSON_AddStringToObject(t, "seed", seed);
+    cJSON_AddNumberToObject(t, "train_loss", r->train_loss);
+    cJSON_AddNumberToObject(t, "val_tokens", (double)r->tokens);
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(ml, cJSON_CreateNumber(r->member_loss[i]));
+    cJSON_AddItemToObject(t, "val_member_loss", ml);
+    cJSON_AddNumberToObject(t, "val_uniform_loss", r->uniform_loss);
+    cJSON_AddNumberToObject(t, "val_learned_loss", r->learned_loss);
+    char *text = cJSON_PrintUnformatted(t); // cJSON's allocation: copied into ours
+    alloy_free(c->training_json);
+    c->training_json = text ? alloy_strdup(text) : NULL;
+    cJSON_free(text);
+    cJSON_Delete(t);
+    if (mf) {
+        fprintf(mf, "{\"type\":\"eval\",\"split\":\"val\",\"tokens\":%lld,\"member_loss\":[", (long long)r->tokens);
+        for (int i = 0; i < n; i++) fprintf(mf, "%s%.6f", i ? "," : "", r->member_loss[i]);
+        fprintf(mf, "],\"uniform_loss\":%.6f,\"learned_loss\":%.6f}\n", r->uniform_loss, r->learned_loss);
+    }
 }
 
 alloy_status alloy_combiner_train(alloy_combiner *c, alloy_model *const *models, int n, const alloy_dataset *ds,
@@ -410,7 +455,7 @@ alloy_status alloy_combiner_train(alloy_combiner *c, alloy_model *const *models,
         if (s) break;
         memset(dw, 0, sizeof(float) * nw);
         memset(db, 0, sizeof db);
-        combiner_loss_backward(&loss, dw, db, gates, c, hidden, logp, N, 1.0f);
+        alloy_combiner_loss_backward(&loss, dw, db, gates, c, hidden, logp, N, 1.0f);
         double gn = sqrt(sum_squares(dw, (int64_t)nw) + sum_squares(db, n));
         if (!isfinite(gn) || !isfinite(loss)) {
             s = alloy_fail(ALLOY_STATUS_RANGE, "combiner step %lld: the loss or gradient is not finite", (long long)step + 1);
@@ -421,7 +466,7 @@ alloy_status alloy_combiner_train(alloy_combiner *c, alloy_model *const *models,
         adamw_update(c->bias, db, mb, vb, n, lr, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, step + 1);
         if (mf) {
             // the gate's mean weight per member over this batch, with the gates after the update
-            combiner_gate_forward(gates, c, hidden, N);
+            alloy_combiner_gate_forward(gates, c, hidden, N);
             fprintf(mf, "{\"type\":\"train\",\"step\":%lld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"gate_mean\":[",
                     (long long)step + 1, (double)loss, (double)lr, gn);
             for (int i = 0; i < n; i++) {
@@ -447,32 +492,7 @@ alloy_status alloy_combiner_train(alloy_combiner *c, alloy_model *const *models,
     rep.train_loss = loss;
     if (!s) s = combiner_eval(c, models, ds, B, T, o->eval_windows, logp, gates, &rep);
     if (!s) {
-        cJSON *t = cJSON_CreateObject(), *ml = cJSON_CreateArray();
-        char seed[24];
-        snprintf(seed, sizeof seed, "%" PRIu64, o->seed);
-        cJSON_AddStringToObject(t, "data", ds->dir);
-        cJSON_AddNumberToObject(t, "steps", (double)o->steps);
-        cJSON_AddNumberToObject(t, "batch", B);
-        cJSON_AddNumberToObject(t, "seq", T);
-        cJSON_AddNumberToObject(t, "lr", o->lr);
-        cJSON_AddNumberToObject(t, "weight_decay", o->weight_decay);
-        cJSON_AddStringToObject(t, "seed", seed);
-        cJSON_AddNumberToObject(t, "train_loss", rep.train_loss);
-        cJSON_AddNumberToObject(t, "val_tokens", (double)rep.tokens);
-        for (int i = 0; i < n; i++) cJSON_AddItemToArray(ml, cJSON_CreateNumber(rep.member_loss[i]));
-        cJSON_AddItemToObject(t, "val_member_loss", ml);
-        cJSON_AddNumberToObject(t, "val_uniform_loss", rep.uniform_loss);
-        cJSON_AddNumberToObject(t, "val_learned_loss", rep.learned_loss);
-        char *text = cJSON_PrintUnformatted(t); // cJSON's allocation: copied into ours
-        alloy_free(c->training_json);
-        c->training_json = text ? alloy_strdup(text) : NULL;
-        cJSON_free(text);
-        cJSON_Delete(t);
-        if (mf) {
-            fprintf(mf, "{\"type\":\"eval\",\"split\":\"val\",\"tokens\":%lld,\"member_loss\":[", (long long)rep.tokens);
-            for (int i = 0; i < n; i++) fprintf(mf, "%s%.6f", i ? "," : "", rep.member_loss[i]);
-            fprintf(mf, "],\"uniform_loss\":%.6f,\"learned_loss\":%.6f}\n", rep.uniform_loss, rep.learned_loss);
-        }
+        record_training(c, ds, o, &rep, mf);
         if (report) *report = rep;
     }
     if (mf && fclose(mf) != 0 && !s) s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot write", o->metrics);

@@ -94,7 +94,7 @@ static alloy_status learned_log_weights(double **gates, const alloy_ensemble *e,
         alloy_free(g);
         return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the gate's weights (%lld x %d)", (long long)N, n);
     }
-    combiner_gate_forward(g, e->combiner, hidden, N);
+    alloy_combiner_gate_forward(g, e->combiner, hidden, N);
     for (size_t k = 0; k < cells; k++) (*gates)[k] = log((double)g[k]);
     alloy_free(g);
     return ALLOY_STATUS_OK;
@@ -135,40 +135,57 @@ alloy_status alloy_ensemble_logprobs(alloy_ensemble *e, const int32_t *tokens, i
     return ALLOY_STATUS_OK;
 }
 
-alloy_status alloy_ensemble_eval(alloy_ensemble *e, const alloy_dataset *ds, alloy_split split, int B, int T,
-                                 int64_t max_windows, alloy_eval_result *out) {
-    memset(out, 0, sizeof *out);
+/* ---- the ensemble as a next-token log-probability source (alloy/eval.h) ---- */
+
+typedef struct ensemble_source {
+    alloy_ensemble *e;
+    float *logp; /* (B·T, V) the combined log-probabilities of a batch */
+} ensemble_source;
+
+static alloy_status ensemble_score(void *ctx, const int32_t *inputs, const int32_t *targets, int B, int T,
+                                   double *logp) {
+    ensemble_source *es = ctx;
+    int V = es->e->vocab_size;
+    alloy_status s = alloy_ensemble_logprobs(es->e, inputs, B, T, es->logp);
+    for (int64_t r = 0; !s && r < (int64_t)B * T; r++) logp[r] = es->logp[r * V + targets[r]];
+    return s;
+}
+
+static void ensemble_release(void *ctx) {
+    ensemble_source *es = ctx;
+    if (es) alloy_free(es->logp);
+    alloy_free(es);
+}
+
+alloy_status alloy_ensemble_logprob_source(alloy_logprob_source *src, alloy_ensemble *e, int B, int T) {
+    memset(src, 0, sizeof *src);
     for (int i = 0; i < e->n; i++) {
         alloy_model *m = e->models[i];
         if (B < 1 || T < 1 || B > m->max_B || T > m->max_T)
-            return alloy_fail(ALLOY_STATUS_USAGE, "eval: batch %d x %d does not fit member %d's buffers (%d x %d)", B, T,
-                              i, m->max_B, m->max_T);
+            return alloy_fail(ALLOY_STATUS_USAGE, "eval: batch %d x %d does not fit member %d's buffers (%d x %d)", B,
+                              T, i, m->max_B, m->max_T);
     }
-    if (ds->vocab_size > (uint32_t)e->vocab_size)
-        return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the data's tokens go up to id %u but the models' vocabulary has %d",
-                          ds->dir, ds->vocab_size - 1, e->vocab_size);
-    alloy_loader *l;
-    alloy_status s = alloy_loader_create(&l, ds, split, B, T, 0);
-    if (s) return s;
-    int64_t n = l->n_windows;
-    if (max_windows > 0 && max_windows < n) n = max_windows;
+    ensemble_source *es = alloy_calloc(1, sizeof *es);
     size_t cells;
-    float *logp = NULL;
-    if (!alloy_mul_size((size_t)B * (size_t)T, (size_t)e->vocab_size, &cells) ||
-        !(logp = alloy_malloc(sizeof(float) * cells)))
-        s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the ensemble's log-probabilities (%d x %d x %d)", B, T,
-                       e->vocab_size);
-    if (!s && n == 0)
-        s = alloy_fail(ALLOY_STATUS_USAGE, "%s: the split has no window of %d tokens to score", ds->dir, T + 1);
-    double sum = 0.0;
-    for (int64_t w = 0; w < n && !s; w += B) {
-        alloy_loader_next(l);
-        int rows = n - w < B ? (int)(n - w) : B;
-        s = alloy_ensemble_logprobs(e, l->inputs, B, T, logp);
-        for (int64_t r = 0; !s && r < (int64_t)rows * T; r++) sum -= logp[r * e->vocab_size + l->targets[r]];
+    if (es && alloy_mul_size((size_t)B * (size_t)T, (size_t)e->vocab_size, &cells))
+        es->logp = alloy_malloc(sizeof(float) * cells);
+    if (!es || !es->logp) {
+        ensemble_release(es);
+        return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the ensemble's log-probabilities (%d x %d x %d)", B, T,
+                          e->vocab_size);
     }
-    if (!s) alloy_eval_result_set(out, sum, n, T);
-    alloy_free(logp);
-    alloy_loader_destroy(l);
+    es->e = e;
+    *src = (alloy_logprob_source){.score = ensemble_score, .release = ensemble_release, .ctx = es, .max_B = B,
+                                  .max_T = T, .vocab_size = e->vocab_size, .n_out = 1, .name = "the ensemble"};
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_ensemble_eval(alloy_ensemble *e, const alloy_dataset *ds, alloy_split split, int B, int T,
+                                 int64_t max_windows, alloy_eval_result *out) {
+    alloy_logprob_source src;
+    alloy_status s = alloy_ensemble_logprob_source(&src, e, B, T);
+    if (!s) s = alloy_eval_source(&src, ds, split, B, T, max_windows, out);
+    else memset(out, 0, sizeof *out);
+    alloy_logprob_source_release(&src);
     return s;
 }
