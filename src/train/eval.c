@@ -49,7 +49,7 @@ alloy_status alloy_eval_lm(alloy_model *m, const alloy_dataset *ds, alloy_split 
         for (int64_t i = 0; i < (int64_t)B * T; i++) mask[i] = i < (int64_t)rows * T ? 1.0f : 0.0f;
         float loss;
         s = alloy_model_forward_ex(m, l->inputs, B, T, false);
-        if (!s) s = alloy_lm_loss_chunked(m, l->targets, rows < B ? mask : NULL, B, T, 0.0f, &loss);
+        if (!s) s = alloy_lm_loss_chunked(m, l->targets, rows < B ? mask : NULL, B, T, 0.0f, NULL, &loss);
         sum += (double)loss * rows * T;
     }
     if (!s) alloy_eval_result_set(out, sum, n, T);
