@@ -176,7 +176,7 @@ static void test_hidden_term(void) {
     }
 }
 
-/* The term's gradient reaches the student's weights through gacts.dhidden and the backward. */
+/* The term's gradient reaches the student's weights through the backward's dhidden. */
 static void test_hidden_through_model(void) {
     enum { B = 2, T = 6, CT = 24, VV = 50 };
     alloy_config cfg;

@@ -1,5 +1,6 @@
 /*
- * transformer.c — forward and backward of the decoder-only transformer, and the LM loss.
+ * transformer.c — forward and backward of the decoder-only transformer, the LM loss and heads, and
+ * the accessors to what the last forward left.
  *
  * The forward calls one kernel per op, layer by layer; the backward is the same list in
  * reverse. Per-layer activations are stored compactly for the current B·T, so a smaller batch
