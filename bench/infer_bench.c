@@ -180,7 +180,7 @@ int main(int argc, char **argv) {
     // the reference: the model's own forward, then the fp32 engine, then each format
     if (alloy_model_forward(m, tokens, 1, CHECK_T)) die("forward");
     float *ref = engine_check(m, ALLOY_QTYPE_F32, tokens);
-    double e0 = rel_l2(ref, m->acts.logits, CHECK_T * V);
+    double e0 = rel_l2(ref, alloy_model_logits(m), CHECK_T * V);
     printf("# %s (%zu parameters): f32 engine against the model's forward: rel L2 %.2e\n", preset, m->num_params, e0);
     if (e0 > 1e-5) {
         fprintf(stderr, "infer_bench: the f32 engine's logits differ from the forward's (%.3g)\n", e0);

@@ -327,9 +327,10 @@ static int run_train(const bench_args *a) {
         float loss = 0.0f, gnorm = 0.0f;
         alloy_model_zero_grad(m);
         // the training path of alloy train: no (B·T, V) logits, the head's backward in the loss
+        alloy_backward_in grad = {.dhidden = alloy_model_dhidden_buffer(m), .aux_scale = 1.0f};
         if ((s = alloy_model_forward_ex(m, inputs, a->B, a->T, false)) ||
-            (s = alloy_lm_loss_chunked(m, targets, NULL, a->B, a->T, 1.0f, &loss)) || (s = alloy_model_backward(m)) ||
-            (s = alloy_optimizer_step(opt, m, lr, &gnorm)))
+            (s = alloy_lm_loss_chunked(m, targets, NULL, a->B, a->T, 1.0f, alloy_model_dhidden_buffer(m), &loss)) ||
+            (s = alloy_model_backward(m, &grad)) || (s = alloy_optimizer_step(opt, m, lr, &gnorm)))
             goto done;
         secs[step] = now_s() - t0;
         losses[step] = loss;

@@ -211,10 +211,10 @@ static void test_resize_vocab(void) {
         // the same hidden states; the logits of the old ids barely move (another matrix width)
         REQUIRE(alloy_model_forward(m, tokens, 2, 8) == ALLOY_STATUS_OK && alloy_model_forward(old, tokens, 2, 8) == ALLOY_STATUS_OK,
                 "%s", alloy_last_error());
-        EXPECT(!memcmp(m->acts.lnf, old->acts.lnf, sizeof(float) * 16 * (size_t)C), "hidden states changed");
+        EXPECT(!memcmp(alloy_model_hidden(m), alloy_model_hidden(old), sizeof(float) * 16 * (size_t)C), "hidden states changed");
         double e = 0;
         for (int r = 0; r < 16; r++)
-            for (int v = 0; v < 256; v++) e = fmax(e, fabs(m->acts.logits[r * 258 + v] - old->acts.logits[r * 256 + v]));
+            for (int v = 0; v < 256; v++) e = fmax(e, fabs(alloy_model_logits(m)[r * 258 + v] - alloy_model_logits(old)[r * 256 + v]));
         EXPECT(e < 1e-4, "logits of the old ids moved by %g", e);
         alloy_model_destroy(m);
         alloy_model_destroy(old);
@@ -637,8 +637,8 @@ static void test_sft_ignores_prompt_targets(void) {
     float l2 = 0;
     alloy_model_zero_grad(m);
     REQUIRE(alloy_model_forward_ex(m, b.tokens, b.B, b.T, false) == ALLOY_STATUS_OK &&
-                alloy_lm_loss_chunked(m, targets, mask, b.B, b.T, 1.0f, &l2) == ALLOY_STATUS_OK &&
-                alloy_model_backward(m) == ALLOY_STATUS_OK,
+                alloy_lm_loss_chunked(m, targets, mask, b.B, b.T, 1.0f, alloy_model_dhidden_buffer(m), &l2) == ALLOY_STATUS_OK &&
+                alloy_model_backward(m, &(alloy_backward_in){.dhidden = alloy_model_dhidden_buffer(m), .aux_scale = 1.0f}) == ALLOY_STATUS_OK,
             "%s", alloy_last_error());
     EXPECT(st.weight == counted && fabs(st.loss_sum / st.weight - l2) < 1e-7, "loss %.9g vs %.9g", st.loss_sum / st.weight, (double)l2);
     EXPECT(!memcmp(g1, m->grads_memory, sizeof(float) * m->num_params), "the prompt's targets changed the gradient");

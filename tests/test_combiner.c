@@ -117,8 +117,8 @@ static void test_against_pytorch(void) {
         int C = ms[i]->config.d_model;
         hid[i] = malloc(sizeof(float) * N * C);
         logits[i] = malloc(sizeof(float) * N * V);
-        memcpy(hid[i], ms[i]->acts.lnf, sizeof(float) * N * C);
-        memcpy(logits[i], ms[i]->acts.logits, sizeof(float) * N * V);
+        memcpy(hid[i], alloy_model_hidden(ms[i]), sizeof(float) * N * C);
+        memcpy(logits[i], alloy_model_logits(ms[i]), sizeof(float) * N * V);
         target_logp(lp + i * N, logits[i], y, N);
         snprintf(names[2 * i], 16, "hidden.%d", i);
         snprintf(names[2 * i + 1], 16, "logits.%d", i);
@@ -258,8 +258,8 @@ static alloy_model *specialist(int which, int d_model) {
         }
         float loss;
         alloy_model_zero_grad(m);
-        if (alloy_model_forward_ex(m, in, B, T, false) || alloy_lm_loss_chunked(m, tg, NULL, B, T, 1.0f, &loss) ||
-            alloy_model_backward(m) || alloy_optimizer_step(opt, m, 3e-3f, NULL))
+        if (alloy_model_forward_ex(m, in, B, T, false) || alloy_lm_loss_chunked(m, tg, NULL, B, T, 1.0f, alloy_model_dhidden_buffer(m), &loss) ||
+            alloy_model_backward(m, &(alloy_backward_in){.dhidden = alloy_model_dhidden_buffer(m), .aux_scale = 1.0f}) || alloy_optimizer_step(opt, m, 3e-3f, NULL))
             return NULL;
     }
     alloy_optimizer_destroy(opt);

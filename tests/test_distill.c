@@ -176,7 +176,7 @@ static void test_hidden_term(void) {
     }
 }
 
-/* The term's gradient reaches the student's weights through gacts.dhidden and the backward. */
+/* The term's gradient reaches the student's weights through the backward's dhidden. */
 static void test_hidden_through_model(void) {
     enum { B = 2, T = 6, CT = 24, VV = 50 };
     alloy_config cfg;
@@ -194,10 +194,10 @@ static void test_hidden_through_model(void) {
     fill_normal(ht, B * T * CT, 1.0, &rng);
     fill_normal(P, CT * 32, 0.2, &rng);
     REQUIRE(alloy_model_forward_ex(m, tok, B, T, false) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    alloy_distill_hidden_loss(&loss, m->gacts.dhidden, dP, err, m->acts.lnf, ht, P, B * T, 32, CT, 0.5f, 1.0f);
-    m->have_hidden_grad = true;
+    float *dh = alloy_model_dhidden_buffer(m);
+    alloy_distill_hidden_loss(&loss, dh, dP, err, alloy_model_hidden(m), ht, P, B * T, 32, CT, 0.5f, 1.0f);
     alloy_model_zero_grad(m);
-    REQUIRE(alloy_model_backward(m) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    REQUIRE(alloy_model_backward(m, &(alloy_backward_in){.dhidden = dh}) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     const char *names[3] = {"model.norm.weight", "model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"};
     double worst = 0;
     for (int t = 0; t < 3; t++) {
@@ -208,10 +208,10 @@ static void test_hidden_through_model(void) {
             float keep = m->params_memory[idx], lp_, lm_, h = t == 2 ? 3e-3f : 1e-2f; // embeddings are ~0.02
             m->params_memory[idx] = keep + h;
             alloy_model_forward_ex(m, tok, B, T, false);
-            alloy_distill_hidden_loss(&lp_, NULL, NULL, err, m->acts.lnf, ht, P, B * T, 32, CT, 0.5f, 1.0f);
+            alloy_distill_hidden_loss(&lp_, NULL, NULL, err, alloy_model_hidden(m), ht, P, B * T, 32, CT, 0.5f, 1.0f);
             m->params_memory[idx] = keep - h;
             alloy_model_forward_ex(m, tok, B, T, false);
-            alloy_distill_hidden_loss(&lm_, NULL, NULL, err, m->acts.lnf, ht, P, B * T, 32, CT, 0.5f, 1.0f);
+            alloy_distill_hidden_loss(&lm_, NULL, NULL, err, alloy_model_hidden(m), ht, P, B * T, 32, CT, 0.5f, 1.0f);
             m->params_memory[idx] = keep;
             double fd = ((double)lp_ - lm_) / (2.0 * h), g = m->grads_memory[idx];
             worst = fmax(worst, fabs(fd - g) / (1e-2 + fabs(fd)));

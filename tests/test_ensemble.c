@@ -32,7 +32,7 @@ static void test_against_reference(void) {
     for (int i = 0; i < 3; i++) {
         REQUIRE(alloy_model_forward(ms[i], tok, B, T) == ALLOY_STATUS_OK, "%s", alloy_last_error());
         z[i] = malloc(sizeof(float) * B * T * V);
-        memcpy(z[i], ms[i]->acts.logits, sizeof(float) * B * T * V);
+        memcpy(z[i], alloy_model_logits(ms[i]), sizeof(float) * B * T * V);
         snprintf(names[i], sizeof names[i], "logits.%d", i);
         e[i] = (alloy_st_entry){names[i], ALLOY_DTYPE_F32, 2, {B * T, V}, z[i]};
     }

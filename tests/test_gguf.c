@@ -1168,12 +1168,12 @@ static void check_roundtrip(alloy_model *m, alloy_qtype q, const char *dir, cons
     REQUIRE(alloy_model_forward(back, tokens, 1, MAX_T) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     size_t nl = (size_t)MAX_T * (size_t)m->config.vocab_size;
     if (q == ALLOY_QTYPE_F32) {
-        EXPECT(!memcmp(m->acts.logits, back->acts.logits, nl * sizeof(float)), "%s: logits differ", file);
+        EXPECT(!memcmp(alloy_model_logits(m), alloy_model_logits(back), nl * sizeof(float)), "%s: logits differ", file);
     } else {
         double d = 0, scale = 0;
         for (size_t k = 0; k < nl; k++) {
-            d = fmax(d, fabs((double)m->acts.logits[k] - back->acts.logits[k]));
-            scale = fmax(scale, fabs((double)m->acts.logits[k]));
+            d = fmax(d, fabs((double)alloy_model_logits(m)[k] - alloy_model_logits(back)[k]));
+            scale = fmax(scale, fabs((double)alloy_model_logits(m)[k]));
         }
         double tol = q == ALLOY_QTYPE_F16 ? 1e-2 : q == ALLOY_QTYPE_Q8_0 ? 5e-2 : 0.5;
         EXPECT(d <= tol * (scale > 1 ? scale : 1), "%s: logits move by %g (scale %g)", file, d, scale);

@@ -51,7 +51,7 @@ static void make_tokens(int32_t *tokens, uint64_t seed) {
 static float *logits_of(alloy_model *m, const int32_t *tokens) {
     if (alloy_model_forward(m, tokens, B, T) != ALLOY_STATUS_OK) return NULL;
     float *l = malloc(sizeof(float) * B * T * V);
-    memcpy(l, m->acts.logits, sizeof(float) * B * T * V);
+    memcpy(l, alloy_model_logits(m), sizeof(float) * B * T * V);
     return l;
 }
 
@@ -435,9 +435,9 @@ static void train_steps(alloy_model *m, const char *what) {
     alloy_status s = ALLOY_STATUS_OK;
     for (int step = 0; step < 4 && !s; step++) {
         s = alloy_model_forward(m, tokens, B, T);
-        if (!s) s = alloy_lm_loss(m, targets, NULL, B, T, 1.0f, &losses[step]);
+        if (!s) s = alloy_lm_loss(m, targets, NULL, B, T, 1.0f, alloy_model_logits(m), &losses[step]);
         alloy_model_zero_grad(m);
-        if (!s) s = alloy_model_backward(m);
+        if (!s) s = alloy_model_backward(m, &(alloy_backward_in){.dlogits = alloy_model_logits(m), .aux_scale = 1.0f});
         if (!s) s = alloy_optimizer_step(opt, m, 1e-3f, NULL);
     }
     EXPECT(s == ALLOY_STATUS_OK, "%s: a training step failed: %s", what, alloy_last_error());

@@ -118,7 +118,7 @@ static float *full_logits(alloy_model *m, const int32_t *tokens, int T) {
         free(out);
         return NULL;
     }
-    memcpy(out, m->acts.logits, sizeof(float) * (size_t)T * V);
+    memcpy(out, alloy_model_logits(m), sizeof(float) * (size_t)T * V);
     return out;
 }
 

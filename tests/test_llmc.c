@@ -193,7 +193,7 @@ static float *logits_of(alloy_model *m, const int32_t *tokens, int T) {
     if (s) return NULL;
     size_t n = (size_t)T * (size_t)m->config.vocab_size;
     float *out = malloc(sizeof(float) * n);
-    memcpy(out, m->acts.logits, sizeof(float) * n);
+    memcpy(out, alloy_model_logits(m), sizeof(float) * n);
     return out;
 }
 
@@ -238,7 +238,7 @@ static void test_llama2c_stories260k(void) {
 #endif
     for (; steps < GREEDY_STEPS; steps++) {
         if (alloy_model_forward(m, seq, 1, steps + 1)) break;
-        seq[steps + 1] = argmax_row(m->acts.logits + (size_t)steps * 512, 512);
+        seq[steps + 1] = argmax_row(alloy_model_logits(m) + (size_t)steps * 512, 512);
     }
 #ifdef _OPENMP
     omp_set_num_threads(threads);

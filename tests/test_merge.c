@@ -181,7 +181,7 @@ static void expect_runs(const char *dir, int n_layer) {
     s = alloy_model_forward(m, tokens, 1, 8);
     EXPECT(s == ALLOY_STATUS_OK, "forward: %s", alloy_last_error());
     bool finite = true;
-    for (int i = 0; i < 8 * m->config.vocab_size && !s; i++) finite = finite && isfinite(m->acts.logits[i]);
+    for (int i = 0; i < 8 * m->config.vocab_size && !s; i++) finite = finite && isfinite(alloy_model_logits(m)[i]);
     EXPECT(finite, "%s: non-finite logits", dir);
     alloy_model_destroy(m);
 }

@@ -276,8 +276,8 @@ static void compare_case(const char *label, const char *model_dir, const char *r
     // forward: logits, final hidden states, losses
     s = alloy_model_forward(m, tokens, B, T);
     EXPECT(s == ALLOY_STATUS_OK, "%s: forward: %s", label, alloy_last_error());
-    memcpy(logits, m->acts.logits, sizeof(float) * N * (size_t)V);
-    memcpy(lnf, m->acts.lnf, sizeof(float) * N * (size_t)C);
+    memcpy(logits, alloy_model_logits(m), sizeof(float) * N * (size_t)V);
+    memcpy(lnf, alloy_model_hidden(m), sizeof(float) * N * (size_t)C);
     if ((r = ref_tensor(ref, "logits", N * (size_t)V, buf))) {
         double sc, e = compare(logits, r, N * (size_t)V, TOL_FWD, &sc);
         note(&err->logits, e);
@@ -291,10 +291,10 @@ static void compare_case(const char *label, const char *model_dir, const char *r
         EXPECT(e <= TOL_FWD, "%s: final hidden states differ: error %.3g (%.3g of their scale)", label, e, sc);
     } else EXPECT(0, "%s: no reference hidden states", label);
     float loss = 0.0f;
-    s = alloy_lm_loss(m, targets, mk, B, T, 1.0f, &loss);
+    s = alloy_lm_loss(m, targets, mk, B, T, 1.0f, alloy_model_logits(m), &loss);
     EXPECT(s == ALLOY_STATUS_OK, "%s: loss: %s", label, alloy_last_error());
     if ((r = ref_tensor(ref, "losses", N, buf))) {
-        double sc, e = compare(m->acts.losses, r, N, TOL_FWD, &sc);
+        double sc, e = compare(alloy_model_token_losses(m), r, N, TOL_FWD, &sc);
         note(&err->losses, e);
         EXPECT(e <= TOL_FWD, "%s: per-token losses differ: error %.3g (%.3g of their scale)", label, e, sc);
     } else EXPECT(0, "%s: no reference losses", label);
@@ -308,20 +308,21 @@ static void compare_case(const char *label, const char *model_dir, const char *r
     if (m->config.n_experts > 0) {
         const size_t LE = (size_t)m->config.n_layer * (size_t)m->config.n_experts;
         if ((r = ref_tensor(ref, "aux_loss", 1, buf))) {
-            double e = harness_max_rel(&m->aux_loss, r, 1, 0.0);
+            float aux = alloy_model_aux_loss(m);
+            double e = harness_max_rel(&aux, r, 1, 0.0);
             note(&err->aux, e);
-            EXPECT(e <= TOL_FWD, "%s: aux loss %.8g vs twin %.8g (rel error %.3g)", label, (double)m->aux_loss, r[0], e);
+            EXPECT(e <= TOL_FWD, "%s: aux loss %.8g vs twin %.8g (rel error %.3g)", label, (double)aux, r[0], e);
         } else EXPECT(0, "%s: no reference aux loss", label);
         if ((r = ref_tensor(ref, "expert_counts", LE, buf))) {
             size_t bad = 0;
-            for (size_t i = 0; i < LE; i++) bad += (float)m->expert_tokens[i] != r[i];
+            for (size_t i = 0; i < LE; i++) bad += (float)alloy_model_expert_tokens(m)[i] != r[i];
             EXPECT(bad == 0, "%s: %zu of %zu per-layer expert token counts differ from the twin's", label, bad, LE);
         } else EXPECT(0, "%s: no reference expert counts", label);
     }
 
     // backward: every parameter's gradient
     alloy_model_zero_grad(m);
-    s = alloy_model_backward(m);
+    s = alloy_model_backward(m, &(alloy_backward_in){.dlogits = alloy_model_logits(m), .aux_scale = 1.0f});
     EXPECT(s == ALLOY_STATUS_OK, "%s: backward: %s", label, alloy_last_error());
     for (int i = 0; i < m->n_tensors; i++) {
         const alloy_tensor_info *ti = &m->tensors[i];
@@ -337,10 +338,10 @@ static void compare_case(const char *label, const char *model_dir, const char *r
     // a forward without the LM head leaves the same final hidden states
     s = alloy_model_forward_ex(m, tokens, B, T, false);
     EXPECT(s == ALLOY_STATUS_OK, "%s: forward without logits: %s", label, alloy_last_error());
-    EXPECT(!memcmp(lnf, m->acts.lnf, sizeof(float) * N * (size_t)C),
+    EXPECT(!memcmp(lnf, alloy_model_hidden(m), sizeof(float) * N * (size_t)C),
            "%s: skipping the logits changed the final hidden states", label);
     if ((r = ref_tensor(ref, "hidden", N * (size_t)C, buf))) {
-        double sc, e = compare(m->acts.lnf, r, N * (size_t)C, TOL_FWD, &sc);
+        double sc, e = compare(alloy_model_hidden(m), r, N * (size_t)C, TOL_FWD, &sc);
         note(&err->hidden, e);
         note(&err->hidden_scale, sc);
         EXPECT(e <= TOL_FWD, "%s: hidden states without logits differ: error %.3g", label, e);
@@ -352,8 +353,8 @@ static void compare_case(const char *label, const char *model_dir, const char *r
     alloy_model_zero_grad(m);
     s = alloy_model_forward_ex(m, tokens, B, T, false);
     float closs = 0.0f;
-    if (!s) s = alloy_lm_loss_chunked(m, targets, mk, B, T, 1.0f, &closs);
-    if (!s) s = alloy_model_backward(m);
+    if (!s) s = alloy_lm_loss_chunked(m, targets, mk, B, T, 1.0f, alloy_model_dhidden_buffer(m), &closs);
+    if (!s) s = alloy_model_backward(m, &(alloy_backward_in){.dhidden = alloy_model_dhidden_buffer(m), .aux_scale = 1.0f});
     EXPECT(s == ALLOY_STATUS_OK, "%s: chunked loss and backward: %s", label, alloy_last_error());
     if ((r = ref_tensor(ref, "loss", 1, buf))) {
         double e = harness_max_rel(&closs, r, 1, 0.0);
@@ -361,7 +362,7 @@ static void compare_case(const char *label, const char *model_dir, const char *r
         EXPECT(e <= TOL_FWD, "%s: chunked loss %.8g vs twin %.8g (rel error %.3g)", label, closs, r[0], e);
     }
     if ((r = ref_tensor(ref, "losses", N, buf))) {
-        double sc, e = compare(m->acts.losses, r, N, TOL_FWD, &sc);
+        double sc, e = compare(alloy_model_token_losses(m), r, N, TOL_FWD, &sc);
         note(&err->losses, e);
         EXPECT(e <= TOL_FWD, "%s: chunked per-token losses differ: error %.3g", label, e);
     }
@@ -385,9 +386,9 @@ static void compare_case(const char *label, const char *model_dir, const char *r
             float l = 0.0f, norm = 0.0f;
             float lr = (float)alloy_schedule_lr(&sched, k);
             s = alloy_model_forward(m, tokens, B, T);
-            if (!s) s = alloy_lm_loss(m, targets, mk, B, T, 1.0f, &l);
+            if (!s) s = alloy_lm_loss(m, targets, mk, B, T, 1.0f, alloy_model_logits(m), &l);
             alloy_model_zero_grad(m);
-            if (!s) s = alloy_model_backward(m);
+            if (!s) s = alloy_model_backward(m, &(alloy_backward_in){.dlogits = alloy_model_logits(m), .aux_scale = 1.0f});
             if (!s) s = alloy_optimizer_step(opt, m, lr, &norm);
             EXPECT(s == ALLOY_STATUS_OK, "%s: step %d: %s", label, k, alloy_last_error());
             EXPECT(lr == ref_lrs[k], "%s: step %d: learning rate %.9g vs twin %.9g", label, k, lr, ref_lrs[k]);

@@ -69,8 +69,23 @@ static void make_tokens(int32_t *tok, int32_t *tgt, int V, uint64_t seed) {
 /* The training loss: LM loss + coef · aux (what alloy_model_backward differentiates). */
 static double total_loss(alloy_model *m, const int32_t *tok, const int32_t *tgt) {
     float l = 0.0f;
-    if (alloy_model_forward(m, tok, B_, T_) || alloy_lm_loss(m, tgt, NULL, B_, T_, 0.0f, &l)) return NAN;
-    return (double)l + m->config.router_aux_loss_coef * (double)m->aux_loss;
+    if (alloy_model_forward(m, tok, B_, T_) || alloy_lm_loss(m, tgt, NULL, B_, T_, 0.0f, NULL, &l)) return NAN;
+    return (double)l + m->config.router_aux_loss_coef * (double)alloy_model_aux_loss(m);
+}
+
+/* Whether every layer of m's last forward chose the experts in routes (L, B_·T_, K); with
+ * save, copies them there instead. */
+static bool same_routes(const alloy_model *m, int32_t *routes, bool save) {
+    size_t NK = (size_t)B_ * T_ * (size_t)m->config.top_k;
+    bool same = true;
+    for (int l = 0; l < m->config.n_layer; l++) {
+        const int32_t *e;
+        const float *g;
+        alloy_model_routes(m, l, &e, &g);
+        if (save) memcpy(routes + l * NK, e, sizeof(int32_t) * NK);
+        else same &= !memcmp(routes + l * NK, e, sizeof(int32_t) * NK);
+    }
+    return same;
 }
 
 /* Central differences on entries of every router (and one expert's up-projection), skipping an
@@ -83,13 +98,13 @@ static void fd_check(const char *label, alloy_family f, int E, int K) {
     make_tokens(tok, tgt, c.vocab_size, 5);
     float l;
     alloy_status s = alloy_model_forward(m, tok, B_, T_);
-    if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, &l);
+    if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, alloy_model_logits(m), &l);
     alloy_model_zero_grad(m);
-    if (!s) s = alloy_model_backward(m);
+    if (!s) s = alloy_model_backward(m, &(alloy_backward_in){.dlogits = alloy_model_logits(m), .aux_scale = 1.0f});
     REQUIRE(s == ALLOY_STATUS_OK, "%s: %s", label, alloy_last_error());
     size_t NK = (size_t)c.n_layer * B_ * T_ * (size_t)K;
     int32_t *routes = malloc(sizeof(int32_t) * NK);
-    memcpy(routes, m->acts.topk, sizeof(int32_t) * NK);
+    same_routes(m, routes, true);
     char names[3][ALLOY_MAX_NAME];
     bool gpt2 = f == ALLOY_FAMILY_GPT2;
     snprintf(names[0], sizeof names[0], gpt2 ? "transformer.h.0.mlp.gate.weight" : "model.layers.0.block_sparse_moe.gate.weight");
@@ -106,10 +121,10 @@ static void fd_check(const char *label, alloy_family f, int E, int K) {
             float *p = m->params_memory + t->offset + k, saved = *p;
             *p = saved + (float)h;
             double lp = total_loss(m, tok, tgt);
-            bool same = !memcmp(routes, m->acts.topk, sizeof(int32_t) * NK);
+            bool same = same_routes(m, routes, false);
             *p = saved - (float)h;
             double lm = total_loss(m, tok, tgt);
-            same &= !memcmp(routes, m->acts.topk, sizeof(int32_t) * NK);
+            same &= same_routes(m, routes, false);
             *p = saved;
             if (!same) {
                 skipped++;
@@ -152,13 +167,16 @@ static void test_recompute(void) {
         for (int i = 0; i < 2; i++) {
             alloy_model_zero_grad(ms[i]);
             alloy_status s = alloy_model_forward_ex(ms[i], tok, B_, T_, false);
-            if (!s) s = alloy_lm_loss_chunked(ms[i], tgt, NULL, B_, T_, 0.5f, ls[i]);
-            if (!s) s = alloy_model_backward(ms[i]);
+            float *dh = alloy_model_dhidden_buffer(ms[i]);
+            if (!s) s = alloy_lm_loss_chunked(ms[i], tgt, NULL, B_, T_, 0.5f, dh, ls[i]);
+            if (!s) s = alloy_model_backward(ms[i], &(alloy_backward_in){.dhidden = dh, .aux_scale = 0.5f});
             EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
         }
-        EXPECT(la == lb && a->aux_loss == b->aux_loss, "%s: recompute changed the loss (%g %g) or aux (%g %g)",
-               alloy_family_name(c.family), la, lb, a->aux_loss, b->aux_loss);
-        EXPECT(!memcmp(a->expert_tokens, b->expert_tokens, sizeof(int64_t) * 8), "recompute changed the counts");
+        float xa = alloy_model_aux_loss(a), xb = alloy_model_aux_loss(b);
+        EXPECT(la == lb && xa == xb, "%s: recompute changed the loss (%g %g) or aux (%g %g)", alloy_family_name(c.family),
+               la, lb, xa, xb);
+        EXPECT(!memcmp(alloy_model_expert_tokens(a), alloy_model_expert_tokens(b), sizeof(int64_t) * 8),
+               "recompute changed the counts");
         EXPECT(!memcmp(a->grads_memory, b->grads_memory, sizeof(float) * a->num_params),
                "%s: recompute changed the gradients", alloy_family_name(c.family));
         EXPECT(alloy_model_activation_bytes(b) < alloy_model_activation_bytes(a), "recompute saved no memory");
@@ -178,13 +196,22 @@ static void test_ties(void) {
     make_tokens(tok, tgt, c.vocab_size, 1);
     REQUIRE(alloy_model_forward(m, tok, B_, T_) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     bool ok = true;
-    for (int i = 0; i < c.n_layer * B_ * T_; i++)
-        for (int k = 0; k < 3; k++) ok &= m->acts.topk[i * 3 + k] == k && fabsf(m->acts.gates[i * 3 + k] - 1.0f / 3) < 1e-7f;
+    for (int l = 0; l < c.n_layer; l++) {
+        const int32_t *experts;
+        const float *gates;
+        alloy_model_routes(m, l, &experts, &gates);
+        for (int i = 0; i < B_ * T_; i++)
+            for (int k = 0; k < 3; k++) ok &= experts[i * 3 + k] == k && fabsf(gates[i * 3 + k] - 1.0f / 3) < 1e-7f;
+    }
     EXPECT(ok, "ties are not broken towards the lower index with equal gates");
-    for (int e = 0; e < 5; e++)
-        EXPECT(m->expert_tokens_total[e] == (e < 3 ? 2 * B_ * T_ : 0), "expert %d got %lld tokens", e,
-               (long long)m->expert_tokens_total[e]);
-    EXPECT(fabsf(m->aux_loss - 3.0f) < 1e-5f, "aux loss of a uniform router %g, expected K = 3", m->aux_loss);
+    const int64_t *counts = alloy_model_expert_tokens(m); // (L, E)
+    for (int e = 0; e < 5; e++) {
+        int64_t total = 0;
+        for (int l = 0; l < c.n_layer; l++) total += counts[l * 5 + e];
+        EXPECT(total == (e < 3 ? 2 * B_ * T_ : 0), "expert %d got %lld tokens", e, (long long)total);
+    }
+    float aux = alloy_model_aux_loss(m);
+    EXPECT(fabsf(aux - 3.0f) < 1e-5f, "aux loss of a uniform router %g, expected K = 3", aux);
     alloy_model_destroy(m);
 }
 
@@ -289,10 +316,10 @@ static void test_bf16(void) {
         make_tokens(tok, tgt, c.vocab_size, 2);
         float la = 0, lb = 0;
         alloy_status s = alloy_model_forward(a, tok, B_, T_);
-        if (!s) s = alloy_lm_loss(a, tgt, NULL, B_, T_, 1.0f, &la);
+        if (!s) s = alloy_lm_loss(a, tgt, NULL, B_, T_, 1.0f, alloy_model_logits(a), &la);
         if (!s) s = alloy_model_forward(b, tok, B_, T_);
-        if (!s) s = alloy_lm_loss(b, tgt, NULL, B_, T_, 1.0f, &lb);
-        if (!s) s = alloy_model_backward(b);
+        if (!s) s = alloy_lm_loss(b, tgt, NULL, B_, T_, 1.0f, alloy_model_logits(b), &lb);
+        if (!s) s = alloy_model_backward(b, &(alloy_backward_in){.dlogits = alloy_model_logits(b), .aux_scale = 1.0f});
         EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
         EXPECT(fabsf(la - lb) < 5e-2f * fabsf(la), "%s bf16 loss %g vs f32 %g", alloy_family_name(c.family), lb, la);
         alloy_model_destroy(a);
@@ -308,9 +335,9 @@ static void train_steps(alloy_model *m, alloy_optimizer *o, uint64_t seed, int s
     for (int step = 0; step < steps; step++) {
         float l = 0.0f;
         alloy_status s = alloy_model_forward(m, tok, B_, T_);
-        if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, &l);
+        if (!s) s = alloy_lm_loss(m, tgt, NULL, B_, T_, 1.0f, alloy_model_logits(m), &l);
         alloy_model_zero_grad(m);
-        if (!s) s = alloy_model_backward(m);
+        if (!s) s = alloy_model_backward(m, &(alloy_backward_in){.dlogits = alloy_model_logits(m), .aux_scale = 1.0f});
         if (!s) s = alloy_optimizer_step(o, m, 1e-2f, NULL);
         EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
         if (step == 0) *first = l;
@@ -444,8 +471,8 @@ static double engine_vs_forward(alloy_model *m, int max_rows, const int *prompt,
         for (int t = 0; t < total[b]; t++) toks[b][t] = (int32_t)alloy_rng_below(&rng, (uint64_t)V);
         ref[b] = malloc(sizeof(float) * (size_t)total[b] * V);
         if (alloy_model_forward(m, toks[b], 1, total[b])) return INFINITY;
-        memcpy(ref[b], m->acts.logits, sizeof(float) * (size_t)total[b] * V);
-        for (int i = 0; i < c->n_layer * c->n_experts; i++) used[i] += m->expert_tokens[i];
+        memcpy(ref[b], alloy_model_logits(m), sizeof(float) * (size_t)total[b] * V);
+        for (int i = 0; i < c->n_layer * c->n_experts; i++) used[i] += alloy_model_expert_tokens(m)[i];
     }
     alloy_engine *e;
     if (alloy_engine_create(&e, m, &(alloy_engine_options){.max_batch = NSEQ, .max_rows = max_rows})) {
@@ -662,7 +689,7 @@ static void test_engine_generate(void) {
         bool same = g[i].ids.n == 10;
         for (int t = 0; t < 10 && same; t++) {
             REQUIRE(!alloy_model_forward(m, seq, 1, n), "%s", alloy_last_error());
-            const float *row = m->acts.logits + (size_t)(n - 1) * c.vocab_size;
+            const float *row = alloy_model_logits(m) + (size_t)(n - 1) * c.vocab_size;
             int best = 0;
             for (int v = 1; v < c.vocab_size; v++) best = row[v] > row[best] ? v : best;
             same &= g[i].ids.data[t] == best;
@@ -680,7 +707,7 @@ static void test_engine_generate(void) {
 static void logits_of(alloy_model *m, const int32_t *tok, float *out) {
     alloy_status s = alloy_model_forward(m, tok, B_, T_);
     EXPECT(s == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    memcpy(out, m->acts.logits, sizeof(float) * B_ * T_ * (size_t)m->config.vocab_size);
+    memcpy(out, alloy_model_logits(m), sizeof(float) * B_ * T_ * (size_t)m->config.vocab_size);
 }
 
 /* Saves and reloads m so that it has activations for B_ x T_. */
@@ -948,7 +975,7 @@ static void classifier_router_case(alloy_family f) {
         for (int l = 0; l < c.n_layer; l++) {
             const float *w = run->params.layers[l].router_w;
             for (int t = 0; t < pr[i].n; t++) {
-                const float *x = run->acts.ln2 + ((int64_t)l * pr[i].n + t) * c.d_model;
+                const float *x = alloy_model_mlp_input(run, l) + (int64_t)t * c.d_model;
                 double z0 = 0, z1 = 0;
                 for (int k = 0; k < c.d_model; k++) z0 += (double)w[k] * x[k], z1 += (double)w[c.d_model + k] * x[k];
                 right += (z1 > z0) == (pr[i].expert == 1);

@@ -55,8 +55,8 @@ static void test_accumulation_and_mask(void) {
         float loss;
         alloy_model_zero_grad(m);
         REQUIRE(alloy_model_forward(m, in, 4, T) == ALLOY_STATUS_OK, "fwd");
-        REQUIRE(alloy_lm_loss(m, tg, NULL, 4, T, 1.0f, &loss) == ALLOY_STATUS_OK, "loss");
-        REQUIRE(alloy_model_backward(m) == ALLOY_STATUS_OK, "bwd");
+        REQUIRE(alloy_lm_loss(m, tg, NULL, 4, T, 1.0f, alloy_model_logits(m), &loss) == ALLOY_STATUS_OK, "loss");
+        REQUIRE(alloy_model_backward(m, &(alloy_backward_in){.dlogits = alloy_model_logits(m), .aux_scale = 1.0f}) == ALLOY_STATUS_OK, "bwd");
         float *full = malloc(sizeof(float) * m->num_params);
         memcpy(full, m->grads_memory, sizeof(float) * m->num_params);
         alloy_model_zero_grad(m);
@@ -64,8 +64,8 @@ static void test_accumulation_and_mask(void) {
         for (int k = 0; k < 2; k++) {
             float l;
             alloy_model_forward(m, in + k * 2 * T, 2, T);
-            alloy_lm_loss(m, tg + k * 2 * T, NULL, 2, T, 0.5f, &l);
-            alloy_model_backward(m);
+            alloy_lm_loss(m, tg + k * 2 * T, NULL, 2, T, 0.5f, alloy_model_logits(m), &l);
+            alloy_model_backward(m, &(alloy_backward_in){.dlogits = alloy_model_logits(m), .aux_scale = 0.5f});
             l2 += l / 2;
         }
         EXPECT(harness_close(l2, loss, 1e-6, 0), "%s: loss %g vs accumulated %g", presets[p], loss, l2);
@@ -87,13 +87,13 @@ static void test_accumulation_and_mask(void) {
         float lm, li;
         alloy_model_zero_grad(m);
         alloy_model_forward(m, in, 4, T);
-        alloy_lm_loss(m, tg, mask, 4, T, 1.0f, &lm);
-        alloy_model_backward(m);
+        alloy_lm_loss(m, tg, mask, 4, T, 1.0f, alloy_model_logits(m), &lm);
+        alloy_model_backward(m, &(alloy_backward_in){.dlogits = alloy_model_logits(m), .aux_scale = 1.0f});
         memcpy(full, m->grads_memory, sizeof(float) * m->num_params);
         alloy_model_zero_grad(m);
         alloy_model_forward(m, in, 4, T);
-        alloy_lm_loss(m, tg2, NULL, 4, T, 1.0f, &li);
-        alloy_model_backward(m);
+        alloy_lm_loss(m, tg2, NULL, 4, T, 1.0f, alloy_model_logits(m), &li);
+        alloy_model_backward(m, &(alloy_backward_in){.dlogits = alloy_model_logits(m), .aux_scale = 1.0f});
         EXPECT(lm == li, "%s: masked loss %g vs ignored targets %g", presets[p], lm, li);
         EXPECT(memcmp(full, m->grads_memory, sizeof(float) * m->num_params) == 0, "%s: masked gradient differs", presets[p]);
         // bad inputs
@@ -105,7 +105,7 @@ static void test_accumulation_and_mask(void) {
         EXPECT(alloy_model_forward(m, in, 4, T + 1) == ALLOY_STATUS_USAGE, "sequence longer than the buffers");
         alloy_model_forward(m, in, 4, T);
         tg[7] = 64;
-        EXPECT(alloy_lm_loss(m, tg, NULL, 4, T, 1.0f, &loss) == ALLOY_STATUS_RANGE, "target out of range");
+        EXPECT(alloy_lm_loss(m, tg, NULL, 4, T, 1.0f, alloy_model_logits(m), &loss) == ALLOY_STATUS_RANGE, "target out of range");
         free(full);
         alloy_model_destroy(m);
     }
@@ -135,8 +135,8 @@ static void test_recompute(void) {
                 fill_tokens(tg, B * T, 20 + step);
                 alloy_model_zero_grad(m[k]);
                 alloy_status s = alloy_model_forward_ex(m[k], in, B, T, false);
-                if (!s) s = alloy_lm_loss_chunked(m[k], tg, NULL, B, T, 1.0f, &losses[k][step]);
-                if (!s) s = alloy_model_backward(m[k]);
+                if (!s) s = alloy_lm_loss_chunked(m[k], tg, NULL, B, T, 1.0f, alloy_model_dhidden_buffer(m[k]), &losses[k][step]);
+                if (!s) s = alloy_model_backward(m[k], &(alloy_backward_in){.dhidden = alloy_model_dhidden_buffer(m[k]), .aux_scale = 1.0f});
                 if (!s) s = alloy_optimizer_step(opt[k], m[k], 1e-3f, NULL);
                 EXPECT(s == ALLOY_STATUS_OK, "%s step %d: %s", presets[p], step, alloy_last_error());
             }
@@ -145,8 +145,8 @@ static void test_recompute(void) {
                presets[p], losses[0][2], losses[1][2]);
         EXPECT(!memcmp(m[0]->params_memory, m[1]->params_memory, sizeof(float) * m[0]->num_params),
                "%s: parameters differ with recompute", presets[p]);
-        EXPECT(m[1]->acts_floats * 2 < m[0]->acts_floats, "%s: recompute keeps %zu of %zu activation floats",
-               presets[p], m[1]->acts_floats, m[0]->acts_floats);
+        size_t kept = alloy_model_activation_bytes(m[1]), all = alloy_model_activation_bytes(m[0]);
+        EXPECT(kept * 2 < all, "%s: recompute keeps %zu of %zu activation bytes", presets[p], kept, all);
         for (int k = 0; k < 2; k++) {
             alloy_optimizer_destroy(opt[k]);
             alloy_model_destroy(m[k]);

@@ -3,7 +3,7 @@
  *
  *     alloy_model *m;
  *     if (alloy_llama2c_import(&m, "stories260K.bin")) { puts(alloy_last_error()); ... }
- *     alloy_model_forward(m, tokens, 1, T);            // m->acts.logits: (T, V)
+ *     alloy_model_forward(m, tokens, 1, T);            // alloy_model_logits(m): (T, V)
  *     alloy_model_destroy(m);
  *
  *     if (alloy_llmc_export(gpt2, "gpt2_124M.bin")) { puts(alloy_last_error()); ... }

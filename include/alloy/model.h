@@ -15,10 +15,12 @@
  *     alloy_model *m;
  *     alloy_model_create(&m, &cfg, 8, 128);          // room for B=8, T=128
  *     alloy_model_init_weights(m, 1337);
- *     alloy_model_forward(m, tokens, 8, 128);         // m->acts.logits: (8, 128, V)
- *     float loss = alloy_lm_loss(m, targets, NULL, 8, 128, 1.0f); // writes dlogits
+ *     alloy_model_forward(m, tokens, 8, 128);         // alloy_model_logits(m): (8, 128, V)
+ *     float loss, *dlogits = alloy_model_logits(m);   // the gradient overwrites the logits
+ *     alloy_lm_loss(m, targets, NULL, 8, 128, 1.0f, dlogits, &loss);
  *     alloy_model_zero_grad(m);
- *     alloy_model_backward(m);                         // m->grads_memory
+ *     alloy_model_backward(m, &(alloy_backward_in){.dlogits = dlogits, .aux_scale = 1.0f});
+ *                                                      // into m->grads_memory
  *     alloy_model_destroy(m);
  */
 #ifndef ALLOY_MODEL_H
@@ -121,59 +123,6 @@ typedef struct alloy_params {
     float *lm_head;             /* (V, C): wte when tied */
 } alloy_params;
 
-/* Activations for B·T ≤ max_B·max_T tokens. Per-layer buffers are stacked (L, ...). */
-typedef struct alloy_acts {
-    float *encoded;   /* (B·T, C) embedding output = residual stream into layer 0 */
-    float *ln1;       /* (L, B·T, C) */
-    float *ln1_mean;  /* (L, B·T) GPT-2 only */
-    float *ln1_rstd;  /* (L, B·T) */
-    float *qkv;       /* (L, B·T, (H+2KV)·hd), after RoPE */
-    float *att_lse;   /* (L, B, H, T) log-sum-exp of each attention row */
-    float *atty;      /* (L, B·T, H·hd) attention output before the projection */
-    float *res2;      /* (L, B·T, C) residual after attention */
-    float *ln2;       /* (L, B·T, C) */
-    float *ln2_mean;  /* (L, B·T) GPT-2 only */
-    float *ln2_rstd;  /* (L, B·T) */
-    float *fc;        /* (L, B·T, F or 2F) MLP pre-activation (Llama: [gate | up]); MoE:
-                         (L, B·T·K, F or 2F), the experts' rows in dispatch order */
-    float *fc_act;    /* (B·T, F) after GELU / SwiGLU, one layer's: the backward recomputes it;
-                         MoE: (B·T·K, F) */
-    /* MoE only (NULL when dense). Dispatch order: the (token, k) assignments grouped by expert,
-       expert 0's first, each group in token order, so that each expert is one product. */
-    float *router_probs; /* (L, B·T, E) softmax of the router logits */
-    float *gates;        /* (L, B·T, K) the chosen experts' probabilities renormalised to sum 1 */
-    float *expert_out;   /* (L, B·T·K, C) each dispatch row's expert output (before its gate) */
-    float *moe_in;       /* (B·T·K, C) ln2 rows gathered in dispatch order, one layer's */
-    int32_t *topk;       /* (L, B·T, K) the chosen experts, by descending probability (ties: the
-                            lower index first) */
-    int32_t *slot_row;   /* (L, B·T, K) the dispatch row of each (token, k) */
-    int32_t *row_token;  /* (L, B·T·K) the token of each dispatch row */
-    int32_t *expert_off; /* (L, E + 1) expert e's dispatch rows are [off[e], off[e+1]) */
-    float *res3;      /* (L, B·T, C) layer output */
-    float *lnf;       /* (B·T, C) final hidden states (after the final norm) */
-    float *lnf_mean;  /* (B·T) GPT-2 only */
-    float *lnf_rstd;  /* (B·T) */
-    float *logits;    /* (B·T, V); an objective overwrites it with dlogits. Allocated by the first
-                         forward that asks for logits (training through alloy_lm_loss_chunked
-                         never does) */
-    float *losses;    /* (B·T) per-token loss of the last alloy_lm_loss */
-    float *row_scale; /* (B·T) scratch for the loss */
-} alloy_acts;
-
-/* Gradient buffers of the activations: one layer's worth, reused down the stack. */
-typedef struct alloy_grad_acts {
-    float *dres;    /* (B·T, C) gradient of the residual stream */
-    float *dln;     /* (B·T, C) */
-    float *dqkv;    /* (B·T, (H+2KV)·hd) */
-    float *datty;   /* (B·T, H·hd) */
-    float *dfc;     /* (B·T, F or 2F) */
-    float *dfc_act; /* (B·T, F) */
-    float *dhidden; /* (B·T, C) gradient into the final hidden states from a head other than LM */
-    float *drouter; /* MoE: (B·T, E) gradient of the router logits */
-    float *dgate;   /* MoE: (B·T, K) gradient of the renormalised gates */
-    float *dmoe;    /* MoE: (B·T·K, C) a dispatch row's output gradient, then its input gradient */
-} alloy_grad_acts;
-
 /* Rows of the LM head per chunk of alloy_lm_loss_chunked unless loss_chunk_rows says otherwise:
  * 256 rows of a 50k vocabulary are 51 MB of logits. */
 #define ALLOY_LOSS_CHUNK_ROWS 256
@@ -184,6 +133,9 @@ typedef struct alloy_model_options {
                           inputs, fp32 accumulation and fp32 master weights) */
     bool recompute;    /* keep only each layer's input and recompute the rest in the backward */
 } alloy_model_options;
+
+struct alloy_acts;      /* the activations (src/model/internal.h) */
+struct alloy_grad_acts; /* the activations' gradient buffers (src/model/internal.h) */
 
 typedef struct alloy_model {
     alloy_config config;
@@ -196,21 +148,23 @@ typedef struct alloy_model {
     alloy_params params;        /* pointers into params_memory */
     alloy_params grads;         /* the same pointers into grads_memory */
     int max_B, max_T;           /* activations are sized for these */
-    alloy_acts acts;
-    alloy_grad_acts gacts;
+    int B, T;                   /* shape of the last forward; 0 before any */
+    int loss_chunk_rows;        /* rows of the LM head per chunk of the chunked losses:
+                                   ALLOY_LOSS_CHUNK_ROWS (what the chunk buffer holds) or fewer */
+    /* The rest is the model's working memory, all allocated at creation and private to
+       src/model: read the last forward's outputs through the accessors below. */
+    struct alloy_acts *acts;
+    struct alloy_grad_acts *gacts;
     float *acts_memory;         /* one allocation for acts and gacts */
     size_t acts_floats;
+    float *loss_chunk;          /* (loss_chunk_cap, V) logits of one chunk of the chunked losses */
+    int loss_chunk_cap;         /* min(ALLOY_LOSS_CHUNK_ROWS, max_B·max_T) */
+    bool logits_touched;        /* a forward has written acts->logits (they count as in use) */
     float *rope_cos, *rope_sin; /* (maxT, hd/2), Llama only */
     int32_t *tokens;            /* (max_B·max_T) tokens of the last forward */
-    int B, T;                   /* shape of the last forward; 0 before any */
     int layer_in_buffers;       /* with recompute: the layer whose activations the shared buffers hold */
-    int fc_act_layer;           /* the layer whose MLP activation output acts.fc_act holds */
+    int fc_act_layer;           /* the layer whose MLP activation output acts->fc_act holds */
     bool have_logits;           /* the last forward ran the LM head */
-    bool have_hidden_grad;      /* gacts.dhidden holds a gradient to add in the backward */
-    float *loss_chunk;          /* (loss_chunk_rows, V) logits of alloy_lm_loss_chunked, allocated
-                                   at its first call */
-    int loss_chunk_rows;        /* rows of the LM head per chunk there (ALLOY_LOSS_CHUNK_ROWS) */
-    int loss_chunk_cap;         /* rows loss_chunk has room for */
     /* mixture of experts (config.n_experts > 0), from the last forward: */
     alloy_expert_params *expert_params, *expert_grads; /* (L·E) what layers[l].experts point into */
     int32_t *route_memory;      /* the int32 routing buffers of acts (topk, slot_row, ...) */
@@ -219,8 +173,6 @@ typedef struct alloy_model {
     int64_t *expert_tokens_total; /* (E) the same summed over the layers */
     double *router_prob_sum;    /* (L, E) Σ over the tokens of each expert's router probability */
     float aux_loss;             /* the load-balancing loss (see alloy_model_backward) */
-    float aux_grad_scale;       /* its gradient is scaled by router_aux_loss_coef and this: set
-                                   to grad_scale by alloy_lm_loss(_chunked), 1 after a forward */
 } alloy_model;
 
 /* Builds the table and allocates params, grads and activations for max_B x max_T tokens
@@ -237,38 +189,77 @@ void alloy_model_init_weights(alloy_model *m, uint64_t seed);
 /* The table entry with this name, or NULL. */
 const alloy_tensor_info *alloy_model_find_tensor(const alloy_model *m, const char *name);
 
-/* Runs the model on tokens (B, T) up to the final hidden states (acts.lnf) and, if
- * `logits` is true, the LM head (acts.logits). Fails with RANGE for a token outside [0, V) and
- * USAGE when B or T exceed what the model was created for. */
+/* Runs the model on tokens (B, T) up to the final hidden states (alloy_model_hidden) and, if
+ * `logits` is true, the LM head (alloy_model_logits). Fails with RANGE for a token outside
+ * [0, V) and USAGE when B or T exceed what the model was created for. */
 alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B, int T, bool logits);
 static inline alloy_status alloy_model_forward(alloy_model *m, const int32_t *tokens, int B, int T) {
     return alloy_model_forward_ex(m, tokens, B, T, true);
 }
 
-/* Softmax cross-entropy of acts.logits against targets (B, T) with an optional per-token mask
- * (B, T) of weights (0 drops a token; NULL counts all); negative targets are ignored too.
- * Returns the mean loss over counted tokens (0 if none). If grad_scale != 0, overwrites
- * acts.logits with d(grad_scale · mean loss)/dlogits, ready for alloy_model_backward. */
+/* ---- what the last forward left, for the objectives (read-only unless said) ---- */
+
+/* The logits (B·T, V) of the last forward, NULL if it skipped them. An objective may overwrite
+ * them with its gradient and pass them to alloy_model_backward as dlogits. */
+float *alloy_model_logits(alloy_model *m);
+/* The final hidden states (B·T, C), after the final norm. */
+const float *alloy_model_hidden(const alloy_model *m);
+/* Layer l's MLP input (B·T, C): the output of its second norm (ln_2, post_attention_layernorm).
+ * NULL with recompute (the layers share one set of buffers) or for l outside [0, L). */
+const float *alloy_model_mlp_input(const alloy_model *m, int l);
+/* The per-token losses (B·T) of the last alloy_lm_loss or alloy_lm_loss_chunked. */
+const float *alloy_model_token_losses(const alloy_model *m);
+/* MoE: the load-balancing loss (see alloy_model_backward); 0 for a dense model. */
+float alloy_model_aux_loss(const alloy_model *m);
+/* MoE: the (token, k) assignments routed to each expert, (L, E); NULL for a dense model. */
+const int64_t *alloy_model_expert_tokens(const alloy_model *m);
+/* MoE: layer l's routing, (B·T, K) each: the chosen experts by descending probability and their
+ * renormalised gates. NULL (both) for a dense model, l outside [0, L), or with recompute. */
+void alloy_model_routes(const alloy_model *m, int l, const int32_t **experts, const float **gates);
+/* A buffer of (max_B·max_T, C) floats that the model owns and never writes by itself, for an
+ * objective to collect its gradient of the final hidden states in (the chunked LM losses write
+ * it, a scalar head adds to it) before passing it to alloy_model_backward as dhidden. */
+float *alloy_model_dhidden_buffer(alloy_model *m);
+
+/* ---- losses and heads: a gradient for alloy_model_backward ---- */
+
+/* Softmax cross-entropy of the last forward's logits against targets (B, T) with an optional
+ * per-token mask (B, T) of weights (0 drops a token; NULL counts all); negative targets are
+ * ignored too. Returns the mean loss over counted tokens (0 if none). If grad_scale != 0, WRITES
+ * d(grad_scale · mean loss)/dlogits into dlogits (B·T, V), which may be alloy_model_logits(m)
+ * itself (then the logits are overwritten). */
 alloy_status alloy_lm_loss(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
-                           float grad_scale, float *out_loss);
+                           float grad_scale, float *dlogits, float *out_loss);
 
 /* The same loss without the (B·T, V) logits: after a forward with or without logits, the LM
  * head runs over chunks of loss_chunk_rows rows; each chunk's softmax cross-entropy gradient
  * goes at once into the head's backward, ACCUMULATING the head's weight gradient into
- * grads_memory (so zero the gradients before, not after) and writing the gradient of the final
- * hidden states into gacts.dhidden for alloy_model_backward. grad_scale 0 computes the loss
- * alone. Equal to forward with logits + alloy_lm_loss + the head's part of the backward, with
- * a fraction of the memory. */
+ * grads_memory (so zero the gradients before, not after) and WRITING the gradient of the final
+ * hidden states into dhidden (B·T, C) for alloy_model_backward. grad_scale 0 computes the loss
+ * alone (dhidden may then be NULL). Equal to forward with logits + alloy_lm_loss + the head's
+ * part of the backward, with a fraction of the memory. */
 alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
-                                   float grad_scale, float *out_loss);
-/* Bytes of activation memory allocated now (buffers, logits and loss chunk). */
+                                   float grad_scale, float *dhidden, float *out_loss);
+/* Bytes of activation memory in use (the buffers, the loss chunk, and the logits once a forward
+ * has written them). */
 size_t alloy_model_activation_bytes(const alloy_model *m);
 
 void alloy_model_zero_grad(alloy_model *m);
-/* Backpropagates from the gradient in acts.logits (as left by an objective) — and, when
- * have_hidden_grad is set, from gacts.dhidden into the final hidden states — accumulating
- * into grads_memory. Needs the activations of the last forward (same B, T). If the last
- * forward skipped the logits, only dhidden is used.
+
+/* What alloy_model_backward differentiates: the gradient of the loss with respect to the last
+ * forward's outputs, given explicitly (the model keeps no note of it). */
+typedef struct alloy_backward_in {
+    const float *dlogits; /* (B·T, V) d loss / d logits, or NULL (no LM head, or the head's
+                             part already done by a chunked loss) */
+    const float *dhidden; /* (B·T, C) d loss / d final hidden states (after the final norm),
+                             added to what dlogits gives, or NULL */
+    float aux_scale;      /* MoE: the load-balancing loss enters the loss as
+                             router_aux_loss_coef · aux_scale · aux (0: not at all) */
+} alloy_backward_in;
+
+/* Backpropagates in->dlogits through the LM head and, added, in->dhidden into the final hidden
+ * states, down the layers, accumulating into grads_memory. Needs the activations of the last
+ * forward (same B, T); USAGE without a forward or when both gradients are NULL.
  *
  * Mixture of experts: each MoE layer computes p = softmax(x·Wrᵀ) over the E experts (x the
  * ln2 output), keeps the K largest (Mixtral's order: softmax, top-k, renormalise),
@@ -277,11 +268,11 @@ void alloy_model_zero_grad(alloy_model *m);
  * logits concatenated (L·N rows, N = B·T):
  *     aux = E · Σ_e f_e · P_e,   f_e = c_e / (L·N),   P_e = Σ_{l,n} p_{l,n,e} / (L·N),
  * c_e counting the (layer, token, k) assignments to expert e — so Σ_e f_e = K and a perfectly
- * balanced router scores K. The backward adds router_aux_loss_coef · aux_grad_scale · d aux,
+ * balanced router scores K. The backward adds router_aux_loss_coef · in->aux_scale · d aux,
  * through P_e only (f_e counts are constant), to the gradient — as transformers' Mixtral adds
  * coef · aux to its loss. The gates' gradient reaches the router through the renormalisation
  * and the softmax. */
-alloy_status alloy_model_backward(alloy_model *m);
+alloy_status alloy_model_backward(alloy_model *m, const alloy_backward_in *in);
 
 /* True for the name of an MoE router weight (…mlp.gate.weight, …block_sparse_moe.gate.weight). */
 bool alloy_tensor_is_router(const char *name);
@@ -296,12 +287,12 @@ bool alloy_tensor_is_mlp(const char *name);
  * log softmax(lnf_i · lm_headᵀ)[targets[i]] for every row with targets[i] >= 0, and 0 where
  * targets[i] < 0. If weights (B·T) is not NULL, also backpropagates Σ_i weights[i]·logp[i]
  * through the head — weights may be negative (a rejected response's tokens in DPO) — ACCUMULATING
- * the head's weight gradient into grads_memory and WRITING gacts.dhidden (0 in rows without a
- * target) for alloy_model_backward. A caller whose weights depend on the log-probabilities (DPO,
+ * the head's weight gradient into grads_memory and WRITING dhidden (B·T, C) (0 in rows without
+ * a target) for alloy_model_backward; dhidden may be NULL without weights. A caller whose weights depend on the log-probabilities (DPO,
  * PPO) calls it twice: once without weights, then with them (the head runs again). RANGE for a
  * target >= V or a weight that is not finite. */
 alloy_status alloy_lm_logprobs_chunked(alloy_model *m, const int32_t *targets, const float *weights, int B, int T,
-                                       float *logp);
+                                       float *dhidden, float *logp);
 
 /* A scalar head on the final hidden states (a reward model's score, a value head):
  * out[k] = lnf[rows[k]] · w + *b for k < n, rows indexing the B·T rows of the last forward;
@@ -309,12 +300,10 @@ alloy_status alloy_lm_logprobs_chunked(alloy_model *m, const int32_t *targets, c
 alloy_status alloy_scalar_head_forward(const alloy_model *m, const float *w, const float *b, const int64_t *rows, int n,
                                        float *out);
 /* Backpropagates Σ_k dout[k]·out[k]: dw (C) += Σ_k dout[k]·lnf[rows[k]] and *db += Σ_k dout[k]
- * (either may be NULL), and ADDS dout[k]·w into gacts.dhidden[rows[k]] — after zeroing dhidden
- * if no other head has written it since the forward (have_hidden_grad unset) — then sets
- * have_hidden_grad for alloy_model_backward. So an LM-head objective (which writes dhidden)
- * goes first and a scalar head second when both apply. */
-alloy_status alloy_scalar_head_backward(alloy_model *m, const float *w, float *dw, float *db, const int64_t *rows, int n,
-                                        const float *dout);
+ * (either may be NULL), and ADDS dout[k]·w into dhidden[rows[k]] (dhidden (B·T, C), for
+ * alloy_model_backward: zero it first unless an LM head has written it — that one goes first). */
+alloy_status alloy_scalar_head_backward(const alloy_model *m, const float *w, float *dw, float *db, const int64_t *rows,
+                                        int n, const float *dout, float *dhidden);
 
 /* Replaces *m by a model of vocab_size tokens with the same everything else: every tensor is
  * copied; the embedding (and an untied LM head) keep their first min(V, vocab_size) rows and

@@ -247,11 +247,12 @@ alloy_status alloy_run_check_new(const char *dir);
 /* ---- the training loop ---- */
 
 /* A loss other than next-token cross-entropy for the LM objective (alloy_train_run): given a
- * micro-batch, it runs the model's forward, computes its loss (the mean per token) and leaves the
- * gradient for alloy_model_backward, scaled by grad_scale. Distillation (alloy/distill.h) is one. */
+ * micro-batch, it runs the model's forward, computes its loss (the mean per token) and, when
+ * grad_scale != 0, fills grad's dlogits and dhidden with its gradient scaled by grad_scale (the
+ * run then calls alloy_model_backward with them). Distillation (alloy/distill.h) is one. */
 typedef struct alloy_train_loss {
     alloy_status (*loss)(void *ctx, alloy_model *m, const int32_t *inputs, const int32_t *targets, int B, int T,
-                         float grad_scale, float *loss);
+                         float grad_scale, alloy_backward_in *grad, float *loss);
     void *ctx;
     /* Optional (NULL: none), for a loss with trainable parameters of its own, whose
        gradients loss accumulates: */

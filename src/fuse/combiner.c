@@ -320,12 +320,12 @@ static alloy_status members_forward(alloy_model *const *models, int n, const int
     int64_t N = (int64_t)B * T;
     for (int i = 0; i < n; i++) {
         alloy_status s = alloy_model_forward_ex(models[i], inputs, B, T, false);
-        if (!s) s = alloy_lm_logprobs_chunked(models[i], targets, NULL, B, T, member_logp + (int64_t)i * N);
+        if (!s) s = alloy_lm_logprobs_chunked(models[i], targets, NULL, B, T, NULL, member_logp + (int64_t)i * N);
         if (s) {
             alloy_error_prefix("ensemble member %d", i);
             return s;
         }
-        hidden[i] = models[i]->acts.lnf;
+        hidden[i] = alloy_model_hidden(models[i]);
     }
     return ALLOY_STATUS_OK;
 }

@@ -4,8 +4,9 @@
  * Each micro-batch: the student's forward with its logits, the teachers' ensemble
  * log-probabilities on the same inputs, softened by τ (log q_τ = log_softmax(log q / τ), which
  * for one teacher is log_softmax(z / τ)), then distill_forward_backward writes the student's
- * dlogits in place for alloy_model_backward. With hidden-state matching, the term's gradient
- * goes into the student's gacts.dhidden (the backward adds it to the LM head's) and into the
+ * dlogits in place, passed to alloy_model_backward. With hidden-state matching, the term's
+ * gradient goes into the student's alloy_model_dhidden_buffer (passed too: the backward adds it
+ * to the LM head's) and into the
  * projection P, which the objective's step hook updates with its own AdamW after each step and
  * its save/load hooks keep in the checkpoints.
  */
@@ -247,7 +248,7 @@ static alloy_status proj_load(void *ctx, const char *dir) {
 }
 
 static alloy_status distill_loss(void *ctx, alloy_model *m, const int32_t *inputs, const int32_t *targets, int B,
-                                 int T, float grad_scale, float *loss) {
+                                 int T, float grad_scale, alloy_backward_in *grad, float *loss) {
     distill_ctx *c = ctx;
     int V = m->config.vocab_size;
     int64_t N = (int64_t)B * T;
@@ -270,8 +271,10 @@ static alloy_status distill_loss(void *ctx, alloy_model *m, const int32_t *input
         }
     }
     for (int64_t r = 0; r < N; r++) c->row_scale[r] = grad_scale / (float)N;
-    s = distill_forward_backward(c->losses, m->acts.logits, m->acts.logits, c->tlogp, targets, c->row_scale, N, V,
-                                 c->d->divergence, c->d->temperature, c->d->alpha, c->d->beta);
+    float *z = alloy_model_logits(m); // overwritten with the gradient: the dlogits of the backward
+    s = distill_forward_backward(c->losses, z, z, c->tlogp, targets, c->row_scale, N, V, c->d->divergence,
+                                 c->d->temperature, c->d->alpha, c->d->beta);
+    grad->dlogits = z;
     double sum = 0.0;
     for (int64_t r = 0; r < N; r++) sum += c->losses[r];
     *loss = (float)(sum / (double)N);
@@ -282,9 +285,10 @@ static alloy_status distill_loss(void *ctx, alloy_model *m, const int32_t *input
                            m->config.d_model);
         float hl = 0.0f;
         if (!s) {
-            alloy_distill_hidden_loss(&hl, m->gacts.dhidden, c->dproj, c->err, m->acts.lnf, c->teacher0->acts.lnf, c->proj,
-                                      N, c->Cs, c->Ct, c->d->hidden_weight, grad_scale);
-            m->have_hidden_grad = true; // the backward adds dhidden to the LM head's gradient
+            float *dh = alloy_model_dhidden_buffer(m);
+            alloy_distill_hidden_loss(&hl, dh, c->dproj, c->err, alloy_model_hidden(m), alloy_model_hidden(c->teacher0),
+                                      c->proj, N, c->Cs, c->Ct, c->d->hidden_weight, grad_scale);
+            grad->dhidden = dh; // the backward adds it to the LM head's gradient
             *loss += hl;
         }
     }

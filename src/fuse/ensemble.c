@@ -85,7 +85,7 @@ void alloy_ensemble_destroy(alloy_ensemble *e) {
 static alloy_status learned_log_weights(double **gates, const alloy_ensemble *e, int64_t N) {
     int n = e->n;
     const float *hidden[ALLOY_COMBINER_MAX];
-    for (int i = 0; i < n; i++) hidden[i] = e->models[i]->acts.lnf;
+    for (int i = 0; i < n; i++) hidden[i] = alloy_model_hidden(e->models[i]);
     size_t cells;
     float *g = NULL;
     *gates = NULL;
@@ -107,7 +107,7 @@ alloy_status alloy_ensemble_logprobs(alloy_ensemble *e, const int32_t *tokens, i
     for (int i = 0; i < n; i++) { // every member first: the mixing reads all their logits
         alloy_status s = alloy_model_forward_ex(e->models[i], tokens, B, T, true);
         if (s) return s;
-        z[i] = e->models[i]->acts.logits;
+        z[i] = alloy_model_logits(e->models[i]);
     }
     double *gates = NULL; // LEARNED: (N, n) per-row log-weights from the members' hidden states
     if (e->mode == ALLOY_ENSEMBLE_LEARNED) {

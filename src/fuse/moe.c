@@ -113,8 +113,7 @@ static alloy_status add_hidden(alloy_model *ref, const int32_t *tokens, int n, d
     if (s) return s;
     const int L = ref->config.n_layer, C = ref->config.d_model;
     for (int l = 0; l < L; l++) {
-        // the per-layer buffers are stacked compactly for the current B·T (no recompute here)
-        const float *ln2 = ref->acts.ln2 + (int64_t)l * n * C;
+        const float *ln2 = alloy_model_mlp_input(ref, l); // (no recompute here: never NULL)
         for (int i = 0; i < n; i++)
             for (int c = 0; c < C; c++) acc[(int64_t)l * C + c] += ln2[(int64_t)i * C + c];
     }
@@ -131,7 +130,7 @@ static alloy_status sample_text(alloy_model *m, int32_t start, int len, alloy_rn
     for (int t = 1; t < len; t++) {
         alloy_status s = alloy_model_forward(m, out, 1, t);
         if (s) return s;
-        const float *z = m->acts.logits + (int64_t)(t - 1) * V;
+        const float *z = alloy_model_logits(m) + (int64_t)(t - 1) * V;
         float mx = z[0];
         for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
         double sum = 0.0;
@@ -402,7 +401,7 @@ static alloy_status classifier_routers(alloy_model *m, alloy_model *const *ex, i
         for (int i = 0; i < n && !s; i++) {
             s = alloy_model_forward_ex(w, pr[i].tokens, 1, pr[i].n, false);
             if (s) break;
-            memcpy(X + at * C, w->acts.ln2 + (int64_t)l * pr[i].n * C, sizeof(float) * (size_t)pr[i].n * C);
+            memcpy(X + at * C, alloy_model_mlp_input(w, l), sizeof(float) * (size_t)pr[i].n * C);
             for (int k = 0; k < pr[i].n; k++) y[at + k] = pr[i].expert;
             at += pr[i].n;
         }

@@ -35,7 +35,7 @@ typedef struct moe_view {
 
 static moe_view get_view(const alloy_model *m, int l, int64_t N) {
     const alloy_config *c = &m->config;
-    const alloy_acts *a = &m->acts;
+    const alloy_acts *a = m->acts;
     moe_view v;
     int64_t s = m->opts.recompute ? 0 : l;
     v.E = c->n_experts;
@@ -92,7 +92,7 @@ void moe_forward(alloy_model *m, int l, int64_t N, const float *x, float *out, a
         psum[e] = acc;
     }
     // the experts, one product each over their rows
-    float *moe_in = m->acts.moe_in, *fc_act = m->acts.fc_act;
+    float *moe_in = m->acts->moe_in, *fc_act = m->acts->fc_act;
     gather(moe_in, x, &v, NK);
     for (int e = 0; e < E; e++) {
         int64_t r0 = v.off[e], ne = v.off[e + 1] - r0;
@@ -129,14 +129,15 @@ void moe_finish_forward(alloy_model *m, int64_t N) {
     m->aux_loss = (float)(E * aux);
 }
 
-void moe_backward(alloy_model *m, int l, int64_t N, const float *x, const float *dout, float *dx, alloy_precision prec) {
+void moe_backward(alloy_model *m, int l, int64_t N, const float *x, const float *dout, float *dx, float aux_scale,
+                  alloy_precision prec) {
     moe_view v = get_view(m, l, N);
     const alloy_layer_params *lp = &m->params.layers[l];
     const alloy_layer_params *lg = &m->grads.layers[l];
-    alloy_grad_acts *ga = &m->gacts;
+    alloy_grad_acts *ga = m->gacts;
     const int E = v.E, K = v.K, C = v.C;
     const int64_t NK = N * K;
-    float *fc_act = m->acts.fc_act, *moe_in = m->acts.moe_in, *dmoe = ga->dmoe;
+    float *fc_act = m->acts->fc_act, *moe_in = m->acts->moe_in, *dmoe = ga->dmoe;
     if (m->fc_act_layer != l) { // fc_act is kept for one layer: recompute it
         activate(&v, fc_act, NK);
         m->fc_act_layer = l;
@@ -178,7 +179,7 @@ void moe_backward(alloy_model *m, int l, int64_t N, const float *x, const float 
     // the router: d aux / d p_e = coef·scale·E·f_e / (L·N) for every row (f_e = c_e / (L·N));
     // through the renormalisation g_k = p_k / Z: d p_Sk += (dg_k − Σ_j dg_j·g_j) / Z; then the
     // softmax: dz = p ⊙ (dp − p·dp)
-    double coef = m->config.router_aux_loss_coef * (double)m->aux_grad_scale;
+    double coef = m->config.router_aux_loss_coef * (double)aux_scale;
     double rows = (double)m->config.n_layer * (double)N;
     float aux_dp[ALLOY_MAX_EXPERTS];
     for (int e = 0; e < E; e++)

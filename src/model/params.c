@@ -3,6 +3,7 @@
  * of the same shape for the gradients, one for the activations, all sized at creation.
  */
 #include "alloy/model.h"
+#include "internal.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -222,24 +223,24 @@ static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *tot
         float **p;
         size_t a, b;
     } spec[] = {
-        {&m->acts.encoded, N, C},        {&m->acts.ln1, LS, C},
-        {&m->acts.ln1_mean, gpt2 ? LS : 0, 1}, {&m->acts.ln1_rstd, LS, 1},
-        {&m->acts.qkv, LS, QKV},         {&m->acts.att_lse, att, 1},
-        {&m->acts.atty, LS, H * hd},     {&m->acts.res2, LS, C},
-        {&m->acts.ln2, LS, C},           {&m->acts.ln2_mean, gpt2 ? LS : 0, 1},
-        {&m->acts.ln2_rstd, LS, 1},      {&m->acts.fc, LSK, FF},
-        {&m->acts.fc_act, NK, F},        {&m->acts.res3, LN, C},
-        {&m->acts.router_probs, moe ? LS : 0, E}, {&m->acts.gates, moe ? LSK : 0, 1},
-        {&m->acts.expert_out, moe ? LSK : 0, C},  {&m->acts.moe_in, moe ? NK : 0, C},
-        {&m->acts.lnf, N, C},            {&m->acts.lnf_mean, gpt2 ? N : 0, 1},
-        {&m->acts.lnf_rstd, N, 1},
-        {&m->acts.losses, N, 1},         {&m->acts.row_scale, N, 1},
-        {&m->gacts.dres, N, C},          {&m->gacts.dln, N, C},
-        {&m->gacts.dqkv, N, QKV},        {&m->gacts.datty, N, H * hd},
-        {&m->gacts.dfc, NK, FF},         {&m->gacts.dfc_act, NK, F},
-        {&m->gacts.dhidden, N, C},
-        {&m->gacts.drouter, moe ? N : 0, E}, {&m->gacts.dgate, moe ? N : 0, K},
-        {&m->gacts.dmoe, moe ? NK : 0, C},
+        {&m->acts->encoded, N, C},        {&m->acts->ln1, LS, C},
+        {&m->acts->ln1_mean, gpt2 ? LS : 0, 1}, {&m->acts->ln1_rstd, LS, 1},
+        {&m->acts->qkv, LS, QKV},         {&m->acts->att_lse, att, 1},
+        {&m->acts->atty, LS, H * hd},     {&m->acts->res2, LS, C},
+        {&m->acts->ln2, LS, C},           {&m->acts->ln2_mean, gpt2 ? LS : 0, 1},
+        {&m->acts->ln2_rstd, LS, 1},      {&m->acts->fc, LSK, FF},
+        {&m->acts->fc_act, NK, F},        {&m->acts->res3, LN, C},
+        {&m->acts->router_probs, moe ? LS : 0, E}, {&m->acts->gates, moe ? LSK : 0, 1},
+        {&m->acts->expert_out, moe ? LSK : 0, C},  {&m->acts->moe_in, moe ? NK : 0, C},
+        {&m->acts->lnf, N, C},            {&m->acts->lnf_mean, gpt2 ? N : 0, 1},
+        {&m->acts->lnf_rstd, N, 1},
+        {&m->acts->losses, N, 1},         {&m->acts->row_scale, N, 1},
+        {&m->gacts->dres, N, C},          {&m->gacts->dln, N, C},
+        {&m->gacts->dqkv, N, QKV},        {&m->gacts->datty, N, H * hd},
+        {&m->gacts->dfc, NK, FF},         {&m->gacts->dfc_act, NK, F},
+        {&m->gacts->dhidden, N, C},
+        {&m->gacts->drouter, moe ? N : 0, E}, {&m->gacts->dgate, moe ? N : 0, K},
+        {&m->gacts->dmoe, moe ? NK : 0, C},
     };
     size_t sum = 0;
     int n = 0;
@@ -255,6 +256,30 @@ static bool act_slots(alloy_model *m, act_slot *slots, int *n_slots, size_t *tot
     *n_slots = n;
     *total = sum;
     return ok;
+}
+
+size_t model_logits_floats(const alloy_model *m) {
+    return (size_t)m->max_B * (size_t)m->max_T * (size_t)m->config.vocab_size;
+}
+
+/* The LM head's outputs: the logits, (max_B·max_T, V) in pages of their own that take memory only
+ * once a forward writes them (training through the chunked losses never does), and the chunked
+ * losses' chunk of min(ALLOY_LOSS_CHUNK_ROWS, max_B·max_T) rows. */
+static alloy_status alloc_head_buffers(alloy_model *m) {
+    size_t n;
+    if (!alloy_mul_size((size_t)m->max_B * (size_t)m->max_T, (size_t)m->config.vocab_size, &n) ||
+        n > ((size_t)1 << 40))
+        return alloy_fail(ALLOY_STATUS_USAGE, "batch %d x sequence %d needs too much memory for the logits", m->max_B,
+                          m->max_T);
+    int64_t maxN = (int64_t)m->max_B * m->max_T;
+    m->loss_chunk_cap = (int)(maxN < ALLOY_LOSS_CHUNK_ROWS ? maxN : ALLOY_LOSS_CHUNK_ROWS);
+    m->loss_chunk_rows = ALLOY_LOSS_CHUNK_ROWS;
+    size_t chunk = (size_t)m->loss_chunk_cap * (size_t)m->config.vocab_size;
+    m->acts->logits = alloy_pages_alloc(sizeof(float) * n);
+    m->loss_chunk = alloy_malloc(sizeof(float) * chunk);
+    if (!m->acts->logits || !m->loss_chunk)
+        return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the LM head's outputs (%zu + %zu floats)", n, chunk);
+    return ALLOY_STATUS_OK;
 }
 
 alloy_status alloy_model_create(alloy_model **out, const alloy_config *cfg, int max_B, int max_T) {
@@ -287,8 +312,9 @@ alloy_status alloy_model_create_ex(alloy_model **out, const alloy_config *cfg, i
     tb.t = alloy_calloc((size_t)tb.cap, sizeof *tb.t);
     m->params.layers = alloy_calloc((size_t)cfg->n_layer, sizeof(alloy_layer_params));
     m->grads.layers = alloy_calloc((size_t)cfg->n_layer, sizeof(alloy_layer_params));
-    if (!tb.t || !m->params.layers || !m->grads.layers) goto nomem;
-    m->aux_grad_scale = 1.0f;
+    m->acts = alloy_calloc(1, sizeof *m->acts);
+    m->gacts = alloy_calloc(1, sizeof *m->gacts);
+    if (!tb.t || !m->params.layers || !m->grads.layers || !m->acts || !m->gacts) goto nomem;
     if (cfg->n_experts > 0) {
         size_t LE = (size_t)cfg->n_layer * (size_t)cfg->n_experts;
         m->expert_params = alloy_calloc(LE, sizeof(alloy_expert_params));
@@ -328,10 +354,10 @@ alloy_status alloy_model_create_ex(alloy_model **out, const alloy_config *cfg, i
         }
         m->route_ints = Ls * (3 * NK + (size_t)cfg->n_experts + 1);
         if (!(m->route_memory = alloy_calloc(m->route_ints, sizeof(int32_t)))) goto nomem;
-        m->acts.topk = m->route_memory;
-        m->acts.slot_row = m->acts.topk + Ls * NK;
-        m->acts.row_token = m->acts.slot_row + Ls * NK;
-        m->acts.expert_off = m->acts.row_token + Ls * NK;
+        m->acts->topk = m->route_memory;
+        m->acts->slot_row = m->acts->topk + Ls * NK;
+        m->acts->row_token = m->acts->slot_row + Ls * NK;
+        m->acts->expert_off = m->acts->row_token + Ls * NK;
     }
     m->acts_floats = act_total; // before the arenas: destroy needs it to unmap them
     m->params_memory = alloy_pages_alloc(sizeof(float) * m->num_params);
@@ -339,7 +365,10 @@ alloy_status alloy_model_create_ex(alloy_model **out, const alloy_config *cfg, i
     m->acts_memory = alloy_pages_alloc(sizeof(float) * act_total);
     m->tokens = alloy_calloc((size_t)max_B * (size_t)max_T, sizeof(int32_t));
     if (!m->params_memory || !m->grads_memory || !m->acts_memory || !m->tokens) goto nomem;
-    m->loss_chunk_rows = ALLOY_LOSS_CHUNK_ROWS;
+    if ((s = alloc_head_buffers(m))) {
+        alloy_model_destroy(m);
+        return s;
+    }
     float *p = m->acts_memory;
     for (int i = 0; i < n_slots; i++) {
         *slots[i].ptr = slots[i].count ? p : NULL;
@@ -372,8 +401,10 @@ void alloy_model_destroy(alloy_model *m) {
     alloy_pages_free(m->params_memory, sizeof(float) * m->num_params);
     alloy_pages_free(m->grads_memory, sizeof(float) * m->num_params);
     alloy_pages_free(m->acts_memory, sizeof(float) * m->acts_floats);
-    alloy_free(m->acts.logits);
+    if (m->acts) alloy_pages_free(m->acts->logits, sizeof(float) * model_logits_floats(m));
     alloy_free(m->loss_chunk);
+    alloy_free(m->acts);
+    alloy_free(m->gacts);
     alloy_free(m->tokens);
     alloy_free(m->rope_cos);
     alloy_free(m->rope_sin);

@@ -1,5 +1,6 @@
 /*
- * transformer.c — forward and backward of the decoder-only transformer, and the LM loss.
+ * transformer.c — forward and backward of the decoder-only transformer, the LM loss and heads, and
+ * the accessors to what the last forward left.
  *
  * The forward calls one kernel per op, layer by layer; the backward is the same list in
  * reverse. Per-layer activations are stored compactly for the current B·T, so a smaller batch
@@ -47,7 +48,7 @@ typedef struct layer_acts {
 } layer_acts;
 
 static layer_acts get_layer_acts(const alloy_model *m, const dims *d, int l) {
-    const alloy_acts *a = &m->acts;
+    const alloy_acts *a = m->acts;
     int64_t N = d->N;
     int lr = l;       // the layer's res3 (kept for every layer)
     if (m->opts.recompute) l = 0; // the rest: one shared set, refilled by recompute
@@ -112,11 +113,6 @@ static void layer_forward(alloy_model *m, const dims *dp, int l) {
     m->fc_act_layer = l;
 }
 
-/* Floats of the full logits buffer, (max_B·max_T, V), allocated by the first forward asking for logits. */
-static size_t logits_floats(const alloy_model *m) {
-    return (size_t)m->max_B * (size_t)m->max_T * (size_t)m->config.vocab_size;
-}
-
 alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B, int T, bool want_logits) {
     if (B < 1 || T < 1 || B > m->max_B || T > m->max_T)
         return alloy_fail(ALLOY_STATUS_USAGE, "batch %d x %d does not fit the model's buffers (%d x %d)", B, T,
@@ -128,28 +124,50 @@ alloy_status alloy_model_forward_ex(alloy_model *m, const int32_t *tokens, int B
             return alloy_fail(ALLOY_STATUS_RANGE, "token id %d at position %lld is outside the vocabulary [0, %d)",
                               tokens[i], (long long)i, c->vocab_size);
     }
-    if (want_logits && !m->acts.logits) {
-        size_t n = logits_floats(m);
-        if (!(m->acts.logits = alloy_malloc(sizeof(float) * n)))
-            return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the logits (%zu floats)", n);
-    }
     memcpy(m->tokens, tokens, sizeof(int32_t) * (size_t)d.N);
     m->B = B;
     m->T = T;
     m->have_logits = want_logits;
-    m->have_hidden_grad = false;
-    m->aux_grad_scale = 1.0f;
+    m->logits_touched |= want_logits;
     const alloy_params *p = &m->params;
 
-    embedding_forward(m->acts.encoded, tokens, p->wte, d.gpt2 ? p->wpe : NULL, B, T, d.C);
+    embedding_forward(m->acts->encoded, tokens, p->wte, d.gpt2 ? p->wpe : NULL, B, T, d.C);
     for (int l = 0; l < c->n_layer; l++) layer_forward(m, &d, l);
     if (c->n_experts > 0) moe_finish_forward(m, d.N);
-    const float *last = m->acts.res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
-    norm_forward(&d, m->acts.lnf, m->acts.lnf_mean, m->acts.lnf_rstd, last, p->lnf_w, p->lnf_b, c->norm_eps);
+    const float *last = m->acts->res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
+    norm_forward(&d, m->acts->lnf, m->acts->lnf_mean, m->acts->lnf_rstd, last, p->lnf_w, p->lnf_b, c->norm_eps);
     if (want_logits)
-        matmul_forward(m->acts.logits, m->acts.lnf, p->lm_head, NULL, d.N, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f, d.prec);
+        matmul_forward(m->acts->logits, m->acts->lnf, p->lm_head, NULL, d.N, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f, d.prec);
     return ALLOY_STATUS_OK;
 }
+
+/* ---- what the last forward left (model.h) ---- */
+
+float *alloy_model_logits(alloy_model *m) { return m->have_logits ? m->acts->logits : NULL; }
+
+const float *alloy_model_hidden(const alloy_model *m) { return m->acts->lnf; }
+
+const float *alloy_model_mlp_input(const alloy_model *m, int l) {
+    if (m->opts.recompute || l < 0 || l >= m->config.n_layer) return NULL;
+    return m->acts->ln2 + (int64_t)l * m->B * m->T * m->config.d_model;
+}
+
+const float *alloy_model_token_losses(const alloy_model *m) { return m->acts->losses; }
+
+float alloy_model_aux_loss(const alloy_model *m) { return m->aux_loss; }
+
+const int64_t *alloy_model_expert_tokens(const alloy_model *m) { return m->expert_tokens; }
+
+void alloy_model_routes(const alloy_model *m, int l, const int32_t **experts, const float **gates) {
+    *experts = NULL;
+    *gates = NULL;
+    if (m->config.n_experts == 0 || m->opts.recompute || l < 0 || l >= m->config.n_layer) return;
+    int64_t NK = (int64_t)m->B * m->T * m->config.top_k;
+    *experts = m->acts->topk + l * NK;
+    *gates = m->acts->gates + l * NK;
+}
+
+float *alloy_model_dhidden_buffer(alloy_model *m) { return m->gacts->dhidden; }
 
 /* Checks targets and mask and fills row_scale with each row's weight in the mean, scaled. */
 static alloy_status loss_weights(alloy_model *m, const int32_t *targets, const float *mask, int64_t N,
@@ -164,7 +182,7 @@ static alloy_status loss_weights(alloy_model *m, const int32_t *targets, const f
             return alloy_fail(ALLOY_STATUS_RANGE, "mask weight at position %lld is negative or NaN", (long long)i);
         if (targets[i] >= 0) count += mask ? mask[i] : 1.0f;
     }
-    float *rs = m->acts.row_scale;
+    float *rs = m->acts->row_scale;
     for (int64_t i = 0; i < N; i++) {
         float w = targets[i] < 0 ? 0.0f : (mask ? mask[i] : 1.0f);
         rs[i] = count > 0 ? (float)(grad_scale * w / count) : 0.0f;
@@ -176,41 +194,40 @@ static alloy_status loss_weights(alloy_model *m, const int32_t *targets, const f
 static float mean_loss(const alloy_model *m, const int32_t *targets, const float *mask, int64_t N, double count) {
     double sum = 0.0;
     for (int64_t i = 0; i < N; i++) {
-        if (targets[i] >= 0) sum += (double)m->acts.losses[i] * (mask ? mask[i] : 1.0f);
+        if (targets[i] >= 0) sum += (double)m->acts->losses[i] * (mask ? mask[i] : 1.0f);
     }
     return count > 0 ? (float)(sum / count) : 0.0f;
 }
 
 alloy_status alloy_lm_loss(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
-                           float grad_scale, float *out_loss) {
+                           float grad_scale, float *dlogits, float *out_loss) {
     if (B != m->B || T != m->T || !m->have_logits)
         return alloy_fail(ALLOY_STATUS_USAGE, "loss: no logits of shape %d x %d from the last forward", B, T);
     int64_t N = (int64_t)B * T;
     double count;
+    if (grad_scale != 0.0f && !dlogits) return alloy_fail(ALLOY_STATUS_USAGE, "loss: a gradient needs dlogits");
     alloy_status s = loss_weights(m, targets, mask, N, grad_scale, &count);
     if (s) return s;
-    crossentropy_forward_backward(m->acts.losses, grad_scale != 0.0f ? m->acts.logits : NULL, m->acts.logits,
-                                  targets, m->acts.row_scale, N, m->config.vocab_size);
-    if (grad_scale != 0.0f) m->aux_grad_scale = grad_scale; // the aux loss joins the loss at its scale
+    crossentropy_forward_backward(m->acts->losses, grad_scale != 0.0f ? dlogits : NULL, m->acts->logits, targets,
+                                  m->acts->row_scale, N, m->config.vocab_size);
     *out_loss = mean_loss(m, targets, mask, N, count);
     return ALLOY_STATUS_OK;
 }
 
+/* Rows per chunk of the chunked losses for N rows: loss_chunk_rows, at most what the chunk holds. */
+static int64_t chunk_rows(const alloy_model *m, int64_t N) {
+    int64_t R = m->loss_chunk_rows > 0 ? m->loss_chunk_rows : ALLOY_LOSS_CHUNK_ROWS;
+    if (R > m->loss_chunk_cap) R = m->loss_chunk_cap;
+    return R < N ? R : N;
+}
+
 alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const float *mask, int B, int T,
-                                   float grad_scale, float *out_loss) {
+                                   float grad_scale, float *dhidden, float *out_loss) {
     if (B != m->B || T != m->T)
         return alloy_fail(ALLOY_STATUS_USAGE, "loss: the last forward was not of shape %d x %d", B, T);
+    if (grad_scale != 0.0f && !dhidden) return alloy_fail(ALLOY_STATUS_USAGE, "loss: a gradient needs dhidden");
     dims d = get_dims(m, B, T);
-    int64_t R = m->loss_chunk_rows > 0 ? m->loss_chunk_rows : ALLOY_LOSS_CHUNK_ROWS;
-    if (R > d.N) R = d.N;
-    if (R > m->loss_chunk_cap) {
-        size_t n = (size_t)R * (size_t)d.V;
-        alloy_free(m->loss_chunk);
-        m->loss_chunk_cap = 0;
-        if (!(m->loss_chunk = alloy_malloc(sizeof(float) * n)))
-            return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the loss chunk (%zu floats)", n);
-        m->loss_chunk_cap = (int)R;
-    }
+    int64_t R = chunk_rows(m, d.N);
     double count;
     alloy_status s = loss_weights(m, targets, mask, d.N, grad_scale, &count);
     if (s) return s;
@@ -218,18 +235,13 @@ alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const
     bool grad = grad_scale != 0.0f;
     for (int64_t r0 = 0; r0 < d.N; r0 += R) {
         int64_t rows = d.N - r0 < R ? d.N - r0 : R;
-        const float *h = m->acts.lnf + r0 * d.C;
+        const float *h = m->acts->lnf + r0 * d.C;
         matmul_forward(m->loss_chunk, h, p->lm_head, NULL, rows, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f, d.prec);
-        crossentropy_forward_backward(m->acts.losses + r0, grad ? m->loss_chunk : NULL, m->loss_chunk,
-                                      targets + r0, m->acts.row_scale + r0, rows, d.V);
+        crossentropy_forward_backward(m->acts->losses + r0, grad ? m->loss_chunk : NULL, m->loss_chunk,
+                                      targets + r0, m->acts->row_scale + r0, rows, d.V);
         if (grad)
-            matmul_backward(m->gacts.dhidden + r0 * d.C, m->grads.lm_head, NULL, m->loss_chunk, h, p->lm_head, rows,
-                            d.C, d.V, ALLOY_WEIGHT_OUT_IN, d.prec);
-    }
-    if (grad) {
-        m->have_logits = false; // the head's part of the backward is done
-        m->have_hidden_grad = true;
-        m->aux_grad_scale = grad_scale; // the aux loss joins the loss at its scale
+            matmul_backward(dhidden + r0 * d.C, m->grads.lm_head, NULL, m->loss_chunk, h, p->lm_head, rows, d.C, d.V,
+                            ALLOY_WEIGHT_OUT_IN, d.prec);
     }
     *out_loss = mean_loss(m, targets, mask, d.N, count);
     return ALLOY_STATUS_OK;
@@ -237,36 +249,36 @@ alloy_status alloy_lm_loss_chunked(alloy_model *m, const int32_t *targets, const
 
 size_t alloy_model_activation_bytes(const alloy_model *m) {
     size_t n = m->acts_floats + m->route_ints; // the MoE routing indices are 4-byte ints
-    if (m->acts.logits) n += logits_floats(m);
+    if (m->logits_touched) n += model_logits_floats(m);
     n += (size_t)m->loss_chunk_cap * (size_t)m->config.vocab_size;
     return n * sizeof(float);
 }
 
 void alloy_model_zero_grad(alloy_model *m) { memset(m->grads_memory, 0, sizeof(float) * m->num_params); }
 
-alloy_status alloy_model_backward(alloy_model *m) {
+alloy_status alloy_model_backward(alloy_model *m, const alloy_backward_in *in) {
     if (m->B == 0) return alloy_fail(ALLOY_STATUS_USAGE, "backward: no forward pass to go back through");
-    if (!m->have_logits && !m->have_hidden_grad)
-        return alloy_fail(ALLOY_STATUS_USAGE, "backward: no gradient (no logits and no hidden-state gradient)");
+    if (!in->dlogits && !in->dhidden)
+        return alloy_fail(ALLOY_STATUS_USAGE, "backward: no gradient (neither dlogits nor dhidden)");
     const alloy_config *c = &m->config;
     dims d = get_dims(m, m->B, m->T);
     const alloy_params *p = &m->params;
     const alloy_params *g = &m->grads;
-    alloy_grad_acts *ga = &m->gacts;
+    alloy_grad_acts *ga = m->gacts;
     size_t NC = sizeof(float) * (size_t)(d.N * d.C);
 
-    // LM head, plus any gradient a non-LM head put on the final hidden states
+    // LM head, plus the gradient other heads put on the final hidden states
     // (matmul_backward writes its input's gradient; the parameters' gradients accumulate)
-    if (m->have_logits)
-        matmul_backward(ga->dln, g->lm_head, NULL, m->acts.logits, m->acts.lnf, p->lm_head, d.N, d.C, d.V,
+    if (in->dlogits)
+        matmul_backward(ga->dln, g->lm_head, NULL, in->dlogits, m->acts->lnf, p->lm_head, d.N, d.C, d.V,
                         ALLOY_WEIGHT_OUT_IN, d.prec);
-    if (m->have_hidden_grad) {
-        if (m->have_logits) add_forward(ga->dln, ga->dln, ga->dhidden, d.N * d.C);
-        else memcpy(ga->dln, ga->dhidden, NC);
+    if (in->dhidden) {
+        if (in->dlogits) add_forward(ga->dln, ga->dln, in->dhidden, d.N * d.C);
+        else memcpy(ga->dln, in->dhidden, NC);
     }
     memset(ga->dres, 0, NC);
-    const float *last = m->acts.res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
-    norm_backward(&d, ga->dres, g->lnf_w, g->lnf_b, ga->dln, last, p->lnf_w, m->acts.lnf_mean, m->acts.lnf_rstd);
+    const float *last = m->acts->res3 + (int64_t)(c->n_layer - 1) * d.N * d.C;
+    norm_backward(&d, ga->dres, g->lnf_w, g->lnf_b, ga->dln, last, p->lnf_w, m->acts->lnf_mean, m->acts->lnf_rstd);
 
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const alloy_layer_params *lp = &p->layers[l];
@@ -275,7 +287,7 @@ alloy_status alloy_model_backward(alloy_model *m) {
         layer_acts la = get_layer_acts(m, &d, l);
         // MLP block; dres holds d(res3) and, through the residual, becomes d(res2)
         if (c->n_experts > 0) {
-            moe_backward(m, l, d.N, la.ln2, ga->dres, ga->dln, d.prec);
+            moe_backward(m, l, d.N, la.ln2, ga->dres, ga->dln, in->aux_scale, d.prec);
         } else {
             if (m->fc_act_layer != l) { // the MLP's activation output is not kept per layer: recompute it
                 if (d.gpt2) gelu_forward(la.fc_act, la.fc, d.N * d.F);
@@ -303,7 +315,7 @@ alloy_status alloy_model_backward(alloy_model *m) {
 /* ---- heads for the alignment objectives (src/train/sft.c, reward.c, dpo.c) ---- */
 
 alloy_status alloy_lm_logprobs_chunked(alloy_model *m, const int32_t *targets, const float *weights, int B, int T,
-                                       float *logp) {
+                                       float *dhidden, float *logp) {
     if (B != m->B || T != m->T)
         return alloy_fail(ALLOY_STATUS_USAGE, "log-probabilities: the last forward was not of shape %d x %d", B, T);
     dims d = get_dims(m, B, T);
@@ -314,38 +326,26 @@ alloy_status alloy_lm_logprobs_chunked(alloy_model *m, const int32_t *targets, c
         if (weights && !isfinite(weights[i]))
             return alloy_fail(ALLOY_STATUS_RANGE, "log-probability weight at position %lld is not finite", (long long)i);
     }
-    int64_t R = m->loss_chunk_rows > 0 ? m->loss_chunk_rows : ALLOY_LOSS_CHUNK_ROWS;
-    if (R > d.N) R = d.N;
-    if (R > m->loss_chunk_cap) {
-        size_t n = (size_t)R * (size_t)d.V;
-        alloy_free(m->loss_chunk);
-        m->loss_chunk_cap = 0;
-        if (!(m->loss_chunk = alloy_malloc(sizeof(float) * n)))
-            return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the loss chunk (%zu floats)", n);
-        m->loss_chunk_cap = (int)R;
-    }
+    if (weights && !dhidden) return alloy_fail(ALLOY_STATUS_USAGE, "log-probabilities: a gradient needs dhidden");
+    int64_t R = chunk_rows(m, d.N);
     // d(w·logp)/dlogits = w·(onehot - softmax) = (-w)·(softmax - onehot): the cross-entropy
     // kernel's gradient with row scale -w
-    float *rs = m->acts.row_scale;
+    float *rs = m->acts->row_scale;
     if (weights)
         for (int64_t i = 0; i < d.N; i++) rs[i] = targets[i] < 0 ? 0.0f : -weights[i];
     const alloy_params *p = &m->params;
     for (int64_t r0 = 0; r0 < d.N; r0 += R) {
         int64_t rows = d.N - r0 < R ? d.N - r0 : R;
-        const float *h = m->acts.lnf + r0 * d.C;
+        const float *h = m->acts->lnf + r0 * d.C;
         matmul_forward(m->loss_chunk, h, p->lm_head, NULL, rows, d.C, d.V, ALLOY_WEIGHT_OUT_IN, 0.0f, d.prec);
-        crossentropy_forward_backward(m->acts.losses + r0, weights ? m->loss_chunk : NULL, m->loss_chunk, targets + r0,
+        crossentropy_forward_backward(m->acts->losses + r0, weights ? m->loss_chunk : NULL, m->loss_chunk, targets + r0,
                                       weights ? rs + r0 : NULL, rows, d.V);
         if (weights)
-            matmul_backward(m->gacts.dhidden + r0 * d.C, m->grads.lm_head, NULL, m->loss_chunk, h, p->lm_head, rows,
-                            d.C, d.V, ALLOY_WEIGHT_OUT_IN, d.prec);
+            matmul_backward(dhidden + r0 * d.C, m->grads.lm_head, NULL, m->loss_chunk, h, p->lm_head, rows, d.C, d.V,
+                            ALLOY_WEIGHT_OUT_IN, d.prec);
     }
     if (logp)
-        for (int64_t i = 0; i < d.N; i++) logp[i] = targets[i] < 0 ? 0.0f : -m->acts.losses[i];
-    if (weights) {
-        m->have_logits = false;
-        m->have_hidden_grad = true;
-    }
+        for (int64_t i = 0; i < d.N; i++) logp[i] = targets[i] < 0 ? 0.0f : -m->acts->losses[i];
     return ALLOY_STATUS_OK;
 }
 
@@ -366,7 +366,7 @@ alloy_status alloy_scalar_head_forward(const alloy_model *m, const float *w, con
     if (s) return s;
     int C = m->config.d_model;
     for (int k = 0; k < n; k++) {
-        const float *h = m->acts.lnf + rows[k] * C;
+        const float *h = m->acts->lnf + rows[k] * C;
         double acc = 0.0; // a C-long dot product, summed in double as sum_squares is
         for (int c = 0; c < C; c++) acc += (double)h[c] * w[c];
         out[k] = (float)(acc + (b ? *b : 0.0f));
@@ -374,16 +374,14 @@ alloy_status alloy_scalar_head_forward(const alloy_model *m, const float *w, con
     return ALLOY_STATUS_OK;
 }
 
-alloy_status alloy_scalar_head_backward(alloy_model *m, const float *w, float *dw, float *db, const int64_t *rows, int n,
-                                        const float *dout) {
+alloy_status alloy_scalar_head_backward(const alloy_model *m, const float *w, float *dw, float *db, const int64_t *rows,
+                                        int n, const float *dout, float *dhidden) {
     alloy_status s = check_head_rows(m, rows, n);
     if (s) return s;
     int C = m->config.d_model;
-    int64_t N = (int64_t)m->B * m->T;
-    if (!m->have_hidden_grad) memset(m->gacts.dhidden, 0, sizeof(float) * (size_t)(N * C));
     for (int k = 0; k < n; k++) {
-        const float *h = m->acts.lnf + rows[k] * C;
-        float *dh = m->gacts.dhidden + rows[k] * C;
+        const float *h = m->acts->lnf + rows[k] * C;
+        float *dh = dhidden + rows[k] * C;
         float g = dout[k];
         for (int c = 0; c < C; c++) {
             dh[c] += g * w[c];
@@ -391,7 +389,6 @@ alloy_status alloy_scalar_head_backward(alloy_model *m, const float *w, float *d
         }
         if (db) *db += g;
     }
-    m->have_hidden_grad = true;
     return ALLOY_STATUS_OK;
 }
 

@@ -76,7 +76,7 @@ alloy_status alloy_dpo_logps(alloy_model *m, const alloy_align_batch *b, double 
     float *lp = alloy_malloc(sizeof(float) * N);
     if (!lp) return ALLOY_STATUS_NOMEM;
     alloy_status s = alloy_model_forward_ex(m, b->tokens, b->B, b->T, false);
-    if (!s) s = alloy_lm_logprobs_chunked(m, b->targets, NULL, b->B, b->T, lp);
+    if (!s) s = alloy_lm_logprobs_chunked(m, b->targets, NULL, b->B, b->T, NULL, lp);
     for (int r = 0; r < b->B && !s; r++) {
         double sum = 0.0;
         int k = 0;
@@ -135,8 +135,10 @@ alloy_status alloy_dpo_step(alloy_model *m, const alloy_align_batch *b, const do
                 w[i] = b->targets[i] < 0 ? 0.0f : g;
             }
         }
-        s = alloy_lm_logprobs_chunked(m, b->targets, w, b->B, b->T, NULL);
-        if (!s) s = alloy_model_backward(m);
+        // (the MoE load-balancing loss enters unscaled, aux_scale 1, as it always has here)
+        float *dh = alloy_model_dhidden_buffer(m);
+        s = alloy_lm_logprobs_chunked(m, b->targets, w, b->B, b->T, dh, NULL);
+        if (!s) s = alloy_model_backward(m, &(alloy_backward_in){.dhidden = dh, .aux_scale = 1.0f});
     }
     alloy_free(counts);
     alloy_free(w);

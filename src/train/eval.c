@@ -81,7 +81,7 @@ typedef struct model_source {
 static alloy_status model_score(void *ctx, const int32_t *inputs, const int32_t *targets, int B, int T, double *logp) {
     model_source *ms = ctx;
     alloy_status s = alloy_model_forward_ex(ms->m, inputs, B, T, false);
-    if (!s) s = alloy_lm_logprobs_chunked(ms->m, targets, NULL, B, T, ms->logp);
+    if (!s) s = alloy_lm_logprobs_chunked(ms->m, targets, NULL, B, T, NULL, ms->logp);
     for (int64_t r = 0; !s && r < (int64_t)B * T; r++) logp[r] = ms->logp[r];
     return s;
 }

@@ -53,17 +53,17 @@ static alloy_status lm_micro_batch(void *ctx, int micro, float grad_scale) {
     int B = o->batch, T = o->seq;
     float l = 0.0f;
     alloy_status s;
+    alloy_backward_in grad = {.aux_scale = grad_scale}; // the aux loss joins the loss at its scale
     if (o->objective) {
-        s = o->objective->loss(o->objective->ctx, m, c->train->inputs, c->train->targets, B, T, grad_scale, &l);
+        s = o->objective->loss(o->objective->ctx, m, c->train->inputs, c->train->targets, B, T, grad_scale, &grad, &l);
     } else {
+        float *dh = alloy_model_dhidden_buffer(m);
         s = alloy_model_forward_ex(m, c->train->inputs, B, T, false);
-        if (!s) s = alloy_lm_loss_chunked(m, c->train->targets, NULL, B, T, grad_scale, &l);
+        if (!s) s = alloy_lm_loss_chunked(m, c->train->targets, NULL, B, T, grad_scale, dh, &l);
+        grad.dhidden = dh;
     }
-    if (!s && moe) {
-        m->aux_grad_scale = grad_scale; // whatever the loss left
-        moe_step_add(&c->ms, m, o->grad_accum);
-    }
-    if (!s) s = alloy_model_backward(m);
+    if (!s && moe) moe_step_add(&c->ms, m, o->grad_accum);
+    if (!s) s = alloy_model_backward(m, &grad);
     c->loss += l / o->grad_accum;
     return s;
 }
@@ -85,7 +85,7 @@ static alloy_status lm_evaluate(void *ctx) {
         alloy_loader_next(l);
         float loss;
         alloy_status s = alloy_model_forward_ex(c->model, l->inputs, l->B, l->T, false);
-        if (!s) s = alloy_lm_loss_chunked(c->model, l->targets, NULL, l->B, l->T, 0.0f, &loss);
+        if (!s) s = alloy_lm_loss_chunked(c->model, l->targets, NULL, l->B, l->T, 0.0f, NULL, &loss);
         if (s) return s;
         sum += loss;
     }

@@ -9,8 +9,8 @@
 
 void moe_step_add(moe_step *ms, const alloy_model *m, int grad_accum) {
     size_t LE = (size_t)m->config.n_layer * (size_t)m->config.n_experts;
-    ms->aux += m->aux_loss / grad_accum;
-    for (size_t i = 0; i < LE; i++) ms->counts[i] += m->expert_tokens[i];
+    ms->aux += alloy_model_aux_loss(m) / grad_accum;
+    for (size_t i = 0; i < LE; i++) ms->counts[i] += alloy_model_expert_tokens(m)[i];
 }
 
 /* ,"aux_loss":..,"expert_tokens":[per expert, all layers],"expert_tokens_per_layer":[[..],..] */

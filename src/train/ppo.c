@@ -191,7 +191,7 @@ static int64_t target_rows(const alloy_align_batch *b, int64_t *rows) {
  * at the same rows into values; lp is scratch of B·T floats, rows of n. */
 static alloy_status gather(alloy_model *m, const alloy_reward_model *pv, const alloy_align_batch *b, float *lp,
                            const int64_t *rows, int64_t n, float *logp, float *values) {
-    alloy_status s = alloy_lm_logprobs_chunked(m, b->targets, NULL, b->B, b->T, lp);
+    alloy_status s = alloy_lm_logprobs_chunked(m, b->targets, NULL, b->B, b->T, NULL, lp);
     for (int64_t k = 0; k < n && !s; k++) logp[k] = lp[rows[k]];
     if (!s && values)
         s = alloy_scalar_head_forward(m, pv->head, pv->head + pv->head_tensors[1].offset, rows, (int)n, values);
@@ -235,10 +235,13 @@ alloy_status alloy_ppo_step(alloy_reward_model *pv, const alloy_align_batch *b, 
         // the LM head first (it writes the hidden-state gradient), the value head adds to it
         memset(w, 0, sizeof(float) * N);
         for (int64_t k = 0; k < n; k++) w[rows[k]] = dlogp[k];
-        s = alloy_lm_logprobs_chunked(m, b->targets, w, b->B, b->T, NULL);
+        // (the MoE load-balancing loss enters unscaled, aux_scale 1, as it always has here)
+        float *dh = alloy_model_dhidden_buffer(m);
+        s = alloy_lm_logprobs_chunked(m, b->targets, w, b->B, b->T, dh, NULL);
         size_t bo = pv->head_tensors[1].offset;
-        if (!s) s = alloy_scalar_head_backward(m, pv->head, pv->head_grad, pv->head_grad + bo, rows, (int)n, dvalues);
-        if (!s) s = alloy_model_backward(m);
+        if (!s)
+            s = alloy_scalar_head_backward(m, pv->head, pv->head_grad, pv->head_grad + bo, rows, (int)n, dvalues, dh);
+        if (!s) s = alloy_model_backward(m, &(alloy_backward_in){.dhidden = dh, .aux_scale = 1.0f});
     }
     alloy_free(lp);
     alloy_free(w);

@@ -243,8 +243,11 @@ alloy_status alloy_reward_step(alloy_reward_model *rm, const alloy_align_batch *
     }
     if (!s && grad_scale != 0.0f) {
         size_t bo = rm->head_tensors[1].offset;
-        s = alloy_scalar_head_backward(rm->model, rm->head, rm->head_grad, rm->head_grad + bo, b->last, b->B, dr);
-        if (!s) s = alloy_model_backward(rm->model);
+        alloy_model *m = rm->model;
+        float *dh = alloy_model_dhidden_buffer(m); // the scalar head adds into it: zeroed first
+        memset(dh, 0, sizeof(float) * (size_t)b->B * (size_t)b->T * (size_t)m->config.d_model);
+        s = alloy_scalar_head_backward(m, rm->head, rm->head_grad, rm->head_grad + bo, b->last, b->B, dr, dh);
+        if (!s) s = alloy_model_backward(m, &(alloy_backward_in){.dhidden = dh, .aux_scale = 1.0f});
     }
     alloy_free(r);
     return s;

@@ -93,8 +93,10 @@ alloy_status alloy_align_batch_make(alloy_align_batch *b, const alloy_align_data
 alloy_status alloy_sft_step(alloy_model *m, const alloy_align_batch *b, float grad_scale, alloy_align_stats *st) {
     float loss = 0.0f;
     alloy_status s = alloy_model_forward_ex(m, b->tokens, b->B, b->T, false);
-    if (!s) s = alloy_lm_loss_chunked(m, b->targets, NULL, b->B, b->T, grad_scale, &loss);
-    if (!s && grad_scale != 0.0f) s = alloy_model_backward(m);
+    float *dh = alloy_model_dhidden_buffer(m);
+    if (!s) s = alloy_lm_loss_chunked(m, b->targets, NULL, b->B, b->T, grad_scale, dh, &loss);
+    if (!s && grad_scale != 0.0f)
+        s = alloy_model_backward(m, &(alloy_backward_in){.dhidden = dh, .aux_scale = grad_scale});
     if (!s && st) {
         double count = 0;
         for (size_t i = 0; i < (size_t)b->B * b->T; i++) count += b->targets[i] >= 0;
