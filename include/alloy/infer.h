@@ -337,6 +337,8 @@ typedef struct alloy_generate_options {
     const alloy_tokenizer *tokenizer;/* decodes the text (stop strings, results); NULL: ids only */
     alloy_generate_hook hook;        /* called after each step's draw; NULL: none */
     void *hook_user;                 /* for hook */
+    int32_t end_of_text;             /* where alloy_generate_options_use_tokenizer keeps the id eos
+                                        points to */
     bool keep_cache;                 /* request i runs in engine sequence i (n <= max_batch), whose
                                         cache already holds the first alloy_engine_seq_len(e, i)
                                         tokens of prompt i (the caller's promise; fewer than the
@@ -348,6 +350,9 @@ typedef struct alloy_generate_options {
 /* Fills the defaults: alloy_sampler_params_default, max_tokens 128, no stop strings, no EOS,
  * no tokenizer, no hook, seeds from sampling.seed, the engine's sequences reset. */
 void alloy_generate_options_default(alloy_generate_options *o);
+/* What a tokenizer implies: o->tokenizer = tok, sampling.n_vocab its size (a padding id is never
+ * drawn), and its <|endoftext|>, if it has one, as the only end-of-text id. */
+void alloy_generate_options_use_tokenizer(alloy_generate_options *o, const alloy_tokenizer *tok);
 
 /* One request's result. */
 typedef struct alloy_generation {
@@ -385,6 +390,37 @@ typedef void (*alloy_stream_fn)(void *user, const alloy_stream_event *ev);
 alloy_status alloy_generate(alloy_engine *e, alloy_generation *results, const int32_t *const *prompts,
                             const int *lens, int n, const alloy_generate_options *o, alloy_stream_fn stream,
                             void *user);
+
+/* ---- requests as files carry them (src/infer/requests.c) -------------------------------- */
+
+/* Prompts for alloy_generate, each with the name errors give it. Zero-initialise; free with
+ * alloy_prompts_free. */
+typedef struct alloy_prompts {
+    int32_t **ids;  /* (n) each prompt's token ids, lens[i] of them */
+    int *lens;      /* (n) */
+    char **texts;   /* (n) the text it was encoded from (NUL-terminated), NULL when given as ids */
+    char **names;   /* (n) how errors name it: the caller's name, or FILE:LINE */
+    int n, cap;
+} alloy_prompts;
+
+void alloy_prompts_free(alloy_prompts *p);
+/* Encodes len bytes of text with tok into a new prompt named name. MISMATCH without a tokenizer,
+ * USAGE when the text encodes to no tokens. */
+alloy_status alloy_prompts_add_text(alloy_prompts *p, const alloy_tokenizer *tok, const char *text, size_t len,
+                                    const char *name);
+/* "1 2 3" or "1,2,3" (ids >= 0; spaces, commas, tabs, newlines between them) into a new prompt;
+ * USAGE for anything else or no ids. */
+alloy_status alloy_prompts_add_id_list(alloy_prompts *p, const char *list, const char *name);
+/* Every non-blank line of a JSONL file, {"prompt": TEXT} (encoded with tok) or {"prompt_ids":
+ * [ids]}, as a prompt named FILE:LINE; FORMAT naming the line for a bad one, or for a file
+ * without prompts. */
+alloy_status alloy_prompts_read_jsonl(alloy_prompts *p, const char *path, const alloy_tokenizer *tok);
+/* RANGE naming the first prompt with an id outside [0, vocab_size) or more than ctx tokens. */
+alloy_status alloy_prompts_check(const alloy_prompts *p, int vocab_size, int ctx);
+/* One JSONL record per prompt, in order: "prompt" (its text) or "prompt_ids", "text" (the
+ * result's, as valid UTF-8; when it has one), "ids", "finish_reason", "tokens", "tokens_per_s";
+ * to path (written atomically) or, path NULL, to stdout. */
+alloy_status alloy_generation_write_jsonl(const alloy_prompts *p, const alloy_generation *results, const char *path);
 
 /* ---- conversations ---------------------------------------------------------------------- */
 

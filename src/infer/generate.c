@@ -63,6 +63,14 @@ void alloy_generate_options_default(alloy_generate_options *o) {
     o->max_tokens = 128;
 }
 
+void alloy_generate_options_use_tokenizer(alloy_generate_options *o, const alloy_tokenizer *tok) {
+    o->tokenizer = tok;
+    o->sampling.n_vocab = alloy_tokenizer_vocab_size(tok);
+    o->end_of_text = alloy_tokenizer_special_id(tok, "<|endoftext|>");
+    o->eos = o->end_of_text >= 0 ? &o->end_of_text : NULL;
+    o->n_eos = o->end_of_text >= 0 ? 1 : 0;
+}
+
 void alloy_generation_free(alloy_generation *g) {
     if (!g) return;
     alloy_ids_free(&g->ids);
