@@ -195,6 +195,31 @@ typedef struct alloy_prepare_options {
 
 alloy_prepare_options alloy_prepare_defaults(void);
 
+/* ---- prepare's options from text (src/data/prepare_spec.c); errors start with the option's
+ * name ("mix", "dedup", "format", "normalize") ---- */
+
+/* Sources built from items "NAME=PATH" or "PATH" (named after the file or folder, without its
+ * extension): grouped by name in the order names first appear, each source's paths in the order
+ * given. The paths point into the items. Free with alloy_prepare_sources_free. */
+typedef struct alloy_prepare_sources {
+    alloy_prepare_source *v; /* (n) */
+    int n;
+    char (*names)[128];      /* (n) their names' storage */
+    const char **paths;      /* every path, grouped by source */
+} alloy_prepare_sources;
+
+alloy_status alloy_prepare_sources_parse(alloy_prepare_sources *s, const char *const *items, int n);
+void alloy_prepare_sources_free(alloy_prepare_sources *s);
+/* "NAME:W,NAME:W": the named sources' weights (>= 0, not all 0); USAGE for a bad spec, an unknown
+ * name or weights that add up to 0. */
+alloy_status alloy_prepare_mix_parse(alloy_prepare_sources *s, const char *spec);
+/* "none", "exact", "minhash" or "exact,minhash" into o->dedup_exact and o->dedup_minhash. */
+alloy_status alloy_prepare_dedup_parse(alloy_prepare_options *o, const char *spec);
+/* "auto", "text", "jsonl", "json". */
+alloy_status alloy_doc_format_parse(const char *name, alloy_doc_format *out);
+/* "nfc", "nfkc", "none". */
+alloy_status alloy_norm_form_parse(const char *name, alloy_norm_form *out);
+
 typedef struct alloy_prepare_report {
     uint64_t files, skipped_files, docs, bytes;
     uint64_t dropped_empty, dropped_exact, dropped_near, malformed;
