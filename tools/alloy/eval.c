@@ -43,6 +43,41 @@ static const char help[] =
 
 #define MAX_MEMBERS ALLOY_ENGINE_MAX_MEMBERS
 
+/* Opens each member's checkpoint and loads its model: activations for B windows of *T tokens
+ * (none with an engine format), *T from member 0's context (at most 1024) when 0. */
+static alloy_status load_members(const cli_list *model_dirs, bool engine, int B, int *T, alloy_checkpoint **cks,
+                                 const char **dirs, alloy_model **ms) {
+    alloy_status s = ALLOY_STATUS_OK;
+    for (int i = 0; i < model_dirs->n && !s; i++) {
+        s = alloy_checkpoint_open(&cks[i], model_dirs->items[i]);
+        if (s) break;
+        const alloy_config *cfg = &cks[i]->config;
+        dirs[i] = cks[i]->dir;
+        if (!*T) *T = cfg->max_seq_len < 1024 ? cfg->max_seq_len : 1024;
+        if (*T > cfg->max_seq_len)
+            s = alloy_fail(ALLOY_STATUS_USAGE, "%s: --seq %d exceeds the model's context of %d", dirs[i], *T,
+                           cfg->max_seq_len);
+        // the engine keeps its own activations: the model then needs none of B·T·V
+        if (!s) s = engine ? alloy_model_load(&ms[i], dirs[i], 1, 1) : alloy_model_load(&ms[i], dirs[i], B, *T);
+        if (!s && i) s = cli_check_member(cks[0], cks[i]);
+    }
+    return s;
+}
+
+/* The members of the JSON line: each one's model and (without a combiner) its weight. */
+static void print_members(const char *const *dirs, int n, const alloy_ensemble *ens, const float *weights, bool given,
+                          bool combiner) {
+    double total = 0.0; // the engine normalises the weights as the fp32 ensemble does
+    for (int i = 0; !ens && i < n; i++) total += given ? weights[i] : 1.0;
+    printf("\"members\":[");
+    for (int i = 0; i < n; i++) {
+        printf("%s{\"model\":\"%s\"", i ? "," : "", dirs[i]);
+        if (!combiner) printf(",\"weight\":%.6g", ens ? ens->weights[i] : (given ? weights[i] : 1.0) / total);
+        printf("}");
+    }
+    printf("],");
+}
+
 static int eval_main(int argc, char **argv, cli_list *model_dirs, cli_list *weight_args);
 
 int cmd_eval(int argc, char **argv) {
@@ -106,22 +141,8 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
     alloy_combiner *comb = NULL;
     alloy_eval_result res;
     alloy_status s = ALLOY_STATUS_OK;
-    int Tw = T; // the window: --seq, else member 0's context (at most 1024); every member scores the same
-    for (int i = 0; i < n && !s; i++) {
-        s = alloy_checkpoint_open(&cks[i], model_dirs->items[i]);
-        if (!s) {
-            const alloy_config *cfg = &cks[i]->config;
-            dirs[i] = cks[i]->dir;
-            if (!Tw) Tw = cfg->max_seq_len < 1024 ? cfg->max_seq_len : 1024;
-            if (Tw > cfg->max_seq_len)
-                s = alloy_fail(ALLOY_STATUS_USAGE, "%s: --seq %d exceeds the model's context of %d", dirs[i], Tw,
-                               cfg->max_seq_len);
-            // the engine keeps its own activations: the model then needs none of B·T·V
-            if (!s) s = format ? alloy_model_load(&ms[i], dirs[i], 1, 1) : alloy_model_load(&ms[i], dirs[i], B, Tw);
-            if (!s && i) s = cli_check_member(cks[0], cks[i]);
-        }
-    }
-    T = Tw;
+    // the window: --seq, else member 0's context (at most 1024); every member scores the same
+    s = load_members(model_dirs, format != NULL, B, &T, cks, dirs, ms);
     if (!s) s = alloy_dataset_open(&ds, data, val_fraction);
     alloy_split split = val ? ALLOY_SPLIT_VAL : ALLOY_SPLIT_TRAIN;
     alloy_engine *engine = NULL;
@@ -145,16 +166,7 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
         if (n > 1) {
             printf("\"ensemble\":\"%s\",", mode_name);
             if (combiner) printf("\"combiner\":\"%s\",", combiner);
-            double total = 0.0; // the engine normalises the weights as the fp32 ensemble does
-            for (int i = 0; !ens && i < n; i++) total += weight_args->n ? weights[i] : 1.0;
-            printf("\"members\":[");
-            for (int i = 0; i < n; i++) {
-                printf("%s{\"model\":\"%s\"", i ? "," : "", dirs[i]);
-                if (!combiner)
-                    printf(",\"weight\":%.6g", ens ? ens->weights[i] : (weight_args->n ? weights[i] : 1.0) / total);
-                printf("}");
-            }
-            printf("],");
+            print_members(dirs, n, ens, weights, weight_args->n > 0, combiner != NULL);
         }
         printf("\"data\":\"%s\",\"split\":\"%s\",\"seq\":%d,\"windows\":%lld,\"tokens\":%lld,"
                "\"loss\":%.6f,\"perplexity\":%.4f}\n",
