@@ -163,6 +163,23 @@ const char *alloy_reader_where(const alloy_reader *r);
 const alloy_reader_stats *alloy_reader_get_stats(const alloy_reader *r);
 void alloy_reader_close(alloy_reader *r);
 
+/* ---- a BPE tokenizer learned from files (src/data/bpe_files.c) ---- */
+
+/* What alloy_bpe_train_files read and learned. */
+typedef struct alloy_bpe_files_report {
+    uint64_t files, skipped_binary; /* files read, files skipped as binary */
+    uint64_t bytes;                 /* bytes of text fed */
+    uint64_t pieces;                /* distinct pre-tokenized pieces */
+    int merges;                     /* merges learned */
+} alloy_bpe_files_report;
+
+/* Learns a BPE (alloy_bpe_trainer with opt) from the text of files and folders (recursive, in
+ * name order; binary and hidden files skipped), showing its reading progress on stderr unless
+ * opt->quiet. USAGE when there is no text; an error while feeding names the file. *out gets the
+ * tokenizer (destroy it); report (may be NULL) what was read. */
+alloy_status alloy_bpe_train_files(alloy_tokenizer **out, const char *const *paths, int n_paths,
+                                   const alloy_bpe_train_options *opt, alloy_bpe_files_report *report);
+
 /* ---- prepare: sources -> clean, deduplicated, mixed token shards ---- */
 
 /* One source: named files and folders, and its weight in the mix. */
