@@ -10,7 +10,9 @@
  *   - the chat session reuses its cache: the first turn prefills the whole rendering, the
  *     second only what follows the common prefix (at most the new messages and the reply's
  *     tokens), the engine's sequence 0 then holds the conversation and the whole reply; a
- *     conversation that fills the context is refused with RANGE.
+ *     conversation that fills the context is refused with RANGE;
+ *   - requests as files carry them: prompts from text, id lists and JSONL (named FILE:LINE in
+ *     errors), their checks, and the JSONL records of results.
  */
 #include "alloy/alloy.h"
 #include "alloy/chat.h"
@@ -18,6 +20,7 @@
 #include "harness.h"
 #include "model_util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 enum { NP = 3, MAXT = 10 };
@@ -199,8 +202,73 @@ static void test_chat_session_prefix(void) {
     alloy_tokenizer_destroy(bytes);
 }
 
+/* Writes text to dir/name; the path in a static buffer. */
+static const char *write_text(const char *dir, const char *name, const char *text) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+    return path;
+}
+
+/* Prompts from text, id lists and JSONL, their checks and the records written back. */
+static void test_prompts_and_records(void) {
+    alloy_tokenizer *tok;
+    REQUIRE(!alloy_tokenizer_create(&tok, "bytes"), "%s", alloy_last_error());
+    const char *dir = harness_tmpdir();
+    alloy_prompts p = {0};
+    EXPECT(!alloy_prompts_add_text(&p, tok, "hi", 2, "--prompt") && !alloy_prompts_add_id_list(&p, "1, 2 3", "--ids"),
+           "%s", alloy_last_error());
+    const char *path = write_text(dir, "p.jsonl", "{\"prompt\": \"AB\"}\n\n  \n{\"prompt_ids\": [7, 8]}\n");
+    REQUIRE(!alloy_prompts_read_jsonl(&p, path, tok), "%s", alloy_last_error());
+    EXPECT(p.n == 4 && p.lens[0] == 2 && p.lens[1] == 3 && p.ids[1][2] == 3 && !strcmp(p.texts[2], "AB") && !p.texts[3] &&
+               p.ids[3][1] == 8,
+           "%d prompts", p.n);
+    char want[600];
+    snprintf(want, sizeof want, "%s:4", path);
+    EXPECT(p.n == 4 && !strcmp(p.names[0], "--prompt") && !strcmp(p.names[3], want), "names %s, %s", p.names[0], p.names[3]);
+    EXPECT(!alloy_prompts_check(&p, 256, 8), "%s", alloy_last_error());
+    EXPECT(alloy_prompts_check(&p, 8, 8) == ALLOY_STATUS_RANGE && says("--prompt: token id 104 is outside"), "%s",
+           alloy_last_error());
+    EXPECT(alloy_prompts_check(&p, 256, 2) == ALLOY_STATUS_RANGE && says("--ids: the prompt has 3 tokens"), "%s",
+           alloy_last_error());
+    EXPECT(alloy_prompts_add_id_list(&p, "1 x", "--ids") == ALLOY_STATUS_USAGE && says("--ids: '1 x' is not a list"), "%s",
+           alloy_last_error());
+    EXPECT(alloy_prompts_add_text(&p, NULL, "a", 1, "--prompt") == ALLOY_STATUS_MISMATCH, "text without a tokenizer");
+    const char *bad = write_text(dir, "bad.jsonl", "{\"prompt_ids\": [1, -4]}\n");
+    EXPECT(alloy_prompts_read_jsonl(&p, bad, tok) == ALLOY_STATUS_FORMAT && says(":1: \"prompt_ids\"[1] is not a token id"),
+           "%s", alloy_last_error());
+    EXPECT(alloy_prompts_read_jsonl(&p, write_text(dir, "e.jsonl", "\n"), tok) == ALLOY_STATUS_FORMAT && says("no prompts"),
+           "%s", alloy_last_error());
+    EXPECT(p.n == 4, "failed reads added prompts: %d", p.n);
+
+    // records: one line per prompt, text or ids as given
+    alloy_generation res[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        alloy_ids_push(&res[i].ids, 65 + i);
+        res[i].finish = ALLOY_FINISH_LENGTH;
+    }
+    char out[512];
+    snprintf(out, sizeof out, "%s/out.jsonl", dir);
+    REQUIRE(!alloy_generation_write_jsonl(&p, res, out), "%s", alloy_last_error());
+    char *text;
+    size_t n;
+    REQUIRE(!alloy_file_read_all(out, &text, &n), "%s", alloy_last_error());
+    const char *head = "{\"prompt\":\"hi\",\"ids\":[65],\"finish_reason\":\"length\",\"tokens\":1,\"tokens_per_s\":0}\n"
+                       "{\"prompt_ids\":[1,2,3],\"ids\":[66]";
+    EXPECT(!strncmp(text, head, strlen(head)), "%s", text);
+    alloy_free(text);
+    for (int i = 0; i < 4; i++) alloy_generation_free(&res[i]);
+    alloy_prompts_free(&p);
+    alloy_tokenizer_destroy(tok);
+}
+
 int main(void) {
     RUN(test_hook_sees_every_step);
     RUN(test_chat_session_prefix);
+    RUN(test_prompts_and_records);
     return harness_exit();
 }
