@@ -344,14 +344,17 @@ typedef struct alloy_generate_options {
                                         tokens of prompt i (the caller's promise; fewer than the
                                         prompt's): only the rest is prefilled, and nothing is
                                         reset: the sequence ends holding the prompt and every
-                                        token fed back (all drawn but the last and an EOS) */
+                                        token fed back (all drawn but the last and an EOS; a
+                                        request that finishes before its prefill leaves it as
+                                        it was) */
 } alloy_generate_options;
 
 /* Fills the defaults: alloy_sampler_params_default, max_tokens 128, no stop strings, no EOS,
  * no tokenizer, no hook, seeds from sampling.seed, the engine's sequences reset. */
 void alloy_generate_options_default(alloy_generate_options *o);
 /* What a tokenizer implies: o->tokenizer = tok, sampling.n_vocab its size (a padding id is never
- * drawn), and its <|endoftext|>, if it has one, as the only end-of-text id. */
+ * drawn), and its <|endoftext|>, if it has one, as the only end-of-text id (o->eos then points to
+ * o->end_of_text: a copy of *o must point its own eos there again). */
 void alloy_generate_options_use_tokenizer(alloy_generate_options *o, const alloy_tokenizer *tok);
 
 /* One request's result. */
@@ -464,8 +467,9 @@ typedef void (*alloy_chat_text_fn)(void *user, const char *text, size_t len);
 
 /* Renders the conversation with the generation prompt, brings the cache to it (keeping the
  * common prefix), samples the assistant's reply, streaming its text through text_fn (may be
- * NULL), and appends it as an "assistant" message. RANGE (the conversation unchanged, the cache
- * emptied) when the rendered conversation fills the engine's context; *out (may be NULL) gets
+ * NULL), and appends it as an "assistant" message. RANGE (the conversation and the cache
+ * unchanged) when the rendered conversation fills the engine's context; on any other failure the
+ * cache is emptied (the next reply prefills the whole conversation). *out (may be NULL) gets
  * what happened. */
 alloy_status alloy_chat_session_reply(alloy_chat_session *cs, alloy_chat_reply *out, alloy_chat_text_fn text_fn,
                                       void *user);
