@@ -1040,6 +1040,35 @@ static void test_build_refuses(void) {
     alloy_model_destroy(l);
 }
 
+/* The hidden router's prompts file: EXPERT<TAB>TEXT lines, comments and blanks skipped, bad lines
+ * named. */
+static void test_prompts_file(void) {
+    alloy_tokenizer *tok;
+    REQUIRE(!alloy_tokenizer_create(&tok, "bytes"), "%s", alloy_last_error());
+    const char *dir = harness_tmpdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/p.tsv", dir);
+    FILE *f = fopen(path, "w");
+    REQUIRE(f, "fopen");
+    fputs("# expert\tprompt\n0\tab\r\n\n1\txyz\n", f);
+    fclose(f);
+    alloy_moe_prompt_set p;
+    REQUIRE(!alloy_moe_prompts_read(&p, path, tok, 2), "%s", alloy_last_error());
+    EXPECT(p.n == 2 && p.v[0].expert == 0 && p.v[0].n == 2 && p.v[0].tokens[1] == 'b' && p.v[1].expert == 1 && p.v[1].n == 3,
+           "%d prompts", p.n);
+    alloy_moe_prompts_free(&p);
+    EXPECT(alloy_moe_prompts_read(&p, path, tok, 1) == ALLOY_STATUS_USAGE && says("p.tsv:4: expert 1 is outside [0, 0]") &&
+               p.n == 0,
+           "%s", alloy_last_error());
+    f = fopen(path, "w");
+    REQUIRE(f, "fopen");
+    fputs("x\tab\n", f);
+    fclose(f);
+    EXPECT(alloy_moe_prompts_read(&p, path, tok, 2) == ALLOY_STATUS_USAGE && says("p.tsv:1: expected EXPERT<TAB>TEXT"), "%s",
+           alloy_last_error());
+    alloy_tokenizer_destroy(tok);
+}
+
 int main(void) {
     RUN(test_fd_router);
     RUN(test_recompute);
@@ -1057,5 +1086,6 @@ int main(void) {
     RUN(test_fit_router);
     RUN(test_classifier_router);
     RUN(test_build_refuses);
+    RUN(test_prompts_file);
     return harness_exit();
 }

@@ -371,11 +371,38 @@ static void test_refusals(void) {
     alloy_free(out);
 }
 
+/* The options as written: NAME=PATH sources grouped in order, mix weights, dedup, formats. */
+static void test_option_text(void) {
+    const char *items[] = {"a=x/1.txt", "dir/b.jsonl", "a=x/2", "c=y/"};
+    alloy_prepare_sources S;
+    REQUIRE(!alloy_prepare_sources_parse(&S, items, 4), "%s", alloy_last_error());
+    EXPECT(S.n == 3 && !strcmp(S.v[0].name, "a") && !strcmp(S.v[1].name, "b") && !strcmp(S.v[2].name, "c"),
+           "%d sources: %s %s", S.n, S.n > 0 ? S.v[0].name : "", S.n > 1 ? S.v[1].name : "");
+    EXPECT(S.n == 3 && S.v[0].n_paths == 2 && !strcmp(S.v[0].paths[0], "x/1.txt") && !strcmp(S.v[0].paths[1], "x/2") &&
+               S.v[1].n_paths == 1 && !strcmp(S.v[1].paths[0], "dir/b.jsonl") && !strcmp(S.v[2].paths[0], "y/"),
+           "paths grouped wrongly");
+    EXPECT(!alloy_prepare_mix_parse(&S, "a:2,c:0.5") && S.v[0].weight == 2.0 && S.v[1].weight == 0.0 && S.v[2].weight == 0.5,
+           "%s", alloy_last_error());
+    EXPECT(alloy_prepare_mix_parse(&S, "zz:1") == ALLOY_STATUS_USAGE && says("mix names zz"), "%s", alloy_last_error());
+    EXPECT(alloy_prepare_mix_parse(&S, "a:x") == ALLOY_STATUS_USAGE && says("weight of a"), "%s", alloy_last_error());
+    EXPECT(alloy_prepare_mix_parse(&S, "a=1") == ALLOY_STATUS_USAGE && says("expects NAME:WEIGHT"), "%s", alloy_last_error());
+    alloy_prepare_sources_free(&S);
+    alloy_prepare_options o = alloy_prepare_defaults();
+    EXPECT(!alloy_prepare_dedup_parse(&o, "exact,minhash") && o.dedup_exact && o.dedup_minhash, "dedup both");
+    EXPECT(!alloy_prepare_dedup_parse(&o, "none") && !o.dedup_exact && !o.dedup_minhash, "dedup none");
+    EXPECT(alloy_prepare_dedup_parse(&o, "exact,fuzzy") == ALLOY_STATUS_USAGE, "dedup fuzzy accepted");
+    alloy_doc_format f;
+    alloy_norm_form nf;
+    EXPECT(!alloy_doc_format_parse("jsonl", &f) && f == ALLOY_DOC_JSONL && alloy_doc_format_parse("xml", &f), "formats");
+    EXPECT(!alloy_norm_form_parse("nfkc", &nf) && nf == ALLOY_NORM_NFKC && alloy_norm_form_parse("nfd", &nf), "forms");
+}
+
 int main(void) {
     RUN(test_readers);
     RUN(test_dedup_and_split);
     RUN(test_mix);
     RUN(test_bpe_shards);
     RUN(test_refusals);
+    RUN(test_option_text);
     return harness_exit();
 }

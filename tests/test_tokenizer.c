@@ -245,10 +245,38 @@ static void test_pathological(void) {
     alloy_tokenizer_destroy(t);
 }
 
+/* Ids as JSON both ways, and a tokenizer's description. */
+static void test_ids_json_and_describe(void) {
+    const int32_t ids[] = {0, 17, 255, 300000};
+    char *json;
+    size_t len;
+    REQUIRE(!alloy_ids_to_json(ids, 4, &json, &len), "%s", alloy_last_error());
+    EXPECT(!strcmp(json, "[0,17,255,300000]") && len == strlen(json), "%s", json);
+    alloy_ids back = {0};
+    EXPECT(!alloy_ids_from_json(json, len, "x", &back) && back.n == 4 && !memcmp(back.data, ids, sizeof ids), "round trip");
+    alloy_free(json);
+    REQUIRE(!alloy_ids_to_json(NULL, 0, &json, &len), "%s", alloy_last_error());
+    EXPECT(!strcmp(json, "[]"), "%s", json);
+    alloy_free(json);
+    EXPECT(alloy_ids_from_json("[1, 2.5]", 8, "in", &back) == ALLOY_STATUS_FORMAT && says("in: element 1"), "%s",
+           alloy_last_error());
+    EXPECT(alloy_ids_from_json("{}", 2, "in", &back) == ALLOY_STATUS_FORMAT && says("expected a JSON array"), "%s",
+           alloy_last_error());
+    alloy_ids_free(&back);
+    alloy_tokenizer *tok;
+    REQUIRE(!alloy_tokenizer_create(&tok, "bytes"), "%s", alloy_last_error());
+    char *text;
+    REQUIRE(!alloy_tokenizer_describe(tok, &text), "%s", alloy_last_error());
+    EXPECT(!strncmp(text, "kind: bytes\nvocabulary: 256\nfingerprint: ", 41) && !strstr(text, "special token"), "%s", text);
+    alloy_free(text);
+    alloy_tokenizer_destroy(tok);
+}
+
 int main(void) {
     RUN(test_gpt2_known);
     RUN(test_json_roundtrip);
     RUN(test_refusals);
     RUN(test_pathological);
+    RUN(test_ids_json_and_describe);
     return harness_exit();
 }

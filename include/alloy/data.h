@@ -161,6 +161,23 @@ const char *alloy_reader_where(const alloy_reader *r);
 const alloy_reader_stats *alloy_reader_get_stats(const alloy_reader *r);
 void alloy_reader_close(alloy_reader *r);
 
+/* ---- a BPE tokenizer learned from files (src/data/bpe_files.c) ---- */
+
+/* What alloy_bpe_train_files read and learned. */
+typedef struct alloy_bpe_files_report {
+    uint64_t files, skipped_binary; /* files read, files skipped as binary */
+    uint64_t bytes;                 /* bytes of text fed */
+    uint64_t pieces;                /* distinct pre-tokenized pieces */
+    int merges;                     /* merges learned */
+} alloy_bpe_files_report;
+
+/* Learns a BPE (alloy_bpe_trainer with opt) from the text of files and folders (recursive, in
+ * name order; binary and hidden files skipped), showing its reading progress on stderr unless
+ * opt->quiet. USAGE when there is no text; an error while feeding names the file. *out gets the
+ * tokenizer (destroy it); report (may be NULL) what was read. */
+alloy_status alloy_bpe_train_files(alloy_tokenizer **out, const char *const *paths, int n_paths,
+                                   const alloy_bpe_train_options *opt, alloy_bpe_files_report *report);
+
 /* ---- prepare: sources -> clean, deduplicated, mixed token shards ---- */
 
 /* One source: named files and folders, and its weight in the mix. */
@@ -192,6 +209,31 @@ typedef struct alloy_prepare_options {
 } alloy_prepare_options;
 
 alloy_prepare_options alloy_prepare_defaults(void);
+
+/* ---- prepare's options from text (src/data/prepare_spec.c); errors start with the option's
+ * name ("mix", "dedup", "format", "normalize") ---- */
+
+/* Sources built from items "NAME=PATH" or "PATH" (named after the file or folder, without its
+ * extension): grouped by name in the order names first appear, each source's paths in the order
+ * given. The paths point into the items. Free with alloy_prepare_sources_free. */
+typedef struct alloy_prepare_sources {
+    alloy_prepare_source *v; /* (n) */
+    int n;
+    char (*names)[128];      /* (n) their names' storage */
+    const char **paths;      /* every path, grouped by source */
+} alloy_prepare_sources;
+
+alloy_status alloy_prepare_sources_parse(alloy_prepare_sources *s, const char *const *items, int n);
+void alloy_prepare_sources_free(alloy_prepare_sources *s);
+/* "NAME:W,NAME:W": the named sources' weights (>= 0, not all 0); USAGE for a bad spec, an unknown
+ * name or weights that add up to 0. */
+alloy_status alloy_prepare_mix_parse(alloy_prepare_sources *s, const char *spec);
+/* "none", "exact", "minhash" or "exact,minhash" into o->dedup_exact and o->dedup_minhash. */
+alloy_status alloy_prepare_dedup_parse(alloy_prepare_options *o, const char *spec);
+/* "auto", "text", "jsonl", "json". */
+alloy_status alloy_doc_format_parse(const char *name, alloy_doc_format *out);
+/* "nfc", "nfkc", "none". */
+alloy_status alloy_norm_form_parse(const char *name, alloy_norm_form *out);
 
 typedef struct alloy_prepare_report {
     uint64_t files, skipped_files, docs, bytes;

@@ -112,8 +112,29 @@
  * text), when a stop string appears in its decoded text (STOP: the text is cut before the
  * stop string; the ids keep every token drawn), when it has max_tokens tokens (LENGTH), or
  * when its prompt plus its tokens fill the context (CONTEXT: no sequence ever holds more than
- * max_ctx tokens). Stop strings are matched on the decoded bytes across token boundaries;
- * streamed text holds back the bytes that may begin a stop string until they are known not to.
+ * max_ctx tokens), or when the step hook ends it (HOOK). Stop strings are matched on the
+ * decoded bytes across token boundaries; streamed text holds back the bytes that may begin a
+ * stop string until they are known not to. The hook (options.hook) sees every step's rows of
+ * logits and the tokens drawn from them, in order (PPO's rollouts log the entropy of each
+ * sampling distribution through it); options.keep_cache continues sequences the caller has
+ * filled (a conversation's prefix: alloy_chat_session below).
+ *
+ * ---- Conversations (alloy_chat_session, src/infer/chat_session.c) ----
+ * A chat with a ChatML model through an engine's sequence 0: the messages, rendered whole each
+ * turn with alloy_chat_render; the cache keeps the longest common prefix of the new rendering
+ * with what it holds, so a turn prefills only its new tokens; the reply is sampled with
+ * alloy_generate until <|im_end|>, max_tokens or a full context, its text streamed as it
+ * becomes complete UTF-8, and appended to the conversation as the assistant's message.
+ *
+ *     alloy_chat_session *cs;
+ *     alloy_chat_session_options co;
+ *     alloy_chat_session_options_default(&co);
+ *     alloy_chat_session_create(&cs, engine, tokenizer, &co);  // borrows both
+ *     alloy_chat_session_add(cs, "system", "Be brief.", 9);
+ *     alloy_chat_session_add(cs, "user", "Hello", 5);
+ *     alloy_chat_reply rep;
+ *     alloy_chat_session_reply(cs, &rep, print_piece, NULL); // streams, then appends the reply
+ *     alloy_chat_session_destroy(cs);
  */
 #ifndef ALLOY_INFER_H
 #define ALLOY_INFER_H
@@ -284,24 +305,62 @@ typedef enum alloy_finish_reason {
     ALLOY_FINISH_STOP,     /* "stop": a stop string appeared */
     ALLOY_FINISH_LENGTH,   /* "length": max_tokens were generated */
     ALLOY_FINISH_CONTEXT,  /* "context_full": prompt + tokens fill the context */
+    ALLOY_FINISH_HOOK,     /* "stopped": the step hook ended it */
 } alloy_finish_reason;
 
-/* "eos", "stop", "length", "context_full" ("running" for NONE). */
+/* "eos", "stop", "length", "context_full", "stopped" ("running" for NONE). */
 const char *alloy_finish_name(alloy_finish_reason f);
 
+/* One step of alloy_generate as its hook sees it: the rows of logits just sampled (the rows of
+ * a prefill of newly admitted prompts, or of a decode step over every live request) and the
+ * tokens drawn from them, before they are taken (an end-of-text token, stop strings, the
+ * budget). The hook may set stop[j] to finish request requests[j] after token j (which is kept
+ * unless it is an end-of-text id; the finish is ALLOY_FINISH_HOOK). */
+typedef struct alloy_generate_step {
+    int n;                  /* rows sampled in this step */
+    const int *requests;    /* (n) the request (index into the prompts) of each row */
+    const float *logits;    /* (n, vocab_size) the rows the tokens were drawn from, as the engine
+                               gave them (before the sampling chain) */
+    const int32_t *tokens;  /* (n) the tokens drawn */
+    int vocab_size;         /* V */
+    bool *stop;             /* (n) all false on entry; set one to finish that request */
+} alloy_generate_step;
+
+/* Called once per step (see alloy_generate_step). Returns 0 to go on; anything else finishes
+ * every request (live ones with ALLOY_FINISH_HOOK after this step's tokens, waiting ones with
+ * ALLOY_FINISH_HOOK and no tokens). */
+typedef int (*alloy_generate_hook)(void *user, alloy_generate_step *step);
+
 typedef struct alloy_generate_options {
-    alloy_sampler_params sampling;   /* request i uses seed sampling.seed + i */
+    alloy_sampler_params sampling;   /* request i uses seed sampling.seed + i (seeds: seeds[i]) */
+    const uint64_t *seeds;           /* (n) a seed per request; NULL: sampling.seed + i */
     int max_tokens;                  /* tokens to generate at most; < 0: no limit but the context */
     const char *const *stop;         /* (n_stop) stop strings (non-empty); need a tokenizer */
     int n_stop;
     const int32_t *eos;              /* (n_eos) end-of-text ids */
     int n_eos;
     const alloy_tokenizer *tokenizer;/* decodes the text (stop strings, results); NULL: ids only */
+    alloy_generate_hook hook;        /* called after each step's draw; NULL: none */
+    void *hook_user;                 /* for hook */
+    int32_t end_of_text;             /* where alloy_generate_options_use_tokenizer keeps the id eos
+                                        points to */
+    bool keep_cache;                 /* request i runs in engine sequence i (n <= max_batch), whose
+                                        cache already holds the first alloy_engine_seq_len(e, i)
+                                        tokens of prompt i (the caller's promise; fewer than the
+                                        prompt's): only the rest is prefilled, and nothing is
+                                        reset: the sequence ends holding the prompt and every
+                                        token fed back (all drawn but the last and an EOS; a
+                                        request that finishes before its prefill leaves it as
+                                        it was) */
 } alloy_generate_options;
 
 /* Fills the defaults: alloy_sampler_params_default, max_tokens 128, no stop strings, no EOS,
- * no tokenizer. */
+ * no tokenizer, no hook, seeds from sampling.seed, the engine's sequences reset. */
 void alloy_generate_options_default(alloy_generate_options *o);
+/* What a tokenizer implies: o->tokenizer = tok, sampling.n_vocab its size (a padding id is never
+ * drawn), and its <|endoftext|>, if it has one, as the only end-of-text id (o->eos then points to
+ * o->end_of_text: a copy of *o must point its own eos there again). */
+void alloy_generate_options_use_tokenizer(alloy_generate_options *o, const alloy_tokenizer *tok);
 
 /* One request's result. */
 typedef struct alloy_generation {
@@ -339,6 +398,86 @@ typedef void (*alloy_stream_fn)(void *user, const alloy_stream_event *ev);
 alloy_status alloy_generate(alloy_engine *e, alloy_generation *results, const int32_t *const *prompts,
                             const int *lens, int n, const alloy_generate_options *o, alloy_stream_fn stream,
                             void *user);
+
+/* ---- requests as files carry them (src/infer/requests.c) -------------------------------- */
+
+/* Prompts for alloy_generate, each with the name errors give it. Zero-initialise; free with
+ * alloy_prompts_free. */
+typedef struct alloy_prompts {
+    int32_t **ids;  /* (n) each prompt's token ids, lens[i] of them */
+    int *lens;      /* (n) */
+    char **texts;   /* (n) the text it was encoded from (NUL-terminated), NULL when given as ids */
+    char **names;   /* (n) how errors name it: the caller's name, or FILE:LINE */
+    int n, cap;
+} alloy_prompts;
+
+void alloy_prompts_free(alloy_prompts *p);
+/* Encodes len bytes of text with tok into a new prompt named name. MISMATCH without a tokenizer,
+ * USAGE when the text encodes to no tokens. */
+alloy_status alloy_prompts_add_text(alloy_prompts *p, const alloy_tokenizer *tok, const char *text, size_t len,
+                                    const char *name);
+/* "1 2 3" or "1,2,3" (ids >= 0; spaces, commas, tabs, newlines between them) into a new prompt;
+ * USAGE for anything else or no ids. */
+alloy_status alloy_prompts_add_id_list(alloy_prompts *p, const char *list, const char *name);
+/* Every non-blank line of a JSONL file, {"prompt": TEXT} (encoded with tok) or {"prompt_ids":
+ * [ids]}, as a prompt named FILE:LINE; FORMAT naming the line for a bad one, or for a file
+ * without prompts. */
+alloy_status alloy_prompts_read_jsonl(alloy_prompts *p, const char *path, const alloy_tokenizer *tok);
+/* RANGE naming the first prompt with an id outside [0, vocab_size) or more than ctx tokens. */
+alloy_status alloy_prompts_check(const alloy_prompts *p, int vocab_size, int ctx);
+/* One JSONL record per prompt, in order: "prompt" (its text) or "prompt_ids", "text" (the
+ * result's, as valid UTF-8; when it has one), "ids", "finish_reason", "tokens", "tokens_per_s";
+ * to path (written atomically) or, path NULL, to stdout. */
+alloy_status alloy_generation_write_jsonl(const alloy_prompts *p, const alloy_generation *results, const char *path);
+
+/* ---- conversations ---------------------------------------------------------------------- */
+
+typedef struct alloy_chat_session alloy_chat_session;
+
+typedef struct alloy_chat_session_options {
+    alloy_sampler_params sampling; /* each reply reseeds with sampling.seed and sees the rendered
+                                      conversation as its penalties' history; n_vocab 0: the
+                                      tokenizer's size */
+    int max_tokens;                /* longest reply (>= 1; default 512) */
+} alloy_chat_session_options;
+
+/* alloy_sampler_params_default with temperature 0.7; max_tokens 512. */
+void alloy_chat_session_options_default(alloy_chat_session_options *o);
+
+/* A conversation with the model behind engine e (any engine, an ensemble too; its sequence 0 is
+ * the session's) whose tokenizer tok has the ChatML tokens (MISMATCH otherwise). Borrows e and
+ * tok: both must outlive the session. USAGE for a bad option (naming it). */
+alloy_status alloy_chat_session_create(alloy_chat_session **out, alloy_engine *e, const alloy_tokenizer *tok,
+                                       const alloy_chat_session_options *o);
+void alloy_chat_session_destroy(alloy_chat_session *cs);
+
+/* Appends a message (role non-empty; content len bytes, copied). */
+alloy_status alloy_chat_session_add(alloy_chat_session *cs, const char *role, const char *content, size_t len);
+/* Keeps the first n messages (the rest are dropped; the cache is reused where it still fits). */
+void alloy_chat_session_truncate(alloy_chat_session *cs, int n);
+/* Messages held. */
+int alloy_chat_session_count(const alloy_chat_session *cs);
+
+/* What a reply did. */
+typedef struct alloy_chat_reply {
+    alloy_finish_reason finish; /* EOS (<|im_end|>), LENGTH (max_tokens) or CONTEXT */
+    int tokens;                 /* tokens drawn (not the <|im_end|>) */
+    int prompt_tokens;          /* the rendered conversation's */
+    int prefilled;              /* of which this turn ran through the model (the rest was cached) */
+} alloy_chat_reply;
+
+/* Text of a reply as it becomes final (len bytes, not NUL-terminated; complete UTF-8 but at
+ * the very end). */
+typedef void (*alloy_chat_text_fn)(void *user, const char *text, size_t len);
+
+/* Renders the conversation with the generation prompt, brings the cache to it (keeping the
+ * common prefix), samples the assistant's reply, streaming its text through text_fn (may be
+ * NULL), and appends it as an "assistant" message. RANGE (the conversation and the cache
+ * unchanged) when the rendered conversation fills the engine's context; on any other failure the
+ * cache is emptied (the next reply prefills the whole conversation). *out (may be NULL) gets
+ * what happened. */
+alloy_status alloy_chat_session_reply(alloy_chat_session *cs, alloy_chat_reply *out, alloy_chat_text_fn text_fn,
+                                      void *user);
 
 ALLOY_END_DECLS
 #endif /* ALLOY_INFER_H */

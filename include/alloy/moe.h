@@ -34,6 +34,7 @@
 
 #include "alloy/base.h"
 #include "alloy/model.h"
+#include "alloy/tokenizer.h"
 
 ALLOY_BEGIN_DECLS
 
@@ -103,6 +104,21 @@ typedef struct alloy_moe_fit_report {
  * class without tokens. */
 alloy_status alloy_moe_fit_router(float *W, const float *X, const int32_t *y, int64_t N, int C, int E, double l2,
                                   int max_iter, double tol, alloy_moe_fit_report *report);
+
+/* ---- the hidden router's prompts file (src/fuse/moe_prompts.c) ---- */
+
+/* Prompts read from a file, with their tokens' storage. */
+typedef struct alloy_moe_prompt_set {
+    alloy_moe_prompt *v; /* (n) for alloy_moe_options.prompts */
+    alloy_ids *ids;      /* their tokens */
+    int n;
+} alloy_moe_prompt_set;
+
+/* Reads path: one prompt per line, EXPERT<TAB>TEXT with EXPERT in [0, n_experts), TEXT encoded
+ * with tok; blank lines and lines that start with # are skipped. USAGE naming the line for a
+ * bad one, or for a file without prompts (*p is empty then). Free with alloy_moe_prompts_free. */
+alloy_status alloy_moe_prompts_read(alloy_moe_prompt_set *p, const char *path, const alloy_tokenizer *tok, int n_experts);
+void alloy_moe_prompts_free(alloy_moe_prompt_set *p);
 
 ALLOY_END_DECLS
 #endif /* ALLOY_MOE_H */

@@ -103,6 +103,16 @@ size_t alloy_tokenizer_safe_cut(const char *text, size_t n, size_t from);
 alloy_status alloy_tokenizer_decode(const alloy_tokenizer *tok, const int32_t *ids, size_t n, char **text,
                                     size_t *len);
 
+/* Ids as a compact JSON array, "[1,2,3]" (as JavaScript's JSON.stringify), in a new
+ * NUL-terminated buffer (alloy_free it) of *len bytes. */
+alloy_status alloy_ids_to_json(const int32_t *ids, size_t n, char **out, size_t *len);
+/* Appends the ids of a JSON array of integers to *out; FORMAT naming `what` for anything else. */
+alloy_status alloy_ids_from_json(const char *text, size_t n, const char *what, alloy_ids *out);
+/* A description of tok in lines "kind: K", "vocabulary: V", "fingerprint: F" (alloy_tokenizer_hash,
+ * 16 hex digits), "pre-tokenizer regex: R" (if any) and "special token ID: TEXT" per special
+ * token (shorter than 64 bytes) in id order, in a new NUL-terminated buffer (alloy_free it). */
+alloy_status alloy_tokenizer_describe(const alloy_tokenizer *tok, char **out);
+
 /* Per-thread encoding state: regex match data and a cache of encoded pieces. */
 typedef struct alloy_encoder alloy_encoder;
 alloy_status alloy_encoder_create(alloy_encoder **out, const alloy_tokenizer *tok);

@@ -75,10 +75,9 @@ typedef struct ppo_run {
     int64_t *idx;                 /* (batch) scratch: rollouts of a minibatch, then their order */
     float *mb;                    /* (4, mini_batch·R) a minibatch's old logp, old values, adv, returns */
     alloy_align_batch batch;      /* a forward's sequences */
-    float *logits;                /* (gen_batch, V) the engine's */
-    alloy_sampler **samplers;     /* (gen_batch) */
-    int32_t *next_tok;            /* (gen_batch) scratch for decode */
-    int *seqs, *slot;             /* (gen_batch) */
+    alloy_generate_options gen;   /* how responses are sampled (alloy_generate) */
+    alloy_generation *gens;       /* (gen_batch) a group's responses */
+    uint64_t *seeds;              /* (gen_batch) their samplers' seeds, from rng */
     step_stats st;                /* the figures of the step just taken */
 } ppo_run;
 
@@ -151,11 +150,21 @@ static double entropy_of(const float *logits, int n) {
     return log(z) - wsum / z;
 }
 
-/* Step 2: a response for each of the batch's prompts, sampled with an engine over the policy. */
+/* alloy_generate's hook: adds the entropy of every sampling distribution (over the
+ * tokenizer's ids) to entropy_sum. */
+static int rollout_entropy(void *user, alloy_generate_step *step) {
+    ppo_run *r = user;
+    int nv = alloy_tokenizer_vocab_size(r->tok);
+    for (int j = 0; j < step->n; j++) r->entropy_sum += entropy_of(step->logits + (size_t)j * step->vocab_size, nv);
+    return 0;
+}
+
+/* Step 2: a response for each of the batch's prompts, sampled with an engine over the policy,
+ * gen_batch at a time (each with its own seed from the run's RNG); a response keeps the stop
+ * token it ended with. */
 static alloy_status sample_rollouts(ppo_run *r) {
     const alloy_ppo_options *o = &r->opt;
-    int R = o->max_new_tokens, G = o->gen_batch, V = r->pv->model->config.vocab_size;
-    int nv = alloy_tokenizer_vocab_size(r->tok);
+    int R = o->max_new_tokens, G = o->gen_batch;
     alloy_engine *e = NULL;
     alloy_engine_options eo = {.weights = ALLOY_QTYPE_F32, .max_batch = G, .max_ctx = o->seq};
     alloy_status s = alloy_engine_create(&e, r->pv->model, &eo);
@@ -165,32 +174,17 @@ static alloy_status sample_rollouts(ppo_run *r) {
         const int32_t *ptok[4096];
         int plen[4096];
         for (int k = 0; k < n; k++) {
-            alloy_engine_reset(e, k);
-            r->seqs[k] = k;
             ptok[k] = prompt_of(r, r->ex[g0 + k], &plen[k]);
-            r->resp_len[g0 + k] = 0;
-            alloy_sampler_reset(r->samplers[k], alloy_rng_u64(&r->rng));
+            r->seeds[k] = alloy_rng_u64(&r->rng);
         }
-        s = alloy_engine_prefill_batch(e, r->logits, ALLOY_LOGITS_LAST, r->seqs, ptok, plen, n);
-        int live = n; // r->seqs[0..live): the sequences whose logits rows 0..live-1 hold
-        while (!s && live > 0) {
-            int next = 0;
-            for (int p = 0; p < live && !s; p++) {
-                int k = r->seqs[p], i = g0 + k;
-                const float *row = r->logits + (size_t)p * V;
-                r->entropy_sum += entropy_of(row, nv);
-                int32_t t;
-                s = alloy_sampler_sample(r->samplers[k], &t, row);
-                if (s) break;
-                r->resp[(size_t)i * R + r->resp_len[i]++] = t;
-                if (t != r->stop_id && r->resp_len[i] < R) {
-                    r->slot[next] = k;
-                    r->next_tok[next++] = t;
-                }
-            }
-            for (int p = 0; p < next; p++) r->seqs[p] = r->slot[p];
-            live = next;
-            if (!s && live > 0) s = alloy_engine_decode(e, r->logits, r->seqs, r->next_tok, live);
+        s = alloy_generate(e, r->gens, ptok, plen, n, &r->gen, NULL, NULL);
+        for (int k = 0; k < n; k++) {
+            const alloy_generation *g = &r->gens[k];
+            int32_t *q = r->resp + (size_t)(g0 + k) * R;
+            memcpy(q, g->ids.data, sizeof(int32_t) * g->ids.n);
+            r->resp_len[g0 + k] = (int)g->ids.n;
+            if (g->finish == ALLOY_FINISH_EOS) q[r->resp_len[g0 + k]++] = r->stop_id;
+            alloy_generation_free(&r->gens[k]);
         }
     }
     alloy_engine_destroy(e);
@@ -482,7 +476,7 @@ static alloy_status check_reward_model(ppo_run *r, const char *rdir, const alloy
 static alloy_status alloc_buffers(ppo_run *r) {
     const alloy_ppo_options *o = &r->opt;
     size_t B = (size_t)o->batch, R = (size_t)o->max_new_tokens, G = (size_t)o->gen_batch;
-    size_t V = (size_t)r->pv->model->config.vocab_size, T = (size_t)o->seq + r->suffix.n, F = (size_t)r->fwd;
+    size_t T = (size_t)o->seq + r->suffix.n, F = (size_t)r->fwd;
     r->perm = alloy_malloc(sizeof(int64_t) * (size_t)r->data.n_examples);
     r->ex = alloy_malloc(sizeof(int64_t) * B);
     r->resp = alloy_malloc(sizeof(int32_t) * B * R);
@@ -494,11 +488,8 @@ static alloy_status alloc_buffers(ppo_run *r) {
     r->scores = alloy_calloc(B, sizeof(float));
     r->idx = alloy_malloc(sizeof(int64_t) * B);
     r->mb = alloy_malloc(sizeof(float) * 4 * (size_t)o->mini_batch * R);
-    r->logits = alloy_malloc(sizeof(float) * G * V);
-    r->samplers = alloy_calloc(G, sizeof *r->samplers);
-    r->next_tok = alloy_malloc(sizeof(int32_t) * G);
-    r->seqs = alloy_malloc(sizeof(int) * G);
-    r->slot = alloy_malloc(sizeof(int) * G);
+    r->gens = alloy_calloc(G, sizeof *r->gens);
+    r->seeds = alloy_malloc(sizeof(uint64_t) * G);
     alloy_align_batch *b = &r->batch;
     b->ex_row = alloy_malloc(sizeof(int) * (F + 1));
     b->tokens = alloy_malloc(sizeof(int32_t) * F * T);
@@ -506,21 +497,23 @@ static alloy_status alloc_buffers(ppo_run *r) {
     b->last = alloy_malloc(sizeof(int64_t) * F);
     b->len = alloy_malloc(sizeof(int32_t) * F);
     b->rows_cap = (int)F, b->cols_cap = (int)T, b->ex_cap = (int)F + 1;
-    ok = ok && r->scores && r->idx && r->mb && r->logits && r->samplers && r->next_tok && r->seqs && r->slot && b->ex_row &&
+    ok = ok && r->scores && r->idx && r->mb && r->gens && r->seeds && b->ex_row &&
          b->tokens && b->targets && b->last && b->len;
     if (!ok) return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for a batch of %zu rollouts", B);
-    alloy_sampler_params sp;
-    alloy_sampler_params_default(&sp);
-    sp.temperature = o->temperature;
-    sp.top_k = o->top_k;
-    sp.top_p = o->top_p;
-    sp.min_p = 0.0f;
-    sp.repeat_last_n = 0;
-    sp.n_vocab = alloy_tokenizer_vocab_size(r->tok);
-    for (size_t i = 0; i < G; i++) {
-        alloy_status s = alloy_sampler_create(&r->samplers[i], &sp, (int)V);
-        if (s) return s;
-    }
+    alloy_generate_options *g = &r->gen;
+    alloy_generate_options_default(g);
+    g->sampling.temperature = o->temperature;
+    g->sampling.top_k = o->top_k;
+    g->sampling.top_p = o->top_p;
+    g->sampling.min_p = 0.0f;
+    g->sampling.repeat_last_n = 0;
+    g->sampling.n_vocab = alloy_tokenizer_vocab_size(r->tok);
+    g->seeds = r->seeds;
+    g->max_tokens = o->max_new_tokens;
+    g->eos = &r->stop_id;
+    g->n_eos = r->stop_id >= 0 ? 1 : 0;
+    g->hook = rollout_entropy;
+    g->hook_user = r;
     return ALLOY_STATUS_OK;
 }
 
@@ -537,14 +530,11 @@ static void free_run(ppo_run *r) {
     alloy_free(r->resp);
     alloy_free(r->resp_len);
     alloy_free(r->off);
-    float *f[] = {r->logp, r->ref_logp, r->values, r->rewards, r->kl_tok, r->adv, r->ret, r->scores, r->mb, r->logits};
+    float *f[] = {r->logp, r->ref_logp, r->values, r->rewards, r->kl_tok, r->adv, r->ret, r->scores, r->mb};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) alloy_free(f[i]);
     alloy_free(r->idx);
-    for (int i = 0; r->samplers && i < r->opt.gen_batch; i++) alloy_sampler_destroy(r->samplers[i]);
-    alloy_free(r->samplers);
-    alloy_free(r->next_tok);
-    alloy_free(r->seqs);
-    alloy_free(r->slot);
+    alloy_free(r->gens);
+    alloy_free(r->seeds);
     alloy_align_batch_free(&r->batch);
 }
 

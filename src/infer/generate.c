@@ -33,7 +33,17 @@ typedef struct run {
     alloy_generation *results;       /* (n) */
     alloy_stream_fn stream;          /* may be NULL */
     void *user;                      /* for stream */
-    int ctx;             /* positions per sequence */
+    int ctx;                         /* positions per sequence */
+    size_t V;                        /* a row of logits */
+    int B;                           /* slots */
+    slot *slots;                     /* (B) */
+    float *logits;                   /* (B, V) a step's rows */
+    int *seqs, *which, *plens, *reqs;/* (B) a step's sequences, slots, prompt lengths, requests */
+    int32_t *toks;                   /* (B) a step's tokens */
+    bool *stop;                      /* (B) the hook's verdicts */
+    const int32_t **pp;              /* (B) a prefill's prompts */
+    int next_req, live;              /* the next request to admit; requests in slots */
+    bool halted;                     /* the hook ended the generation */
 } run;
 
 const char *alloy_finish_name(alloy_finish_reason f) {
@@ -42,6 +52,7 @@ const char *alloy_finish_name(alloy_finish_reason f) {
     case ALLOY_FINISH_STOP: return "stop";
     case ALLOY_FINISH_LENGTH: return "length";
     case ALLOY_FINISH_CONTEXT: return "context_full";
+    case ALLOY_FINISH_HOOK: return "stopped";
     default: return "running";
     }
 }
@@ -50,6 +61,14 @@ void alloy_generate_options_default(alloy_generate_options *o) {
     memset(o, 0, sizeof *o);
     alloy_sampler_params_default(&o->sampling);
     o->max_tokens = 128;
+}
+
+void alloy_generate_options_use_tokenizer(alloy_generate_options *o, const alloy_tokenizer *tok) {
+    o->tokenizer = tok;
+    o->sampling.n_vocab = alloy_tokenizer_vocab_size(tok);
+    o->end_of_text = alloy_tokenizer_special_id(tok, "<|endoftext|>");
+    o->eos = o->end_of_text >= 0 ? &o->end_of_text : NULL;
+    o->n_eos = o->end_of_text >= 0 ? 1 : 0;
 }
 
 void alloy_generation_free(alloy_generation *g) {
@@ -129,24 +148,21 @@ static alloy_status finish(run *r, slot *s, alloy_finish_reason why, size_t keep
         }
     }
     emit(r, s->req, -1, rest ? rest : (r->o->tokenizer ? "" : NULL), n_rest, why);
-    alloy_engine_reset(r->e, s->seq);
+    if (!r->o->keep_cache) alloy_engine_reset(r->e, s->seq);
     s->req = -1;
+    r->live--;
     if (r->o->tokenizer && !g->text)
         return alloy_fail(ALLOY_STATUS_NOMEM, "generate: out of memory for %zu bytes of text", keep + 1);
     return ALLOY_STATUS_OK;
 }
 
-/* Takes the token drawn for slot s: EOS, or a new token with its text, stop strings, budget
- * and context. Sets *done when the request finished. */
-static alloy_status take_token(run *r, slot *s, int32_t tok, bool *done) {
+/* Takes the token drawn for slot s: EOS, or a new token with its text, stop strings, the
+ * hook's stop, budget and context. */
+static alloy_status take_token(run *r, slot *s, int32_t tok, bool stopped) {
     const alloy_generate_options *o = r->o;
     alloy_generation *g = &r->results[s->req];
-    *done = false;
     for (int i = 0; i < o->n_eos; i++)
-        if (tok == o->eos[i]) {
-            *done = true;
-            return finish(r, s, ALLOY_FINISH_EOS, s->len);
-        }
+        if (tok == o->eos[i]) return finish(r, s, ALLOY_FINISH_EOS, s->len);
     alloy_status st = alloy_ids_push(&g->ids, tok);
     if (!st) st = alloy_sampler_accept(s->smp, tok);
     if (st) return st;
@@ -163,7 +179,6 @@ static alloy_status take_token(run *r, slot *s, int32_t tok, bool *done) {
                 size_t cut = (size_t)at;
                 emit(r, s->req, tok, s->text + s->emitted, cut - s->emitted, ALLOY_FINISH_NONE);
                 s->emitted = cut;
-                *done = true;
                 return finish(r, s, ALLOY_FINISH_STOP, cut);
             }
         }
@@ -176,10 +191,10 @@ static alloy_status take_token(run *r, slot *s, int32_t tok, bool *done) {
     }
     int generated = (int)g->ids.n;
     alloy_finish_reason why = ALLOY_FINISH_NONE;
-    if (o->max_tokens >= 0 && generated >= o->max_tokens) why = ALLOY_FINISH_LENGTH;
+    if (stopped) why = ALLOY_FINISH_HOOK;
+    else if (o->max_tokens >= 0 && generated >= o->max_tokens) why = ALLOY_FINISH_LENGTH;
     else if (s->prompt_len + generated >= r->ctx) why = ALLOY_FINISH_CONTEXT;
     if (why == ALLOY_FINISH_NONE) return ALLOY_STATUS_OK;
-    *done = true;
     return finish(r, s, why, s->len);
 }
 
@@ -194,8 +209,13 @@ static alloy_status check_requests(const run *r, const int32_t *const *prompts, 
         return alloy_fail(ALLOY_STATUS_USAGE, "generate: stop strings need a tokenizer to decode the text");
     for (int i = 0; i < o->n_stop; i++)
         if (!o->stop[i] || !o->stop[i][0]) return alloy_fail(ALLOY_STATUS_USAGE, "generate: stop string %d is empty", i);
+    if (o->keep_cache && n > r->B)
+        return alloy_fail(ALLOY_STATUS_USAGE, "generate: %d prompts to continue in an engine of %d sequences", n, r->B);
     for (int i = 0; i < n; i++) {
         if (lens[i] < 1 || !prompts[i]) return alloy_fail(ALLOY_STATUS_USAGE, "generate: prompt %d is empty", i);
+        if (o->keep_cache && alloy_engine_seq_len(r->e, i) >= lens[i])
+            return alloy_fail(ALLOY_STATUS_USAGE, "generate: sequence %d holds %d tokens, not fewer than prompt %d's %d", i,
+                              alloy_engine_seq_len(r->e, i), i, lens[i]);
         if (lens[i] > r->ctx)
             return alloy_fail(ALLOY_STATUS_RANGE, "generate: prompt %d has %d tokens, more than the context of %d", i,
                               lens[i], r->ctx);
@@ -208,18 +228,132 @@ static alloy_status check_requests(const run *r, const int32_t *const *prompts, 
     return ALLOY_STATUS_OK;
 }
 
-/* Puts request req into slot s: its sampler reset and fed the prompt. */
+/* Puts request req into slot s: its sampler reset and fed the prompt, its sequence emptied
+ * (kept with keep_cache). */
 static alloy_status admit(run *r, slot *s, int req, const int32_t *prompt, int len) {
     s->req = req;
     s->prompt_len = len;
     s->len = s->emitted = 0;
     s->t0 = alloy_time_now();
+    r->live++;
     r->results[req].prompt_tokens = len;
-    alloy_engine_reset(r->e, s->seq);
-    alloy_sampler_reset(s->smp, r->o->sampling.seed + (uint64_t)req);
+    if (!r->o->keep_cache) alloy_engine_reset(r->e, s->seq);
+    alloy_sampler_reset(s->smp, r->o->seeds ? r->o->seeds[req] : r->o->sampling.seed + (uint64_t)req);
     alloy_status st = ALLOY_STATUS_OK;
     for (int k = 0; k < len && !st; k++) st = alloy_sampler_accept(s->smp, prompt[k]);
     return st;
+}
+
+/* Samples rows 0..k) of r->logits (slots r->which), shows the step to the hook and takes the
+ * tokens. */
+static alloy_status sample_step(run *r, int k) {
+    alloy_status st = ALLOY_STATUS_OK;
+    for (int j = 0; j < k && !st; j++) {
+        slot *s = &r->slots[r->which[j]];
+        r->reqs[j] = s->req;
+        r->stop[j] = false;
+        st = alloy_sampler_sample(s->smp, &r->toks[j], r->logits + (size_t)j * r->V);
+    }
+    if (!st && r->o->hook) {
+        alloy_generate_step step = {.n = k, .requests = r->reqs, .logits = r->logits, .tokens = r->toks,
+                                    .vocab_size = (int)r->V, .stop = r->stop};
+        if (r->o->hook(r->o->hook_user, &step)) r->halted = true;
+    }
+    for (int j = 0; j < k && !st; j++) st = take_token(r, &r->slots[r->which[j]], r->toks[j], r->stop[j] || r->halted);
+    return st;
+}
+
+/* Admits waiting prompts into free slots (all of them, finished at once, once halted), prefills
+ * them together and samples their first tokens. */
+static alloy_status admit_step(run *r, const int32_t *const *prompts, const int *lens, int n) {
+    const alloy_generate_options *o = r->o;
+    alloy_status st = ALLOY_STATUS_OK;
+    int k = 0;
+    for (int i = 0; i < r->B && r->next_req < n && !st; i++) {
+        slot *s = &r->slots[i];
+        if (s->req >= 0) continue;
+        int req = r->next_req++;
+        st = admit(r, s, req, prompts[req], lens[req]);
+        if (st) break;
+        if (r->halted || lens[req] >= r->ctx || o->max_tokens == 0) { // nothing to generate
+            alloy_finish_reason why = r->halted            ? ALLOY_FINISH_HOOK
+                                      : o->max_tokens == 0 ? ALLOY_FINISH_LENGTH
+                                                           : ALLOY_FINISH_CONTEXT;
+            st = finish(r, s, why, 0);
+            i--; // the slot is free again
+            continue;
+        }
+        int held = o->keep_cache ? alloy_engine_seq_len(r->e, s->seq) : 0;
+        r->which[k] = i;
+        r->seqs[k] = s->seq;
+        r->pp[k] = prompts[req] + held;
+        r->plens[k] = lens[req] - held;
+        k++;
+    }
+    if (st || k == 0) return st;
+    st = alloy_engine_prefill_batch(r->e, r->logits, ALLOY_LOGITS_LAST, r->seqs, r->pp, r->plens, k);
+    return st ? st : sample_step(r, k);
+}
+
+/* One decode step over every live slot, and its draw (once halted: every live slot finished). */
+static alloy_status decode_step(run *r) {
+    int k = 0;
+    alloy_status st = ALLOY_STATUS_OK;
+    for (int i = 0; i < r->B; i++) {
+        if (r->slots[i].req < 0) continue;
+        if (r->halted) {
+            alloy_status f = finish(r, &r->slots[i], ALLOY_FINISH_HOOK, r->slots[i].len);
+            if (!st) st = f;
+            continue;
+        }
+        r->which[k] = i;
+        r->seqs[k] = r->slots[i].seq;
+        r->toks[k] = r->slots[i].next;
+        k++;
+    }
+    if (st || k == 0) return st;
+    st = alloy_engine_decode(r->e, r->logits, r->seqs, r->toks, k);
+    return st ? st : sample_step(r, k);
+}
+
+/* The buffers of a run of n requests and a sampler per slot. */
+static alloy_status run_init(run *r, int n, const alloy_engine_info *info) {
+    r->B = info->max_batch < n ? info->max_batch : n;
+    size_t B = (size_t)r->B;
+    r->slots = alloy_calloc(B, sizeof(slot));
+    r->logits = alloy_malloc(sizeof(float) * r->V * B);
+    r->seqs = alloy_malloc(sizeof(int) * B);
+    r->which = alloy_malloc(sizeof(int) * B);
+    r->plens = alloy_malloc(sizeof(int) * B);
+    r->reqs = alloy_malloc(sizeof(int) * B);
+    r->toks = alloy_malloc(sizeof(int32_t) * B);
+    r->stop = alloy_malloc(sizeof(bool) * B);
+    r->pp = alloy_malloc(sizeof(int32_t *) * B);
+    if (!r->slots || !r->logits || !r->seqs || !r->which || !r->plens || !r->reqs || !r->toks || !r->stop || !r->pp)
+        return alloy_fail(ALLOY_STATUS_NOMEM, "generate: out of memory for %d sequences", r->B);
+    alloy_status st = ALLOY_STATUS_OK;
+    for (int i = 0; i < r->B && !st; i++) {
+        r->slots[i].seq = i;
+        r->slots[i].req = -1;
+        st = alloy_sampler_create(&r->slots[i].smp, &r->o->sampling, info->vocab_size);
+    }
+    return st;
+}
+
+static void run_free(run *r) {
+    for (int i = 0; r->slots && i < r->B; i++) {
+        alloy_sampler_destroy(r->slots[i].smp);
+        alloy_free(r->slots[i].text);
+    }
+    alloy_free(r->slots);
+    alloy_free(r->logits);
+    alloy_free(r->seqs);
+    alloy_free(r->which);
+    alloy_free(r->plens);
+    alloy_free(r->reqs);
+    alloy_free(r->toks);
+    alloy_free(r->stop);
+    alloy_free(r->pp);
 }
 
 alloy_status alloy_generate(alloy_engine *e, alloy_generation *results, const int32_t *const *prompts,
@@ -228,87 +362,18 @@ alloy_status alloy_generate(alloy_engine *e, alloy_generation *results, const in
     if (!o) return alloy_fail(ALLOY_STATUS_USAGE, "generate: no options");
     alloy_engine_info info;
     alloy_engine_get_info(e, &info);
-    run r = {.e = e, .o = o, .results = results, .stream = stream, .user = user, .ctx = info.max_ctx};
+    run r = {.e = e, .o = o, .results = results, .stream = stream, .user = user, .ctx = info.max_ctx,
+             .V = (size_t)info.vocab_size, .B = info.max_batch};
     alloy_status st = check_requests(&r, prompts, lens, n, info.vocab_size);
     if (st) return st;
     if (n == 0) return ALLOY_STATUS_OK;
     memset(results, 0, sizeof(alloy_generation) * (size_t)n);
-    int B = info.max_batch < n ? info.max_batch : n;
-    size_t V = (size_t)info.vocab_size;
-    slot *slots = alloy_calloc((size_t)B, sizeof(slot));
-    float *logits = alloy_malloc(sizeof(float) * V * (size_t)B);
-    int *seqs = alloy_malloc(sizeof(int) * (size_t)B);
-    int *which = alloy_malloc(sizeof(int) * (size_t)B);
-    int *plens = alloy_malloc(sizeof(int) * (size_t)B);
-    int32_t *toks = alloy_malloc(sizeof(int32_t) * (size_t)B);
-    const int32_t **pp = alloy_malloc(sizeof(int32_t *) * (size_t)B);
-    if (!slots || !logits || !seqs || !which || !plens || !toks || !pp) st = ALLOY_STATUS_NOMEM;
-    for (int i = 0; i < B && !st; i++) {
-        slots[i].seq = i;
-        slots[i].req = -1;
-        st = alloy_sampler_create(&slots[i].smp, &o->sampling, info.vocab_size);
+    st = run_init(&r, n, &info);
+    // each turn: admit waiting prompts into free slots, then one decode step over every live slot
+    while (!st && (r.next_req < n || r.live > 0)) {
+        st = admit_step(&r, prompts, lens, n);
+        if (!st) st = decode_step(&r);
     }
-    int next_req = 0, live = 0;
-    while (!st && (next_req < n || live > 0)) {
-        // admit waiting prompts into free slots and prefill them together
-        int k = 0;
-        for (int i = 0; i < B && next_req < n && !st; i++) {
-            if (slots[i].req >= 0) continue;
-            int req = next_req++;
-            st = admit(&r, &slots[i], req, prompts[req], lens[req]);
-            if (st) break;
-            if (lens[req] >= r.ctx || o->max_tokens == 0) { // nothing to generate
-                st = finish(&r, &slots[i], o->max_tokens == 0 ? ALLOY_FINISH_LENGTH : ALLOY_FINISH_CONTEXT, 0);
-                i--; // the slot is free again
-                continue;
-            }
-            which[k] = i;
-            seqs[k] = slots[i].seq;
-            pp[k] = prompts[req];
-            plens[k] = lens[req];
-            k++;
-        }
-        if (!st && k > 0) st = alloy_engine_prefill_batch(e, logits, ALLOY_LOGITS_LAST, seqs, pp, plens, k);
-        for (int j = 0; j < k && !st; j++) {
-            slot *s = &slots[which[j]];
-            int32_t tok;
-            bool done;
-            live++;
-            st = alloy_sampler_sample(s->smp, &tok, logits + (size_t)j * V);
-            if (!st) st = take_token(&r, s, tok, &done);
-            if (!st && done) live--;
-        }
-        if (st) break;
-        // one decode step over every live slot
-        k = 0;
-        for (int i = 0; i < B; i++) {
-            if (slots[i].req < 0) continue;
-            which[k] = i;
-            seqs[k] = slots[i].seq;
-            toks[k] = slots[i].next;
-            k++;
-        }
-        if (k == 0) continue;
-        st = alloy_engine_decode(e, logits, seqs, toks, k);
-        for (int j = 0; j < k && !st; j++) {
-            slot *s = &slots[which[j]];
-            int32_t tok;
-            bool done;
-            st = alloy_sampler_sample(s->smp, &tok, logits + (size_t)j * V);
-            if (!st) st = take_token(&r, s, tok, &done);
-            if (!st && done) live--;
-        }
-    }
-    for (int i = 0; slots && i < B; i++) {
-        alloy_sampler_destroy(slots[i].smp);
-        alloy_free(slots[i].text);
-    }
-    alloy_free(slots);
-    alloy_free(logits);
-    alloy_free(seqs);
-    alloy_free(which);
-    alloy_free(plens);
-    alloy_free(toks);
-    alloy_free(pp);
+    run_free(&r);
     return st;
 }

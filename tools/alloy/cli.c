@@ -38,6 +38,15 @@ void cli_set_threads(int threads) {
 #endif
 }
 
+void cli_free_lists(cli_flag *flags, int n_flags) {
+    for (int i = 0; i < n_flags; i++)
+        if (flags[i].kind == CLI_LIST) {
+            cli_list *l = flags[i].dst;
+            free(l->items);
+            *l = (cli_list){0};
+        }
+}
+
 const cli_flag *cli_find(const cli_flag *flags, int n, const char *name) {
     for (int i = 0; i < n; i++)
         if (!strcmp(flags[i].name, name)) return &flags[i];

@@ -46,6 +46,8 @@ typedef struct cli_option_ref {
  * usage error (already printed). */
 int cli_parse(const char *verb, int argc, char **argv, cli_flag *flags, int n_flags, const char *help,
               cli_list *positional);
+/* Frees the items of every CLI_LIST flag of the table (cli_parse allocates them). */
+void cli_free_lists(cli_flag *flags, int n_flags);
 /* The flag of that name (to ask whether it was given). */
 const cli_flag *cli_find(const cli_flag *flags, int n_flags, const char *name);
 /* Prints "alloy VERB: error: <last error>" and returns the exit status for the status. */

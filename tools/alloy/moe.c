@@ -107,159 +107,137 @@ static alloy_status input_tokenizer(const input *in, const alloy_tokenizer **tok
     return s;
 }
 
-/* The prompts file: EXPERT<TAB>TEXT per line, tokenized. The caller frees ids and prompts. */
-static alloy_status read_prompts(const char *path, const alloy_tokenizer *tok, int n_experts, alloy_ids **ids_out,
-                                 alloy_moe_prompt **out, int *n_out) {
-    char *text;
-    size_t size;
-    alloy_status s = alloy_file_read_all(path, &text, &size);
-    if (s) return s;
-    int cap = 1;
-    for (size_t i = 0; i < size; i++) cap += text[i] == '\n';
-    alloy_ids *ids = alloy_calloc((size_t)cap, sizeof *ids);
-    alloy_moe_prompt *p = alloy_calloc((size_t)cap, sizeof *p);
-    int n = 0, line_no = 0;
-    if (!ids || !p) s = ALLOY_STATUS_NOMEM;
-    for (char *line = text, *next; !s && line && *line; line = next) {
-        line_no++;
-        next = strchr(line, '\n');
-        if (next) *next++ = '\0';
-        size_t len = strlen(line);
-        if (len && line[len - 1] == '\r') line[--len] = '\0';
-        if (!len || line[0] == '#') continue;
-        char *tab = strchr(line, '\t'), *end;
-        long e = tab ? strtol(line, &end, 10) : -1;
-        if (!tab || end != tab || end == line)
-            s = alloy_fail(ALLOY_STATUS_USAGE, "%s:%d: expected EXPERT<TAB>TEXT (EXPERT a number)", path, line_no);
-        else if (e < 0 || e >= n_experts)
-            s = alloy_fail(ALLOY_STATUS_USAGE, "%s:%d: expert %ld is outside [0, %d] (the --experts given)", path, line_no,
-                           e, n_experts - 1);
-        else if (!tab[1])
-            s = alloy_fail(ALLOY_STATUS_USAGE, "%s:%d: the prompt is empty", path, line_no);
-        if (!s) s = alloy_tokenizer_encode(tok, tab + 1, strlen(tab + 1), 0, &ids[n]);
-        if (!s && ids[n].n == 0) {
-            alloy_ids_free(&ids[n]);
-            s = alloy_fail(ALLOY_STATUS_USAGE, "%s:%d: the prompt has no tokens", path, line_no);
-        }
-        if (!s) {
-            p[n] = (alloy_moe_prompt){.expert = (int)e, .tokens = ids[n].data, .n = (int)ids[n].n};
-            n++;
-        }
+/* The flags that are not fields of alloy_moe_options. */
+typedef struct moe_args {
+    cli_list experts;
+    const char *base, *out, *router, *prompts;
+    int top_k, threads;
+} moe_args;
+
+/* Everything the verb loads and makes, freed in one place. */
+typedef struct moe_job {
+    input *in;                     /* (n_in) the experts, then the base if any */
+    int n_in;
+    alloy_model **ex;              /* (experts.n) the experts' models */
+    const alloy_tokenizer *tok;    /* the first input's tokenizer (hidden and classifier routers) */
+    alloy_tokenizer *own_tok;      /* tok when made here */
+    alloy_moe_prompt_set prompts;  /* --prompts */
+    alloy_model *moe;              /* the result */
+} moe_job;
+
+/* The checks of the flags on their own; 0 or the exit status. */
+static int check_args(const moe_args *a, alloy_moe_options *o, cli_flag *flags, int nf) {
+    int n = a->experts.n;
+    if (!n || !a->out || !cli_find(flags, nf, "top-k")->seen)
+        return cli_usage("moe", "--experts, --top-k and --out are required");
+    if (n < 2) return cli_usage("moe", "--experts: give at least 2 expert models (got %d)", n);
+    if (n > ALLOY_MAX_EXPERTS) return cli_usage("moe", "--experts: at most %d models", ALLOY_MAX_EXPERTS);
+    if (a->top_k < 1 || a->top_k > n)
+        return cli_usage("moe", "--top-k %d: must lie in [1, %d] (the number of experts)", a->top_k, n);
+    if (a->router && !alloy_moe_router_parse(a->router, &o->router))
+        return cli_usage("moe", "--router must be random, hidden or classifier, not \"%s\"", a->router);
+    bool from_prompts = o->router == ALLOY_MOE_ROUTER_HIDDEN || o->router == ALLOY_MOE_ROUTER_CLASSIFIER;
+    if (a->prompts && !from_prompts) return cli_usage("moe", "--prompts applies to --router hidden or classifier only");
+    if (!(o->router_l2 > 0.0 && o->router_l2 < 1e6)) return cli_usage("moe", "--router-l2 must be > 0");
+    if (!(o->aux_loss_coef >= 0.0)) return cli_usage("moe", "--aux-loss-coef must be >= 0");
+    if (a->threads < 0) return cli_usage("moe", "--threads must be >= 0");
+    o->top_k = a->top_k;
+    return 0;
+}
+
+/* Loads the experts and the base (activations: none for a random router, the prompts' length
+ * for the others) and checks that they share a tokenizer. */
+static alloy_status load_inputs(moe_job *j, const moe_args *a, bool from_prompts) {
+    int n = a->experts.n;
+    j->n_in = n + (a->base ? 1 : 0);
+    j->in = alloy_calloc((size_t)j->n_in, sizeof *j->in);
+    j->ex = alloy_calloc((size_t)n, sizeof *j->ex);
+    alloy_status s = (!j->in || !j->ex) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
+    for (int i = 0; i < j->n_in && !s; i++) {
+        input *in = &j->in[i];
+        const char *arg = i < n ? a->experts.items[i] : a->base;
+        in->flag = i < n ? "--experts" : "--base";
+        s = load_input(in, arg, from_prompts ? 1 << 20 : 1);
+        if (!s && same_folder(in->dir, a->out))
+            s = alloy_fail(ALLOY_STATUS_USAGE, "--out %s: is one of the inputs; write the MoE elsewhere", a->out);
+        if (s && !strstr(alloy_last_error(), arg)) alloy_error_prefix("%s %s", in->flag, arg);
+        if (!s && i < n) j->ex[i] = in->m;
     }
-    if (!s && n == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "%s: no prompts", path);
-    alloy_free(text);
-    *ids_out = ids;
-    *out = p;
-    *n_out = n;
+    return s ? s : check_tokenizers(j->in, j->n_in);
+}
+
+/* The hidden and classifier routers' prompts: the file's, or sampled texts that start with "\n". */
+static alloy_status router_prompts(moe_job *j, const moe_args *a, alloy_moe_options *o) {
+    alloy_status s = input_tokenizer(&j->in[0], &j->tok, &j->own_tok);
+    if (!s && a->prompts) {
+        s = alloy_moe_prompts_read(&j->prompts, a->prompts, j->tok, a->experts.n);
+        o->prompts = j->prompts.v;
+        o->n_prompts = j->prompts.n;
+    } else if (!s) {
+        alloy_ids nl = {0};
+        if (alloy_tokenizer_encode(j->tok, "\n", 1, 0, &nl) == ALLOY_STATUS_OK && nl.n > 0) o->sample_start = nl.data[0];
+        alloy_ids_free(&nl);
+    }
     return s;
 }
 
-static int moe_main(int argc, char **argv, cli_list *experts_);
-
-int cmd_moe(int argc, char **argv) {
-    cli_list experts = {0};
-    int rc = moe_main(argc, argv, &experts);
-    free(experts.items);
-    return rc;
+/* Saves the MoE with the tokenizer.json of the base (or the first expert) and reports. */
+static alloy_status save(const moe_job *j, const moe_args *a, const alloy_moe_options *o, bool from_prompts) {
+    const input *tsrc = a->base ? &j->in[j->n_in - 1] : &j->in[0];
+    alloy_status s = alloy_model_save(j->moe, a->out);
+    if (!s && tsrc->tok_json) {
+        char *tpath = alloy_path_join(a->out, "tokenizer.json");
+        s = tpath ? alloy_write_file_atomic(tpath, tsrc->tok_json, tsrc->tok_size) : ALLOY_STATUS_NOMEM;
+        alloy_free(tpath);
+    }
+    if (s) return s;
+    const alloy_config *c = &j->moe->config;
+    printf("built a mixture of %d experts (%s, %d layers, d_ff %d, top-%d, %s router%s%s) -> %s: %zu parameters%s\n",
+           c->n_experts, alloy_family_name(c->family), c->n_layer, c->d_ff, c->top_k, alloy_moe_router_name(o->router),
+           from_prompts ? (a->prompts ? " from --prompts" : " from sampled prompts") : "",
+           a->base ? ", shared layers from --base" : ", shared layers averaged", a->out, j->moe->num_params,
+           tsrc->tok_json ? ", tokenizer.json copied" : "");
+    return ALLOY_STATUS_OK;
 }
 
-/* cmd_moe's body; the list cli_parse fills is the caller's to free. */
-static int moe_main(int argc, char **argv, cli_list *experts_) {
-    cli_list experts = {0};
-    const char *base = NULL, *out = NULL, *router = NULL, *prompts = NULL;
-    int top_k = 0, threads = 0;
+static void job_free(moe_job *j) {
+    alloy_moe_prompts_free(&j->prompts);
+    alloy_tokenizer_destroy(j->own_tok);
+    alloy_model_destroy(j->moe);
+    for (int i = 0; j->in && i < j->n_in; i++) {
+        alloy_checkpoint_close(j->in[i].ck);
+        alloy_model_destroy(j->in[i].m);
+        alloy_free(j->in[i].tok_json);
+    }
+    alloy_free(j->in);
+    alloy_free(j->ex);
+}
+
+int cmd_moe(int argc, char **argv) {
+    moe_args a = {0};
     alloy_moe_options o = alloy_moe_defaults();
     cli_flag flags[] = {
-        {"experts", CLI_LIST, &experts, false}, {"base", CLI_STR, &base, false},
-        {"top-k", CLI_INT, &top_k, false},      {"out", CLI_STR, &out, false},
-        {"router", CLI_STR, &router, false},    {"prompts", CLI_STR, &prompts, false},
-        {"seed", CLI_U64, &o.seed, false},      {"aux-loss-coef", CLI_DBL, &o.aux_loss_coef, false},
-        {"threads", CLI_INT, &threads, false},  {"router-l2", CLI_DBL, &o.router_l2, false},
+        {"experts", CLI_LIST, &a.experts, false}, {"base", CLI_STR, &a.base, false},
+        {"top-k", CLI_INT, &a.top_k, false},      {"out", CLI_STR, &a.out, false},
+        {"router", CLI_STR, &a.router, false},    {"prompts", CLI_STR, &a.prompts, false},
+        {"seed", CLI_U64, &o.seed, false},        {"aux-loss-coef", CLI_DBL, &o.aux_loss_coef, false},
+        {"threads", CLI_INT, &a.threads, false},  {"router-l2", CLI_DBL, &o.router_l2, false},
         {"verbose", CLI_BOOL, &o.verbose, false},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]);
     int r = cli_parse("moe", argc, argv, flags, nf, help, NULL);
-    *experts_ = experts;
-    if (r) return r == 1 ? 0 : r;
-    if (!experts.n || !out || !cli_find(flags, nf, "top-k")->seen)
-        return cli_usage("moe", "--experts, --top-k and --out are required");
-    if (experts.n < 2) return cli_usage("moe", "--experts: give at least 2 expert models (got %d)", experts.n);
-    if (experts.n > ALLOY_MAX_EXPERTS) return cli_usage("moe", "--experts: at most %d models", ALLOY_MAX_EXPERTS);
-    if (top_k < 1 || top_k > experts.n)
-        return cli_usage("moe", "--top-k %d: must lie in [1, %d] (the number of experts)", top_k, experts.n);
-    if (router && !alloy_moe_router_parse(router, &o.router))
-        return cli_usage("moe", "--router must be random, hidden or classifier, not \"%s\"", router);
-    bool from_prompts = o.router == ALLOY_MOE_ROUTER_HIDDEN || o.router == ALLOY_MOE_ROUTER_CLASSIFIER;
-    if (prompts && !from_prompts) return cli_usage("moe", "--prompts applies to --router hidden or classifier only");
-    if (!(o.router_l2 > 0.0 && o.router_l2 < 1e6)) return cli_usage("moe", "--router-l2 must be > 0");
-    if (!(o.aux_loss_coef >= 0.0)) return cli_usage("moe", "--aux-loss-coef must be >= 0");
-    if (threads < 0) return cli_usage("moe", "--threads must be >= 0");
-    cli_set_threads(threads);
-    o.top_k = top_k;
-
-    int n_in = experts.n + (base ? 1 : 0);
-    input *in = alloy_calloc((size_t)n_in, sizeof *in);
-    alloy_model **ex = alloy_calloc((size_t)experts.n, sizeof *ex);
-    const alloy_tokenizer *tok = NULL;
-    alloy_tokenizer *own_tok = NULL;
-    alloy_ids *ids = NULL;
-    alloy_moe_prompt *plist = NULL;
-    int n_prompts = 0;
-    alloy_model *moe = NULL;
-    char *tpath = NULL;
-    alloy_status s = (!in || !ex) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
-    // activations: none needed for a random router; the prompts' length for a hidden one
-    int T = from_prompts ? 1 << 20 : 1;
-    for (int i = 0; i < n_in && !s; i++) {
-        in[i].flag = i < experts.n ? "--experts" : "--base";
-        s = load_input(&in[i], i < experts.n ? experts.items[i] : base, T);
-        if (!s && same_folder(in[i].dir, out))
-            s = alloy_fail(ALLOY_STATUS_USAGE, "--out %s: is one of the inputs; write the MoE elsewhere", out);
-        if (s && !strstr(alloy_last_error(), i < experts.n ? experts.items[i] : base))
-            alloy_error_prefix("%s %s", in[i].flag, i < experts.n ? experts.items[i] : base);
-        if (!s && i < experts.n) ex[i] = in[i].m;
+    int rc = r ? (r == 1 ? 0 : r) : check_args(&a, &o, flags, nf);
+    if (!r && !rc) {
+        cli_set_threads(a.threads);
+        bool from_prompts = o.router == ALLOY_MOE_ROUTER_HIDDEN || o.router == ALLOY_MOE_ROUTER_CLASSIFIER;
+        moe_job j = {0};
+        alloy_status s = load_inputs(&j, &a, from_prompts);
+        if (!s && from_prompts) s = router_prompts(&j, &a, &o);
+        if (!s) s = alloy_moe_build(&j.moe, j.ex, a.experts.n, a.base ? j.in[j.n_in - 1].m : NULL, &o);
+        if (!s) s = save(&j, &a, &o, from_prompts);
+        job_free(&j);
+        rc = s ? cli_fail("moe", s) : 0;
     }
-    if (!s) s = check_tokenizers(in, n_in);
-    if (!s && from_prompts) {
-        s = input_tokenizer(&in[0], &tok, &own_tok);
-        if (!s && prompts) {
-            s = read_prompts(prompts, tok, experts.n, &ids, &plist, &n_prompts);
-            o.prompts = plist;
-            o.n_prompts = n_prompts;
-        } else if (!s) {
-            alloy_ids nl = {0};
-            if (alloy_tokenizer_encode(tok, "\n", 1, 0, &nl) == ALLOY_STATUS_OK && nl.n > 0) o.sample_start = nl.data[0];
-            alloy_ids_free(&nl);
-        }
-    }
-    if (!s) s = alloy_moe_build(&moe, ex, experts.n, base ? in[n_in - 1].m : NULL, &o);
-    if (!s) s = alloy_model_save(moe, out);
-    const input *tsrc = base ? &in[n_in - 1] : &in[0];
-    if (!s && tsrc->tok_json) {
-        tpath = alloy_path_join(out, "tokenizer.json");
-        s = tpath ? alloy_write_file_atomic(tpath, tsrc->tok_json, tsrc->tok_size) : ALLOY_STATUS_NOMEM;
-    }
-    if (!s) {
-        const alloy_config *c = &moe->config;
-        printf("built a mixture of %d experts (%s, %d layers, d_ff %d, top-%d, %s router%s%s) -> %s: %zu parameters%s\n",
-               c->n_experts, alloy_family_name(c->family), c->n_layer, c->d_ff, c->top_k,
-               alloy_moe_router_name(o.router),
-               from_prompts ? (prompts ? " from --prompts" : " from sampled prompts") : "",
-               base ? ", shared layers from --base" : ", shared layers averaged", out, moe->num_params,
-               tsrc->tok_json ? ", tokenizer.json copied" : "");
-    }
-    for (int i = 0; ids && i < n_prompts; i++) alloy_ids_free(&ids[i]);
-    alloy_free(ids);
-    alloy_free(plist);
-    alloy_free(tpath);
-    alloy_tokenizer_destroy(own_tok);
-    alloy_model_destroy(moe);
-    for (int i = 0; in && i < n_in; i++) {
-        alloy_checkpoint_close(in[i].ck);
-        alloy_model_destroy(in[i].m);
-        alloy_free(in[i].tok_json);
-    }
-    alloy_free(in);
-    alloy_free(ex);
-    return s ? cli_fail("moe", s) : 0;
+    cli_free_lists(flags, nf);
+    return rc;
 }

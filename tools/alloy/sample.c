@@ -103,11 +103,8 @@ static int sample_main(int argc, char **argv, cli_list *model_dirs, cli_list *we
         o.sampling.top_p = 1.0f;
         o.sampling.min_p = 0.0f;
         o.sampling.seed = seed;
-        o.sampling.n_vocab = alloy_tokenizer_vocab_size(tok); // only ids the tokenizer knows
         o.max_tokens = n_tokens;
-        o.tokenizer = tok;
-        int32_t eot = alloy_tokenizer_special_id(tok, "<|endoftext|>");
-        if (eot >= 0) o.eos = &eot, o.n_eos = 1;
+        alloy_generate_options_use_tokenizer(&o, tok); // only ids the tokenizer knows; its <|endoftext|> ends
         fwrite(prompt, 1, strlen(prompt), stdout);
         fflush(stdout);
         const int32_t *ids = enc.data;

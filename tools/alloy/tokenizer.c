@@ -62,25 +62,6 @@ static alloy_status read_input(const char *path, char **text, size_t *n) {
     return ALLOY_STATUS_OK;
 }
 
-/* Writes ids as a compact JSON array ("[1,2,3]", as JavaScript's JSON.stringify). */
-static void print_ids(const alloy_ids *ids) {
-    size_t cap = 1 << 16, k = 0;
-    char *buf = malloc(cap);
-    if (!buf) return;
-    buf[k++] = '[';
-    for (size_t i = 0; i < ids->n; i++) {
-        if (k + 16 > cap) {
-            fwrite(buf, 1, k, stdout);
-            k = 0;
-        }
-        k += (size_t)snprintf(buf + k, cap - k, i ? ",%d" : "%d", ids->data[i]);
-    }
-    buf[k++] = ']';
-    buf[k++] = '\n';
-    fwrite(buf, 1, k, stdout);
-    free(buf);
-}
-
 /* Encodes the input and prints the ids. With bench > 0 (the hidden --bench N of
  * bench/tokenizer_bench.sh) it first encodes once to warm up, then N more times, and reports the
  * best time of the encode alone (no reading, loading or printing) on stderr:
@@ -108,34 +89,25 @@ static int do_encode(alloy_tokenizer *tok, const char *input, bool allow_special
     if (bench > 0)
         fprintf(stderr, "bench: %d threads, %zu bytes, %zu ids, best %.4f s of %d, %.3f MB/s\n", threads, n, ids.n, best,
                 bench, best > 0 ? (double)n / best / 1e6 : 0.0);
-    print_ids(&ids);
+    char *json;
+    size_t len;
+    s = alloy_ids_to_json(ids.data, ids.n, &json, &len);
     alloy_ids_free(&ids);
+    if (s) return cli_fail("tokenizer", s);
+    fwrite(json, 1, len, stdout);
+    putchar('\n');
+    alloy_free(json);
     return 0;
 }
 
 static int do_decode(alloy_tokenizer *tok, const char *input) {
-    char *text;
-    size_t n;
+    char *text, *out = NULL;
+    size_t n, len = 0;
     alloy_status s = read_input(input, &text, &n);
     if (s) return cli_fail("tokenizer", s);
-    const char *what = input && strcmp(input, "-") ? input : "standard input";
-    cJSON *arr = cJSON_ParseWithLength(text, n);
-    alloy_free(text);
-    if (!cJSON_IsArray(arr)) {
-        cJSON_Delete(arr);
-        alloy_fail(ALLOY_STATUS_FORMAT, "%s: expected a JSON array of token ids", what);
-        return cli_fail("tokenizer", ALLOY_STATUS_FORMAT);
-    }
     alloy_ids ids = {0};
-    size_t i = 0;
-    for (const cJSON *it = arr->child; it && !s; it = it->next, i++) {
-        if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int32_t)it->valuedouble)
-            s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: element %zu is not an integer id", what, i);
-        else s = alloy_ids_push(&ids, (int32_t)it->valuedouble);
-    }
-    cJSON_Delete(arr);
-    char *out = NULL;
-    size_t len = 0;
+    s = alloy_ids_from_json(text, n, input && strcmp(input, "-") ? input : "standard input", &ids);
+    alloy_free(text);
     if (!s) s = alloy_tokenizer_decode(tok, ids.data, ids.n, &out, &len);
     alloy_ids_free(&ids);
     if (s) return cli_fail("tokenizer", s);
@@ -145,20 +117,11 @@ static int do_decode(alloy_tokenizer *tok, const char *input) {
 }
 
 static int do_info(const alloy_tokenizer *tok) {
-    printf("kind: %s\nvocabulary: %d\nfingerprint: %016llx\n", alloy_tokenizer_name(tok), alloy_tokenizer_vocab_size(tok),
-           (unsigned long long)alloy_tokenizer_hash(tok));
-    const char *pat = alloy_tokenizer_pattern(tok);
-    if (pat) printf("pre-tokenizer regex: %s\n", pat);
-    for (int32_t id = 0; id < alloy_tokenizer_vocab_size(tok); id++) {
-        size_t len;
-        const char *b = alloy_tokenizer_token(tok, id, &len);
-        if (b && alloy_tokenizer_special_id(tok, "") < 0 && len < 64) {
-            char txt[65];
-            memcpy(txt, b, len);
-            txt[len] = '\0';
-            if (alloy_tokenizer_special_id(tok, txt) == id) printf("special token %d: %s\n", id, txt);
-        }
-    }
+    char *text;
+    alloy_status s = alloy_tokenizer_describe(tok, &text);
+    if (s) return cli_fail("tokenizer", s);
+    fputs(text, stdout);
+    alloy_free(text);
     return 0;
 }
 
@@ -171,7 +134,7 @@ int cmd_tokenizer(int argc, char **argv) {
         return cli_usage("tokenizer", "expects encode, decode, train or info");
     }
     const char *sub = argv[1];
-    const char *tok_path = NULL, *input = NULL, *out = NULL;
+    const char *tok_path = NULL, *out = NULL;
     bool allow_special = false, quiet = false;
     int threads = 0, vocab_size = 0, min_freq = 2, bench = 0;
     cli_list inputs = {0}, specials = {0};
@@ -182,53 +145,34 @@ int cmd_tokenizer(int argc, char **argv) {
         {"special", CLI_LIST, &specials, false},  {"min-frequency", CLI_INT, &min_freq, false},
         {"quiet", CLI_BOOL, &quiet, false},       {"bench", CLI_INT, &bench, false}, // hidden: bench/tokenizer_bench.sh
     };
-    int r = cli_parse("tokenizer", argc - 1, argv + 1, flags, (int)(sizeof flags / sizeof flags[0]), help, NULL);
-    int rc = 0;
+    int nf = (int)(sizeof flags / sizeof flags[0]);
+    int r = cli_parse("tokenizer", argc - 1, argv + 1, flags, nf, help, NULL);
+    int rc = r == 1 ? 0 : r;
     if (r) {
-        rc = r == 1 ? 0 : r;
-        goto done;
-    }
-    if (threads < 0) {
+    } else if (threads < 0) {
         rc = cli_usage("tokenizer", "--threads must be >= 0");
-        goto done;
-    }
-    if (bench < 0 || (bench > 0 && strcmp(sub, "encode"))) {
+    } else if (bench < 0 || (bench > 0 && strcmp(sub, "encode"))) {
         rc = cli_usage("tokenizer", "--bench N is for encode, N >= 1");
-        goto done;
-    }
-    if (!strcmp(sub, "train")) {
-        if (!inputs.n || !out || vocab_size <= 0) {
-            rc = cli_usage("tokenizer", "train needs --input, --vocab-size and --out");
-            goto done;
-        }
-        rc = cmd_tokenizer_train(inputs.items, inputs.n, vocab_size, specials.items, specials.n, min_freq, quiet, out);
-        goto done;
-    }
-    if (strcmp(sub, "encode") && strcmp(sub, "decode") && strcmp(sub, "info")) {
+    } else if (!strcmp(sub, "train")) {
+        rc = !inputs.n || !out || vocab_size <= 0
+                 ? cli_usage("tokenizer", "train needs --input, --vocab-size and --out")
+                 : cmd_tokenizer_train(inputs.items, inputs.n, vocab_size, specials.items, specials.n, min_freq, quiet, out);
+    } else if (strcmp(sub, "encode") && strcmp(sub, "decode") && strcmp(sub, "info")) {
         rc = cli_usage("tokenizer", "unknown subcommand '%s' (encode, decode, train, info)", sub);
-        goto done;
-    }
-    if (!tok_path) {
+    } else if (!tok_path) {
         rc = cli_usage("tokenizer", "--tokenizer is required");
-        goto done;
-    }
-    if (inputs.n > 1) {
+    } else if (inputs.n > 1) {
         rc = cli_usage("tokenizer", "%s reads one --input", sub);
-        goto done;
+    } else {
+        alloy_tokenizer *tok = NULL;
+        alloy_status s = alloy_checkpoint_load_tokenizer(tok_path, &tok); // a tokenizer, or a model path's
+        const char *input = inputs.n ? inputs.items[0] : NULL;
+        if (s) rc = cli_fail("tokenizer", s);
+        else if (!strcmp(sub, "encode")) rc = do_encode(tok, input, allow_special, threads, bench);
+        else if (!strcmp(sub, "decode")) rc = do_decode(tok, input);
+        else rc = do_info(tok);
+        alloy_tokenizer_destroy(tok);
     }
-    input = inputs.n ? inputs.items[0] : NULL;
-    alloy_tokenizer *tok;
-    alloy_status s = alloy_checkpoint_load_tokenizer(tok_path, &tok); // a tokenizer, or a model path's
-    if (s) {
-        rc = cli_fail("tokenizer", s);
-        goto done;
-    }
-    if (!strcmp(sub, "encode")) rc = do_encode(tok, input, allow_special, threads, bench);
-    else if (!strcmp(sub, "decode")) rc = do_decode(tok, input);
-    else rc = do_info(tok);
-    alloy_tokenizer_destroy(tok);
-done:
-    free(inputs.items);
-    free(specials.items);
+    cli_free_lists(flags, nf);
     return rc;
 }
