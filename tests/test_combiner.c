@@ -291,8 +291,9 @@ static void test_learned_beats_fixed(void) {
     o.seq = T;
     o.lr = 5e-2;
     o.quiet = true;
+    snprintf(o.out_dir, sizeof o.out_dir, "%s/comb-run", harness_tmpdir());
     alloy_combiner_report rep;
-    REQUIRE(alloy_combiner_train(c, ms, 2, ds, &o, &rep) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    REQUIRE(alloy_combiner_train(c, ms, 2, ds, &o, NULL, &rep) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     // the best fixed weight on a grid, scored the same way
     double best = INFINITY, best_w = 0;
     for (int k = 0; k <= 10; k++) {

@@ -36,13 +36,14 @@ expect 2 "learned without combiner" "--ensemble learned and --combiner DIR go to
 expect 0 "ensemble train" "learned_loss" "$ALLOY" ensemble train --model "$T/a" "$T/b" --data "$T/dmix" --out "$T/c" \
   --steps 40 --batch 4 --seq 32 --lr 3e-2 --threads 1
 cp "$T/out" "$T/train.json"
-for f in combiner.safetensors combiner.json metrics.jsonl; do
-  [ -s "$T/c/$f" ] && ok "writes $f" || nok "writes $f"
+CK="$T/c/$(cat "$T/c/latest" 2>/dev/null)"
+for f in "$CK/combiner.safetensors" "$CK/combiner.json" "$CK/optimizer.safetensors" "$T/c/metrics.jsonl"; do
+  [ -s "$f" ] && ok "writes ${f#$T/c/}" || nok "writes ${f#$T/c/}"
 done
 [ "$(grep -c '"type":"train"' "$T/c/metrics.jsonl")" = 40 ] && ok "a metrics line per step" || nok "a metrics line per step"
 # (that a gate beats fixed weights is shown in tests/test_combiner.c on two clear specialists;
 # these barely trained models are not)
-$PY - "$T/train.json" "$T/c/combiner.json" <<'PYEOF' && ok "held-out scores reported and recorded" || nok "held-out scores reported and recorded: $(cat "$T/train.json")"
+$PY - "$T/train.json" "$CK/combiner.json" <<'PYEOF' && ok "held-out scores reported and recorded" || nok "held-out scores reported and recorded: $(cat "$T/train.json")"
 import json, math, sys
 r, c = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 ok = all(math.isfinite(r[k]) and r[k] > 0 for k in ("learned_loss", "uniform_loss")) and len(r["member_loss"]) == 2

@@ -135,8 +135,9 @@ static void test_ensembles(void) {
     o.seq = T;
     o.eval_windows = 23;
     o.quiet = true;
+    snprintf(o.out_dir, sizeof o.out_dir, "%s/comb-run", harness_tmpdir());
     alloy_combiner_report rep;
-    REQUIRE(alloy_combiner_train(c, ms, 3, ds, &o, &rep) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    REQUIRE(alloy_combiner_train(c, ms, 3, ds, &o, NULL, &rep) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     EXPECT(rep.tokens == 23 * T, "the report scored %lld tokens", (long long)rep.tokens);
     for (int i = 0; i < 3; i++) {
         alloy_eval_result alone;

@@ -1,6 +1,7 @@
 /*
  * test_run.c — the one run (src/train/run.c) through the library alone, as a C program that
- * links liballoy would use it: for every objective (lm, distill, sft, reward, dpo), with the
+ * links liballoy would use it: for every objective (lm, distill, sft, reward, dpo, ppo, the
+ * learned combiner), with the
  * library's defaults and only the paths and sizes set, a run starts, a second new run into its
  * folder is refused with nothing changed, the run resumes and finishes, a finished run refuses to
  * go on, and a resume from an older checkpoint is refused unless it rewinds (which keeps every
@@ -16,7 +17,8 @@
 
 static char base_dir[300];  /* a tiny trained model the alignment runs start from */
 static char data_dir[300];  /* random token shards */
-static char jsonl[3][320];  /* sft, preference pairs */
+static char jsonl[3][320];  /* sft, preference pairs, prompts */
+static char sft_dir[400], rm_dir[400]; /* the sft and reward cases' runs, for PPO */
 
 /* Every file's size and bytes under dir folded into one number (to show nothing changed). */
 static uint64_t tree_hash_acc;
@@ -57,13 +59,14 @@ static void setup(void) {
     snprintf(o.preset, sizeof o.preset, "tiny-gpt2");
     o.steps = 2, o.batch = 2, o.seq = 64, o.quiet = true;
     REQUIRE(alloy_train_run(&o, NULL, NULL) == ALLOY_STATUS_OK, "%s", alloy_last_error());
-    static const char *names[3] = {"sft.jsonl", "pairs.jsonl", ""};
-    for (int k = 0; k < 2; k++) {
+    static const char *names[3] = {"sft.jsonl", "pairs.jsonl", "prompts.jsonl"};
+    for (int k = 0; k < 3; k++) {
         snprintf(jsonl[k], sizeof jsonl[k], "%s/%s", tmp, names[k]);
         FILE *f = fopen(jsonl[k], "w");
         REQUIRE(f, "cannot write %s", jsonl[k]);
         for (int i = 0; i < 12; i++) {
             if (k == 0) fprintf(f, "{\"prompt\": \"What is %d+%d?\", \"response\": \"%d.\"}\n", i, i, 2 * i);
+            else if (k == 2) fprintf(f, "{\"prompt\": \"What is %d+%d?\"}\n", i, i);
             else fprintf(f, "{\"prompt\": \"What is %d+%d?\", \"chosen\": \"%d.\", \"rejected\": \"%d.\"}\n", i, i, 2 * i, 2 * i + 1);
         }
         fclose(f);
@@ -124,9 +127,71 @@ static alloy_status align_resume(const char *dir, int64_t steps, alloy_resume_mo
     alloy_free(ck);
     return s;
 }
-static alloy_status sft_start(const char *out, int64_t steps) { return align_start(ALLOY_ALIGN_SFT, out, steps); }
-static alloy_status reward_start(const char *out, int64_t steps) { return align_start(ALLOY_ALIGN_REWARD, out, steps); }
+static alloy_status sft_start(const char *out, int64_t steps) {
+    snprintf(sft_dir, sizeof sft_dir, "%s", out);
+    return align_start(ALLOY_ALIGN_SFT, out, steps);
+}
+static alloy_status reward_start(const char *out, int64_t steps) {
+    snprintf(rm_dir, sizeof rm_dir, "%s", out);
+    return align_start(ALLOY_ALIGN_REWARD, out, steps);
+}
 static alloy_status dpo_start(const char *out, int64_t steps) { return align_start(ALLOY_ALIGN_DPO, out, steps); }
+
+static alloy_status ppo_start(const char *out, int64_t steps) {
+    alloy_ppo_options o = alloy_ppo_defaults();
+    snprintf(o.model_dir, sizeof o.model_dir, "%s", sft_dir);
+    snprintf(o.reward_dir, sizeof o.reward_dir, "%s", rm_dir);
+    snprintf(o.prompts_path, sizeof o.prompts_path, "%s", jsonl[2]);
+    snprintf(o.out_dir, sizeof o.out_dir, "%s", out);
+    o.steps = steps, o.batch = 2, o.max_new_tokens = 4, o.ppo_epochs = 1, o.ckpt_every = 2, o.keep_ckpts = 10, o.quiet = true;
+    return alloy_ppo_run(&o, NULL);
+}
+static alloy_status ppo_resume(const char *dir, int64_t steps, alloy_resume_mode mode) {
+    alloy_ppo_options o = alloy_ppo_defaults();
+    char *ck = NULL;
+    alloy_status s = alloy_ppo_resume_options(dir, &o, &ck);
+    if (s) return s;
+    o.steps = steps, o.quiet = true, o.resume_mode = mode;
+    s = alloy_ppo_run(&o, ck);
+    alloy_free(ck);
+    return s;
+}
+
+/* The learned combiner over two members (the lm case's base model and a second one). */
+static alloy_status combiner_run(const char *out, int64_t steps, const char *resume, alloy_resume_mode mode) {
+    alloy_model *ms[2] = {NULL, NULL};
+    alloy_dataset *ds = NULL;
+    alloy_combiner *c = NULL;
+    char *base = NULL;
+    alloy_status s = alloy_checkpoint_resolve(base_dir, &base);
+    if (!s) s = alloy_model_load(&ms[0], base, 2, 32);
+    if (!s) s = alloy_model_load(&ms[1], base, 2, 32);
+    alloy_free(base);
+    if (!s) s = alloy_dataset_open(&ds, data_dir, 0.1);
+    if (!s) s = alloy_combiner_create(&c, ms, NULL, 2);
+    alloy_combiner_train_options o = alloy_combiner_train_defaults();
+    snprintf(o.out_dir, sizeof o.out_dir, "%s", out);
+    o.steps = steps, o.batch = 2, o.seq = 32, o.ckpt_every = 2, o.keep_ckpts = 10, o.eval_windows = 4, o.quiet = true;
+    o.resume_mode = mode;
+    if (!s) s = alloy_combiner_train(c, ms, 2, ds, &o, resume, NULL);
+    alloy_combiner_destroy(c);
+    alloy_dataset_close(ds);
+    alloy_model_destroy(ms[0]);
+    alloy_model_destroy(ms[1]);
+    return s;
+}
+static alloy_status combiner_start(const char *out, int64_t steps) { return combiner_run(out, steps, NULL, ALLOY_RESUME_REFUSE); }
+/* A run folder resumes from its latest checkpoint; the run folder a checkpoint belongs to is two up. */
+static alloy_status combiner_resume(const char *dir, int64_t steps, alloy_resume_mode mode) {
+    char run[400], *ck = NULL;
+    snprintf(run, sizeof run, "%s", dir);
+    char *cut = strstr(run, "/checkpoints/");
+    if (cut) *cut = '\0';
+    alloy_status s = cut ? ALLOY_STATUS_OK : alloy_run_latest(dir, &ck);
+    if (!s) s = combiner_run(run, steps, cut ? dir : ck, mode);
+    alloy_free(ck);
+    return s;
+}
 
 static const objective_case cases[] = {
     {"lm", lm_start, lm_resume},
@@ -134,6 +199,8 @@ static const objective_case cases[] = {
     {"sft", sft_start, align_resume},
     {"reward", reward_start, align_resume},
     {"dpo", dpo_start, align_resume},
+    {"ppo", ppo_start, ppo_resume},
+    {"combiner", combiner_start, combiner_resume},
 };
 
 static void run_case(const objective_case *c) {
@@ -176,6 +243,8 @@ static void test_distill(void) { run_case(&cases[1]); }
 static void test_sft(void) { run_case(&cases[2]); }
 static void test_reward(void) { run_case(&cases[3]); }
 static void test_dpo(void) { run_case(&cases[4]); }
+static void test_ppo(void) { run_case(&cases[5]); }
+static void test_combiner(void) { run_case(&cases[6]); }
 
 int main(void) {
 #ifdef _OPENMP
@@ -187,5 +256,7 @@ int main(void) {
     RUN(test_sft);
     RUN(test_reward);
     RUN(test_dpo);
+    RUN(test_ppo);
+    RUN(test_combiner);
     return harness_exit();
 }

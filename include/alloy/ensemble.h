@@ -15,7 +15,7 @@
  *
  *     alloy_combiner *c;                        // a learned gate over the same members
  *     alloy_combiner_create(&c, ms, NULL, 2);   // or alloy_combiner_load(&c, "comb")
- *     alloy_combiner_train(c, ms, 2, heldout, &opts, &report);
+ *     alloy_combiner_train(c, ms, 2, data, &opts, NULL, &report); // a run in opts.out_dir
  *     alloy_combiner_save(c, "comb");
  *     alloy_ensemble_create_learned(&e, ms, 2, c);
  */
@@ -48,22 +48,27 @@ typedef struct alloy_combiner {
     int vocab_size;                         /* the members' common V */
     uint64_t fingerprint[ALLOY_COMBINER_MAX]; /* alloy_ensemble_fingerprint of each member */
     char *path[ALLOY_COMBINER_MAX];         /* where each member was loaded from (information) */
-    float *weight;                          /* (N, D) gate weights W */
-    float *bias;                            /* (N) gate biases b */
+    float *weight;                          /* (N, D) gate weights W, then the biases: one block */
+    float *bias;                            /* (N) gate biases b (= weight + N·D) */
     char *training_json;                    /* the "training" object as JSON text, or NULL */
 } alloy_combiner;
 
-/* How alloy_combiner_train runs. */
+/* How alloy_combiner_train runs: an objective of the one run (alloy/train.h). */
 typedef struct alloy_combiner_train_options {
+    char out_dir[ALLOY_PATH_MAX]; /* the run folder: checkpoints (combiner.safetensors, combiner.json,
+                                     optimizer.safetensors), latest, metrics.jsonl */
     int64_t steps;        /* AdamW steps (default 200) */
     int batch, seq;       /* windows per step B and tokens per window T (default 8 x 128) */
     double lr;            /* peak learning rate (default 1e-2); warm-up steps/10, cosine to lr/10 */
     float weight_decay;   /* on W, not b (default 0) */
     uint64_t seed;        /* data order (default 1337); W and b start at 0: the uniform mixture */
     int64_t eval_windows; /* held-out windows scored at the end (default 0: all of the val split) */
-    const char *metrics;  /* a JSONL file for one line per step and the final evaluation, or NULL */
+    int64_t ckpt_every;   /* steps between checkpoints (default 0: at the end, and on a stop) */
+    int keep_ckpts;       /* checkpoints kept (default 3) */
     bool quiet;           /* no progress line on stderr */
     int log_every;        /* progress every n steps when stderr is not a terminal (default 10) */
+    alloy_resume_mode resume_mode; /* resuming from a checkpoint older than the run's newest */
+    volatile int *stop;   /* set to stop after the current step, with a checkpoint */
 } alloy_combiner_train_options;
 
 /* Held-out losses (nats per token) after training: each member alone, the uniform mixture
@@ -129,7 +134,8 @@ void alloy_combiner_destroy(alloy_combiner *c);
 alloy_status alloy_combiner_check(const alloy_combiner *c, alloy_model *const *models, int n);
 /* Writes dir/combiner.safetensors and dir/combiner.json (creating dir), each atomically. */
 alloy_status alloy_combiner_save(const alloy_combiner *c, const char *dir);
-/* Reads a combiner folder, checking the format, every size and that the tensors are finite. */
+/* Reads a combiner folder (or a combiner training run's latest checkpoint), checking the format,
+ * every size and that the tensors are finite. */
 alloy_status alloy_combiner_load(alloy_combiner **out, const char *dir);
 
 /* gates (N, n) = softmax over members of W·[h₁; …; hₙ] + b for N rows; hidden[i] is member
@@ -143,11 +149,13 @@ void alloy_combiner_loss_backward(float *loss, float *dweight, float *dbias, flo
                             const float *const *hidden, const float *member_logp, int64_t N, float grad_scale);
 
 alloy_combiner_train_options alloy_combiner_train_defaults(void);
-/* Trains c's gate on the train split of ds with the members frozen (forward only), then scores
- * the val split (report may be NULL) and records both in c->training_json. Deterministic for a
- * seed and thread count. The members must have room for o->batch x o->seq tokens. */
+/* Trains c's gate on the train split of ds with the members frozen (forward only) as an
+ * objective of the one run in o->out_dir (from scratch when resume is NULL, else from that
+ * checkpoint folder of the run), then scores the val split (report may be NULL) and records both
+ * in c->training_json, which the run's last checkpoint holds. Deterministic for a seed and thread
+ * count. The members must have room for o->batch x o->seq tokens. */
 alloy_status alloy_combiner_train(alloy_combiner *c, alloy_model *const *models, int n, const alloy_dataset *ds,
-                                  const alloy_combiner_train_options *o, alloy_combiner_report *report);
+                                  const alloy_combiner_train_options *o, const char *resume, alloy_combiner_report *report);
 
 ALLOY_END_DECLS
 #endif /* ALLOY_ENSEMBLE_H */

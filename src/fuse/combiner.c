@@ -12,7 +12,9 @@
  * ensemble and the ensemble engine share. Sums are in double and the gradient's have
  * a fixed order, so a run is the same for a seed and thread count.
  */
+#include "alloy/checkpoint.h"
 #include "alloy/ensemble.h"
+#include "internal.h"
 #include "alloy/io.h"
 
 #include <cJSON.h>
@@ -32,8 +34,7 @@ uint64_t alloy_ensemble_fingerprint(const alloy_model *m) {
 void alloy_combiner_destroy(alloy_combiner *c) {
     if (!c) return;
     for (int i = 0; i < ALLOY_COMBINER_MAX; i++) alloy_free(c->path[i]);
-    alloy_free(c->weight);
-    alloy_free(c->bias);
+    alloy_free(c->weight); // the bias lives in the same block
     alloy_free(c->training_json);
     alloy_free(c);
 }
@@ -50,9 +51,9 @@ static alloy_status combiner_alloc(alloy_combiner **out, int n, const int *width
         c->offset[i] = c->D;
         c->D += width[i]; // widths are at most 1<<20 each, 16 members: no overflow
     }
-    c->weight = alloy_calloc((size_t)n * (size_t)c->D, sizeof(float));
-    c->bias = alloy_calloc((size_t)n, sizeof(float));
-    if (!c->weight || !c->bias) {
+    c->weight = alloy_calloc((size_t)n * (size_t)c->D + (size_t)n, sizeof(float)); // W, then b: one block to train
+    c->bias = c->weight ? c->weight + (size_t)n * (size_t)c->D : NULL;
+    if (!c->weight) {
         alloy_combiner_destroy(c);
         return ALLOY_STATUS_NOMEM;
     }
@@ -144,7 +145,7 @@ alloy_status alloy_combiner_save(const alloy_combiner *c, const char *dir) {
     return s;
 }
 
-alloy_status alloy_combiner_load(alloy_combiner **out, const char *dir) {
+static alloy_status load_folder(alloy_combiner **out, const char *dir) {
     *out = NULL;
     char *jp = alloy_path_join(dir, "combiner.json"), *wp = alloy_path_join(dir, "combiner.safetensors");
     cJSON *j = NULL;
@@ -219,6 +220,17 @@ alloy_status alloy_combiner_load(alloy_combiner **out, const char *dir) {
     alloy_free(wp);
     if (s) alloy_combiner_destroy(c);
     else *out = c;
+    return s;
+}
+
+alloy_status alloy_combiner_load(alloy_combiner **out, const char *dir) {
+    char *jp = alloy_path_join(dir, "combiner.json"), *lp = alloy_path_join(dir, "latest"), *ck = NULL;
+    alloy_status s = (!jp || !lp) ? ALLOY_STATUS_NOMEM : ALLOY_STATUS_OK;
+    if (!s && !alloy_path_exists(jp) && alloy_path_exists(lp)) s = alloy_run_latest(dir, &ck); // a training run
+    if (!s) s = load_folder(out, ck ? ck : dir);
+    alloy_free(jp);
+    alloy_free(lp);
+    alloy_free(ck);
     return s;
 }
 
@@ -309,13 +321,14 @@ alloy_combiner_train_options alloy_combiner_train_defaults(void) {
     o.seq = 128;
     o.lr = 1e-2;
     o.seed = 1337;
+    o.keep_ckpts = 3;
     o.log_every = 10;
     return o;
 }
 
 /* Runs every member forward on a batch and fills member_logp (n, B·T) with log pᵢ(target) and
  * hidden[i] with member i's final hidden states. */
-static alloy_status members_forward(alloy_model *const *models, int n, const int32_t *inputs, const int32_t *targets,
+alloy_status combiner_members_forward(alloy_model *const *models, int n, const int32_t *inputs, const int32_t *targets,
                                     int B, int T, float *member_logp, const float **hidden) {
     int64_t N = (int64_t)B * T;
     for (int i = 0; i < n; i++) {
@@ -347,7 +360,7 @@ static alloy_status combiner_score(void *ctx, const int32_t *inputs, const int32
     int n = c->n;
     int64_t N = (int64_t)B * T;
     const float *hidden[ALLOY_COMBINER_MAX] = {0};
-    alloy_status s = members_forward(cs->models, n, inputs, targets, B, T, cs->member_logp, hidden);
+    alloy_status s = combiner_members_forward(cs->models, n, inputs, targets, B, T, cs->member_logp, hidden);
     if (s) return s;
     alloy_combiner_gate_forward(cs->gates, c, hidden, N);
     double log_uniform[ALLOY_COMBINER_MAX];
@@ -367,7 +380,7 @@ static alloy_status combiner_score(void *ctx, const int32_t *inputs, const int32
 /* Held-out losses of each member, the uniform mixture and the gate over the val split, B
  * windows at a time through the buffers of alloy_combiner_train (member_logp (n, B·T), gates
  * (B·T, n)). */
-static alloy_status combiner_eval(const alloy_combiner *c, alloy_model *const *models, const alloy_dataset *ds, int B,
+alloy_status combiner_eval(const alloy_combiner *c, alloy_model *const *models, const alloy_dataset *ds, int B,
                                   int T, int64_t max_windows, float *member_logp, float *gates, alloy_combiner_report *rep) {
     int n = c->n;
     combiner_source cs = {c, models, member_logp, gates};
@@ -383,10 +396,9 @@ static alloy_status combiner_eval(const alloy_combiner *c, alloy_model *const *m
     return ALLOY_STATUS_OK;
 }
 
-/* Records what made the combiner and its held-out report in c->training_json, and the
- * report as the "eval" line of the metrics file mf (if not NULL). */
-static void record_training(alloy_combiner *c, const alloy_dataset *ds, const alloy_combiner_train_options *o,
-                            const alloy_combiner_report *r, FILE *mf) {
+/* Records what made the combiner and its held-out report in c->training_json. */
+void combiner_record_training(alloy_combiner *c, const alloy_dataset *ds, const alloy_combiner_train_options *o,
+                              const alloy_combiner_report *r) {
     int n = c->n, B = o->batch, T = o->seq;
     cJSON *t = cJSON_CreateObject(), *ml = cJSON_CreateArray();
     char seed[24];
@@ -409,98 +421,4 @@ static void record_training(alloy_combiner *c, const alloy_dataset *ds, const al
     c->training_json = text ? alloy_strdup(text) : NULL;
     cJSON_free(text);
     cJSON_Delete(t);
-    if (mf) {
-        fprintf(mf, "{\"type\":\"eval\",\"split\":\"val\",\"tokens\":%lld,\"member_loss\":[", (long long)r->tokens);
-        for (int i = 0; i < n; i++) fprintf(mf, "%s%.6f", i ? "," : "", r->member_loss[i]);
-        fprintf(mf, "],\"uniform_loss\":%.6f,\"learned_loss\":%.6f}\n", r->uniform_loss, r->learned_loss);
-    }
-}
-
-alloy_status alloy_combiner_train(alloy_combiner *c, alloy_model *const *models, int n, const alloy_dataset *ds,
-                                  const alloy_combiner_train_options *o, alloy_combiner_report *report) {
-    alloy_status s = alloy_combiner_check(c, models, n);
-    if (s) return s;
-    int B = o->batch, T = o->seq;
-    if (o->steps < 1 || B < 1 || T < 1 || !(o->lr > 0.0 && o->lr < 10.0) || !(o->weight_decay >= 0.0f) ||
-        o->eval_windows < 0)
-        return alloy_fail(ALLOY_STATUS_USAGE, "combiner training needs steps, batch and seq >= 1, lr in (0, 10), "
-                                              "weight decay >= 0");
-    for (int i = 0; i < n; i++)
-        if (B > models[i]->max_B || T > models[i]->max_T)
-            return alloy_fail(ALLOY_STATUS_USAGE, "batch %d x %d does not fit ensemble member %d's buffers (%d x %d)", B, T, i,
-                              models[i]->max_B, models[i]->max_T);
-    if (ds->vocab_size > (uint32_t)c->vocab_size)
-        return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the data's tokens go up to id %u but the members' vocabulary has %d",
-                          ds->dir, ds->vocab_size - 1, c->vocab_size);
-    int64_t N = (int64_t)B * T;
-    size_t nw = (size_t)n * (size_t)c->D;
-    float *logp = alloy_malloc(sizeof(float) * (size_t)(n * N)), *gates = alloy_malloc(sizeof(float) * (size_t)(n * N));
-    float *dw = alloy_calloc(nw, sizeof(float)), *mw = alloy_calloc(nw, sizeof(float)), *vw = alloy_calloc(nw, sizeof(float));
-    float db[ALLOY_COMBINER_MAX], mb[ALLOY_COMBINER_MAX] = {0}, vb[ALLOY_COMBINER_MAX] = {0};
-    alloy_loader *l = NULL;
-    FILE *mf = NULL;
-    if (!logp || !gates || !dw || !mw || !vw) s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the combiner's training");
-    if (!s) s = alloy_loader_create(&l, ds, ALLOY_SPLIT_TRAIN, B, T, o->seed);
-    if (!s && o->metrics && !(mf = fopen(o->metrics, "w")))
-        s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot open for writing", o->metrics);
-    alloy_schedule sched = {.max_lr = o->lr, .min_lr = o->lr / 10.0, .warmup_steps = o->steps / 10, .total_steps = o->steps};
-    alloy_progress prog;
-    alloy_progress_init(&prog, stderr, 1);
-    double t0 = alloy_time_now();
-    float loss = 0.0f;
-    for (int64_t step = 0; step < o->steps && !s; step++) {
-        alloy_loader_next(l);
-        const float *hidden[ALLOY_COMBINER_MAX];
-        s = members_forward(models, n, l->inputs, l->targets, B, T, logp, hidden);
-        if (s) break;
-        memset(dw, 0, sizeof(float) * nw);
-        memset(db, 0, sizeof db);
-        alloy_combiner_loss_backward(&loss, dw, db, gates, c, hidden, logp, N, 1.0f);
-        double gn = sqrt(sum_squares(dw, (int64_t)nw) + sum_squares(db, n));
-        if (!isfinite(gn) || !isfinite(loss)) {
-            s = alloy_fail(ALLOY_STATUS_RANGE, "combiner step %lld: the loss or gradient is not finite", (long long)step + 1);
-            break;
-        }
-        float lr = (float)alloy_schedule_lr(&sched, step);
-        adamw_update(c->weight, dw, mw, vw, (int64_t)nw, lr, 0.9f, 0.999f, 1e-8f, o->weight_decay, 1.0f, step + 1);
-        adamw_update(c->bias, db, mb, vb, n, lr, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f, step + 1);
-        if (mf) {
-            // the gate's mean weight per member over this batch, with the gates after the update
-            alloy_combiner_gate_forward(gates, c, hidden, N);
-            fprintf(mf, "{\"type\":\"train\",\"step\":%lld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"gate_mean\":[",
-                    (long long)step + 1, (double)loss, (double)lr, gn);
-            for (int i = 0; i < n; i++) {
-                double g = 0.0;
-                for (int64_t r = 0; r < N; r++) g += gates[r * n + i];
-                fprintf(mf, "%s%.4f", i ? "," : "", g / (double)N);
-            }
-            fprintf(mf, "],\"elapsed_s\":%.3f}\n", alloy_time_now() - t0);
-            fflush(mf);
-        }
-        bool last = step + 1 == o->steps;
-        if (!o->quiet && (prog.tty || (step + 1) % (o->log_every > 0 ? o->log_every : 10) == 0 || last || step == 0)) {
-            char eta[32];
-            double el = alloy_time_now() - t0;
-            alloy_format_duration(el / (double)(step + 1) * (double)(o->steps - step - 1), eta, sizeof eta);
-            alloy_progress_update(&prog, "combiner step %lld/%lld | loss %.4f | lr %.2e | norm %.3f | ETA %s",
-                                  (long long)step + 1, (long long)o->steps, (double)loss, (double)lr, gn, eta);
-        }
-    }
-    if (!o->quiet) alloy_progress_done(&prog);
-    alloy_combiner_report rep;
-    memset(&rep, 0, sizeof rep);
-    rep.train_loss = loss;
-    if (!s) s = combiner_eval(c, models, ds, B, T, o->eval_windows, logp, gates, &rep);
-    if (!s) {
-        record_training(c, ds, o, &rep, mf);
-        if (report) *report = rep;
-    }
-    if (mf && fclose(mf) != 0 && !s) s = alloy_fail(ALLOY_STATUS_IO, "%s: cannot write", o->metrics);
-    alloy_loader_destroy(l);
-    alloy_free(logp);
-    alloy_free(gates);
-    alloy_free(dw);
-    alloy_free(mw);
-    alloy_free(vw);
-    return s;
 }

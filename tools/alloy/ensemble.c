@@ -20,9 +20,11 @@ static const char help[] =
     "models stay frozen (forward passes only). DIR should hold text the models were not trained\n"
     "on (a held-out part of their data): a gate fitted on their own training text learns to trust\n"
     "whichever memorised it. The models must share the vocabulary and tokenizer.\n"
-    "Writes COMB/combiner.safetensors (gate.weight (N, sum of widths), gate.bias (N)),\n"
-    "COMB/combiner.json (the members' paths, fingerprints and widths, and how it was trained) and\n"
-    "COMB/metrics.jsonl (one line per step, then the held-out evaluation). At the end it scores\n"
+    "COMB is a run folder, as every training verb writes: each checkpoint COMB/checkpoints/step-N\n"
+    "holds combiner.safetensors (gate.weight (N, sum of widths), gate.bias (N)), combiner.json\n"
+    "(the members' paths, fingerprints and widths, and how it was trained) and the optimiser state;\n"
+    "COMB/latest names the newest; COMB/metrics.jsonl has one line per step, then the held-out\n"
+    "evaluation. --combiner COMB takes the run folder or one checkpoint. At the end it scores\n"
     "the val split of DIR: each model alone, the uniform mixture and the learned gate, printed as\n"
     "one JSON line on stdout. Use it with the same models in the same order:\n"
     "    alloy eval --model A B --ensemble learned --combiner COMB --data ...\n"
@@ -31,13 +33,15 @@ static const char help[] =
     "  --model DIR ...       2 to 16 checkpoint or run folders, the ensemble's members in order\n"
     "  --data DIR            token shards (alloy prepare): train-*.bin trains the gate, val-*.bin\n"
     "                        (or --val-fraction of it) scores it\n"
-    "  --out COMB            the combiner folder to write (files replaced atomically)\n"
+    "  --out COMB            the run folder to write (refused if it holds a run)\n"
     "  --steps N             AdamW steps (default 200)\n"
     "  --lr X                peak learning rate (default 1e-2; warm-up over steps/10, cosine to lr/10)\n"
     "  --weight-decay X      on W (default 0)\n"
     "  --batch B             windows per step (default 8)\n"
     "  --seq T               tokens per window (default: 128, at most the models' context)\n"
     "  --seed S              data order (default 1337)\n"
+    "  --ckpt-every N        steps between checkpoints (default 0: at the end and on Ctrl-C)\n"
+    "  --keep N              checkpoints kept (default 3)\n"
     "  --val-fraction X      without val-*.bin shards, the share of windows held out (default 0.05)\n"
     "  --eval-windows N      held-out windows scored at the end (default 0: all)\n"
     "  --log-every N         progress line every N steps when not on a terminal (default 10)\n"
@@ -63,6 +67,7 @@ int cmd_ensemble(int argc, char **argv) {
 static int ensemble_train(int argc, char **argv, cli_list *models_) {
     cli_list models = {0};
     const char *data = NULL, *out = NULL;
+    int64_t ckpt_every = 0;
     alloy_combiner_train_options o = alloy_combiner_train_defaults();
     double val_fraction = 0.05;
     int threads = 0;
@@ -74,6 +79,7 @@ static int ensemble_train(int argc, char **argv, cli_list *models_) {
         {"seed", CLI_U64, &o.seed, false},     {"val-fraction", CLI_DBL, &val_fraction, false},
         {"eval-windows", CLI_I64, &o.eval_windows, false}, {"log-every", CLI_INT, &o.log_every, false},
         {"threads", CLI_INT, &threads, false}, {"quiet", CLI_BOOL, &o.quiet, false},
+        {"ckpt-every", CLI_I64, &ckpt_every, false}, {"keep", CLI_INT, &o.keep_ckpts, false},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]);
     int r = cli_parse("ensemble train", argc, argv, flags, nf, help, NULL);
@@ -87,12 +93,14 @@ static int ensemble_train(int argc, char **argv, cli_list *models_) {
     if (!(o.lr > 0.0 && o.lr < 10.0)) return cli_usage("ensemble train", "--lr must lie in (0, 10)");
     if (!(o.weight_decay >= 0.0f)) return cli_usage("ensemble train", "--weight-decay must be >= 0");
     if (!(val_fraction >= 0.0 && val_fraction < 1.0)) return cli_usage("ensemble train", "--val-fraction must lie in [0, 1)");
+    if (strlen(out) >= sizeof o.out_dir) return cli_usage("ensemble train", "--out: path too long");
+    strcpy(o.out_dir, out);
+    o.ckpt_every = ckpt_every;
     bool seq_given = cli_find(flags, nf, "seq")->seen;
     cli_set_threads(threads);
 
     alloy_checkpoint *cks[ALLOY_COMBINER_MAX] = {0};
     const char *dirs[ALLOY_COMBINER_MAX] = {0}; // their checkpoint folders (owned by cks)
-    char *mpath = NULL;
     alloy_model *ms[ALLOY_COMBINER_MAX] = {0};
     alloy_dataset *ds = NULL;
     alloy_combiner *c = NULL;
@@ -113,14 +121,12 @@ static int ensemble_train(int argc, char **argv, cli_list *models_) {
     for (int i = 0; i < n && !s; i++) s = alloy_model_load(&ms[i], dirs[i], o.batch, o.seq);
     if (!s) s = alloy_dataset_open(&ds, data, val_fraction);
     if (!s) s = alloy_combiner_create(&c, ms, (const char *const *)dirs, n);
-    if (!s) s = alloy_mkdir_p(out);
-    if (!s && !(mpath = alloy_path_join(out, "metrics.jsonl"))) s = ALLOY_STATUS_NOMEM;
-    o.metrics = mpath;
+    if (!s) s = alloy_run_check_new(out);
     if (!s && !o.quiet)
         fprintf(stderr, "alloy ensemble train: a gate over %d models (input width %d) on %s, %lld steps of %d x %d tokens\n", n,
                 c->D, data, (long long)o.steps, o.batch, o.seq);
-    if (!s) s = alloy_combiner_train(c, ms, n, ds, &o, &rep);
-    if (!s) s = alloy_combiner_save(c, out);
+    o.stop = cli_catch_stop();
+    if (!s) s = alloy_combiner_train(c, ms, n, ds, &o, NULL, &rep);
     if (!s) {
         printf("{\"combiner\":\"%s\",\"data\":\"%s\",\"steps\":%lld,\"val_tokens\":%lld,\"member_loss\":[", out, data,
                (long long)o.steps, (long long)rep.tokens);
@@ -140,6 +146,5 @@ static int ensemble_train(int argc, char **argv, cli_list *models_) {
         alloy_model_destroy(ms[i]);
         alloy_checkpoint_close(cks[i]);
     }
-    alloy_free(mpath);
-    return s ? cli_fail("ensemble", s) : 0;
+    return s ? cli_fail("ensemble", s) : *o.stop ? 130 : 0;
 }
