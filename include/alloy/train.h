@@ -206,6 +206,21 @@ typedef struct alloy_run_result {
 
 alloy_run_options alloy_run_defaults(void);
 
+/* Option-schema rows (alloy/options.h) that every training verb's options share: the AdamW
+ * settings of the member `adamw`, and the checkpoint and progress cadence (ckpt_every,
+ * keep_ckpts as --keep, log_every, quiet). */
+#define ALLOY_OPT_ADAMW_ROWS(TYPE)                                                                              \
+    ALLOY_OPT_NAMED(TYPE, adamw.beta1, "beta1", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW beta1"),                 \
+    ALLOY_OPT_NAMED(TYPE, adamw.beta2, "beta2", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW beta2"),                 \
+    ALLOY_OPT_NAMED(TYPE, adamw.eps, "eps", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW epsilon"),                   \
+    ALLOY_OPT_NAMED(TYPE, adamw.weight_decay, "weight_decay", NULL, ALLOY_OPT_FLOAT, 0, NULL, "decoupled weight decay"), \
+    ALLOY_OPT_NAMED(TYPE, adamw.grad_clip, "grad_clip", NULL, ALLOY_OPT_FLOAT, 0, NULL, "global gradient-norm clip (0: off)")
+#define ALLOY_OPT_CADENCE_ROWS(TYPE)                                                                            \
+    ALLOY_OPT_ROW(TYPE, ckpt_every, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "steps between checkpoints"),            \
+    ALLOY_OPT_NAMED(TYPE, keep_ckpts, "keep_ckpts", "keep", ALLOY_OPT_INT, ALLOY_OPT_RESUME, NULL, "checkpoints kept"), \
+    ALLOY_OPT_ROW(TYPE, log_every, ALLOY_OPT_INT, ALLOY_OPT_NOSAVE, "a progress line every n steps off a terminal"), \
+    ALLOY_OPT_ROW(TYPE, quiet, ALLOY_OPT_BOOL, ALLOY_OPT_NOSAVE, "no progress output")
+
 /* Fills the run options RO from a verb's options struct O whose fields share the run's names
  * (out_dir, steps, grad_accum, lr, min_lr, warmup, adamw, seed, eval_every, ckpt_every,
  * keep_ckpts, log_every, quiet, resume_mode, stop): the training verbs' structs all do. */
@@ -240,6 +255,11 @@ alloy_status alloy_run_optimizer_step(alloy_run *run, float lr, float *grad_norm
 typedef alloy_status (*alloy_options_parser)(void *opts, const struct cJSON *options, const char *what);
 alloy_status alloy_run_resume_state(const char *dir, char **ckpt, alloy_options_parser parse, void *opts, char *out_dir,
                                     size_t out_dir_size);
+
+/* alloy_run_resume_state reading the options through their schema (alloy/options.h): FORMAT when
+ * they lack the key `need` (may be NULL), which tells one kind of run from another. */
+alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *need,
+                                      void *opts, char *out_dir, size_t out_dir_size);
 
 /* USAGE when dir already holds a run (a `latest` file), naming it and what to do instead. */
 alloy_status alloy_run_check_new(const char *dir);

@@ -62,11 +62,7 @@ static const alloy_option ppo_rows[] = {
     ROW(top_k, ALLOY_OPT_INT, 0, "top-k (0: off)"),
     ROW(top_p, ALLOY_OPT_FLOAT, 0, "top-p (1: off)"),
     ROW(lr, ALLOY_OPT_DOUBLE, 0, "constant learning rate"),
-    NAMED(adamw.beta1, "beta1", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW beta1"),
-    NAMED(adamw.beta2, "beta2", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW beta2"),
-    NAMED(adamw.eps, "eps", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW epsilon"),
-    NAMED(adamw.weight_decay, "weight_decay", NULL, ALLOY_OPT_FLOAT, 0, NULL, "decoupled weight decay"),
-    NAMED(adamw.grad_clip, "grad_clip", NULL, ALLOY_OPT_FLOAT, 0, NULL, "global gradient-norm clip"),
+    ALLOY_OPT_ADAMW_ROWS(alloy_ppo_options),
     NAMED(ppo.gamma, "gamma", NULL, ALLOY_OPT_DOUBLE, 0, NULL, "discount"),
     NAMED(ppo.lam, "lam", NULL, ALLOY_OPT_DOUBLE, 0, NULL, "GAE lambda"),
     NAMED(ppo.cliprange, "cliprange", NULL, ALLOY_OPT_DOUBLE, 0, NULL, "policy ratio clip"),
@@ -80,10 +76,7 @@ static const alloy_option ppo_rows[] = {
     ROW(adaptive_kl, ALLOY_OPT_BOOL, ALLOY_OPT_VALUED, "adapt beta: on or off"),
     ROW(missing_eos_penalty, ALLOY_OPT_DOUBLE, ALLOY_OPT_OPTIONAL, "subtracted from a cut-off response's score"),
     ROW(seed, ALLOY_OPT_UINT64, 0, "prompt order, sampling, minibatch order"),
-    ROW(ckpt_every, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "steps between checkpoints"),
-    NAMED(keep_ckpts, "keep_ckpts", "keep", ALLOY_OPT_INT, ALLOY_OPT_RESUME, NULL, "checkpoints kept"),
-    ROW(log_every, ALLOY_OPT_INT, ALLOY_OPT_NOSAVE, "a progress line every n steps off a terminal"),
-    ROW(quiet, ALLOY_OPT_BOOL, ALLOY_OPT_NOSAVE, "no progress output"),
+    ALLOY_OPT_CADENCE_ROWS(alloy_ppo_options),
 };
 #undef ROW
 #undef NAMED
@@ -93,24 +86,11 @@ const alloy_schema *alloy_ppo_schema(void) {
     return &s;
 }
 
-static alloy_status options_from_json(alloy_ppo_options *o, const cJSON *j, const char *what) {
-    const cJSON *obj = cJSON_GetObjectItemCaseSensitive(j, "objective");
-    if (cJSON_IsString(obj) && strcmp(obj->valuestring, "ppo"))
-        return alloy_fail(ALLOY_STATUS_USAGE, "%s: an alloy %s run, not a ppo run", what, obj->valuestring);
-    o->missing_eos_penalty = 0.0; // absent from runs saved before it existed
-    alloy_status s = alloy_options_load(alloy_ppo_schema(), o, j, what);
-    if (!s) o->tmpl_set = true;
-    return s;
-}
-
-static alloy_status parse_ppo_options(void *o, const cJSON *j, const char *what) {
-    if (!cJSON_GetObjectItemCaseSensitive(j, "objective"))
-        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of an alignment run (no \"options\" with an \"objective\")", what);
-    return options_from_json(o, j, what);
-}
-
 alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, char **ckpt) {
-    return alloy_run_resume_state(dir, ckpt, parse_ppo_options, o, o->out_dir, sizeof o->out_dir);
+    o->missing_eos_penalty = 0.0; // absent from runs saved before it existed
+    alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_ppo_schema(), "objective", o, o->out_dir, sizeof o->out_dir);
+    if (!s) o->tmpl_set = true; // the run's own
+    return s;
 }
 
 #define BAD(opt, ...) alloy_fail_option(ALLOY_STATUS_USAGE, opt, __VA_ARGS__)

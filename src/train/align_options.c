@@ -57,22 +57,15 @@ static const alloy_option align_rows[] = {
     ROW(lr, ALLOY_OPT_DOUBLE, 0, "peak learning rate"),
     ROW(min_lr, ALLOY_OPT_DOUBLE, 0, "final learning rate (default lr / 10)"),
     ROW(warmup, ALLOY_OPT_INT64, 0, "warm-up steps"),
-    NAMED(adamw.beta1, "beta1", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW beta1"),
-    NAMED(adamw.beta2, "beta2", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW beta2"),
-    NAMED(adamw.eps, "eps", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW epsilon"),
-    NAMED(adamw.weight_decay, "weight_decay", NULL, ALLOY_OPT_FLOAT, 0, NULL, "decoupled weight decay"),
-    NAMED(adamw.grad_clip, "grad_clip", NULL, ALLOY_OPT_FLOAT, 0, NULL, "global gradient-norm clip (0: off)"),
+    ALLOY_OPT_ADAMW_ROWS(alloy_align_options),
     ROW(seed, ALLOY_OPT_UINT64, 0, "data order, held-out choice, a new reward head"),
     ROW(val_fraction, ALLOY_OPT_DOUBLE, 0, "held out when --val is not given"),
     ROW(eval_every, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "steps between evaluations"),
     ROW(eval_batches, ALLOY_OPT_INT, ALLOY_OPT_RESUME, "micro-batches per evaluation (0: all)"),
-    ROW(ckpt_every, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "steps between checkpoints"),
-    NAMED(keep_ckpts, "keep_ckpts", "keep", ALLOY_OPT_INT, ALLOY_OPT_RESUME, NULL, "checkpoints kept"),
     NAMED(dpo.beta, "dpo_beta", "beta", ALLOY_OPT_DOUBLE, 0, NULL, "DPO: beta"),
     NAMED(dpo.loss, "dpo_loss", "loss", ALLOY_OPT_ENUM, 0, dpo_losses, "DPO: sigmoid or ipo"),
     NAMED(dpo.label_smoothing, "label_smoothing", NULL, ALLOY_OPT_DOUBLE, 0, NULL, "DPO: label smoothing"),
-    ROW(log_every, ALLOY_OPT_INT, ALLOY_OPT_NOSAVE, "a progress line every n steps off a terminal"),
-    ROW(quiet, ALLOY_OPT_BOOL, ALLOY_OPT_NOSAVE, "no progress output"),
+    ALLOY_OPT_CADENCE_ROWS(alloy_align_options),
 };
 #undef ROW
 #undef NAMED
@@ -82,21 +75,10 @@ const alloy_schema *alloy_align_schema(void) {
     return &s;
 }
 
-static alloy_status options_from_json(alloy_align_options *o, const cJSON *j, const char *what) {
-    alloy_status s = alloy_options_load(alloy_align_schema(), o, j, what);
-    if (!s) o->tmpl_set = true;
-    return s;
-}
-
-/* The saved options of an alignment run (whose "options" name an "objective"). */
-static alloy_status parse_saved(void *o, const cJSON *j, const char *what) {
-    if (!cJSON_GetObjectItemCaseSensitive(j, "objective"))
-        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of an alignment run (no \"options\" with an \"objective\")", what);
-    return options_from_json(o, j, what);
-}
-
 alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o, char **ckpt) {
-    return alloy_run_resume_state(dir, ckpt, parse_saved, o, o->out_dir, sizeof o->out_dir);
+    alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_align_schema(), "objective", o, o->out_dir, sizeof o->out_dir);
+    if (!s) o->tmpl_set = true; // the run's own
+    return s;
 }
 
 #define BAD(opt, ...) alloy_fail_option(ALLOY_STATUS_USAGE, opt, __VA_ARGS__)

@@ -45,6 +45,28 @@ void moe_step_print(char *buf, size_t size, const moe_step *ms, const alloy_mode
 /* align_options.c, for the alignment run: USAGE naming the option that is out of range. */
 alloy_status align_check_options(const alloy_align_options *o);
 
+/* The LM objective of one run (lm.c, lm_state.c). */
+typedef struct lm_obj {
+    const alloy_train_options *opt;
+    alloy_dataset *ds;
+    alloy_model *model;
+    alloy_loader *train, *val;
+    alloy_rng rng;        /* for losses that sample; saved and restored by the run */
+    char *init;           /* --init resolved to its checkpoint folder (NULL: none) */
+    char *tokenizer_json; /* the data's tokenizer.json, copied into every checkpoint; NULL if none */
+    size_t tokenizer_len;
+    double loss;          /* this step's mean loss */
+    float val_loss;       /* the last evaluation's */
+    moe_step ms;          /* this step's routing (MoE models) */
+} lm_obj;
+
+/* lm_state.c: the LM objective's checkpoint hooks (alloy_objective's save, load, state_save,
+ * state_load), ctx an lm_obj. */
+alloy_status lm_save(void *ctx, const char *dir);
+alloy_status lm_load(void *ctx, const char *dir);
+alloy_status lm_state_save(void *ctx, struct cJSON *j);
+alloy_status lm_state_load(void *ctx, const struct cJSON *j, const char *what);
+
 /* lm_options.c, for lm.c: the LM objective's option checks, derived defaults (min_lr, warmup),
  * the model's config (resumed, --init, a config file or a preset sized to the data), and the
  * check that data and model read text alike (the data's tokenizer.json goes to *json). */

@@ -22,19 +22,6 @@
 /* ---- the objective ---- */
 
 
-typedef struct lm_obj {
-    const alloy_train_options *opt;
-    alloy_dataset *ds;
-    alloy_model *model;
-    alloy_loader *train, *val;
-    alloy_rng rng;        /* for losses that sample; saved and restored by the run */
-    char *init;           /* --init resolved to its checkpoint folder (NULL: none) */
-    char *tokenizer_json; /* the data's tokenizer.json, copied into every checkpoint; NULL if none */
-    size_t tokenizer_len;
-    double loss;          /* this step's mean loss */
-    float val_loss;       /* the last evaluation's */
-    moe_step ms;          /* this step's routing (MoE models) */
-} lm_obj;
 
 
 static alloy_status lm_micro_batch(void *ctx, int micro, float grad_scale) {
@@ -105,55 +92,6 @@ static void lm_report(void *ctx, alloy_run_phase phase, alloy_run_report *r) {
     r->tokens = (double)c->opt->batch * c->opt->seq * c->opt->grad_accum;
     snprintf(r->fields, sizeof r->fields, ",\"loss\":%.6f", c->loss);
     if (c->model->config.n_experts > 0) moe_step_print(r->tail, sizeof r->tail, &c->ms, c->model);
-}
-
-/* The model's files, the loss's own state (alloy_train_loss.save), the data's tokenizer. */
-static alloy_status lm_save(void *ctx, const char *dir) {
-    lm_obj *c = ctx;
-    const alloy_train_loss *l = c->opt->objective;
-    alloy_status s = alloy_model_save(c->model, dir);
-    if (!s && l && l->save) s = l->save(l->ctx, dir);
-    if (!s && c->tokenizer_json) {
-        char *p = alloy_path_join(dir, "tokenizer.json");
-        s = p ? alloy_write_file_atomic(p, c->tokenizer_json, c->tokenizer_len) : ALLOY_STATUS_NOMEM;
-        alloy_free(p);
-    }
-    return s;
-}
-
-static alloy_status lm_load(void *ctx, const char *dir) {
-    const alloy_train_loss *l = ((lm_obj *)ctx)->opt->objective;
-    return l && l->load ? l->load(l->ctx, dir) : ALLOY_STATUS_OK;
-}
-
-static alloy_status lm_state_save(void *ctx, cJSON *j) {
-    lm_obj *c = ctx;
-    char fp[24];
-    snprintf(fp, sizeof fp, "%016" PRIx64, c->ds->fingerprint);
-    cJSON_AddNumberToObject(j, "epoch", (double)c->train->epoch);
-    cJSON_AddNumberToObject(j, "cursor", (double)c->train->cursor);
-    cJSON_AddStringToObject(j, "data_fingerprint", fp);
-    cJSON *o = alloy_options_save(alloy_train_schema(), c->opt);
-    if (!o) return ALLOY_STATUS_NOMEM;
-    cJSON_AddItemToObject(j, "options", o);
-    return ALLOY_STATUS_OK;
-}
-
-static alloy_status lm_state_load(void *ctx, const cJSON *j, const char *what) {
-    lm_obj *c = ctx;
-    int64_t epoch = 0, cursor = 0;
-    const char *fp = NULL;
-    alloy_status s = alloy_json_get_int(j, "epoch", what, &epoch);
-    if (!s) s = alloy_json_get_int(j, "cursor", what, &cursor);
-    if (!s) s = alloy_json_get_string(j, "data_fingerprint", what, &fp);
-    if (!s) {
-        char want[24];
-        snprintf(want, sizeof want, "%016" PRIx64, c->ds->fingerprint);
-        if (strcmp(fp, want) != 0)
-            return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the data in %s has changed since this run started", what, c->ds->dir);
-    }
-    if (!s && (s = alloy_loader_seek(c->train, epoch, cursor))) alloy_error_prefix("%s", what);
-    return s;
 }
 
 static void lm_describe(void *ctx, char *buf, size_t size) {

@@ -54,24 +54,17 @@ static const alloy_option train_rows[] = {
     ROW(lr, ALLOY_OPT_DOUBLE, 0, "peak learning rate"),
     ROW(min_lr, ALLOY_OPT_DOUBLE, 0, "final learning rate (default lr / 10)"),
     ROW(warmup, ALLOY_OPT_INT64, 0, "warm-up steps (default min(steps / 10, 100))"),
-    NAMED(adamw.beta1, "beta1", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW beta1"),
-    NAMED(adamw.beta2, "beta2", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW beta2"),
-    NAMED(adamw.eps, "eps", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW epsilon"),
-    NAMED(adamw.weight_decay, "weight_decay", NULL, ALLOY_OPT_FLOAT, 0, NULL, "decoupled weight decay"),
-    NAMED(adamw.grad_clip, "grad_clip", NULL, ALLOY_OPT_FLOAT, 0, NULL, "global gradient-norm clip (0: off)"),
+    ALLOY_OPT_ADAMW_ROWS(alloy_train_options),
     ROW(seed, ALLOY_OPT_UINT64, 0, "initialisation and data order"),
     ROW(val_fraction, ALLOY_OPT_DOUBLE, 0, "held out when the data has no val shards"),
     ROW(eval_every, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "steps between evaluations"),
     ROW(eval_batches, ALLOY_OPT_INT, ALLOY_OPT_RESUME, "batches per evaluation"),
-    ROW(ckpt_every, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "steps between checkpoints"),
-    NAMED(keep_ckpts, "keep_ckpts", "keep", ALLOY_OPT_INT, ALLOY_OPT_RESUME, NULL, "checkpoints kept"),
     NAMED(precision, "dtype", NULL, ALLOY_OPT_ENUM, ALLOY_OPT_OPTIONAL, precisions, "matrix products: f32 or bf16"),
     ROW(recompute, ALLOY_OPT_BOOL, ALLOY_OPT_OPTIONAL | ALLOY_OPT_RESUME, "activation recomputation"),
     NAMED(train_only, "train_only", NULL, ALLOY_OPT_ENUM, ALLOY_OPT_OPTIONAL, train_onlys, "which parameters train"),
     ROW(aux_loss_coef, ALLOY_OPT_DOUBLE, ALLOY_OPT_OPTIONAL, "MoE load-balancing coefficient"),
     NAMED(objective_json, "objective", NULL, ALLOY_OPT_STRING, ALLOY_OPT_OPTIONAL | ALLOY_OPT_NOFLAG, NULL, NULL),
-    ROW(log_every, ALLOY_OPT_INT, ALLOY_OPT_NOSAVE, "a progress line every n steps off a terminal"),
-    ROW(quiet, ALLOY_OPT_BOOL, ALLOY_OPT_NOSAVE, "no progress output"),
+    ALLOY_OPT_CADENCE_ROWS(alloy_train_options),
 };
 #undef ROW
 #undef NAMED
@@ -81,14 +74,8 @@ const alloy_schema *alloy_train_schema(void) {
     return &s;
 }
 
-static alloy_status options_from_json(alloy_train_options *o, const cJSON *j, const char *what) {
-    return alloy_options_load(alloy_train_schema(), o, j, what);
-}
-
-static alloy_status parse_saved(void *o, const cJSON *j, const char *what) { return options_from_json(o, j, what); }
-
 alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *opt, char **ckpt) {
-    return alloy_run_resume_state(dir, ckpt, parse_saved, opt, opt->out_dir, sizeof opt->out_dir);
+    return alloy_run_resume_options(dir, ckpt, alloy_train_schema(), NULL, opt, opt->out_dir, sizeof opt->out_dir);
 }
 
 

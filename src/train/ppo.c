@@ -132,48 +132,6 @@ void alloy_kl_controller_update(alloy_kl_controller *k, double current_kl, int64
     k->value *= 1.0 + err * (double)n_steps / k->horizon;
 }
 
-/* ---- the value head ---- */
-
-static const char *const vhead_names[2] = {"v_head.summary.weight", "v_head.summary.bias"};
-
-alloy_status alloy_ppo_value_model_create(alloy_reward_model **out, alloy_model *policy) {
-    alloy_status s = alloy_reward_model_create(out, policy, 0);
-    if (s) return s;
-    alloy_reward_model *pv = *out;
-    for (int i = 0; i < 2; i++) snprintf(pv->head_tensors[i].name, sizeof pv->head_tensors[i].name, "%s", vhead_names[i]);
-    memset(pv->head, 0, sizeof(float) * pv->head_floats);
-    return ALLOY_STATUS_OK;
-}
-
-alloy_status alloy_ppo_value_head_save(const alloy_reward_model *pv, const char *path) {
-    alloy_st_entry e[2];
-    memset(e, 0, sizeof e);
-    for (int i = 0; i < 2; i++) {
-        const alloy_tensor_info *t = &pv->head_tensors[i];
-        e[i].name = t->name;
-        e[i].dtype = ALLOY_DTYPE_F32;
-        e[i].ndim = t->ndim;
-        for (int d = 0; d < t->ndim; d++) e[i].shape[d] = t->shape[d];
-        e[i].data = pv->head + t->offset;
-    }
-    static const char *const meta[] = {"format", "pt", "producer", "alloy", NULL};
-    return alloy_safetensors_write(path, e, 2, meta);
-}
-
-alloy_status alloy_ppo_value_head_load(alloy_reward_model *pv, const char *path) {
-    alloy_safetensors *st = NULL;
-    alloy_status s = alloy_safetensors_open(&st, path);
-    for (int i = 0; i < 2 && !s; i++) {
-        const alloy_tensor_info *ti = &pv->head_tensors[i];
-        const alloy_st_tensor *t = alloy_safetensors_find(st, ti->name);
-        if (!t || t->numel != ti->numel || t->ndim != ti->ndim)
-            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: no tensor \"%s\" of %zu values", path, ti->name, ti->numel);
-        else s = alloy_st_tensor_to_f32(st, t, pv->head + ti->offset);
-    }
-    alloy_safetensors_close(st);
-    return s;
-}
-
 /* ---- log-probabilities, values and the step ---- */
 
 /* Rows b·T + t of the batch's targets (in order) into rows; returns their count. */

@@ -251,6 +251,26 @@ alloy_status alloy_run_resume_state(const char *dir, char **ckpt, alloy_options_
     return s;
 }
 
+/* The schema load of a resume, with the key the options must hold. */
+typedef struct schema_parse {
+    const alloy_schema *schema;
+    const char *need; /* a key the saved options must have (NULL: none) */
+} schema_parse;
+
+static alloy_status parse_with_schema(void *ctx, const cJSON *j, const char *what) {
+    const schema_parse *sp = ((void **)ctx)[0];
+    if (sp->need && !cJSON_GetObjectItemCaseSensitive(j, sp->need))
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of this kind of run (its options have no \"%s\")", what, sp->need);
+    return alloy_options_load(sp->schema, ((void **)ctx)[1], j, what);
+}
+
+alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *need,
+                                      void *opts, char *out_dir, size_t out_dir_size) {
+    schema_parse sp = {schema, need};
+    void *ctx[2] = {&sp, opts};
+    return alloy_run_resume_state(dir, ckpt, parse_with_schema, ctx, out_dir, out_dir_size);
+}
+
 /* ---- resuming never destroys ---- */
 
 /* The step of a checkpoint folder name "step-NNNNNNNN", or -1. */
