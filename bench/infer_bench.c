@@ -189,7 +189,7 @@ int main(int argc, char **argv) {
     static const double tol[ALLOY_QTYPE_COUNT] = {1e-5, 1e-3, 4e-2, 0.45, 0.4};
     alloy_qtype types[8];
     for (int f = 0; f < n_fmt; f++) {
-        if (!alloy_qtype_parse(fmt[f], &types[f])) {
+        if (alloy_qtype_parse(fmt[f], &types[f])) {
             fprintf(stderr, "infer_bench: unknown format '%s'\n", fmt[f]);
             return 2;
         }

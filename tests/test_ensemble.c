@@ -49,7 +49,7 @@ static void test_against_reference(void) {
     const char *modes[2] = {"probs", "logits"};
     for (int k = 0; k < 2; k++) {
         alloy_ensemble_mode mode;
-        EXPECT(alloy_ensemble_mode_parse(modes[k], &mode), "mode %s", modes[k]);
+        EXPECT(!alloy_ensemble_mode_parse(modes[k], &mode), "mode %s", modes[k]);
         alloy_ensemble *en;
         REQUIRE(alloy_ensemble_create(&en, ms, w, 3, mode) == ALLOY_STATUS_OK, "%s", alloy_last_error());
         REQUIRE(alloy_ensemble_logprobs(en, tok, B, T, logp) == ALLOY_STATUS_OK, "%s", alloy_last_error());
@@ -129,7 +129,7 @@ static void test_eval_and_refusals(void) {
     EXPECT(alloy_ensemble_create(&e, many, NULL, ALLOY_ENSEMBLE_MAX_MEMBERS + 1, ALLOY_ENSEMBLE_PROBS) == ALLOY_STATUS_USAGE,
            "%d models accepted", ALLOY_ENSEMBLE_MAX_MEMBERS + 1);
     alloy_ensemble_mode m;
-    EXPECT(!alloy_ensemble_mode_parse("median", &m), "unknown mode parsed");
+    EXPECT(alloy_ensemble_mode_parse("median", &m), "unknown mode parsed");
     alloy_model_destroy(v2);
     alloy_model_destroy(a);
     alloy_model_destroy(b);

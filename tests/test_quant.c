@@ -183,7 +183,7 @@ static void test_formats(void) {
     for (int i = 0; i < NTYPES; i++) {
         alloy_qtype t = ALL[i], back = ALLOY_QTYPE_COUNT;
         EXPECT(strcmp(alloy_qtype_name(t), names[i]) == 0, "name of %d: %s", i, alloy_qtype_name(t));
-        EXPECT(alloy_qtype_parse(names[i], &back) && back == t, "parse %s", names[i]);
+        EXPECT(!alloy_qtype_parse(names[i], &back) && back == t, "parse %s", names[i]);
         EXPECT(alloy_qtype_block_elems(t) == elems[i], "block elems of %s", names[i]);
         EXPECT(alloy_qtype_block_bytes(t) == bytes[i], "block bytes of %s", names[i]);
         EXPECT(alloy_quant_row_bytes(t, 4096) == 4096 / elems[i] * bytes[i], "row bytes of %s", names[i]);
@@ -195,10 +195,10 @@ static void test_formats(void) {
         }
     }
     alloy_qtype q = ALLOY_QTYPE_F32;
-    EXPECT(alloy_qtype_parse("Q4_K", &q) && q == ALLOY_QTYPE_Q4_K, "parse is case-insensitive");
+    EXPECT(!alloy_qtype_parse("Q4_K", &q) && q == ALLOY_QTYPE_Q4_K, "parse is case-insensitive");
     q = ALLOY_QTYPE_F16;
-    EXPECT(!alloy_qtype_parse("q4_1", &q) && q == ALLOY_QTYPE_F16, "an unknown name is refused, out untouched");
-    EXPECT(!alloy_qtype_parse("", &q) && !alloy_qtype_parse(NULL, &q), "empty / NULL names");
+    EXPECT(alloy_qtype_parse("q4_1", &q) && q == ALLOY_QTYPE_F16, "an unknown name is refused, out untouched");
+    EXPECT(alloy_qtype_parse("", &q) && alloy_qtype_parse(NULL, &q), "empty / NULL names");
     EXPECT(strcmp(alloy_qtype_name(ALLOY_QTYPE_COUNT), "?") == 0, "out of range name");
     EXPECT(alloy_qtype_block_elems(ALLOY_QTYPE_COUNT) == 0 && alloy_qtype_block_bytes(ALLOY_QTYPE_COUNT) == 0 &&
                alloy_quant_row_bytes(ALLOY_QTYPE_COUNT, 32) == 0,

@@ -91,8 +91,8 @@ static void test_st_roundtrip(void) {
 
     // dtype names
     alloy_dtype d;
-    EXPECT(alloy_dtype_parse("BF16", &d) && d == ALLOY_DTYPE_BF16, "parse BF16");
-    EXPECT(!alloy_dtype_parse("f32", &d) && !alloy_dtype_parse("F8_E4M3", &d) && !alloy_dtype_parse("", &d),
+    EXPECT(!alloy_dtype_parse("BF16", &d) && d == ALLOY_DTYPE_BF16, "parse BF16");
+    EXPECT(alloy_dtype_parse("f32", &d) && alloy_dtype_parse("F8_E4M3", &d) && alloy_dtype_parse("", &d),
            "unknown dtype names");
     EXPECT(alloy_dtype_size(ALLOY_DTYPE_F64) == 8 && alloy_dtype_size(ALLOY_DTYPE_COUNT) == 0, "dtype sizes");
     EXPECT(!strcmp(alloy_dtype_name(ALLOY_DTYPE_U16), "U16") && !strcmp(alloy_dtype_name(ALLOY_DTYPE_COUNT), "?"),

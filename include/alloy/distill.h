@@ -46,7 +46,7 @@ typedef struct alloy_distill_options {
 alloy_distill_options alloy_distill_defaults(void);
 /* "forward_kl", "reverse_kl", "jsd". */
 const char *alloy_divergence_name(alloy_divergence d);
-bool alloy_divergence_parse(const char *name, alloy_divergence *out);
+alloy_status alloy_divergence_parse(const char *name, alloy_divergence *out);
 
 /* The settings as the JSON text alloy_train_options.objective_json holds, and back (FORMAT
  * naming `what` for a bad field). */

@@ -97,7 +97,7 @@ alloy_status alloy_ensemble_create(alloy_ensemble **out, alloy_model *const *mod
                                    alloy_ensemble_mode mode);
 void alloy_ensemble_destroy(alloy_ensemble *e);
 /* "probs", "logits", "learned" (which needs alloy_ensemble_create_learned). */
-bool alloy_ensemble_mode_parse(const char *name, alloy_ensemble_mode *out);
+alloy_status alloy_ensemble_mode_parse(const char *name, alloy_ensemble_mode *out);
 
 /* A learned ensemble: the members (in the combiner's order) must be the ones it was trained
  * over — same vocabulary, widths and fingerprints (MISMATCH naming the member otherwise). The

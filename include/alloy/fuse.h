@@ -58,7 +58,7 @@ typedef enum alloy_merge_method {
 
 /* The recipe name of a method ("ties"), and the reverse (false for an unknown name). */
 const char *alloy_merge_method_name(alloy_merge_method method);
-bool alloy_merge_method_parse(const char *name, alloy_merge_method *out);
+alloy_status alloy_merge_method_parse(const char *name, alloy_merge_method *out);
 
 /* ---- per-tensor methods ------------------------------------------------------------------- */
 /* Each works on `count` floats per input and writes `out` (count); out may not alias an input.

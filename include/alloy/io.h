@@ -45,7 +45,7 @@ size_t alloy_dtype_size(alloy_dtype dtype);
 /* A shape as "[d0, d1, ...]" for messages, cut to fit buf's size bytes. */
 void alloy_format_shape(char *buf, size_t size, const int64_t *shape, int ndim);
 const char *alloy_dtype_name(alloy_dtype dtype);     /* "F32", ... as in safetensors */
-bool alloy_dtype_parse(const char *name, alloy_dtype *out);
+alloy_status alloy_dtype_parse(const char *name, alloy_dtype *out);
 
 #define ALLOY_ST_MAX_DIMS 8
 

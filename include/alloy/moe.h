@@ -72,7 +72,7 @@ typedef struct alloy_moe_options {
 
 alloy_moe_options alloy_moe_defaults(void);
 const char *alloy_moe_router_name(alloy_moe_router r); /* "random", "hidden", "classifier" */
-bool alloy_moe_router_parse(const char *name, alloy_moe_router *out);
+alloy_status alloy_moe_router_parse(const char *name, alloy_moe_router *out);
 
 /* Builds the MoE of n_experts (2 .. ALLOY_MAX_EXPERTS) dense models as above; base may be NULL.
  * The experts (and base) run forward passes in hidden mode (their activations change; their

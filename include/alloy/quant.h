@@ -84,7 +84,7 @@ typedef enum alloy_qtype {
 const char *alloy_qtype_name(alloy_qtype t);
 /* Sets *out from a name as alloy_qtype_name writes it (case-insensitive); false if unknown
  * (*out untouched). */
-bool alloy_qtype_parse(const char *name, alloy_qtype *out);
+alloy_status alloy_qtype_parse(const char *name, alloy_qtype *out);
 /* Elements per block: 1, 1, 32, 32, 256; 0 for a value out of range. */
 int alloy_qtype_block_elems(alloy_qtype t);
 /* Bytes per block: 4, 2, 34, 18, 144; 0 for a value out of range. */

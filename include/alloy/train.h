@@ -52,7 +52,7 @@ typedef enum alloy_train_only {
 } alloy_train_only;
 
 const char *alloy_train_only_name(alloy_train_only t); /* "all", "router", "mlp" */
-bool alloy_train_only_parse(const char *name, alloy_train_only *out);
+alloy_status alloy_train_only_parse(const char *name, alloy_train_only *out);
 
 alloy_status alloy_optimizer_create(alloy_optimizer **out, const alloy_model *model, const alloy_adamw_config *cfg);
 void alloy_optimizer_destroy(alloy_optimizer *opt);

@@ -26,13 +26,13 @@ const char *alloy_divergence_name(alloy_divergence d) {
     return (unsigned)d < 3 ? divergence_names[d] : "?";
 }
 
-bool alloy_divergence_parse(const char *name, alloy_divergence *out) {
+alloy_status alloy_divergence_parse(const char *name, alloy_divergence *out) {
     for (int i = 0; i < 3; i++)
         if (!strcmp(name, divergence_names[i])) {
             *out = (alloy_divergence)i;
-            return true;
+            return ALLOY_STATUS_OK;
         }
-    return false;
+    return alloy_fail(ALLOY_STATUS_USAGE, "unknown divergence \"%s\" (known: forward_kl, reverse_kl, jsd)", name ? name : "");
 }
 
 alloy_status alloy_distill_to_json(const alloy_distill_options *d, char *out, size_t size) {
@@ -63,7 +63,7 @@ alloy_status alloy_distill_from_json(alloy_distill_options *d, const char *json,
     alloy_status s = ALLOY_STATUS_OK;
     double x;
     if (!cJSON_IsArray(t) || cJSON_GetArraySize(t) < 1 || cJSON_GetArraySize(t) > ALLOY_MAX_TEACHERS || !cJSON_IsString(dv) ||
-        !alloy_divergence_parse(dv->valuestring, &d->divergence))
+        alloy_divergence_parse(dv->valuestring, &d->divergence))
         s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: the distillation settings are malformed", what);
     for (const cJSON *e = t ? t->child : NULL; !s && e; e = e->next) {
         if (!cJSON_IsString(e) || strlen(e->valuestring) >= ALLOY_PATH_MAX)

@@ -13,12 +13,12 @@
 #include <math.h>
 #include <string.h>
 
-bool alloy_ensemble_mode_parse(const char *name, alloy_ensemble_mode *out) {
+alloy_status alloy_ensemble_mode_parse(const char *name, alloy_ensemble_mode *out) {
     if (!strcmp(name, "probs")) *out = ALLOY_ENSEMBLE_PROBS;
     else if (!strcmp(name, "logits")) *out = ALLOY_ENSEMBLE_LOGITS;
     else if (!strcmp(name, "learned")) *out = ALLOY_ENSEMBLE_LEARNED;
-    else return false;
-    return true;
+    else return alloy_fail(ALLOY_STATUS_USAGE, "unknown ensemble mode \"%s\" (known: probs, logits, learned)", name ? name : "");
+    return ALLOY_STATUS_OK;
 }
 
 alloy_status alloy_ensemble_create(alloy_ensemble **out, alloy_model *const *models, const float *weights, int n,

@@ -24,12 +24,12 @@ const char *alloy_moe_router_name(alloy_moe_router r) {
     return r == ALLOY_MOE_ROUTER_HIDDEN ? "hidden" : r == ALLOY_MOE_ROUTER_CLASSIFIER ? "classifier" : "random";
 }
 
-bool alloy_moe_router_parse(const char *name, alloy_moe_router *out) {
+alloy_status alloy_moe_router_parse(const char *name, alloy_moe_router *out) {
     if (!strcmp(name, "random")) *out = ALLOY_MOE_ROUTER_RANDOM;
     else if (!strcmp(name, "hidden")) *out = ALLOY_MOE_ROUTER_HIDDEN;
     else if (!strcmp(name, "classifier")) *out = ALLOY_MOE_ROUTER_CLASSIFIER;
-    else return false;
-    return true;
+    else return alloy_fail(ALLOY_STATUS_USAGE, "unknown router \"%s\" (known: random, hidden, classifier)", name ? name : "");
+    return ALLOY_STATUS_OK;
 }
 
 /* b may join a: a dense model of a's family and shapes. `what` names b ("--experts B"). */

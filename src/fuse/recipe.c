@@ -28,14 +28,14 @@ const char *alloy_merge_method_name(alloy_merge_method m) {
     return m < ALLOY_MERGE_METHOD_COUNT ? method_names[m] : "?";
 }
 
-bool alloy_merge_method_parse(const char *name, alloy_merge_method *out) {
+alloy_status alloy_merge_method_parse(const char *name, alloy_merge_method *out) {
     for (int i = 0; i < ALLOY_MERGE_METHOD_COUNT; i++) {
         if (!strcmp(method_names[i], name)) {
             *out = (alloy_merge_method)i;
-            return true;
+            return ALLOY_STATUS_OK;
         }
     }
-    return false;
+    return alloy_fail(ALLOY_STATUS_USAGE, "unknown merge method \"%s\" (known: linear, slerp, task_arithmetic, ties, dare_ties, dare_linear, passthrough)", name ? name : "");
 }
 
 /* ---- which parameters each method takes, and where ------------------------------------------ */
@@ -410,7 +410,7 @@ static alloy_status parse_root(parser *p, const yaml_node_t *root) {
         if (!strcmp(scalar(node_at(p, a->key)), "merge_method")) method = node_at(p, a->value);
     if (!method) return fail_at(p, root, "the recipe has no merge_method");
     r->method_line = line_of(method);
-    if (!scalar(method) || !alloy_merge_method_parse(scalar(method), &r->method)) {
+    if (!scalar(method) || alloy_merge_method_parse(scalar(method), &r->method)) {
         char known[200] = "";
         for (int i = 0; i < ALLOY_MERGE_METHOD_COUNT; i++)
             snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", method_names[i]);

@@ -27,14 +27,14 @@ static const struct {
 size_t alloy_dtype_size(alloy_dtype d) { return d < ALLOY_DTYPE_COUNT ? dtype_table[d].size : 0; }
 const char *alloy_dtype_name(alloy_dtype d) { return d < ALLOY_DTYPE_COUNT ? dtype_table[d].name : "?"; }
 
-bool alloy_dtype_parse(const char *name, alloy_dtype *out) {
+alloy_status alloy_dtype_parse(const char *name, alloy_dtype *out) {
     for (int i = 0; i < ALLOY_DTYPE_COUNT; i++) {
         if (!strcmp(dtype_table[i].name, name)) {
             *out = (alloy_dtype)i;
-            return true;
+            return ALLOY_STATUS_OK;
         }
     }
-    return false;
+    return alloy_fail(ALLOY_STATUS_USAGE, "unknown dtype \"%s\" (known: F32, F16, BF16, ...)", name ? name : "");
 }
 
 static uint64_t read_le64(const uint8_t *p) {
@@ -69,7 +69,7 @@ static alloy_status parse_entry(alloy_safetensors *st, const cJSON *item, alloy_
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(item, "dtype");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
-    if (!cJSON_IsString(dt) || !alloy_dtype_parse(dt->valuestring, &t->dtype))
+    if (!cJSON_IsString(dt) || alloy_dtype_parse(dt->valuestring, &t->dtype))
         return alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" has a missing or unknown dtype", path, name);
     if (!cJSON_IsArray(shape))
         return alloy_fail(ALLOY_STATUS_FORMAT, "%s: tensor \"%s\" has no shape array", path, name);

@@ -15,15 +15,15 @@ static const size_t qtype_bytes[ALLOY_QTYPE_COUNT] = {4, 2, 34, 18, 144};
 
 const char *alloy_qtype_name(alloy_qtype t) { return qtype_valid(t) ? qtype_names[t] : "?"; }
 
-bool alloy_qtype_parse(const char *name, alloy_qtype *out) {
-    if (!name) return false;
+alloy_status alloy_qtype_parse(const char *name, alloy_qtype *out) {
+    if (!name) return alloy_fail(ALLOY_STATUS_USAGE, "unknown weight format \"%s\" (known: f32, f16, q8_0, q4_0, q4_k)", name ? name : "");
     for (int t = 0; t < ALLOY_QTYPE_COUNT; t++) {
         if (strcasecmp(name, qtype_names[t]) == 0) {
             *out = (alloy_qtype)t;
-            return true;
+            return ALLOY_STATUS_OK;
         }
     }
-    return false;
+    return alloy_fail(ALLOY_STATUS_USAGE, "unknown weight format \"%s\" (known: f32, f16, q8_0, q4_0, q4_k)", name ? name : "");
 }
 
 int alloy_qtype_block_elems(alloy_qtype t) { return qtype_valid(t) ? qtype_elems[t] : 0; }

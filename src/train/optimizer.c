@@ -86,12 +86,12 @@ const char *alloy_train_only_name(alloy_train_only t) {
     return t == ALLOY_TRAIN_ONLY_ROUTER ? "router" : t == ALLOY_TRAIN_ONLY_MLP ? "mlp" : "all";
 }
 
-bool alloy_train_only_parse(const char *name, alloy_train_only *out) {
+alloy_status alloy_train_only_parse(const char *name, alloy_train_only *out) {
     if (!strcmp(name, "all")) *out = ALLOY_TRAIN_ONLY_ALL;
     else if (!strcmp(name, "router")) *out = ALLOY_TRAIN_ONLY_ROUTER;
     else if (!strcmp(name, "mlp")) *out = ALLOY_TRAIN_ONLY_MLP;
-    else return false;
-    return true;
+    else return alloy_fail(ALLOY_STATUS_USAGE, "unknown train_only value \"%s\" (known: all, router, mlp)", name ? name : "");
+    return ALLOY_STATUS_OK;
 }
 
 alloy_status alloy_optimizer_train_only(alloy_optimizer *o, const alloy_model *model, alloy_train_only which) {

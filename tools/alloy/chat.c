@@ -154,7 +154,7 @@ static int chat_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
     if (!model_dirs->n) return cli_usage("chat", "--model is required");
     if (co.max_tokens < 1) return cli_usage("chat", "--max-tokens must be at least 1");
     alloy_qtype qt;
-    if (!alloy_qtype_parse(weights, &qt)) return cli_usage("chat", "--weights must be f32, f16, q8_0, q4_0 or q4_k");
+    if (alloy_qtype_parse(weights, &qt)) return cli_usage("chat", "--weights must be f32, f16, q8_0, q4_0 or q4_k");
     float member_w[ALLOY_ENGINE_MAX_MEMBERS];
     alloy_ensemble_mode mode;
     r = cli_ensemble_options("chat", model_dirs->n, weight_args, mode_name, member_w, &mode);

@@ -158,7 +158,7 @@ int cli_ensemble_options(const char *verb, int n_models, const cli_list *weight_
         if (end == weight_args->items[i] || *end || !(weights[i] >= 0.0f) || isinf(weights[i]))
             return cli_usage(verb, "--member-weights: '%s' is not a number >= 0", weight_args->items[i]);
     }
-    if (!alloy_ensemble_mode_parse(mode_name, mode) || *mode == ALLOY_ENSEMBLE_LEARNED)
+    if (alloy_ensemble_mode_parse(mode_name, mode) || *mode == ALLOY_ENSEMBLE_LEARNED)
         return cli_usage(verb, "--ensemble must be probs or logits (a learned combiner needs hidden states that "
                                "generation does not keep)");
     return 0;

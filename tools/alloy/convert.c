@@ -164,7 +164,7 @@ int cmd_export(int argc, char **argv) {
     bool hf = !strcmp(format, "hf"), gguf = !strcmp(format, "gguf"), llmc = !strcmp(format, "llmc");
     if (!hf && !gguf && !llmc) return cli_usage("export", "--format must be hf, gguf or llmc, not '%s'", format);
     alloy_qtype type;
-    if (!alloy_qtype_parse(type_name, &type)) return cli_usage("export", "--type must be f32, f16, q8_0, q4_0 or q4_k");
+    if (alloy_qtype_parse(type_name, &type)) return cli_usage("export", "--type must be f32, f16, q8_0, q4_0 or q4_k");
     if (flags[3].seen && !gguf) return cli_usage("export", "--type applies to --format gguf only");
 
     char *dir = NULL;

@@ -169,9 +169,9 @@ static int eval_main(int argc, char **argv, cli_list *model_dirs, cli_list *weig
     if (n > 1 && !cli_find(flags, (int)(sizeof flags / sizeof flags[0]), "batch")->seen)
         B = 1; // each member holds B·T·V logits, and the ensemble as many log-probabilities
     eval_how how = {.format = format, .qtype = ALLOY_QTYPE_F32, .combiner = combiner};
-    if (format && !alloy_qtype_parse(format, &how.qtype))
+    if (format && alloy_qtype_parse(format, &how.qtype))
         return cli_usage("eval", "--weights must be f32, f16, q8_0, q4_0 or q4_k, not '%s'", format);
-    if (!alloy_ensemble_mode_parse(mode_name, &how.mode)) return cli_usage("eval", "--ensemble must be probs or logits (or learned, with --combiner)");
+    if (alloy_ensemble_mode_parse(mode_name, &how.mode)) return cli_usage("eval", "--ensemble must be probs or logits (or learned, with --combiner)");
     if (how.mode == ALLOY_ENSEMBLE_LEARNED && format)
         return cli_usage("eval", "--ensemble learned scores through the training forward (fp32): it takes no --weights "
                                  "(the engine keeps no hidden states for the combiner)");

@@ -150,7 +150,7 @@ static int check_args(gen *g, gen_args *a) {
     if (a->batch < 1 || a->batch > 4096) return cli_usage("generate", "--batch must be in [1, 4096]");
     if (a->ctx < 0) return cli_usage("generate", "--ctx must be >= 1");
     if (a->threads < 0) return cli_usage("generate", "--threads must be >= 0");
-    if (!alloy_qtype_parse(a->weights, &g->eo.weights))
+    if (alloy_qtype_parse(a->weights, &g->eo.weights))
         return cli_usage("generate", "--weights must be f32, f16, q8_0, q4_0 or q4_k, not \"%s\"", a->weights);
     if (a->out && !a->prompts_file) return cli_usage("generate", "--out goes with --prompts");
     if (!(a->sp.temperature >= 0.0f)) return cli_usage("generate", "--temperature must be >= 0");

@@ -134,7 +134,7 @@ static int check_args(const moe_args *a, alloy_moe_options *o, cli_flag *flags, 
     if (n > ALLOY_MAX_EXPERTS) return cli_usage("moe", "--experts: at most %d models", ALLOY_MAX_EXPERTS);
     if (a->top_k < 1 || a->top_k > n)
         return cli_usage("moe", "--top-k %d: must lie in [1, %d] (the number of experts)", a->top_k, n);
-    if (a->router && !alloy_moe_router_parse(a->router, &o->router))
+    if (a->router && alloy_moe_router_parse(a->router, &o->router))
         return cli_usage("moe", "--router must be random, hidden or classifier, not \"%s\"", a->router);
     bool from_prompts = o->router == ALLOY_MOE_ROUTER_HIDDEN || o->router == ALLOY_MOE_ROUTER_CLASSIFIER;
     if (a->prompts && !from_prompts) return cli_usage("moe", "--prompts applies to --router hidden or classifier only");

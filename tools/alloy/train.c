@@ -124,7 +124,7 @@ static int distill_flags(const char *verb, alloy_train_options *o, alloy_distill
     if (combiner && strlen(combiner) >= sizeof dopt->combiner) return cli_usage(verb, "--combiner: path too long");
     if (combiner) strcpy(dopt->combiner, combiner);
     if (!(dopt->hidden_weight >= 0.0f)) return cli_usage(verb, "--hidden-weight must be >= 0");
-    if (divergence && !alloy_divergence_parse(divergence, &dopt->divergence))
+    if (divergence && alloy_divergence_parse(divergence, &dopt->divergence))
         return cli_usage(verb, "--divergence must be forward_kl, reverse_kl or jsd, not \"%s\"", divergence);
     if (!student) return 0;
     if (o->preset[0] || o->config_path[0] || o->init_dir[0]) return cli_usage(verb, "give --student or one of --preset, --config, --init");
