@@ -818,14 +818,39 @@ static void expect_run_refused(const char *name, const char *text, const char *e
     alloy_free(recipe);
 }
 
+/* A byte-level BPE trained on text, saved as tokenizer.json at path: different texts give
+ * different merges, the same text the same tokenizer. */
+static void write_trained_tokenizer(const char *path, const char *text) {
+    alloy_bpe_train_options o = {.vocab_size = 280, .min_frequency = 2, .quiet = true};
+    alloy_bpe_trainer *tr = NULL;
+    alloy_tokenizer *tok = NULL;
+    alloy_status s = alloy_bpe_trainer_create(&tr, &o);
+    for (int i = 0; i < 20 && !s; i++) s = alloy_bpe_trainer_feed(tr, text, strlen(text));
+    if (!s) s = alloy_bpe_trainer_finish(tr, &tok);
+    if (!s) s = alloy_tokenizer_save(tok, path);
+    alloy_bpe_trainer_destroy(tr);
+    alloy_tokenizer_destroy(tok);
+    EXPECT(s == ALLOY_STATUS_OK, "a tokenizer for %s: %s", path, alloy_last_error());
+}
+
+/* The two files hold the same bytes. */
+static bool same_files(const char *a, const char *b) {
+    char *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    bool same = !alloy_file_read_all(a, &x, &nx) && !alloy_file_read_all(b, &y, &ny) && nx == ny && !memcmp(x, y, nx);
+    alloy_free(x);
+    alloy_free(y);
+    return same;
+}
+
 static void test_tokenizers(void) {
     char a[400], b[400], base[400];
     snprintf(a, sizeof a, "%s/tokenizer.json", fx_path[G_A]);
     snprintf(b, sizeof b, "%s/tokenizer.json", fx_path[G_B]);
     snprintf(base, sizeof base, "%s/tokenizer.json", fx_path[G_BASE]);
-    write_text(a, "{\"model\": \"tokenizer of a\"}\n");
-    write_text(b, "{\"model\": \"tokenizer of b\"}\n");
-    write_text(base, "{\"model\": \"tokenizer of a\"}\n");
+    write_trained_tokenizer(a, "the merges of model a come from this text, and the same text gives the base's. ");
+    write_trained_tokenizer(b, "Model B learnt its pairs from quite other words: zebras quizzing jukeboxes. ");
+    write_trained_tokenizer(base, "the merges of model a come from this text, and the same text gives the base's. ");
     expect_run_refused("tok_differ", "models: [{model: {GA}, parameters: {weight: 1}}, {model: {GB}, parameters: {weight: 1}}]\n"
                                      "merge_method: linear\n",
                        "have different tokenizers: choose one with tokenizer_source");
@@ -838,7 +863,7 @@ static void test_tokenizers(void) {
     REQUIRE(alloy_merge_recipe_load(&r, recipe) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     EXPECT(alloy_merge_run(r, out, NULL, &rep) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     snprintf(tj, sizeof tj, "%s/tokenizer.json", out);
-    EXPECT(file_is(tj, "{\"model\": \"tokenizer of b\"}\n"), "tokenizer_source: B's tokenizer.json");
+    EXPECT(same_files(tj, b), "tokenizer_source: B's tokenizer.json");
     EXPECT(!strcmp(rep.tokenizer_from, fx_path[G_B]), "report names %s", rep.tokenizer_from);
     alloy_merge_recipe_free(r);
     alloy_free(recipe);
@@ -848,7 +873,7 @@ static void test_tokenizers(void) {
     REQUIRE(alloy_merge_recipe_load(&r, recipe) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     EXPECT(alloy_merge_run(r, out, NULL, NULL) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     snprintf(tj, sizeof tj, "%s/tokenizer.json", out);
-    EXPECT(file_is(tj, "{\"model\": \"tokenizer of a\"}\n"), "tokenizer_source: base");
+    EXPECT(same_files(tj, base), "tokenizer_source: base");
     alloy_merge_recipe_free(r);
     alloy_free(recipe);
     unlink(a);

@@ -39,14 +39,9 @@ static alloy_status check_reward_model(ppo_run *r, const char *rdir, const alloy
         s = alloy_fail(ALLOY_STATUS_MISMATCH,
                        "reward model %s: its tokenizer has %d tokens, the policy's %d: train the reward model from the "
                        "policy's SFT model (alloy reward --model SFT)", rdir, b, a);
-    for (int32_t id = 0; id < a && !s; id++) {
-        size_t la, lb;
-        const char *ta = alloy_tokenizer_token(r->tok, id, &la), *tb = alloy_tokenizer_token(rt, id, &lb);
-        if (!ta || !tb || la != lb || memcmp(ta, tb, la))
-            s = alloy_fail(ALLOY_STATUS_MISMATCH,
-                           "reward model %s: its tokenizer differs from the policy's at token %d: train the reward model "
-                           "from the policy's SFT model (alloy reward --model SFT)", rdir, (int)id);
-    }
+    if (!s && alloy_tokenizer_hash(r->tok) != alloy_tokenizer_hash(rt)) // the one identity (alloy/tokenizer.h)
+        s = alloy_fail(ALLOY_STATUS_MISMATCH, "reward model %s: its tokenizer differs from the policy's: train the reward model "
+                       "from the policy's SFT model (alloy reward --model SFT)", rdir);
     if (!s && rcfg->vocab_size < a)
         s = alloy_fail(ALLOY_STATUS_MISMATCH, "reward model %s: vocabulary of %d rows for a tokenizer of %d tokens", rdir,
                        rcfg->vocab_size, a);

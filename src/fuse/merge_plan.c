@@ -9,6 +9,7 @@
  * from the last slice's), and every parameter is resolved for every tensor. Nothing is written
  * until the plan stands (merge.c writes it).
  */
+#include "alloy/tokenizer.h"
 #include "merge_internal.h"
 
 #include <ctype.h>
@@ -123,19 +124,19 @@ static alloy_status model_open(merge_model *m, const char *label, int line, cons
     if (!s) s = alloy_config_load(&m->config, cpath);
     if (!s) s = model_map_files(m);
     if (!s) s = model_index(m);
-    if (!s && alloy_path_exists(tpath)) {
-        char *text;
-        size_t n;
-        s = alloy_file_read_all(tpath, &text, &n);
-        if (!s) {
-            m->tok_id = alloy_fnv64(alloy_fnv64(ALLOY_FNV64_INIT, "json", 4), text, n) | 1;
-            m->tokenizer_json = tpath;
-            tpath = NULL;
-            alloy_free(text);
-        }
-    } else if (!s && m->config.tokenizer[0]) {
+    // the tokenizer's identity (alloy_tokenizer_hash: the same tokens and merges, however written);
+    // a folder that names a tokenizer it does not carry has only the name
+    alloy_tokenizer *tok = NULL;
+    alloy_status ts = s ? s : alloy_tokenizer_load_folder(&tok, m->path, m->config.tokenizer);
+    if (ts == ALLOY_STATUS_MISMATCH && m->config.tokenizer[0])
         m->tok_id = alloy_fnv64(ALLOY_FNV64_INIT, m->config.tokenizer, strlen(m->config.tokenizer)) | 1;
+    else s = ts;
+    if (!s && tok) m->tok_id = alloy_tokenizer_hash(tok) | 1;
+    if (!s && alloy_path_exists(tpath)) {
+        m->tokenizer_json = tpath;
+        tpath = NULL;
     }
+    alloy_tokenizer_destroy(tok);
     alloy_free(cpath);
     alloy_free(tpath);
     if (s) alloy_error_prefix("%s:%d: model \"%s\"", recipe, line, label);
