@@ -422,7 +422,7 @@ static void test_train_only_router(void) {
     alloy_adamw_config ac = alloy_adamw_defaults();
     REQUIRE(dm && alloy_optimizer_create(&o, dm, &ac) == ALLOY_STATUS_OK, "dense");
     EXPECT(alloy_optimizer_train_only(o, dm, ALLOY_TRAIN_ONLY_ROUTER) == ALLOY_STATUS_USAGE &&
-               strstr(alloy_last_error(), "--train-only router: the model has no experts"),
+               strstr(alloy_last_error(), "train_only router: the model has no experts"),
            "dense: %s", alloy_last_error());
     alloy_optimizer_destroy(o);
     alloy_model_destroy(dm);

@@ -206,8 +206,9 @@ typedef struct alloy_run_result {
 
 alloy_run_options alloy_run_defaults(void);
 
-/* Option-schema rows (alloy/options.h) that every training verb's options share: the AdamW
- * settings of the member `adamw`, and the checkpoint and progress cadence (ckpt_every,
+/* Option-schema rows (alloy/options.h) that the training verbs' options share: the AdamW
+ * settings of the member `adamw`; the schedule (grad_accum, lr, min_lr, warmup); the evaluation
+ * cadence (eval_every, eval_batches); the checkpoint and progress cadence (ckpt_every,
  * keep_ckpts as --keep, log_every, quiet). */
 #define ALLOY_OPT_ADAMW_ROWS(TYPE)                                                                              \
     ALLOY_OPT_NAMED(TYPE, adamw.beta1, "beta1", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW beta1"),                 \
@@ -215,6 +216,14 @@ alloy_run_options alloy_run_defaults(void);
     ALLOY_OPT_NAMED(TYPE, adamw.eps, "eps", NULL, ALLOY_OPT_FLOAT, 0, NULL, "AdamW epsilon"),                   \
     ALLOY_OPT_NAMED(TYPE, adamw.weight_decay, "weight_decay", NULL, ALLOY_OPT_FLOAT, 0, NULL, "decoupled weight decay"), \
     ALLOY_OPT_NAMED(TYPE, adamw.grad_clip, "grad_clip", NULL, ALLOY_OPT_FLOAT, 0, NULL, "global gradient-norm clip (0: off)")
+#define ALLOY_OPT_SCHEDULE_ROWS(TYPE)                                                                           \
+    ALLOY_OPT_ROW(TYPE, grad_accum, ALLOY_OPT_INT, 0, "micro-batches per step"),                                \
+    ALLOY_OPT_ROW(TYPE, lr, ALLOY_OPT_DOUBLE, 0, "peak learning rate"),                                         \
+    ALLOY_OPT_ROW(TYPE, min_lr, ALLOY_OPT_DOUBLE, 0, "final learning rate (default lr / 10)"),                  \
+    ALLOY_OPT_ROW(TYPE, warmup, ALLOY_OPT_INT64, 0, "warm-up steps")
+#define ALLOY_OPT_EVAL_ROWS(TYPE)                                                                               \
+    ALLOY_OPT_ROW(TYPE, eval_every, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "steps between evaluations"),            \
+    ALLOY_OPT_ROW(TYPE, eval_batches, ALLOY_OPT_INT, ALLOY_OPT_RESUME, "batches per evaluation")
 #define ALLOY_OPT_CADENCE_ROWS(TYPE)                                                                            \
     ALLOY_OPT_ROW(TYPE, ckpt_every, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "steps between checkpoints"),            \
     ALLOY_OPT_NAMED(TYPE, keep_ckpts, "keep_ckpts", "keep", ALLOY_OPT_INT, ALLOY_OPT_RESUME, NULL, "checkpoints kept"), \

@@ -179,11 +179,11 @@ alloy_status ppo_setup(ppo_run *r, const char *resume) {
         if (o->seq > rcfg.max_seq_len - (int)r->suffix.n) o->seq = rcfg.max_seq_len - (int)r->suffix.n;
     }
     if (o->seq > cfg.max_seq_len) {
-        s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", o->seq, cfg.max_seq_len);
+        s = alloy_fail_option(ALLOY_STATUS_USAGE, "seq", "%d exceeds the model's maximum sequence length %d", o->seq, cfg.max_seq_len);
         goto done;
     }
     if (o->seq - o->max_new_tokens < 2) {
-        s = alloy_fail(ALLOY_STATUS_USAGE, "--max-new-tokens %d leaves no room for a prompt in --seq %d", o->max_new_tokens,
+        s = alloy_fail_option(ALLOY_STATUS_USAGE, "max_new_tokens", "%d leaves no room for a prompt in seq %d", o->max_new_tokens,
                        o->seq);
         goto done;
     }
@@ -193,7 +193,7 @@ alloy_status ppo_setup(ppo_run *r, const char *resume) {
         goto done;
     if (o->steps == 0) o->steps = (r->data.n_examples + o->batch - 1) / o->batch;
     if (o->seq + (int)r->suffix.n > rcfg.max_seq_len) {
-        s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d (+%zu) exceeds the reward model's maximum sequence length %d", o->seq,
+        s = alloy_fail_option(ALLOY_STATUS_USAGE, "seq", "%d (+%zu) exceeds the reward model's maximum sequence length %d", o->seq,
                        r->suffix.n, rcfg.max_seq_len);
         goto done;
     }

@@ -32,7 +32,8 @@ alloy_status alloy_fail_option(alloy_status status, const char *option, const ch
     va_start(ap, fmt);
     vsnprintf(rest, sizeof rest, fmt, ap);
     va_end(ap);
-    snprintf(error_message, sizeof error_message, "%.63s %.900s", option, rest);
+    // "lr must ...", "layers: ..." (no space before a colon)
+    snprintf(error_message, sizeof error_message, "%.63s%s%.900s", option, rest[0] == ':' ? "" : " ", rest);
     snprintf(error_option, sizeof error_option, "%s", option);
     return status;
 }

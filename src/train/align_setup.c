@@ -226,7 +226,7 @@ alloy_status align_setup(align_run *r, const char *resume) {
     }
     if (o->seq == 0) o->seq = cfg.max_seq_len < 1024 ? cfg.max_seq_len : 1024;
     if (o->seq > cfg.max_seq_len) {
-        s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", o->seq, cfg.max_seq_len);
+        s = alloy_fail_option(ALLOY_STATUS_USAGE, "seq", "%d exceeds the model's maximum sequence length %d", o->seq, cfg.max_seq_len);
         goto done;
     }
     if ((s = setup_tokenizer(r, init, &cfg, &r->added))) goto done;

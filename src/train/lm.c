@@ -144,7 +144,7 @@ static alloy_status lm_setup(lm_obj *c, const char *resume) {
     if (!s) s = alloy_dataset_open(&c->ds, o->data_dir, o->val_fraction);
     if (!s) s = lm_choose_config(o, resume, c->init, c->ds->vocab_size, &cfg);
     if (!s && o->aux_loss_coef >= 0.0) { // a coefficient chosen for this run (saved in its checkpoints)
-        if (cfg.n_experts == 0) return alloy_fail(ALLOY_STATUS_USAGE, "--aux-loss-coef: the model has no experts");
+        if (cfg.n_experts == 0) return alloy_fail_option(ALLOY_STATUS_USAGE, "aux_loss_coef", ": the model has no experts");
         cfg.router_aux_loss_coef = o->aux_loss_coef;
     }
     alloy_model_options mo = {.precision = o->precision, .recompute = o->recompute};

@@ -50,15 +50,11 @@ static const alloy_option train_rows[] = {
     ROW(steps, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "optimiser steps in all"),
     ROW(batch, ALLOY_OPT_INT, 0, "micro-batch size"),
     ROW(seq, ALLOY_OPT_INT, 0, "sequence length"),
-    ROW(grad_accum, ALLOY_OPT_INT, 0, "micro-batches per step"),
-    ROW(lr, ALLOY_OPT_DOUBLE, 0, "peak learning rate"),
-    ROW(min_lr, ALLOY_OPT_DOUBLE, 0, "final learning rate (default lr / 10)"),
-    ROW(warmup, ALLOY_OPT_INT64, 0, "warm-up steps (default min(steps / 10, 100))"),
+    ALLOY_OPT_SCHEDULE_ROWS(alloy_train_options),
     ALLOY_OPT_ADAMW_ROWS(alloy_train_options),
+    ALLOY_OPT_EVAL_ROWS(alloy_train_options),
     ROW(seed, ALLOY_OPT_UINT64, 0, "initialisation and data order"),
     ROW(val_fraction, ALLOY_OPT_DOUBLE, 0, "held out when the data has no val shards"),
-    ROW(eval_every, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "steps between evaluations"),
-    ROW(eval_batches, ALLOY_OPT_INT, ALLOY_OPT_RESUME, "batches per evaluation"),
     NAMED(precision, "dtype", NULL, ALLOY_OPT_ENUM, ALLOY_OPT_OPTIONAL, precisions, "matrix products: f32 or bf16"),
     ROW(recompute, ALLOY_OPT_BOOL, ALLOY_OPT_OPTIONAL | ALLOY_OPT_RESUME, "activation recomputation"),
     NAMED(train_only, "train_only", NULL, ALLOY_OPT_ENUM, ALLOY_OPT_OPTIONAL, train_onlys, "which parameters train"),
@@ -136,7 +132,7 @@ alloy_status lm_choose_config(const alloy_train_options *o, const char *resume, 
         return alloy_fail(ALLOY_STATUS_MISMATCH, "the data's vocabulary (%u) is larger than the model's (%d)", data_vocab,
                           cfg->vocab_size);
     if (o->seq > cfg->max_seq_len)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", o->seq, cfg->max_seq_len);
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "seq", "%d exceeds the model's maximum sequence length %d", o->seq, cfg->max_seq_len);
     return ALLOY_STATUS_OK;
 }
 

@@ -100,7 +100,7 @@ alloy_status alloy_optimizer_train_only(alloy_optimizer *o, const alloy_model *m
     if (which == ALLOY_TRAIN_ONLY_ALL) return ALLOY_STATUS_OK;
     bool router = which == ALLOY_TRAIN_ONLY_ROUTER;
     if (router && model->config.n_experts == 0)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--train-only router: the model has no experts (build one with alloy moe)");
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "train_only", "router: the model has no experts (build one with alloy moe)");
     if (!(o->frozen = alloy_calloc((size_t)model->n_tensors, 1))) return ALLOY_STATUS_NOMEM;
     for (int i = 0; i < model->n_tensors; i++) {
         const char *name = model->tensors[i].name;

@@ -41,7 +41,7 @@ void cli_schema_given(const alloy_schema *s, const cli_flag *flags, int n, bool 
 const char *cli_error_text(char *buf, size_t size) {
     const char *msg = alloy_last_error(), *opt = alloy_error_option();
     size_t k = opt ? strlen(opt) : 0;
-    if (!opt || strncmp(msg, opt, k) != 0 || msg[k] != ' ') return msg;
+    if (!opt || strncmp(msg, opt, k) != 0 || (msg[k] != ' ' && msg[k] != ':')) return msg;
     const alloy_option *o = current ? alloy_schema_find(current, opt) : NULL;
     char flag[64];
     if (o) alloy_option_flag(o, flag, sizeof flag);
