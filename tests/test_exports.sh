@@ -27,7 +27,8 @@ int main(void) {
 }
 C
 mkdir -p "$T/lib" && cp "$SO" "$T/lib/liballoy.so.0" && ln -s liballoy.so.0 "$T/lib/liballoy.so"
-if cc -std=c11 -I"$ROOT/include" $(pkg-config --cflags libcjson 2>/dev/null) "$T/prog.c" -L"$T/lib" -lalloy -o "$T/prog" 2>"$T/err" &&
+san=""; [ -n "${ALLOY_ASAN:-}" ] && san="-fsanitize=address,undefined" # the library was built with them
+if cc -std=c11 $san -I"$ROOT/include" $(pkg-config --cflags libcjson 2>/dev/null) "$T/prog.c" -L"$T/lib" -lalloy -o "$T/prog" 2>"$T/err" &&
    LD_LIBRARY_PATH="$T/lib" "$T/prog" >"$T/out" 2>>"$T/err" && grep -q "options, steps 1000" "$T/out"; then
   ok "a C program links liballoy.so and calls it"
 else

@@ -1,5 +1,5 @@
 /*
- * test_ppo.c — RLHF with PPO (alloy/align.h, src/train/ppo.c, src/infer/rlhf.c):
+ * test_ppo.c — RLHF with PPO (alloy/align.h, src/train/ppo.c, src/align/ppo_run.c):
  *
  *   - GAE against its definition A_t = Σ_l (γλ)^l δ_{t+l} summed directly, and with γ = λ = 1
  *     the reward-to-go minus the value; whitening (mean 0, unbiased variance 1, or the mean kept);

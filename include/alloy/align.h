@@ -209,7 +209,7 @@ alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o,
  * *final_val (may be NULL) gets the last held-out evaluation's sums. */
 alloy_status alloy_align_run(const alloy_align_options *o, const char *resume, alloy_align_stats *final_val);
 
-/* ---- RLHF with PPO (the objective's maths: src/train/ppo.c; the run: src/infer/rlhf.c) ----
+/* ---- RLHF with PPO (the objective's maths: src/train/ppo.c; the run: src/align/ppo_run.c) ----
  *
  * The policy is a language model with a value head (TRL's AutoModelForCausalLMWithValueHead: a
  * scalar head v_head.summary.weight (1, C), v_head.summary.bias (1) on the final hidden states,

@@ -9,7 +9,7 @@
  * response token on its log-probability (alloy_lm_logprobs_chunked) and one per token on its
  * value (alloy_scalar_head_backward, which adds into the same hidden-state gradient), then the
  * model's one backward. The loop that samples rollouts with the inference engine and steps the
- * optimiser is src/infer/rlhf.c (the engine lives below this layer).
+ * optimiser is src/align/ppo_run.c, an objective of the one run (it needs the engine, above this layer).
  */
 #include "alloy/align.h"
 #include "alloy/io.h"

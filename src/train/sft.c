@@ -1,20 +1,15 @@
 /*
- * sft.c — supervised fine-tuning, and the alignment run that every objective of alloy/align.h
- * (sft, reward, dpo) trains in.
+ * sft.c — supervised fine-tuning's batches and step (alloy/align.h); the run SFT, reward and DPO
+ * train in is align_run.c, an objective of the one run (run.c).
  *
  * SFT is the LM loss restricted to the response (assistant) tokens: the batch's targets are -1
  * everywhere else, so prompt tokens are context and never predictions. Examples are not packed:
  * each is one row, padded to the batch's longest sequence, so attention never crosses examples
  * and no mask beyond causality is needed (padding comes last and is never a target).
  *
- * The run mirrors alloy train's (trainer.c): AdamW with linear warm-up and cosine decay,
- * gradient accumulation, global-norm clipping, held-out evaluation, metrics.jsonl, a progress
- * line, checkpoints written whole into a temporary folder and renamed, `latest`, and exact
- * resume. Exact resume rests on the same three things: the order of examples is a function of
- * (seed, epoch) and the saved position; the optimiser state and step are saved with the
- * weights; and every reduction is ordered the same way for a given thread count. DPO's
- * reference log-probabilities are computed before training (the reference is frozen), in a
- * fixed order, and recomputed the same way on resume.
+ * alloy_align_batch_make lays a micro-batch of examples out as rows (one per sequence) with the
+ * targets of the tokens the objective uses; alloy_sft_step is the SFT loss on them and its
+ * gradient through the model's one backward.
  */
 #include "alloy/align.h"
 #include "alloy/io.h"
