@@ -494,9 +494,9 @@ static void test_refusals(void) {
     REQUIRE(src, "%s", alloy_last_error());
     uint64_t before = params_hash(src);
     alloy_model *g = NULL;
-    REFUSED(alloy_grow_depth_upscale(&g, src, 4), g, "--depth-upscale 4: must lie in [0, 3]");
+    REFUSED(alloy_grow_depth_upscale(&g, src, 4), g, "depth_upscale 4: must lie in [0, 3]");
     REFUSED(alloy_grow_depth_upscale(&g, src, 7), g, "the model has 4 layers");
-    REFUSED(alloy_grow_depth_upscale(&g, src, -1), g, "--depth-upscale -1");
+    REFUSED(alloy_grow_depth_upscale(&g, src, -1), g, "depth_upscale -1");
     const int bad_hi[] = {0, 4}, bad_lo[] = {-1};
     REFUSED(alloy_grow_depth(&g, src, bad_hi, 2), g, "new layer 1 would copy layer 4, but the model has layers 0-3");
     REFUSED(alloy_grow_depth(&g, src, bad_lo, 1), g, "layer -1");
@@ -505,13 +505,13 @@ static void test_refusals(void) {
     REFUSED(alloy_grow_depth(&g, src, big, 1025), g, "a plan of 1025 layers; it needs 1 to 1024");
     free(big);
     int F = src->config.d_ff;
-    REFUSED(alloy_grow_ffn(&g, src, F, 1, 0.0f), g, "--ffn-width 176: must exceed the model's MLP width 176");
+    REFUSED(alloy_grow_ffn(&g, src, F, 1, 0.0f), g, "ffn_width 176: must exceed the model's MLP width 176");
     REFUSED(alloy_grow_ffn(&g, src, F - 1, 1, 0.0f), g, "must exceed");
-    REFUSED(alloy_grow_ffn(&g, src, 0, 1, 0.0f), g, "--ffn-width 0");
+    REFUSED(alloy_grow_ffn(&g, src, 0, 1, 0.0f), g, "ffn_width 0");
     REFUSED(alloy_grow_ffn(&g, src, (1 << 20) + 1, 1, 0.0f), g, "at most 1048576");
-    REFUSED(alloy_grow_ffn(&g, src, 2 * F, 1, -0.1f), g, "--noise -0.1: must be a finite number >= 0");
-    REFUSED(alloy_grow_ffn(&g, src, 2 * F, 1, NAN), g, "--noise");
-    REFUSED(alloy_grow_ffn(&g, src, 2 * F, 1, INFINITY), g, "--noise inf");
+    REFUSED(alloy_grow_ffn(&g, src, 2 * F, 1, -0.1f), g, "noise -0.1: must be a finite number >= 0");
+    REFUSED(alloy_grow_ffn(&g, src, 2 * F, 1, NAN), g, "noise");
+    REFUSED(alloy_grow_ffn(&g, src, 2 * F, 1, INFINITY), g, "noise inf");
     EXPECT(params_hash(src) == before, "a refusal changed the source");
     // 2·(n − m) layers beyond config's bound of 1024: a source of 600 small layers
     alloy_config c = {.family = ALLOY_FAMILY_GPT2, .vocab_size = 16, .max_seq_len = 4, .n_layer = 600, .n_head = 1,
@@ -519,7 +519,7 @@ static void test_refusals(void) {
     alloy_model *tall = NULL;
     EXPECT(alloy_model_create(&tall, &c, 1, 1) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     if (tall) {
-        REFUSED(alloy_grow_depth_upscale(&g, tall, 0), g, "--depth-upscale 0: 2*(600 - 0) = 1200 layers exceed 1024");
+        REFUSED(alloy_grow_depth_upscale(&g, tall, 0), g, "depth_upscale 0: 2*(600 - 0) = 1200 layers exceed 1024");
         EXPECT(alloy_grow_depth_upscale(&g, tall, 100) == ALLOY_STATUS_OK && g && g->config.n_layer == 1000, "%s",
                alloy_last_error());
         alloy_model_destroy(g);
@@ -531,9 +531,9 @@ static void test_refusals(void) {
     static const struct {
         const char *spec, *needle;
     } bad[] = {
-        {"", "--layers: the plan is empty"},
-        {"x", "--layers \"x\": expected a layer index at \"x\""},
-        {"0-", "--layers \"0-\": expected a layer index at the end"},
+        {"", "layers: the plan is empty"},
+        {"x", "layers \"x\": expected a layer index at \"x\""},
+        {"0-", "layers \"0-\": expected a layer index at the end"},
         {"0-2,", "expected a layer index at the end"},
         {"0,,1", "expected a layer index at \",1\""},
         {"-1", "expected a layer index at \"-1\""},

@@ -823,12 +823,12 @@ static void test_hidden_router(void) {
     o.prompts = bad;
     o.n_prompts = 1;
     EXPECT(alloy_moe_build(&moe, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
-               strstr(alloy_last_error(), "--prompts: prompt 1 is for expert 2, outside [0, 1]"),
+               strstr(alloy_last_error(), "prompts: prompt 1 is for expert 2, outside [0, 1]"),
            "bad expert: %s", alloy_last_error());
     alloy_moe_prompt only0[] = {{0, p0, 4}};
     o.prompts = only0;
     EXPECT(alloy_moe_build(&moe, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
-               strstr(alloy_last_error(), "--prompts: no prompt for expert 1"),
+               strstr(alloy_last_error(), "prompts: no prompt for expert 1"),
            "missing expert: %s", alloy_last_error());
     alloy_model_destroy(a);
     alloy_model_destroy(b);
@@ -994,7 +994,7 @@ static void classifier_router_case(alloy_family f) {
     o.prompts = only0;
     o.n_prompts = 1;
     EXPECT(alloy_moe_build(&m1, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
-               strstr(alloy_last_error(), "--prompts: no prompt for expert 1"),
+               strstr(alloy_last_error(), "prompts: no prompt for expert 1"),
            "missing expert: %s", alloy_last_error());
     alloy_model_destroy(a);
     alloy_model_destroy(b);
@@ -1014,11 +1014,11 @@ static void test_build_refuses(void) {
     alloy_moe_options o = alloy_moe_defaults();
     alloy_model *out = NULL, *ex[2] = {a, w};
     EXPECT(alloy_moe_build(&out, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
-               strstr(alloy_last_error(), "--experts: model 2: d_ff is 32 but the first expert's is 24"),
+               strstr(alloy_last_error(), "experts: model 2: d_ff is 32 but the first expert's is 24"),
            "shape: %s", alloy_last_error());
     ex[1] = l;
     EXPECT(alloy_moe_build(&out, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
-               strstr(alloy_last_error(), "--experts: model 2: family llama differs from the first expert's gpt2"),
+               strstr(alloy_last_error(), "experts: model 2: family llama differs from the first expert's gpt2"),
            "family: %s", alloy_last_error());
     ex[1] = m;
     EXPECT(alloy_moe_build(&out, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE && strstr(alloy_last_error(), "already a mixture"),
@@ -1028,7 +1028,7 @@ static void test_build_refuses(void) {
            "one expert: %s", alloy_last_error());
     o.top_k = 3;
     EXPECT(alloy_moe_build(&out, ex, 2, NULL, &o) == ALLOY_STATUS_USAGE &&
-               strstr(alloy_last_error(), "--top-k 3: must lie in [1, 2]"),
+               strstr(alloy_last_error(), "top_k 3: must lie in [1, 2]"),
            "K > E: %s", alloy_last_error());
     o.top_k = 1;
     EXPECT(alloy_moe_build(&out, ex, 2, w, &o) == ALLOY_STATUS_USAGE && strstr(alloy_last_error(), "--base: d_ff is 32"),

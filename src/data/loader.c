@@ -4,6 +4,7 @@
  * A run's data order depends only on (seed, epoch): the permutation of windows is redrawn
  * from them at each epoch, so a saved (epoch, cursor) pair resumes the exact sequence.
  */
+#include "alloy/options.h"
 #include "alloy/data.h"
 
 #include <dirent.h>
@@ -74,7 +75,7 @@ static alloy_status open_shards(const char *dir, const char *prefix, alloy_shard
 alloy_status alloy_dataset_open(alloy_dataset **out, const char *dir, double val_fraction) {
     *out = NULL;
     if (!(val_fraction >= 0.0 && val_fraction < 1.0))
-        return alloy_fail(ALLOY_STATUS_USAGE, "--val-fraction must lie in [0, 1), got %g", val_fraction);
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "val_fraction", "must lie in [0, 1), got %g", val_fraction);
     alloy_dataset *ds = alloy_calloc(1, sizeof *ds);
     if (!ds) return ALLOY_STATUS_NOMEM;
     ds->dir = alloy_strdup(dir);

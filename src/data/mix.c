@@ -8,6 +8,7 @@
  * proportional to its remaining quota, so every stretch of a shard has the mix's proportions.
  * Within a source, documents come in a shuffled order (a fresh one each epoch).
  */
+#include "alloy/options.h"
 #include "prepare_internal.h"
 
 #include <cJSON.h>
@@ -90,7 +91,7 @@ static alloy_status mix_split(const alloy_prepare_options *o, source_state *ss, 
         w[k] = o->mix ? ss[k].src->weight : (double)avail;
         if (avail == 0) {
             if (o->mix && w[k] > 0 && sp == SPLIT_TRAIN)
-                s = alloy_fail(ALLOY_STATUS_USAGE, "--mix gives %s a weight but it has no training text", ss[k].src->name);
+                s = alloy_fail_option(ALLOY_STATUS_USAGE, "mix", "gives %s a weight but it has no training text", ss[k].src->name);
             w[k] = 0.0; // a source without held-out text leaves the held-out mix
         }
         wsum += w[k];

@@ -10,6 +10,7 @@
  * tail `val_fraction` of its bytes, cut at a line end, to the held-out side and the rest to
  * training, so that a source made of a few large files still has held-out text.
  */
+#include "alloy/options.h"
 #include "prepare_internal.h"
 
 #include <cJSON.h>
@@ -338,12 +339,12 @@ static alloy_status check_out_dir(const char *dir, const char *tmp) {
 static alloy_status check_options(const alloy_prepare_options *o) {
     if (o->n_sources < 1) return alloy_fail(ALLOY_STATUS_USAGE, "no input");
     if (!(o->val_fraction >= 0.0 && o->val_fraction < 1.0))
-        return alloy_fail(ALLOY_STATUS_USAGE, "--val-fraction must lie in [0, 1), got %g", o->val_fraction);
-    if (o->shard_tokens < 1024) return alloy_fail(ALLOY_STATUS_USAGE, "--shard-tokens must be at least 1024");
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "val_fraction", "must lie in [0, 1), got %g", o->val_fraction);
+    if (o->shard_tokens < 1024) return alloy_fail_option(ALLOY_STATUS_USAGE, "shard_tokens", "must be at least 1024");
     for (int k = 0; k < o->n_sources; k++) {
         if (o->sources[k].n_paths < 1) return alloy_fail(ALLOY_STATUS_USAGE, "source %s has no path", o->sources[k].name);
         if (o->mix && !(o->sources[k].weight >= 0.0 && isfinite(o->sources[k].weight)))
-            return alloy_fail(ALLOY_STATUS_USAGE, "--mix: weight of %s must be >= 0", o->sources[k].name);
+            return alloy_fail_option(ALLOY_STATUS_USAGE, "mix", ": weight of %s must be >= 0", o->sources[k].name);
         for (int j = 0; j < k; j++)
             if (!strcmp(o->sources[j].name, o->sources[k].name))
                 return alloy_fail(ALLOY_STATUS_USAGE, "two sources are named %s", o->sources[k].name);

@@ -10,6 +10,7 @@
  * projection P, which the objective's step hook updates with its own AdamW after each step and
  * its save/load hooks keep in the checkpoints.
  */
+#include "alloy/options.h"
 #include "alloy/distill.h"
 #include "alloy/ensemble.h"
 #include "alloy/io.h"
@@ -120,9 +121,9 @@ alloy_status alloy_distill_run(const alloy_train_options *o, const alloy_distill
     if (!(d->temperature > 0.0f) || !(d->alpha >= 0.0f && d->alpha <= 1.0f) || !(d->beta > 0.0f && d->beta < 1.0f))
         return alloy_fail(ALLOY_STATUS_USAGE, "distillation needs temperature > 0, alpha in [0, 1], beta in (0, 1)");
     if (!(d->hidden_weight >= 0.0f && isfinite(d->hidden_weight)))
-        return alloy_fail(ALLOY_STATUS_USAGE, "--hidden-weight must be a finite number >= 0");
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "hidden_weight", "must be a finite number >= 0");
     if (d->combiner[0] && d->n_teachers < 2)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--combiner needs the 2 or more teachers it was trained over");
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "combiner", "needs the 2 or more teachers it was trained over");
     alloy_model *tm[ALLOY_MAX_TEACHERS] = {0};
     alloy_combiner *comb = NULL;
     distill_ctx c = {.d = d, .run = o};

@@ -7,6 +7,7 @@
  * tensors that widening rebuilds unit by unit. Nothing here knows more of the architecture
  * than the names of the MLP's tensors and which axis holds its hidden units.
  */
+#include "alloy/options.h"
 #include "alloy/grow.h"
 
 #include <math.h>
@@ -73,7 +74,7 @@ static alloy_status copy_tensor(alloy_model *dst, const alloy_tensor_info *t, co
 alloy_status alloy_grow_parse_layers(const char *spec, int src_layers, int **plan, int *n_layers) {
     *plan = NULL;
     *n_layers = 0;
-    if (!spec || !*spec) return alloy_fail(ALLOY_STATUS_USAGE, "--layers: the plan is empty (give e.g. 0-5,3-8)");
+    if (!spec || !*spec) return alloy_fail_option(ALLOY_STATUS_USAGE, "layers", ": the plan is empty (give e.g. 0-5,3-8)");
     int *p = alloy_malloc(sizeof(int) * GROW_MAX_LAYERS);
     if (!p) return ALLOY_STATUS_NOMEM;
     alloy_status st = ALLOY_STATUS_OK;
@@ -87,8 +88,8 @@ alloy_status alloy_grow_parse_layers(const char *spec, int src_layers, int **pla
         for (; parts < 2; parts++) {
             while (*s == ' ') s++;
             if (*s < '0' || *s > '9') {
-                st = *s ? alloy_fail(ALLOY_STATUS_USAGE, "--layers \"%s\": expected a layer index at \"%.24s\"", shown, s)
-                        : alloy_fail(ALLOY_STATUS_USAGE, "--layers \"%s\": expected a layer index at the end", shown);
+                st = *s ? alloy_fail_option(ALLOY_STATUS_USAGE, "layers", "\"%s\": expected a layer index at \"%.24s\"", shown, s)
+                        : alloy_fail_option(ALLOY_STATUS_USAGE, "layers", "\"%s\": expected a layer index at the end", shown);
                 break;
             }
             for (; *s >= '0' && *s <= '9'; s++) ab[parts] = ab[parts] < 100000000 ? ab[parts] * 10 + (*s - '0') : ab[parts];
@@ -99,23 +100,23 @@ alloy_status alloy_grow_parse_layers(const char *spec, int src_layers, int **pla
         if (st) break;
         if (parts == 0) ab[1] = ab[0];
         if (ab[0] > ab[1]) {
-            st = alloy_fail(ALLOY_STATUS_USAGE, "--layers \"%s\": the range %ld-%ld descends (write the layers one by one)",
+            st = alloy_fail_option(ALLOY_STATUS_USAGE, "layers", "\"%s\": the range %ld-%ld descends (write the layers one by one)",
                             shown, ab[0], ab[1]);
             break;
         }
         if (ab[1] >= src_layers) {
-            st = alloy_fail(ALLOY_STATUS_USAGE, "--layers \"%s\": layer %ld is out of range (the model has layers 0-%d)", shown,
+            st = alloy_fail_option(ALLOY_STATUS_USAGE, "layers", "\"%s\": layer %ld is out of range (the model has layers 0-%d)", shown,
                             ab[1], src_layers - 1);
             break;
         }
         for (long k = ab[0]; k <= ab[1] && !st; k++) {
             if (n == GROW_MAX_LAYERS)
-                st = alloy_fail(ALLOY_STATUS_USAGE, "--layers \"%s\": more than %d layers", shown, GROW_MAX_LAYERS);
+                st = alloy_fail_option(ALLOY_STATUS_USAGE, "layers", "\"%s\": more than %d layers", shown, GROW_MAX_LAYERS);
             else p[n++] = (int)k;
         }
         if (st || !*s) break;
         if (*s != ',')
-            st = alloy_fail(ALLOY_STATUS_USAGE, "--layers \"%s\": expected ',' or the end at \"%.24s\"", shown, s);
+            st = alloy_fail_option(ALLOY_STATUS_USAGE, "layers", "\"%s\": expected ',' or the end at \"%.24s\"", shown, s);
         else s++;
     }
     if (st) {
@@ -131,10 +132,10 @@ alloy_status alloy_grow_depth(alloy_model **out, const alloy_model *src, const i
     *out = NULL;
     int L = src->config.n_layer;
     if (n_layers < 1 || n_layers > GROW_MAX_LAYERS || !layer_plan)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--layers: a plan of %d layers; it needs 1 to %d", n_layers, GROW_MAX_LAYERS);
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "layers", ": a plan of %d layers; it needs 1 to %d", n_layers, GROW_MAX_LAYERS);
     for (int i = 0; i < n_layers; i++)
         if (layer_plan[i] < 0 || layer_plan[i] >= L)
-            return alloy_fail(ALLOY_STATUS_USAGE, "--layers: new layer %d would copy layer %d, but the model has layers 0-%d",
+            return alloy_fail_option(ALLOY_STATUS_USAGE, "layers", ": new layer %d would copy layer %d, but the model has layers 0-%d",
                               i, layer_plan[i], L - 1);
     alloy_config cfg = src->config;
     cfg.n_layer = n_layers;
@@ -173,11 +174,10 @@ alloy_status alloy_grow_depth_upscale(alloy_model **out, const alloy_model *src,
     *out = NULL;
     int n = src->config.n_layer;
     if (m < 0 || m >= n)
-        return alloy_fail(ALLOY_STATUS_USAGE,
-                          "--depth-upscale %d: must lie in [0, %d] (the model has %d layers; each of the two copies loses m)", m,
-                          n - 1, n);
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "depth_upscale",
+                                 "%d: must lie in [0, %d] (the model has %d layers; each of the two copies loses m)", m, n - 1, n);
     if (2 * (n - m) > GROW_MAX_LAYERS)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--depth-upscale %d: 2*(%d - %d) = %d layers exceed %d", m, n, m, 2 * (n - m),
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "depth_upscale", "%d: 2*(%d - %d) = %d layers exceed %d", m, n, m, 2 * (n - m),
                           GROW_MAX_LAYERS);
     int *plan = alloy_malloc(sizeof(int) * (size_t)(2 * (n - m)));
     if (!plan) return ALLOY_STATUS_NOMEM;
@@ -292,12 +292,12 @@ alloy_status alloy_grow_ffn(alloy_model **out, const alloy_model *src, int new_f
     *out = NULL;
     int F = src->config.d_ff;
     if (new_ff <= F || new_ff > GROW_MAX_FF)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--ffn-width %d: must exceed the model's MLP width %d (and be at most %d)",
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "ffn_width", "%d: must exceed the model's MLP width %d (and be at most %d)",
                           new_ff, F, GROW_MAX_FF);
     if (!(noise >= 0.0f) || !isfinite(noise))
-        return alloy_fail(ALLOY_STATUS_USAGE, "--noise %g: must be a finite number >= 0", (double)noise);
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "noise", "%g: must be a finite number >= 0", (double)noise);
     if (src->config.n_experts > 0)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--ffn-width: widening a mixture of experts is not supported");
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "ffn_width", ": widening a mixture of experts is not supported");
     alloy_config cfg = src->config;
     cfg.d_ff = new_ff;
     alloy_model *m;

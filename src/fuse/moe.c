@@ -3,6 +3,7 @@
  * the experts of each layer, the rest is averaged or taken from a base, and the routers are
  * drawn at random or set from hidden states (alloy/moe.h says exactly how).
  */
+#include "alloy/options.h"
 #include "alloy/moe.h"
 
 #include <cblas.h>
@@ -89,18 +90,18 @@ static alloy_status check_prompts(const alloy_moe_options *o, int E, int V) {
     for (int i = 0; i < o->n_prompts; i++) {
         const alloy_moe_prompt *p = &o->prompts[i];
         if (p->expert < 0 || p->expert >= E)
-            return alloy_fail(ALLOY_STATUS_USAGE, "--prompts: prompt %d is for expert %d, outside [0, %d]", i + 1,
+            return alloy_fail_option(ALLOY_STATUS_USAGE, "prompts", ": prompt %d is for expert %d, outside [0, %d]", i + 1,
                               p->expert, E - 1);
-        if (p->n < 1) return alloy_fail(ALLOY_STATUS_USAGE, "--prompts: prompt %d is empty", i + 1);
+        if (p->n < 1) return alloy_fail_option(ALLOY_STATUS_USAGE, "prompts", ": prompt %d is empty", i + 1);
         for (int k = 0; k < p->n; k++)
             if (p->tokens[k] < 0 || p->tokens[k] >= V)
-                return alloy_fail(ALLOY_STATUS_USAGE, "--prompts: prompt %d has token %d outside the vocabulary [0, %d)",
+                return alloy_fail_option(ALLOY_STATUS_USAGE, "prompts", ": prompt %d has token %d outside the vocabulary [0, %d)",
                                   i + 1, p->tokens[k], V);
     }
     for (int e = 0; e < E; e++) {
         bool found = false;
         for (int i = 0; i < o->n_prompts && !found; i++) found = o->prompts[i].expert == e;
-        if (!found) return alloy_fail(ALLOY_STATUS_USAGE, "--prompts: no prompt for expert %d", e);
+        if (!found) return alloy_fail_option(ALLOY_STATUS_USAGE, "prompts", ": no prompt for expert %d", e);
     }
     return ALLOY_STATUS_OK;
 }
@@ -423,11 +424,11 @@ static alloy_status classifier_routers(alloy_model *m, alloy_model *const *ex, i
 alloy_status alloy_moe_build(alloy_model **out, alloy_model *const *ex, int E, alloy_model *base,
                              const alloy_moe_options *o) {
     *out = NULL;
-    if (E < 2) return alloy_fail(ALLOY_STATUS_USAGE, "--experts: give at least 2 expert models (got %d)", E);
+    if (E < 2) return alloy_fail_option(ALLOY_STATUS_USAGE, "experts", ": give at least 2 expert models (got %d)", E);
     if (E > ALLOY_MAX_EXPERTS)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--experts: at most %d expert models (got %d)", ALLOY_MAX_EXPERTS, E);
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "experts", ": at most %d expert models (got %d)", ALLOY_MAX_EXPERTS, E);
     if (o->top_k < 1 || o->top_k > E)
-        return alloy_fail(ALLOY_STATUS_USAGE, "--top-k %d: must lie in [1, %d] (the number of experts)", o->top_k, E);
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "top_k", "%d: must lie in [1, %d] (the number of experts)", o->top_k, E);
     if (!(o->aux_loss_coef >= 0.0 && o->aux_loss_coef < 1e6))
         return alloy_fail(ALLOY_STATUS_USAGE, "the aux loss coefficient %g must be >= 0", o->aux_loss_coef);
     alloy_status s = ALLOY_STATUS_OK;

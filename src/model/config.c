@@ -2,6 +2,7 @@
  * config.c — model configurations: presets, validation, and config.json in the Hugging Face
  * keys of each family (GPT2Config, LlamaConfig), so that a checkpoint folder loads there too.
  */
+#include "alloy/options.h"
 #include "alloy/model.h"
 
 #include <cJSON.h>
@@ -58,7 +59,7 @@ alloy_status alloy_config_preset(alloy_config *cfg, const char *name, int vocab_
         strncat(list, presets[i].name, sizeof list - strlen(list) - 1);
         if (i + 1 < N_PRESETS) strncat(list, ", ", sizeof list - strlen(list) - 1);
     }
-    return alloy_fail(ALLOY_STATUS_USAGE, "--preset: unknown preset '%s' (known: %s)", name, list);
+    return alloy_fail_option(ALLOY_STATUS_USAGE, "preset", ": unknown preset '%s' (known: %s)", name, list);
 }
 
 alloy_status alloy_config_validate(const alloy_config *c, const char *what) {
