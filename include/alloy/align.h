@@ -209,6 +209,18 @@ alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o,
  * *final_val (may be NULL) gets the last held-out evaluation's sums. */
 alloy_status alloy_align_run(const alloy_align_options *o, const char *resume, alloy_align_stats *final_val);
 
+/* ---- scoring a file (src/train/score.c) ---- */
+
+/* What alloy_align_score hands over for each example, in the file's order: its line number, the
+ * n values of its sequences (a reward model's scores, or with logprobs the sums of the response
+ * tokens' log-probabilities) and, with logprobs, the number of tokens each sum covers (else NULL). */
+typedef void (*alloy_score_fn)(void *user, int64_t line, const double *values, const int *tokens, int n);
+
+/* Scores every example of d (read as ALLOY_ALIGN_SCORE), batch examples per forward: by the
+ * reward model rm, or with logprobs by rm->model as a language model. */
+alloy_status alloy_align_score(alloy_reward_model *rm, const alloy_align_data *d, int batch, bool logprobs,
+                               alloy_score_fn emit, void *user);
+
 /* ---- RLHF with PPO (the objective's maths: src/train/ppo.c; the run: src/align/ppo_run.c) ----
  *
  * The policy is a language model with a value head (TRL's AutoModelForCausalLMWithValueHead: a

@@ -188,6 +188,19 @@ int cmd_sft(int argc, char **argv) { return run_verb("sft", ALLOY_ALIGN_SFT, arg
 int cmd_reward(int argc, char **argv) { return run_verb("reward", ALLOY_ALIGN_REWARD, argc, argv, reward_help); }
 int cmd_dpo(int argc, char **argv) { return run_verb("dpo", ALLOY_ALIGN_DPO, argc, argv, dpo_help); }
 
+/* One JSON line per example: {"line": N, "scores": [...]} or {"line": N, "logps": [...], "tokens": [...]}. */
+static void print_scores(void *user, int64_t line, const double *values, const int *tokens, int n) {
+    bool logprobs = *(const bool *)user;
+    printf("{\"line\":%lld,\"%s\":[", (long long)line, logprobs ? "logps" : "scores");
+    for (int k = 0; k < n; k++) printf(logprobs ? "%s%.8g" : "%s%.6g", k ? "," : "", logprobs ? values[k] : (double)(float)values[k]);
+    if (tokens) {
+        printf("],\"tokens\":[");
+        for (int k = 0; k < n; k++) printf("%s%d", k ? "," : "", tokens[k]);
+    }
+    printf("]}\n");
+    fflush(stdout);
+}
+
 int cmd_score(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tmpl_name = NULL;
     int batch = 8, seq = 0, threads = 0;
@@ -216,9 +229,6 @@ int cmd_score(int argc, char **argv) {
     alloy_tokenizer *tok = NULL;
     alloy_reward_model *rm = NULL;
     alloy_align_data d = {0};
-    alloy_align_batch b = {0};
-    float *scores = NULL;
-    int64_t *idx = NULL;
     if (!s) {
         char *cp = alloy_path_join(dir, "config.json");
         s = cp ? alloy_config_load(&cfg, cp) : ALLOY_STATUS_NOMEM;
@@ -235,38 +245,8 @@ int cmd_score(int argc, char **argv) {
     if (!s) s = alloy_align_data_read(&d, data, tok, ALLOY_ALIGN_SCORE, tmpl, seq);
     // a language model (--logprobs) is loaded the same way: its unused head is a new one
     if (!s) s = alloy_reward_model_load(&rm, dir, batch * d.max_seqs, seq, !logprobs, 0);
-    size_t rows = (size_t)batch * (size_t)d.max_seqs;
-    double *logp = NULL;
-    int *count = NULL;
-    if (!s) {
-        scores = alloy_malloc(sizeof(float) * rows);
-        logp = alloy_malloc(sizeof(double) * rows);
-        count = alloy_malloc(sizeof(int) * rows);
-        idx = alloy_malloc(sizeof(int64_t) * (size_t)batch);
-        if (!scores || !logp || !count || !idx) s = ALLOY_STATUS_NOMEM;
-    }
-    for (int64_t e0 = 0; !s && e0 < d.n_examples; e0 += batch) {
-        int n = (int)(d.n_examples - e0 < batch ? d.n_examples - e0 : batch);
-        for (int i = 0; i < n; i++) idx[i] = e0 + i;
-        s = alloy_align_batch_make(&b, &d, idx, n);
-        if (!s) s = logprobs ? alloy_dpo_logps(rm->model, &b, logp, count) : alloy_reward_scores(rm, &b, scores);
-        for (int i = 0; !s && i < n; i++) {
-            printf("{\"line\":%lld,\"%s\":[", (long long)d.ex_line[e0 + i], logprobs ? "logps" : "scores");
-            for (int k = b.ex_row[i]; k < b.ex_row[i + 1]; k++)
-                printf(logprobs ? "%s%.8g" : "%s%.6g", k > b.ex_row[i] ? "," : "", logprobs ? logp[k] : (double)scores[k]);
-            if (logprobs) {
-                printf("],\"tokens\":[");
-                for (int k = b.ex_row[i]; k < b.ex_row[i + 1]; k++) printf("%s%d", k > b.ex_row[i] ? "," : "", count[k]);
-            }
-            printf("]}\n");
-        }
-        fflush(stdout);
-    }
-    alloy_free(logp);
-    alloy_free(count);
-    alloy_free(scores);
-    alloy_free(idx);
-    alloy_align_batch_free(&b);
+    bool lp = logprobs;
+    if (!s) s = alloy_align_score(rm, &d, batch, logprobs, print_scores, &lp);
     alloy_align_data_free(&d);
     alloy_reward_model_destroy(rm);
     alloy_tokenizer_destroy(tok);
