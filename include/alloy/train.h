@@ -270,6 +270,15 @@ alloy_status alloy_run_resume_state(const char *dir, char **ckpt, alloy_options_
 alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *need,
                                       void *opts, char *out_dir, size_t out_dir_size);
 
+/* For an objective's state_save and state_load: the members every objective's trainer_state.json
+ * has — its data position (epoch, cursor), its data's fingerprint and its options (taken over;
+ * NULL: NOMEM). Reading them back: FORMAT for a missing member, or (n >= 0) an epoch or cursor
+ * outside [0, n]; MISMATCH naming `data` when the fingerprint is not `fingerprint` any more. */
+alloy_status alloy_run_state_put_data(struct cJSON *state, int64_t epoch, int64_t cursor, uint64_t fingerprint,
+                                      struct cJSON *options);
+alloy_status alloy_run_state_get_data(const struct cJSON *state, const char *what, const char *data, uint64_t fingerprint,
+                                      int64_t n, int64_t *epoch, int64_t *cursor);
+
 /* USAGE when dir already holds a run (a `latest` file), naming it and what to do instead. */
 alloy_status alloy_run_check_new(const char *dir);
 

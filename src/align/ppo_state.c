@@ -17,47 +17,25 @@
 alloy_status ppo_state_save(void *ctx, cJSON *j) {
     ppo_run *r = ctx;
     char buf[64];
-    cJSON_AddNumberToObject(j, "epoch", (double)r->epoch);
-    cJSON_AddNumberToObject(j, "cursor", (double)r->cursor);
     snprintf(buf, sizeof buf, "%a", r->kl.value); // exact
     cJSON_AddStringToObject(j, "kl_coef", buf);
     cJSON_AddNumberToObject(j, "kl_coef_value", r->kl.value);
-    snprintf(buf, sizeof buf, "%016" PRIx64, r->data.fingerprint);
-    cJSON_AddStringToObject(j, "data_fingerprint", buf);
-    cJSON *o = alloy_options_save(alloy_ppo_schema(), &r->opt);
-    if (!o) return ALLOY_STATUS_NOMEM;
-    cJSON_AddItemToObject(j, "options", o);
-    return ALLOY_STATUS_OK;
+    return alloy_run_state_put_data(j, r->epoch, r->cursor, r->data.fingerprint, alloy_options_save(alloy_ppo_schema(), &r->opt));
 }
 
 alloy_status ppo_state_load(void *ctx, const cJSON *j, const char *what) {
     ppo_run *r = ctx;
-    int64_t epoch = 0, cursor = 0;
-    const char *fp = NULL, *klc = NULL;
-    alloy_status s = alloy_json_get_int(j, "epoch", what, &epoch);
-    if (!s) s = alloy_json_get_int(j, "cursor", what, &cursor);
+    const char *klc = NULL;
+    alloy_status s = alloy_run_state_get_data(j, what, r->opt.prompts_path, r->data.fingerprint, r->data.n_examples, &r->epoch,
+                                              &r->cursor);
     if (!s) s = alloy_json_get_string(j, "kl_coef", what, &klc);
-    if (!s) s = alloy_json_get_string(j, "data_fingerprint", what, &fp);
-    if (!s && (epoch < 0 || cursor < 0 || cursor > r->data.n_examples))
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: step, epoch or cursor out of range", what);
     if (!s) {
         char *end;
         r->kl.value = strtod(klc, &end);
         if (*end || !*klc || !isfinite(r->kl.value) || r->kl.value < 0)
             s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: field \"kl_coef\" is not a KL coefficient", what);
     }
-    if (!s) {
-        char now[24];
-        snprintf(now, sizeof now, "%016" PRIx64, r->data.fingerprint);
-        if (strcmp(now, fp))
-            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the prompts changed since this run started (fingerprint %s, now %s)",
-                           r->opt.prompts_path, fp, now);
-    }
-    if (!s) {
-        r->epoch = epoch;
-        r->cursor = cursor;
-        ppo_shuffle(r); // the order of the pass the run is in
-    }
+    if (!s) ppo_shuffle(r); // the order of the pass the run is in
     return s;
 }
 

@@ -98,14 +98,9 @@ static alloy_status comb_load(void *ctx, const char *dir) {
 
 static alloy_status comb_state_save(void *ctx, cJSON *j) {
     comb_obj *x = ctx;
-    char fp[24], seed[24];
-    snprintf(fp, sizeof fp, "%016" PRIx64, x->ds->fingerprint);
+    char seed[24];
     snprintf(seed, sizeof seed, "%" PRIu64, x->o->seed);
-    cJSON_AddNumberToObject(j, "epoch", (double)x->train->epoch);
-    cJSON_AddNumberToObject(j, "cursor", (double)x->train->cursor);
-    cJSON_AddStringToObject(j, "data_fingerprint", fp);
-    cJSON *o = cJSON_AddObjectToObject(j, "options");
-    if (!o) return ALLOY_STATUS_NOMEM;
+    cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "objective", "combiner");
     cJSON_AddStringToObject(o, "data", x->ds->dir);
     cJSON_AddNumberToObject(o, "batch", x->o->batch);
@@ -113,20 +108,13 @@ static alloy_status comb_state_save(void *ctx, cJSON *j) {
     cJSON_AddNumberToObject(o, "lr", x->o->lr);
     cJSON_AddNumberToObject(o, "weight_decay", x->o->weight_decay);
     cJSON_AddStringToObject(o, "seed", seed);
-    return ALLOY_STATUS_OK;
+    return alloy_run_state_put_data(j, x->train->epoch, x->train->cursor, x->ds->fingerprint, o);
 }
 
 static alloy_status comb_state_load(void *ctx, const cJSON *j, const char *what) {
     comb_obj *x = ctx;
     int64_t epoch = 0, cursor = 0;
-    const char *fp = NULL;
-    alloy_status s = alloy_json_get_int(j, "epoch", what, &epoch);
-    if (!s) s = alloy_json_get_int(j, "cursor", what, &cursor);
-    if (!s) s = alloy_json_get_string(j, "data_fingerprint", what, &fp);
-    char want[24];
-    snprintf(want, sizeof want, "%016" PRIx64, x->ds->fingerprint);
-    if (!s && strcmp(fp, want) != 0)
-        return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the data in %s has changed since this run started", what, x->ds->dir);
+    alloy_status s = alloy_run_state_get_data(j, what, x->ds->dir, x->ds->fingerprint, -1, &epoch, &cursor);
     if (!s && (s = alloy_loader_seek(x->train, epoch, cursor))) alloy_error_prefix("%s", what);
     return s;
 }

@@ -136,38 +136,13 @@ static uint64_t data_fingerprint(const align_run *r) {
 
 static alloy_status align_state_save(void *ctx, cJSON *j) {
     align_run *r = ctx;
-    char fp[24];
-    snprintf(fp, sizeof fp, "%016" PRIx64, data_fingerprint(r));
-    cJSON_AddNumberToObject(j, "epoch", (double)r->epoch);
-    cJSON_AddNumberToObject(j, "cursor", (double)r->cursor);
-    cJSON_AddStringToObject(j, "data_fingerprint", fp);
-    cJSON *o = alloy_options_save(alloy_align_schema(), &r->opt);
-    if (!o) return ALLOY_STATUS_NOMEM;
-    cJSON_AddItemToObject(j, "options", o);
-    return ALLOY_STATUS_OK;
+    return alloy_run_state_put_data(j, r->epoch, r->cursor, data_fingerprint(r), alloy_options_save(alloy_align_schema(), &r->opt));
 }
 
 static alloy_status align_state_load(void *ctx, const cJSON *j, const char *what) {
     align_run *r = ctx;
-    int64_t epoch = 0, cursor = 0;
-    const char *fp = NULL;
-    alloy_status s = alloy_json_get_int(j, "epoch", what, &epoch);
-    if (!s) s = alloy_json_get_int(j, "cursor", what, &cursor);
-    if (!s) s = alloy_json_get_string(j, "data_fingerprint", what, &fp);
-    if (!s && (epoch < 0 || cursor < 0 || cursor > r->n_train))
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: step, epoch or cursor out of range", what);
-    if (!s) {
-        char now[24];
-        snprintf(now, sizeof now, "%016" PRIx64, data_fingerprint(r));
-        if (strcmp(now, fp))
-            s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the data changed since this run started (fingerprint %s, now %s)",
-                           r->opt.data_path, fp, now);
-    }
-    if (!s) {
-        r->epoch = epoch;
-        r->cursor = cursor;
-        align_shuffle(r); // the order of the epoch the run is in
-    }
+    alloy_status s = alloy_run_state_get_data(j, what, r->opt.data_path, data_fingerprint(r), r->n_train, &r->epoch, &r->cursor);
+    if (!s) align_shuffle(r); // the order of the epoch the run is in
     return s;
 }
 

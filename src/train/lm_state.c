@@ -33,30 +33,14 @@ alloy_status lm_load(void *ctx, const char *dir) {
 
 alloy_status lm_state_save(void *ctx, cJSON *j) {
     lm_obj *c = ctx;
-    char fp[24];
-    snprintf(fp, sizeof fp, "%016" PRIx64, c->ds->fingerprint);
-    cJSON_AddNumberToObject(j, "epoch", (double)c->train->epoch);
-    cJSON_AddNumberToObject(j, "cursor", (double)c->train->cursor);
-    cJSON_AddStringToObject(j, "data_fingerprint", fp);
-    cJSON *o = alloy_options_save(alloy_train_schema(), c->opt);
-    if (!o) return ALLOY_STATUS_NOMEM;
-    cJSON_AddItemToObject(j, "options", o);
-    return ALLOY_STATUS_OK;
+    return alloy_run_state_put_data(j, c->train->epoch, c->train->cursor, c->ds->fingerprint,
+                                    alloy_options_save(alloy_train_schema(), c->opt));
 }
 
 alloy_status lm_state_load(void *ctx, const cJSON *j, const char *what) {
     lm_obj *c = ctx;
     int64_t epoch = 0, cursor = 0;
-    const char *fp = NULL;
-    alloy_status s = alloy_json_get_int(j, "epoch", what, &epoch);
-    if (!s) s = alloy_json_get_int(j, "cursor", what, &cursor);
-    if (!s) s = alloy_json_get_string(j, "data_fingerprint", what, &fp);
-    if (!s) {
-        char want[24];
-        snprintf(want, sizeof want, "%016" PRIx64, c->ds->fingerprint);
-        if (strcmp(fp, want) != 0)
-            return alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the data in %s has changed since this run started", what, c->ds->dir);
-    }
+    alloy_status s = alloy_run_state_get_data(j, what, c->ds->dir, c->ds->fingerprint, -1, &epoch, &cursor);
     if (!s && (s = alloy_loader_seek(c->train, epoch, cursor))) alloy_error_prefix("%s", what);
     return s;
 }

@@ -213,6 +213,35 @@ static alloy_status load_optimizers(alloy_run *r, const char *ckpt) {
     return s;
 }
 
+/* ---- the data position every objective saves ---- */
+
+alloy_status alloy_run_state_put_data(cJSON *state, int64_t epoch, int64_t cursor, uint64_t fingerprint, cJSON *options) {
+    char fp[24];
+    snprintf(fp, sizeof fp, "%016" PRIx64, fingerprint);
+    cJSON_AddNumberToObject(state, "epoch", (double)epoch);
+    cJSON_AddNumberToObject(state, "cursor", (double)cursor);
+    cJSON_AddStringToObject(state, "data_fingerprint", fp);
+    if (!options) return ALLOY_STATUS_NOMEM;
+    cJSON_AddItemToObject(state, "options", options);
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_run_state_get_data(const cJSON *state, const char *what, const char *data, uint64_t fingerprint,
+                                      int64_t n, int64_t *epoch, int64_t *cursor) {
+    const char *fp = NULL;
+    alloy_status s = alloy_json_get_int(state, "epoch", what, epoch);
+    if (!s) s = alloy_json_get_int(state, "cursor", what, cursor);
+    if (!s) s = alloy_json_get_string(state, "data_fingerprint", what, &fp);
+    if (!s && n >= 0 && (*epoch < 0 || *cursor < 0 || *cursor > n))
+        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: step, epoch or cursor out of range", what);
+    char now[24];
+    snprintf(now, sizeof now, "%016" PRIx64, fingerprint);
+    if (!s && strcmp(fp, now) != 0)
+        s = alloy_fail(ALLOY_STATUS_MISMATCH, "%s: the data in %s has changed since this run started (fingerprint %s, now %s)",
+                       what, data, fp, now);
+    return s;
+}
+
 /* ---- resuming ---- */
 
 alloy_status alloy_run_resume_state(const char *dir, char **ckpt, alloy_options_parser parse, void *opts, char *out_dir,
@@ -379,17 +408,14 @@ static char *run_of(const char *ckpt) {
 static alloy_status check_resume(alloy_run *r, const char *resume, char **src) {
     *src = NULL;
     const alloy_run_options *o = r->ro;
-    char *from = run_of(resume);
     if (o->resume_mode == ALLOY_RESUME_BRANCH) {
         alloy_status s = alloy_run_check_new(o->out_dir);
-        if (!s && from && newest_step(o->out_dir) >= 0 && alloy_path_exists(o->out_dir))
+        if (!s && newest_step(o->out_dir) >= 0)
             s = alloy_fail(ALLOY_STATUS_USAGE, "%s already holds checkpoints; branch into a new folder", o->out_dir);
-        if (s) alloy_free(from);
-        else *src = from;
+        if (!s) *src = run_of(resume); // whose metrics the branch starts from (NULL: none)
         return s;
     }
     int64_t newest = newest_step(o->out_dir);
-    alloy_free(from);
     if (newest > r->step && o->resume_mode != ALLOY_RESUME_REWIND)
         return alloy_fail(ALLOY_STATUS_USAGE,
                           "%s is step %lld but %s has checkpoints up to step %lld, which resuming would lose; "
