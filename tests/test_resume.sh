@@ -60,3 +60,13 @@ expect 0 "sft: branch from step 3" "sft step 5/5" "$ALLOY" sft --branch-from "$(
 [ "$(tree_sum "$T/sft")" = "$sb" ] && ok "sft: the branch left the source untouched" || nok "sft: the branch changed the source"
 expect 0 "sft: rewind to step 3" "set aside" "$ALLOY" sft --resume "$(ck "$T/sft" 3)" --steps 4 --rewind
 [ -d "$(ck "$T/sft/rewound-1" 6)" ] && ok "sft: step 6 set aside" || nok "sft: step 6 not set aside"
+
+# ---- a crash between a checkpoint's rename and the update of `latest` ----
+# leaves a whole checkpoint newer than `latest`: resuming the run folder continues (it is the
+# run's own step, not newer work), sets it aside rather than deleting it, and writes it again
+tiny_model "$T/crash" 12 tiny-gpt2 --ckpt-every 4 --keep 5 && cp -r "$(ck "$T/crash" 12)" "$T/crash12" \
+  && echo checkpoints/step-00000008 >"$T/crash/latest" && ok "a run whose latest lags its newest checkpoint" \
+  || nok "setting up the crash case"
+expect 0 "resuming the crashed run continues" "step 12/12" "$ALLOY" train --resume "$T/crash" --log-every 1
+cmp -s "$T/crash12/model.safetensors" "$(ck "$T/crash" 12)/model.safetensors" && [ -d "$(ck "$T/crash/rewound-1" 12)" ] \
+  && ok "the crash's checkpoint is set aside and step 12 written again, bitwise the same" || nok "crash resume: step 12 differs or was lost"

@@ -323,6 +323,21 @@ static int64_t newest_step(const char *run_dir) {
     return best;
 }
 
+/* The step of the checkpoint RUN/latest names (-1: none). A checkpoint folder newer than it is
+ * one a crash left between its rename and the update of `latest`: the run's own, not newer work. */
+static int64_t latest_step(const char *run_dir) {
+    char *lp = alloy_path_join(run_dir, "latest"), *text = NULL;
+    int64_t k = -1;
+    if (lp && alloy_path_exists(lp) && alloy_file_read_all(lp, &text, NULL) == ALLOY_STATUS_OK) {
+        text[strcspn(text, "\r\n")] = '\0';
+        const char *base = strrchr(text, '/');
+        k = step_of(base ? base + 1 : text);
+    }
+    alloy_free(text);
+    alloy_free(lp);
+    return k;
+}
+
 /* Moves RUN/checkpoints/step-* newer than `step` and a copy of metrics.jsonl into a new
  * RUN/rewound-N, so that the run can continue from `step` with nothing lost. */
 static alloy_status set_newer_aside(const char *run_dir, int64_t step, char **aside) {
@@ -415,7 +430,7 @@ static alloy_status check_resume(alloy_run *r, const char *resume, char **src) {
         if (!s) *src = run_of(resume); // whose metrics the branch starts from (NULL: none)
         return s;
     }
-    int64_t newest = newest_step(o->out_dir);
+    int64_t newest = latest_step(o->out_dir);
     if (newest > r->step && o->resume_mode != ALLOY_RESUME_REWIND)
         return alloy_fail(ALLOY_STATUS_USAGE,
                           "%s is step %lld but %s has checkpoints up to step %lld, which resuming would lose; "
