@@ -9,7 +9,14 @@
 #include <cJSON.h>
 #include <dirent.h>
 #include <stdint.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -578,6 +585,35 @@ static void test_fnv64(void) {
     EXPECT(h == 0x85944171f73967e8ULL, "chained: %llx", (unsigned long long)h);
 }
 
+/* The free cores: within [1, cores]; with a busy process on every core, 1; OMP_NUM_THREADS
+ * overrides the default, an explicit count overrides both. */
+static void test_threads(void) {
+    int cores = 0, f = alloy_cores_free(&cores);
+    EXPECT(cores >= 1 && f >= 1 && f <= cores, "free %d of %d", f, cores);
+    pid_t busy[64];
+    int nb = cores < 64 ? cores : 64;
+    for (int i = 0; i < nb; i++) {
+        busy[i] = fork();
+        if (busy[i] == 0)
+            for (volatile unsigned long x = 0;; x++) {
+            }
+    }
+    struct timespec ts = {0, 200000000}; // let them be scheduled
+    nanosleep(&ts, NULL);
+    f = alloy_cores_free(NULL);
+    EXPECT(f == 1, "with %d busy processes on %d cores: %d free", nb, cores, f);
+    for (int i = 0; i < nb; i++) kill(busy[i], SIGKILL);
+    for (int i = 0; i < nb; i++) waitpid(busy[i], NULL, 0);
+#ifdef _OPENMP
+    setenv("OMP_NUM_THREADS", "3", 1);
+    EXPECT(alloy_threads_use(0) == 3 && omp_get_max_threads() == 3, "OMP_NUM_THREADS=3: %d", omp_get_max_threads());
+    EXPECT(alloy_threads_use(5) == 5 && omp_get_max_threads() == 5, "--threads 5: %d", omp_get_max_threads());
+    unsetenv("OMP_NUM_THREADS");
+    int n = alloy_threads_use(0);
+    EXPECT(n >= 1 && n <= cores && omp_get_max_threads() == n, "default: %d of %d", n, cores);
+#endif
+}
+
 int main(void) {
     RUN(test_errors);
     RUN(test_rng_streams);
@@ -592,5 +628,6 @@ int main(void) {
     RUN(test_json_getters);
     RUN(test_format_duration);
     RUN(test_fnv64);
+    RUN(test_threads);
     return harness_exit();
 }

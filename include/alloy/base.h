@@ -240,6 +240,29 @@ typedef struct alloy_eval_result {
     int64_t windows;   /* windows of T + 1 tokens scored */
 } alloy_eval_result;
 
+/* ---- threads ---------------------------------------------------------------------------- */
+
+/* alloy's parallel work (its kernels and OpenBLAS, OpenMP flavour) runs on OpenMP threads. On a
+ * machine with other work, a thread that waits for a core another process holds makes the
+ * whole team wait: OpenMP's default spin-wait then costs 4x to 50x. Two defences:
+ *   - the thread count: alloy_threads_use(0) takes the cores that are free now, so a busy
+ *     machine runs alloy on fewer threads instead of on threads that wait for each other;
+ *   - the wait policy: OpenMP reads it (OMP_WAIT_POLICY, GOMP_SPINCOUNT) once, before main, so
+ *     a library cannot change it; the alloy command re-executes itself once with
+ *     GOMP_SPINCOUNT=ALLOY_SPINCOUNT when neither variable is set (a short spin, then sleep).
+ *     A program that links liballoy can do the same, or set OMP_WAIT_POLICY=passive. */
+#define ALLOY_SPINCOUNT "10000"
+
+/* The cores free now: the CPUs this process may run on (sched_getaffinity) less the other
+ * tasks running or ready to run (the least of a few readings of /proc/loadavg over ~4 ms, so a
+ * passing process does not count), at least 1. `cores` (may be NULL) gets the CPUs. */
+int alloy_cores_free(int *cores);
+
+/* Sets the OpenMP threads of what follows: n > 0 exactly n; n == 0 OMP_NUM_THREADS when it is
+ * set, else the cores free now (alloy_cores_free). Returns the count set (1 without OpenMP).
+ * Results are bitwise reproducible for a given count; pass n to fix it. */
+int alloy_threads_use(int n);
+
 /* ---- hashing ---------------------------------------------------------------------------- */
 
 /* 64-bit FNV-1a, continued from `h` (start with ALLOY_FNV64_INIT). */

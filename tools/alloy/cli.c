@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -30,12 +31,17 @@ int cli_fail(const char *verb, alloy_status s) {
     return s == ALLOY_STATUS_USAGE ? 2 : 1;
 }
 
+void cli_default_threads(void) {
+    if (getenv("OMP_NUM_THREADS")) return; // the user's choice stands
+    int cores = 1, n = alloy_cores_free(&cores);
+    alloy_threads_use(n);
+    if (n < cores && isatty(2))
+        fprintf(stderr, "alloy: %d thread%s: %d of %d cores busy with other work (--threads N to choose)\n", n,
+                n == 1 ? "" : "s", cores - n, cores);
+}
+
 void cli_set_threads(int threads) {
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads(threads);
-#else
-    (void)threads;
-#endif
+    if (threads > 0) alloy_threads_use(threads);
 }
 
 void cli_free_lists(cli_flag *flags, int n_flags) {

@@ -72,6 +72,9 @@ const char *cli_error_text(char *buf, size_t size);
 /* From now on SIGINT and SIGTERM set the flag returned (a run stops after its step, with a
  * checkpoint; the verb then exits 130). */
 volatile int *cli_catch_stop(void);
+/* The default thread count, before a verb runs: OMP_NUM_THREADS when set, else the cores free
+ * now (alloy_threads_use), saying so on a terminal when that is fewer than all. */
+void cli_default_threads(void);
 /* Applies --threads (0: leave the default). */
 void cli_set_threads(int threads);
 

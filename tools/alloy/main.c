@@ -1,9 +1,15 @@
 /*
  * main.c — the alloy command: dispatches `alloy VERB ...` to one file per verb.
  *
- * OpenBLAS (0.3.21) takes modern AVX-512 CPUs for Haswell and runs its AVX2 kernels; it reads
- * OPENBLAS_CORETYPE only as it loads, so when the CPU has AVX-512 and the variable is unset,
- * the command sets it and re-executes itself once (ALLOY_NO_REEXEC=1 turns this off).
+ * Two settings are read only as a library loads, before main, so the command sets them and
+ * re-executes itself once when they are unset (ALLOY_NO_REEXEC=1 turns this off):
+ *   - OPENBLAS_CORETYPE=SkylakeX when the CPU has AVX-512: OpenBLAS (0.3.21) takes modern
+ *     AVX-512 CPUs for Haswell and runs its AVX2 kernels;
+ *   - GOMP_SPINCOUNT=ALLOY_SPINCOUNT when neither it nor OMP_WAIT_POLICY is set: an OpenMP
+ *     thread that waits for a core held by another process then sleeps after a short spin
+ *     instead of spinning for milliseconds (4x to 50x slower on a busy machine).
+ * Then the thread count: the cores free now, unless OMP_NUM_THREADS or --threads says
+ * (cli_default_threads).
  */
 #include "cli.h"
 
@@ -39,12 +45,19 @@ static const char usage[] =
     "\n"
     "  alloy --version\n";
 
-static void choose_blas_kernels(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("ALLOY_NO_REEXEC")) return;
+static void set_loader_env(char **argv) {
+    if (getenv("ALLOY_NO_REEXEC")) return;
+    bool again = false;
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f")) return;
-    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-    execv("/proc/self/exe", argv); // only returns on failure: then run with the defaults
+    if (!getenv("OPENBLAS_CORETYPE") && __builtin_cpu_supports("avx512f")) {
+        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+        again = true;
+    }
+    if (!getenv("GOMP_SPINCOUNT") && !getenv("OMP_WAIT_POLICY")) {
+        setenv("GOMP_SPINCOUNT", ALLOY_SPINCOUNT, 1);
+        again = true;
+    }
+    if (again) execv("/proc/self/exe", argv); // only returns on failure: then run with the defaults
 }
 
 int main(int argc, char **argv) {
@@ -68,7 +81,8 @@ int main(int argc, char **argv) {
                  {"eval", cmd_eval}, {"import", cmd_import}, {"export", cmd_export}, {"merge", cmd_merge}, {"grow", cmd_grow}, {"moe", cmd_moe}, {"ensemble", cmd_ensemble}};
     for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
         if (!strcmp(verb, verbs[i].name)) {
-            choose_blas_kernels(argv);
+            set_loader_env(argv);
+            cli_default_threads();
             return verbs[i].fn(argc - 1, argv + 1);
         }
     }
