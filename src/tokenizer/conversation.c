@@ -1,8 +1,9 @@
 /*
  * conversation.c — conversation data (alloy/chat.h): each JSONL line of alignment examples
  * turned into one example of one or more sequences (prompt + response), rendered through the
- * chat template (chat.c), with a mask of the tokens the objective uses. alloy/data.h's readers
- * deal in plain text; these examples need the template to decide what a sequence is.
+ * chat template (chat.c), with a mask of the tokens the objective uses. A record in another
+ * layout is first normalised to alloy's fields (layouts.c). alloy/data.h's readers deal in plain
+ * text; these examples need the template to decide what a sequence is.
  */
 #include "alloy/chat.h"
 #include "internal.h"
@@ -35,6 +36,10 @@ typedef struct reader {
     int max_len;
     const char *path;
     int64_t line;
+    const alloy_data_fields *fields; /* the layout and field names asked for (NULL: detected, own names) */
+    alloy_data_layout layout;  /* the file's layout (AUTO until its first record) */
+    bool detected;             /* the layout is the first record's (not fields->layout) */
+    bool in_record;            /* errors are about a record's fields: they name the layout */
     int32_t eot;               /* <|endoftext|> closes a raw response; -1 if the tokenizer lacks it */
     alloy_ids pids, pmask;     /* scratch: the rendered prompt */
     alloy_ids *sids, *smask;   /* scratch: (seqs_cap) each rendered sequence */
@@ -44,15 +49,19 @@ typedef struct reader {
     int msgs_cap;
 } reader;
 
-/* FORMAT "FILE:LINE: message". */
+/* FORMAT "FILE:LINE: message", and while a record's fields are read " (the file's layout is
+ * NAME, ...)". */
 static alloy_status bad(const reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static alloy_status bad(const reader *r, const char *fmt, ...) {
-    char msg[256];
+    char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return alloy_fail(ALLOY_STATUS_FORMAT, "%s:%lld: %s", r->path, (long long)r->line, msg);
+    if (!r->in_record) return alloy_fail(ALLOY_STATUS_FORMAT, "%s:%lld: %s", r->path, (long long)r->line, msg);
+    return alloy_fail(ALLOY_STATUS_FORMAT, "%s:%lld: %s (the file's layout is %s, %s)", r->path, (long long)r->line, msg,
+                      alloy_data_layout_name(r->layout),
+                      r->detected ? "from its first record; --layout names another" : "as --layout says");
 }
 
 static part json_part(const cJSON *v) {
@@ -421,8 +430,8 @@ static alloy_status store_example(reader *r, int K, bool conv, int64_t Lp) {
     return s;
 }
 
-/* One line's example: its parts, rendered, truncated and stored. */
-static alloy_status read_example(reader *r, const cJSON *o) {
+/* A record in alloy's fields: its parts, rendered, truncated and stored. */
+static alloy_status read_fields(reader *r, const cJSON *o) {
     fields f = {.prompt = field(o, "prompt"), .messages = field(o, "messages"), .chosen = field(o, "chosen"),
                 .rejected = field(o, "rejected"), .responses = field(o, "responses")};
     f.response = field(o, "response") ? field(o, "response") : field(o, "completion");
@@ -447,6 +456,24 @@ static alloy_status read_example(reader *r, const cJSON *o) {
     return s;
 }
 
+/* One line's example: the record normalised to alloy's fields in the file's layout (detected
+ * from its first record unless one was asked for), then read. */
+static alloy_status read_example(reader *r, const cJSON *rec) {
+    if (r->layout == ALLOY_LAYOUT_AUTO) {
+        r->layout = alloy_data_layout_detect(rec, r->fields);
+        r->detected = true;
+        r->d->layout = r->layout;
+    }
+    cJSON *own = NULL;
+    r->in_record = true;
+    alloy_status s = alloy_data_layout_normalize(r->layout, rec, r->fields, r->kind, r->tmpl, &own);
+    if (s == ALLOY_STATUS_FORMAT) s = bad(r, "%s", alloy_last_error());
+    if (!s) s = read_fields(r, own ? own : rec);
+    r->in_record = false;
+    cJSON_Delete(own);
+    return s;
+}
+
 void alloy_align_data_free(alloy_align_data *d) {
     alloy_free(d->path);
     alloy_free(d->tokens);
@@ -458,18 +485,21 @@ void alloy_align_data_free(alloy_align_data *d) {
 }
 
 alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const alloy_tokenizer *tok, alloy_align_kind kind,
-                                   alloy_chat_template tmpl, int max_len) {
+                                   alloy_chat_template tmpl, int max_len, const alloy_data_fields *layout) {
     memset(d, 0, sizeof *d);
     if (max_len < 2) return alloy_fail(ALLOY_STATUS_USAGE, "sequences must be allowed at least 2 tokens (got %d)", max_len);
     if (kind < ALLOY_ALIGN_SFT || kind > ALLOY_ALIGN_PROMPT) return alloy_fail(ALLOY_STATUS_USAGE, "unknown alignment data kind");
+    if (layout && (layout->layout < ALLOY_LAYOUT_AUTO || layout->layout > ALLOY_LAYOUT_HH_RLHF))
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "layout", "is not a known layout (%d)", (int)layout->layout);
     if (tmpl == ALLOY_CHAT_TEMPLATE_CHATML && (alloy_tokenizer_special_id(tok, ALLOY_CHAT_IM_START) < 0 || alloy_chat_end_id(tok) < 0))
         return alloy_fail(ALLOY_STATUS_MISMATCH, "the tokenizer has no %s and %s tokens (the ChatML template needs them)",
                           ALLOY_CHAT_IM_START, ALLOY_CHAT_IM_END);
     alloy_file_map map;
     alloy_status s = alloy_file_map_open(&map, path);
     if (s) return s;
-    reader r = {.d = d, .tok = tok, .kind = kind, .tmpl = tmpl, .max_len = max_len, .path = path,
-                .eot = alloy_tokenizer_special_id(tok, "<|endoftext|>")};
+    reader r = {.d = d, .tok = tok, .kind = kind, .tmpl = tmpl, .max_len = max_len, .path = path, .fields = layout,
+                .layout = layout ? layout->layout : ALLOY_LAYOUT_AUTO, .eot = alloy_tokenizer_special_id(tok, "<|endoftext|>")};
+    d->layout = r.layout;
     d->path = alloy_strdup(path);
     d->seq_start = alloy_calloc(1024, sizeof(int64_t));
     d->ex_start = alloy_calloc(1024, sizeof(int64_t));

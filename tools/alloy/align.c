@@ -205,12 +205,15 @@ int cmd_score(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tmpl_name = NULL;
     int batch = 8, seq = 0, threads = 0;
     bool logprobs = false;
-    cli_flag flags[] = {
+    alloy_data_fields fields = {0};
+    cli_flag flags[16] = {
         {"model", CLI_STR, &model, false}, {"data", CLI_STR, &data, false},     {"template", CLI_STR, &tmpl_name, false},
         {"batch", CLI_INT, &batch, false}, {"seq", CLI_INT, &seq, false},       {"threads", CLI_INT, &threads, false},
         {"logprobs", CLI_BOOL, &logprobs, false},
     };
-    int r = cli_parse("score", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), score_help, NULL);
+    int nf = 7;
+    cli_schema_flags(alloy_data_fields_schema(), &fields, flags, &nf, 16);
+    int r = cli_parse("score", argc, argv, flags, nf, score_help, NULL);
     if (r) return r == 1 ? 0 : r;
     if (!model || !data) return cli_usage("score", "--model and --data are required");
     if (batch < 1 || batch > 65536) return cli_usage("score", "--batch must lie in [1, 65536]");
@@ -242,7 +245,7 @@ int cmd_score(int argc, char **argv) {
     if (!s && seq > cfg.max_seq_len)
         s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", seq, cfg.max_seq_len);
     if (!s) s = alloy_align_load_tokenizer(dir, &cfg, &tok);
-    if (!s) s = alloy_align_data_read(&d, data, tok, ALLOY_ALIGN_SCORE, tmpl, seq);
+    if (!s) s = alloy_align_data_read(&d, data, tok, ALLOY_ALIGN_SCORE, tmpl, seq, &fields);
     // a language model (--logprobs) is loaded the same way: its unused head is a new one
     if (!s) s = alloy_reward_model_load(&rm, dir, batch * d.max_seqs, seq, !logprobs, 0);
     bool lp = logprobs;
