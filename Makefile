@@ -11,7 +11,7 @@ BUILD    ?= build
 PREFIX   ?= /usr/local
 CC       ?= cc
 VERSION  := 0.1.0
-PKGS     := openblas libcjson libpcre2-8 libutf8proc yaml-0.1
+PKGS     := openblas libcjson libpcre2-8 libutf8proc yaml-0.1 zlib libzstd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -13,6 +13,7 @@ pkgs=(
   libpcre2-dev              # pre-tokenizer regex
   libutf8proc-dev           # Unicode normalisation
   libyaml-dev               # merge recipes (alloy merge)
+  zlib1g-dev libzstd-dev    # gzip and zstd data files (alloy prepare, sft, reward, ...)
   jargon-text bible-kjv     # public-domain text for the demo
 )
 if [ "${1:-}" = "--test" ]; then

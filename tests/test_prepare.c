@@ -76,7 +76,7 @@ static void test_readers(void) {
     EXPECT(all && !strcmp(all, "first|second|last"), "JSONL documents: '%s'", all);
     EXPECT(st.malformed == 2 && st.missing_field == 2, "malformed %llu, missing field %llu", (unsigned long long)st.malformed,
            (unsigned long long)st.missing_field);
-    EXPECT(strstr(st.first_bad, "d.jsonl:3: not a JSON object") != NULL, "first bad record: '%s'", st.first_bad);
+    EXPECT(strstr(st.first_bad, "d.jsonl:3: not valid JSON") != NULL, "first bad record: '%s'", st.first_bad);
     // JSON array, several fields joined by a blank line, an empty one skipped
     write_text(js, "[{\"instruction\": \"Do X\", \"input\": \"\", \"response\": \"Done\"}, 7, "
                    "{\"instruction\": \"Do Y\", \"input\": \"with Z\", \"response\": \"Ok\"}, {\"instruction\": \"no response\"}]");
@@ -87,7 +87,14 @@ static void test_readers(void) {
     EXPECT(st.malformed == 1 && st.missing_field == 1, "JSON array skips %llu/%llu", (unsigned long long)st.malformed,
            (unsigned long long)st.missing_field);
     free(all);
-    write_text(js, "{\"text\": \"an object, not an array\"}");
+    // a .json file of objects one per line is JSONL (told by its first byte); forced to be an
+    // array, it is refused
+    write_text(js, "{\"text\": \"an object, not an array\"}\n{\"text\": \"another\"}\n");
+    o.field = NULL;
+    all = read_all_docs((const char *[]){js}, 1, &o, &st);
+    EXPECT(all && !strcmp(all, "an object, not an array|another"), "a .json file of JSONL: '%s'", all);
+    free(all);
+    o.format = ALLOY_DOC_JSON;
     alloy_reader *r;
     REQUIRE(alloy_reader_open(&r, (const char *[]){js}, 1, &o) == ALLOY_STATUS_OK, "open");
     const char *d;

@@ -8,6 +8,7 @@
 
 #include "alloy/base.h"
 #include "alloy/options.h"
+#include "alloy/records.h"
 #include "alloy/kernels.h"
 #include "alloy/model.h"
 #include "alloy/tokenizer.h"

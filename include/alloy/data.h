@@ -122,8 +122,11 @@ alloy_status alloy_loader_seek(alloy_loader *l, int64_t epoch, int64_t cursor);
 
 /* ---- readers: documents from text files, folders, JSONL and JSON arrays ---- */
 
+/* Every file may be compressed with gzip or zstd (told by its first bytes: alloy/records.h). */
 typedef enum alloy_doc_format {
-    ALLOY_DOC_AUTO = 0, /* by extension: .jsonl/.ndjson JSONL, .json a JSON array, else text */
+    ALLOY_DOC_AUTO = 0, /* by name, less a .gz/.zst/.zstd suffix: .jsonl, .ndjson and .json are
+                           JSON (an array if the first byte other than white space is '[',
+                           else JSONL), anything else text */
     ALLOY_DOC_TEXT,     /* a file is a document (or several, cut at `separator`) */
     ALLOY_DOC_JSONL,    /* one JSON object per line */
     ALLOY_DOC_JSON,     /* one JSON array of objects (read whole) */
@@ -139,24 +142,27 @@ typedef struct alloy_reader_options {
 
 typedef struct alloy_reader_stats {
     uint64_t files;          /* files read */
-    uint64_t skipped_binary; /* files skipped: a NUL byte in their first 8 KiB */
+    uint64_t skipped_binary; /* files skipped: a NUL byte in their first 8 KiB (decompressed) */
     uint64_t docs;           /* documents produced */
     uint64_t bytes;          /* bytes of documents produced */
     uint64_t malformed;      /* JSON lines or elements skipped: not valid JSON or not an object */
     uint64_t missing_field;  /* JSON objects skipped: the field is absent or not a string */
-    char first_bad[256];     /* "file:line: what" of the first skipped record, "" if none */
+    char first_bad[256];     /* "file:line: what" (an array: "file: element N: what") of the
+                                first skipped record, "" if none */
 } alloy_reader_stats;
 
 /* Streams documents from files and folders (walked recursively in name order; symlinked
- * folders are not followed). Memory: one document at a time (a JSON array file: the file). */
+ * folders are not followed), plain or compressed. Memory: one document at a time (a JSON
+ * array file: the file's parse). */
 typedef struct alloy_reader alloy_reader;
 
 alloy_status alloy_reader_open(alloy_reader **out, const char *const *paths, int n_paths, const alloy_reader_options *opt);
 /* The next document: *doc (valid until the next call) and *n; *end is set when there are no
  * more. Skips (binary files, malformed JSON records) are counted, not errors; a missing or
- * unreadable path is an IO error naming it. */
+ * unreadable path is an IO error naming it, truncated or corrupt compressed data and a JSON
+ * array file that does not parse are FORMAT errors naming it. */
 alloy_status alloy_reader_next(alloy_reader *r, const char **doc, size_t *n, bool *end);
-/* Where the last document came from: "file" or "file:line". */
+/* Where the last document came from: "file", "file:doc N", "file:line" or "file: element N". */
 const char *alloy_reader_where(const alloy_reader *r);
 const alloy_reader_stats *alloy_reader_get_stats(const alloy_reader *r);
 void alloy_reader_close(alloy_reader *r);
