@@ -15,6 +15,7 @@
     "  --val FILE.jsonl      held-out examples (default: hold out --val-fraction of --data)\n"               \
     "  --val-fraction X      share of --data held out, by a hash of each example (default 0.05)\n"           \
     "  --out DIR             run folder: metrics.jsonl, checkpoints/step-N/, latest\n"                       \
+    CLI_DATA_FIELDS_HELP                                                                                     \
     "  --template NAME       chatml (<|im_start|>role\\ncontent<|im_end|>\\n) or raw (prompt text,\n"        \
     "                        response text, <|endoftext|>); default: the model's own, else chatml.\n"        \
     "                        ChatML's two tokens are added to the tokenizer and the embedding (new\n"        \
@@ -55,8 +56,10 @@ static const char sft_help[] =
     "prompt tokens are context, never targets. Each line of FILE.jsonl is\n"
     "  {\"prompt\": \"...\", \"response\": \"...\"}   (\"completion\" also; a prompt may be a list of messages)\n"
     "  {\"messages\": [{\"role\": \"user\", \"content\": \"...\"}, {\"role\": \"assistant\", ...}, ...]}\n"
-    "(every assistant message is trained on). Examples are not packed: each is one row, padded to\n"
-    "the longest in its batch, so attention never crosses examples; longer ones lose their end.\n"
+    "(every assistant message is trained on), or a record in another layout (--layout): Alpaca's\n"
+    "{\"instruction\", \"input\", \"output\"} (GPTeacher's \"response\"), ShareGPT's \"conversations\",\n"
+    "OpenAI's \"messages\". Examples are not packed: each is one row, padded to the longest in its\n"
+    "batch, so attention never crosses examples; longer ones lose their end.\n"
     "Defaults follow TRL's SFTTrainer (lr 2e-5, 3 epochs, batch 8, at most 1024 tokens).\n"
     "Writes RUN as alloy train does; each checkpoint is a chat model (config.json names its\n"
     "chat_template; tokenizer.json has its tokens). metrics.jsonl: loss and perplexity of the\n"
@@ -73,6 +76,8 @@ static const char reward_help[] =
     "  {\"prompt\": \"...\", \"chosen\": \"...\", \"rejected\": \"...\"}   (without \"prompt\": the common beginning)\n"
     "  {\"prompt\": \"...\", \"responses\": [\"best\", ..., \"worst\"]}  (all K(K-1)/2 pairs, in one batch,\n"
     "                                                        averaged per prompt as InstructGPT)\n"
+    "or TRL's preference records (a prompt and chosen/rejected as lists of messages), hh-rlhf's\n"
+    "{\"chosen\", \"rejected\"} transcripts, ShareGPT's conversations with \"chosen\" and \"rejected\".\n"
     "A language model gets a new head (seeded); a reward model continues with its own.\n"
     "metrics.jsonl: loss, pair accuracy and margin, train and held out. Defaults: TRL's\n"
     "RewardTrainer (lr 1e-4, 3 epochs, batch 8).\n"
@@ -85,9 +90,9 @@ static const char dpo_help[] =
     "\n"
     "Direct preference optimisation of a policy (initialised from --model) against a frozen\n"
     "reference (the same weights, or --ref DIR), on {\"prompt\", \"chosen\", \"rejected\"} lines (without\n"
-    "\"prompt\": the common beginning). Log-probabilities are summed over the response's tokens;\n"
-    "the reference's are computed once, before training. With D = (log pi(c) - log ref(c)) -\n"
-    "(log pi(r) - log ref(r)):\n"
+    "\"prompt\": the common beginning), TRL's preference records or hh-rlhf's transcripts (--layout).\n"
+    "Log-probabilities are summed over the response's tokens; the reference's are computed once,\n"
+    "before training. With D = (log pi(c) - log ref(c)) - (log pi(r) - log ref(r)):\n"
     "  --loss sigmoid        -(1-e)·log sigmoid(beta·D) - e·log sigmoid(-beta·D)  (DPO; e = --label-smoothing:\n"
     "                        conservative DPO)\n"
     "  --loss ipo            (D' - 1/(2·beta))², D' from per-token average log-probabilities (IPO)\n"
@@ -119,6 +124,7 @@ static const char score_help[] =
     "  --seq T               tokens per sequence at most (default: the model's context, at most 1024);\n"
     "                        longer prompts lose their beginning\n"
     "  --template NAME       chatml or raw\n"
+    CLI_DATA_FIELDS_HELP
     "  --threads N           OpenMP threads (default: all cores)\n";
 
 /* --resume, --rewind, --branch-from: the run's saved options with what the flags may change. */
