@@ -324,7 +324,8 @@ static void test_malformed_lines(void) {
         const char *text, *where, *what;
     } cases[] = {
         {ALLOY_ALIGN_SFT, "{\"prompt\": \"a\", \"response\": \"b\"}\n\n{\"prompt\": oops}\n", ":3:", "not valid JSON"},
-        {ALLOY_ALIGN_SFT, "[1, 2]\n", ":1:", "not a JSON object"},
+        {ALLOY_ALIGN_SFT, "{\"prompt\": \"a\", \"response\": \"b\"}\n[1, 2]\n", ":2:", "not a JSON object"},
+        {ALLOY_ALIGN_SFT, "[1, 2]\n", ": element 1:", "not a JSON object"}, // a file that opens with '[' is an array
         {ALLOY_ALIGN_SFT, "{\"prompt\": \"a\", \"response\": \"b\"} trailing\n", ":1:", "not valid JSON"},
         {ALLOY_ALIGN_SFT, "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": \"a\"}\n", ":2:", "needs \"prompt\" and \"response\""},
         {ALLOY_ALIGN_SFT, "{\"prompt\": \"a\", \"response\": 7}\n", ":1:", "\"response\" must be a string"},

@@ -7,6 +7,7 @@
 #include "alloy/alloy.h"
 #include "alloy/data.h"
 #include "harness.h"
+#include "pack_util.h"
 
 #include <cJSON.h>
 
@@ -113,6 +114,47 @@ static void test_readers(void) {
     alloy_free(bin);
     alloy_free(jl);
     alloy_free(js);
+}
+
+/* Compressed files (told by their first bytes), JSON told from JSONL by its first byte, and
+ * damaged data named in one FORMAT line. */
+static void test_readers_compressed(void) {
+    const char *base = harness_tmpdir();
+    char *dir = join(base, "in"), *t = join(base, "in/a.txt.gz"), *jl = join(base, "in/b.jsonl.zst"),
+         *js = join(base, "in/c.json.gz"), *raw = join(base, "in/d.data");
+    alloy_mkdir_p(dir);
+    pack_write(t, "one#two", 'g');
+    pack_write(jl, "{\"text\": \"three\"}\nnot json\n{\"text\": \"four\"}\n", 'z');
+    pack_write(js, "  [{\"text\": \"five\"}, {\"text\": 6}]", 'g');
+    pack_write(raw, "six#seven", 'z'); // no telling name: text, decompressed all the same
+    alloy_reader_options o = {.separator = "#"};
+    alloy_reader_stats st;
+    char *all = read_all_docs((const char *[]){dir}, 1, &o, &st);
+    EXPECT(all && !strcmp(all, "one|two|three|four|five|six|seven"), "documents: '%s'", all);
+    EXPECT(st.files == 4 && st.malformed == 1 && st.missing_field == 1 && strstr(st.first_bad, "b.jsonl.zst:2: not valid JSON"),
+           "files %llu, malformed %llu, missing %llu, first bad '%s'", (unsigned long long)st.files,
+           (unsigned long long)st.malformed, (unsigned long long)st.missing_field, st.first_bad);
+    free(all);
+    // where a document came from
+    alloy_reader *r;
+    REQUIRE(alloy_reader_open(&r, (const char *[]){js}, 1, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    const char *d;
+    size_t dn;
+    bool end;
+    EXPECT(alloy_reader_next(r, &d, &dn, &end) == ALLOY_STATUS_OK && !end && strstr(alloy_reader_where(r), "c.json.gz: element 1"),
+           "%s", alloy_reader_where(r));
+    alloy_reader_close(r);
+    // a truncated file fails with its name
+    uint8_t *g;
+    size_t ng = pack_gzip("some text that is long enough to cut", 36, &g);
+    pack_write_bytes(t, g, ng - 6);
+    free(g);
+    REQUIRE(alloy_reader_open(&r, (const char *[]){dir}, 1, &o) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    alloy_status s = alloy_reader_next(r, &d, &dn, &end);
+    EXPECT(s == ALLOY_STATUS_FORMAT && says("a.txt.gz: truncated gzip data") && !strchr(alloy_last_error(), '\n'), "%d %s", s,
+           alloy_last_error());
+    alloy_reader_close(r);
+    alloy_free(dir), alloy_free(t), alloy_free(jl), alloy_free(js), alloy_free(raw);
 }
 
 /* All tokens of a split's shards as bytes (byte tokenizer). */
@@ -406,6 +448,7 @@ static void test_option_text(void) {
 
 int main(void) {
     RUN(test_readers);
+    RUN(test_readers_compressed);
     RUN(test_dedup_and_split);
     RUN(test_mix);
     RUN(test_bpe_shards);

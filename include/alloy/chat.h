@@ -214,15 +214,16 @@ alloy_status alloy_data_layout_normalize(alloy_data_layout layout, const struct 
  * prompt followed by one response; its mask marks the tokens the objective uses (SFT: the
  * assistant tokens; reward, DPO: the response's tokens). */
 typedef struct alloy_align_data {
-    char *path;           /* the file read */
+    char *path;           /* the file or folder read */
     int32_t *tokens;      /* (n_tokens) */
     uint8_t *mask;        /* (n_tokens) 1: trained on / scored */
     int64_t n_tokens, tokens_cap;
     int64_t *seq_start;   /* (n_seqs + 1) first token of each sequence */
     int64_t n_seqs, seqs_cap;
     int64_t *ex_start;    /* (n_examples + 1) first sequence of each example */
-    int64_t *ex_line;     /* (n_examples) the example's line in the file (1-based) */
-    alloy_data_layout layout; /* the layout the file was read in (its first record's, or the one given) */
+    int64_t *ex_line;     /* (n_examples) the example's line (JSONL) or element (array) in its
+                             file, 1-based */
+    alloy_data_layout layout; /* the layout of the (first) file's records: its first record's, or the one given */
     int64_t n_examples, ex_cap;
     int max_seqs;         /* the most sequences of one example */
     int max_len;          /* the longest sequence after truncation */
@@ -230,17 +231,20 @@ typedef struct alloy_align_data {
     uint64_t fingerprint; /* FNV-1a over the tokens, masks and layout: a resumed run checks it */
 } alloy_align_data;
 
-/* Reads a JSONL file of examples for `kind` and tokenizes them with `tmpl` (ChatML needs the
- * tokenizer's chat tokens) into sequences of at most max_len tokens. fields (NULL: detected
- * layout, the layouts' own names) says how records map to alloy's fields: each record is
- * normalised with alloy_data_layout_normalize, the layout detected from the file's first record
- * when fields->layout is AUTO. Too long: SFT keeps the beginning (the end is cut, as TRL); a
- * prompt keeps its end; reward, DPO and score keep the end of the prompt (its beginning is
- * dropped, down to max_len/2 tokens if the responses need that much) and cut the responses' ends
- * only if they alone do not fit. Blank lines are skipped. A line that is not a JSON object fails
- * with FORMAT "FILE:LINE: what is wrong"; one that lacks the fields of `kind`, has fields of the
- * wrong type or does not fit the file's layout with FORMAT "FILE:LINE: what is wrong (the file's
- * layout is NAME, ...)"; a file without examples fails too. On failure *d is empty. */
+/* Reads examples for `kind` and tokenizes them with `tmpl` (ChatML needs the tokenizer's chat
+ * tokens) into sequences of at most max_len tokens. `path` is a JSONL file, a JSON array of
+ * examples, either compressed with gzip or zstd, or a folder of such files (in name order;
+ * binary files skipped): alloy/records.h reads them. fields (NULL: detected layouts, the
+ * layouts' own names) says how records map to alloy's fields: each record is normalised with
+ * alloy_data_layout_normalize, the layout detected from each file's first record when
+ * fields->layout is AUTO. Too long: SFT keeps the beginning (the end is cut, as TRL); a prompt
+ * keeps its end; reward, DPO and score keep the end of the prompt (its beginning is dropped,
+ * down to max_len/2 tokens if the responses need that much) and cut the responses' ends only if
+ * they alone do not fit. Blank lines are skipped. A line that is not a JSON object fails with
+ * FORMAT "FILE:LINE: what is wrong" ("FILE: element N: ..." in an array); one that lacks the
+ * fields of `kind`, has fields of the wrong type or does not fit the file's layout with FORMAT
+ * "FILE:LINE: what is wrong (the file's layout is NAME, ...)"; a path without examples fails
+ * too. On failure *d is empty. */
 alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const alloy_tokenizer *tok,
                                    alloy_align_kind kind, alloy_chat_template tmpl, int max_len,
                                    const alloy_data_fields *fields);

@@ -29,7 +29,7 @@ struct alloy_stream {
     bool z_init;
     bool member_end;        /* gzip: the last member ended; another may follow */
     ZSTD_DStream *zd;       /* zstd */
-    size_t zhint;           /* zstd: the last return of ZSTD_decompressStream (0: at a frame's end) */
+    size_t zhint;           /* zstd: what the last call that did something returned (0: a frame ended) */
     bool done;              /* the data has ended */
     alloy_status err;       /* a failure that made the stream unusable */
 };
@@ -160,11 +160,11 @@ static alloy_status read_zstd(alloy_stream *s, uint8_t *buf, size_t n, size_t *g
         alloy_status st = refill(s);
         if (st) return st;
         ZSTD_inBuffer ib = {s->in, s->in_n, s->in_pos};
-        size_t before = ob.pos;
+        size_t before = ob.pos, in_before = ib.pos;
         size_t ret = ZSTD_decompressStream(s->zd, &ob, &ib);
         s->in_pos = ib.pos;
         if (ZSTD_isError(ret)) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: corrupt zstd data (%s)", s->path, ZSTD_getErrorName(ret));
-        s->zhint = ret;
+        if (ob.pos != before || ib.pos != in_before) s->zhint = ret; // a call with nothing to do asks for the next frame
         if (ob.pos == before && !input_left(s) && s->in_eof) {
             if (s->zhint != 0) return truncated(s);
             s->done = true;

@@ -1,11 +1,13 @@
 /*
- * conversation.c — conversation data (alloy/chat.h): each JSONL line of alignment examples
+ * conversation.c — conversation data (alloy/chat.h): each record of alignment examples (a JSONL
+ * line or a JSON array's element, read through alloy/records.h: files, folders, gzip, zstd)
  * turned into one example of one or more sequences (prompt + response), rendered through the
  * chat template (chat.c), with a mask of the tokens the objective uses. A record in another
  * layout is first normalised to alloy's fields (layouts.c). alloy/data.h's readers deal in plain
  * text; these examples need the template to decide what a sequence is.
  */
 #include "alloy/chat.h"
+#include "alloy/records.h"
 #include "internal.h"
 
 #include <cJSON.h>
@@ -34,10 +36,12 @@ typedef struct reader {
     alloy_align_kind kind;
     alloy_chat_template tmpl;
     int max_len;
-    const char *path;
-    int64_t line;
+    const char *path;          /* the file of the example being read */
+    int64_t line;              /* its line (JSONL) or element (JSON array) */
+    const char *where;         /* "FILE:LINE" or "FILE: element N" (alloy_records_where) */
     const alloy_data_fields *fields; /* the layout and field names asked for (NULL: detected, own names) */
     alloy_data_layout layout;  /* the file's layout (AUTO until its first record) */
+    const char *layout_file;   /* the file whose first record decided it */
     bool detected;             /* the layout is the first record's (not fields->layout) */
     bool in_record;            /* errors are about a record's fields: they name the layout */
     int32_t eot;               /* <|endoftext|> closes a raw response; -1 if the tokenizer lacks it */
@@ -49,8 +53,8 @@ typedef struct reader {
     int msgs_cap;
 } reader;
 
-/* FORMAT "FILE:LINE: message", and while a record's fields are read " (the file's layout is
- * NAME, ...)". */
+/* FORMAT "FILE:LINE: message" ("FILE: element N: message" in a JSON array), and while a
+ * record's fields are read " (the file's layout is NAME, ...)" after it. */
 static alloy_status bad(const reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static alloy_status bad(const reader *r, const char *fmt, ...) {
     char msg[512];
@@ -58,9 +62,8 @@ static alloy_status bad(const reader *r, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (!r->in_record) return alloy_fail(ALLOY_STATUS_FORMAT, "%s:%lld: %s", r->path, (long long)r->line, msg);
-    return alloy_fail(ALLOY_STATUS_FORMAT, "%s:%lld: %s (the file's layout is %s, %s)", r->path, (long long)r->line, msg,
-                      alloy_data_layout_name(r->layout),
+    if (!r->in_record) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: %s", r->where, msg);
+    return alloy_fail(ALLOY_STATUS_FORMAT, "%s: %s (the file's layout is %s, %s)", r->where, msg, alloy_data_layout_name(r->layout),
                       r->detected ? "from its first record; --layout names another" : "as --layout says");
 }
 
@@ -167,8 +170,7 @@ static alloy_status render_seq(reader *r, const part *prompt, const part *resp, 
     if (!s) s = alloy_chat_render(r->tok, r->msgs, n, false, ids, mask);
     if (s || all_turns) return s;
     if (r->pids.n > ids->n || memcmp(r->pids.data, ids->data, sizeof(int32_t) * r->pids.n) != 0)
-        return alloy_fail(ALLOY_STATUS_INTERNAL, "%s:%lld: the prompt's rendering is not a prefix of the example's", r->path,
-                          (long long)r->line);
+        return alloy_fail(ALLOY_STATUS_INTERNAL, "%s: the prompt's rendering is not a prefix of the example's", r->where);
     for (size_t i = 0; i < r->pids.n; i++) mask->data[i] = 0;
     return ALLOY_STATUS_OK;
 }
@@ -456,13 +458,15 @@ static alloy_status read_fields(reader *r, const cJSON *o) {
     return s;
 }
 
-/* One line's example: the record normalised to alloy's fields in the file's layout (detected
- * from its first record unless one was asked for), then read. */
+/* One record's example: the record normalised to alloy's fields in its file's layout (detected
+ * from the file's first record unless one was asked for), then read. */
 static alloy_status read_example(reader *r, const cJSON *rec) {
+    if (r->detected && r->path != r->layout_file) r->layout = ALLOY_LAYOUT_AUTO; // a folder's next file decides anew
     if (r->layout == ALLOY_LAYOUT_AUTO) {
         r->layout = alloy_data_layout_detect(rec, r->fields);
+        r->layout_file = r->path;
         r->detected = true;
-        r->d->layout = r->layout;
+        if (r->d->layout == ALLOY_LAYOUT_AUTO) r->d->layout = r->layout;
     }
     cJSON *own = NULL;
     r->in_record = true;
@@ -494,8 +498,9 @@ alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const 
     if (tmpl == ALLOY_CHAT_TEMPLATE_CHATML && (alloy_tokenizer_special_id(tok, ALLOY_CHAT_IM_START) < 0 || alloy_chat_end_id(tok) < 0))
         return alloy_fail(ALLOY_STATUS_MISMATCH, "the tokenizer has no %s and %s tokens (the ChatML template needs them)",
                           ALLOY_CHAT_IM_START, ALLOY_CHAT_IM_END);
-    alloy_file_map map;
-    alloy_status s = alloy_file_map_open(&map, path);
+    alloy_records *rec = NULL;
+    alloy_records_options ro = {.objects = true}; // strict: a bad line stops the run
+    alloy_status s = alloy_records_open(&rec, path, &ro);
     if (s) return s;
     reader r = {.d = d, .tok = tok, .kind = kind, .tmpl = tmpl, .max_len = max_len, .path = path, .fields = layout,
                 .layout = layout ? layout->layout : ALLOY_LAYOUT_AUTO, .eot = alloy_tokenizer_special_id(tok, "<|endoftext|>")};
@@ -506,32 +511,20 @@ alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const 
     d->ex_line = alloy_calloc(1024, sizeof(int64_t));
     d->seqs_cap = d->ex_cap = 1024;
     if (!d->path || !d->seq_start || !d->ex_start || !d->ex_line) s = ALLOY_STATUS_NOMEM;
-    const char *p = (const char *)map.data, *end = p ? p + map.size : p;
-    while (!s && p && p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        const char *le = nl ? nl : end;
-        r.line++;
-        const char *q = p;
-        while (q < le && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
-        if (q < le) {
-            const char *parse_end = NULL;
-            cJSON *o = cJSON_ParseWithLengthOpts(p, (size_t)(le - p), &parse_end, 0);
-            if (o && parse_end) { // only whitespace may follow the value on its line
-                for (const char *t = parse_end; t < le; t++)
-                    if (*t != ' ' && *t != '\t' && *t != '\r') {
-                        cJSON_Delete(o);
-                        o = NULL;
-                        break;
-                    }
-            }
-            if (!o) s = bad(&r, "not valid JSON");
-            else if (!cJSON_IsObject(o)) s = bad(&r, "not a JSON object");
-            else s = read_example(&r, o);
-            cJSON_Delete(o);
-        }
-        p = nl ? nl + 1 : end;
+    for (bool end = false; !s;) {
+        const cJSON *o;
+        if ((s = alloy_records_next(rec, &o, &end)) || end) break;
+        r.path = alloy_records_file(rec);
+        r.line = alloy_records_line(rec);
+        r.where = alloy_records_where(rec);
+        s = read_example(&r, o);
     }
-    if (!s && d->n_examples == 0) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: no examples", path);
+    if (!s && d->n_examples == 0) {
+        char note[64] = "";
+        uint64_t binary = alloy_records_get_stats(rec)->skipped_binary;
+        if (binary) snprintf(note, sizeof note, " (%llu binary file(s) skipped)", (unsigned long long)binary);
+        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: no examples%s", path, note);
+    }
     if (!s) {
         uint64_t h = ALLOY_FNV64_INIT;
         h = alloy_fnv64(h, d->tokens, sizeof(int32_t) * (size_t)d->n_tokens);
@@ -550,7 +543,7 @@ alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const 
     alloy_free(r.smask);
     alloy_free(r.parts);
     alloy_free(r.msgs);
-    alloy_file_map_close(&map);
+    alloy_records_close(rec);
     if (s) alloy_align_data_free(d);
     return s;
 }
