@@ -8,6 +8,9 @@
  *     last), and a model's vocabulary grows with new rows at the mean embedding;
  *   - the JSONL reader: every format, the implicit prompt of hh-rlhf style pairs, truncation,
  *     and malformed lines refused with FILE:LINE;
+ *   - the layouts (Alpaca, ShareGPT, OpenAI messages, TRL, hh-rlhf): each file's tokens equal
+ *     those of the same examples in alloy's fields; detection; field names given; a record that
+ *     does not fit its file's layout refused with the exact message; alloy_align_data_check;
  *   - each objective's loss and every parameter gradient against the PyTorch references of
  *     tests/reference/align_ref.py (twin.py's models): SFT, the pairwise and K-wise reward loss
  *     with its scalar head, DPO sigmoid, conservative DPO (label smoothing) and IPO, for the
@@ -605,6 +608,34 @@ static void test_layout_mismatch(void) {
                s, alloy_last_error(), want);
     }
     alloy_tokenizer_destroy(tok);
+}
+
+/* alloy_align_data_check: the layout, the records, the kinds that read them all, the first problem. */
+static void test_layout_check(void) {
+    const char *dir = harness_tmpdir();
+    char a[400], h[400], want[1024];
+    snprintf(a, sizeof a, "%s/check-alpaca.jsonl", dir);
+    snprintf(h, sizeof h, "%s/check-hh.json", dir);
+    REQUIRE(write_text(a, "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"c\", \"output\": \"d\"}\n{\"instruction\": \"e\"}\n") &&
+                write_text(h, "[{\"chosen\": " HH(" x") ", \"rejected\": " HH(" y") "}]"),
+            "files");
+    alloy_data_report r;
+    REQUIRE(alloy_align_data_check(a, NULL, ALLOY_CHAT_TEMPLATE_CHATML, &r) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    snprintf(want, sizeof want, "%s:3: needs \"output\" (or \"response\") (the file's layout is alpaca, from its first record; "
+             "--layout names another)", a);
+    EXPECT(r.records == 3 && r.files == 1 && r.layout == ALLOY_LAYOUT_ALPACA && r.layouts == 1u << ALLOY_LAYOUT_ALPACA &&
+               r.kinds == 1u << ALLOY_ALIGN_PROMPT && !strcmp(r.problem, want),
+           "alpaca: %lld records, layout %d, kinds %x, problem \"%s\"", (long long)r.records, r.layout, r.kinds, r.problem);
+    REQUIRE(alloy_align_data_check(h, NULL, ALLOY_CHAT_TEMPLATE_RAW, &r) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    unsigned prefs = 1u << ALLOY_ALIGN_REWARD | 1u << ALLOY_ALIGN_DPO | 1u << ALLOY_ALIGN_SCORE | 1u << ALLOY_ALIGN_PROMPT;
+    EXPECT(r.records == 1 && r.layout == ALLOY_LAYOUT_HH_RLHF && r.kinds == prefs && !r.problem[0], "hh-rlhf: kinds %x, \"%s\"",
+           r.kinds, r.problem);
+    alloy_data_fields alpaca = {.layout = ALLOY_LAYOUT_ALPACA};
+    REQUIRE(alloy_align_data_check(h, &alpaca, ALLOY_CHAT_TEMPLATE_CHATML, &r) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    snprintf(want, sizeof want, "%s: element 1: needs \"instruction\" (the file's layout is alpaca, as --layout says)", h);
+    EXPECT(r.kinds == 0 && !strcmp(r.problem, want), "hh-rlhf as alpaca: kinds %x, \"%s\"", r.kinds, r.problem);
+    snprintf(a, sizeof a, "%s/nothing-here", dir);
+    EXPECT(alloy_align_data_check(a, NULL, ALLOY_CHAT_TEMPLATE_CHATML, &r) == ALLOY_STATUS_IO, "a missing file: %s", alloy_last_error());
 }
 
 #undef M
@@ -1244,6 +1275,7 @@ int main(void) {
     RUN(test_layout_fields);
     RUN(test_layout_detect);
     RUN(test_layout_mismatch);
+    RUN(test_layout_check);
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #endif

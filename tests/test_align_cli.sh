@@ -209,6 +209,32 @@ expect 0 "ppo on Alpaca prompts" "ppo step 1/1" "$ALLOY" ppo --model "$T/sft" --
 grep -q '"type":"start".*"layout":"alpaca"' "$T/alppo/metrics.jsonl" && ok "the ppo run names the alpaca layout" \
   || nok "ppo start line: $(head -1 "$T/alppo/metrics.jsonl")"
 
+# Alpaca records in a JSON array (GPTeacher's files are), and alloy inspect on data
+printf '[{"instruction": "What is 2+2?", "input": "", "response": "Four."},\n {"instruction": "Say hello.", "input": "", "response": "Hello!"}]\n' >"$T/teacher.json"
+expect 0 "sft on a JSON array of Alpaca records" "sft step 1/1" "$ALLOY" sft --model "$T/base" --data "$T/teacher.json" --out "$T/teach" --steps 1 --batch 2 --val-fraction 0
+expect 0 "inspect Alpaca records" "alpaca.jsonl: alignment data, 4 records, alpaca layout$" "$ALLOY" inspect "$T/alpaca.jsonl"
+grep -q '^  verbs: sft, ppo --prompts, score$' "$T/out" && grep -q '^  first problem: none$' "$T/out" \
+  && ok "inspect: sft, ppo and score read Alpaca records" || nok "inspect alpaca: $(cat "$T/out")"
+expect 0 "inspect hh-rlhf transcripts" "hh6.jsonl: alignment data, 6 records, hh-rlhf layout$" "$ALLOY" inspect "$T/hh6.jsonl"
+grep -q '^  verbs: reward, dpo, ppo --prompts, score$' "$T/out" && ok "inspect: reward and dpo train on hh-rlhf transcripts" \
+  || nok "inspect hh-rlhf: $(cat "$T/out")"
+expect 0 "inspect a record that does not fit" "first problem: .*alpaca_bad.jsonl:2: needs \"output\" \(or \"response\"\) \(the file's layout is alpaca" \
+  "$ALLOY" inspect "$T/alpaca_bad.jsonl"
+grep -q '^  verbs: ppo --prompts$' "$T/out" && ok "inspect: only ppo reads instructions without outputs" || nok "inspect bad: $(cat "$T/out")"
+expect 0 "inspect with --layout" "sft.jsonl:1: needs \"instruction\" \(the file's layout is alpaca, as --layout says\)" "$ALLOY" inspect "$T/sft.jsonl" --layout alpaca
+mkdir -p "$T/mixed" && cp "$T/teacher.json" "$T/mixed/a.json" && cp "$T/sft.jsonl" "$T/mixed/b.jsonl"
+expect 0 "inspect a folder of data files" "mixed: alignment data, 8 records in 2 files, alpaca layout \(and alloy in some files\)$" "$ALLOY" inspect "$T/mixed"
+grep -q '^  verbs: sft, score$' "$T/out" && ok "inspect: a folder's verbs are those that read every file" || nok "inspect folder: $(cat "$T/out")"
+if [ -f "$SHARED/instruct/gpteacher_roleplay_instruct.json" ] && [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then
+  expect 0 "inspect GPTeacher's roleplay file" "gpteacher_roleplay_instruct.json: alignment data, 1923 records, alpaca layout$" \
+    "$ALLOY" inspect "$SHARED/instruct/gpteacher_roleplay_instruct.json"
+  expect 0 "inspect Anthropic's hh-rlhf" "jsonl.gz: alignment data, 2312 records, hh-rlhf layout$" \
+    "$ALLOY" inspect "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz"
+  grep -q '^  verbs: reward, dpo, ppo --prompts, score$' "$T/out" && ok "inspect: hh-rlhf trains reward and dpo" || nok "inspect hh: $(cat "$T/out")"
+else
+  skip "inspect GPTeacher and hh-rlhf files" "data: $SHARED/instruct or $SHARED/preference is absent"
+fi
+
 # ---- alloy chat on the SFT model: replies streamed, the conversation kept, commands ----
 printf 'hello there\nand again\n/reset\nonce more\n/quit\nnever read\n' >"$T/chat.in"
 "$ALLOY" chat --model "$T/sft" --max-tokens 8 --temperature 0 --system "be brief" <"$T/chat.in" >"$T/chat.out" 2>"$T/chat.err"; rc=$?

@@ -250,5 +250,25 @@ alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const 
                                    const alloy_data_fields *fields);
 void alloy_align_data_free(alloy_align_data *d);
 
+/* What a file (or folder) of examples is, without tokenizing it: alloy_align_data_check. */
+typedef struct alloy_data_report {
+    uint64_t files;           /* files read */
+    int64_t records;          /* records read (up to one that is not valid JSON) */
+    alloy_data_layout layout; /* the first file's layout (AUTO: no records) */
+    unsigned layouts;         /* bit l set: some file is in layout l */
+    unsigned kinds;           /* bit k set: every record makes an example of alloy_align_kind k */
+    char problem[1024];       /* "" or the first problem, "FILE:LINE: what ...": a record that is not
+                                 valid JSON, one that a kind which read the records before it cannot
+                                 read, or, when no kind reads the first record, why not */
+} alloy_data_report;
+
+/* Reads the records of path as alloy_align_data_read would (with fields and tmpl) for every
+ * kind at once, checking each record's fields and messages but rendering nothing: which kinds
+ * read every record, the layouts, the counts and the first problem (a bad record is reported,
+ * not returned). Errors: IO for a path that cannot be read, USAGE for a bad fields->layout,
+ * NOMEM, a stream's (truncated gzip data, ...). */
+alloy_status alloy_align_data_check(const char *path, const alloy_data_fields *fields, alloy_chat_template tmpl,
+                                    alloy_data_report *out);
+
 ALLOY_END_DECLS
 #endif /* ALLOY_CHAT_H */
