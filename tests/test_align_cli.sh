@@ -58,7 +58,26 @@ expect 1 "missing data file" "nope.jsonl" "$ALLOY" sft --model "$T/base" --data 
 expect 1 "missing model" "$T/nomodel: no such folder" "$ALLOY" sft --model "$T/nomodel" --data "$T/sft.jsonl" --out "$T/r"
 expect 1 "raw template with messages" "sft.jsonl:3: \"messages\" needs the chatml template" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/r" --template raw
 expect 1 "score of a language model" "not a reward model" "$ALLOY" score --model "$T/base" --data "$T/prefs.jsonl" --template raw
+gzip -c "$T/sft.jsonl" >"$T/sft.jsonl.gz"
+head -c 100 "$T/sft.jsonl.gz" >"$T/cut.jsonl.gz"
+printf '[{"prompt": "a", "response": "b"},\n {"prompt": "a"}]\n' >"$T/arr.json"
+expect 1 "sft on a truncated .gz" "cut.jsonl.gz: truncated gzip data" "$ALLOY" sft --model "$T/base" --data "$T/cut.jsonl.gz" --out "$T/r"
+expect 1 "sft: an array element without its fields" 'arr.json: element 2: needs "prompt" and "response"' "$ALLOY" sft --model "$T/base" --data "$T/arr.json" --out "$T/r"
 [ ! -e "$T/r" ] && ok "failed runs leave nothing on disk" || nok "a failed run wrote $T/r"
+
+# ---- data in the shapes people have: a .jsonl.gz, a folder (JSONL, a JSON array, a binary file) ----
+losses() { sed -n 's/.*"type":"train".*\("loss":[0-9.]*\).*\("grad_norm":[0-9.]*\).*/\1 \2/p' "$1/metrics.jsonl" 2>/dev/null; }
+mkdir -p "$T/sftdir/more" && head -n 3 "$T/sft.jsonl" >"$T/sftdir/a.jsonl"
+{ echo '['; tail -n 3 "$T/sft.jsonl" | sed '$!s/$/,/'; echo ']'; } >"$T/sftdir/more/b.json"
+printf 'x\0y' >"$T/sftdir/c.bin"
+for d in sft.jsonl sft.jsonl.gz sftdir; do
+  expect 0 "sft on $d" "sft step 2/2" "$ALLOY" sft --model "$T/base" --data "$T/$d" --out "$T/shape-$d" --steps 2 --batch 2 --lr 1e-3
+done
+want=$(losses "$T/shape-sft.jsonl")
+[ -n "$want" ] && [ "$want" = "$(losses "$T/shape-sft.jsonl.gz")" ] && [ "$want" = "$(losses "$T/shape-sftdir")" ] \
+  && grep -q '"train_examples":5,"val_examples":1' "$T/shape-sftdir/metrics.jsonl" \
+  && ok "sft trains alike on a .jsonl, its .jsonl.gz and a folder of the same examples" \
+  || nok "sft on other shapes: '$want' vs '$(losses "$T/shape-sft.jsonl.gz")' vs '$(losses "$T/shape-sftdir")'"
 
 # ---- sft: 5 steps, a chat model, resume ----
 expect 0 "sft 5 steps" "sft step 5/5" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/sft" --steps 5 --batch 2 --lr 1e-3 --eval-every 2 --ckpt-every 3
@@ -155,6 +174,10 @@ if [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then
   gzip -dc "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" | head -n 40 >"$T/hh.jsonl"
   expect 0 "reward on hh-rlhf (raw template)" "reward step 5/5" "$ALLOY" reward --model "$T/base" --data "$T/hh.jsonl" --out "$T/hh" --steps 5 --batch 4 --template raw --val-fraction 0.2
   expect 0 "score hh-rlhf pairs" '"line":40,"scores":\[' "$ALLOY" score --model "$T/hh" --data "$T/hh.jsonl"
+  # the file as published: gzip, 2,312 pairs
+  expect 0 "reward reads hh-rlhf's .jsonl.gz as published" "reward step 1/1" "$ALLOY" reward --model "$T/base" --data "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" --out "$T/hhgz" --steps 1 --batch 2 --seq 64 --template raw
+  sed -n 's/.*"train_examples":\([0-9]*\),"val_examples":\([0-9]*\).*/\1 \2/p' "$T/hhgz/metrics.jsonl" | awk '{ exit $1 + $2 != 2312 }' \
+    && ok "hh-rlhf: 2312 pairs read from the .jsonl.gz" || nok "hh-rlhf .gz: $(head -1 "$T/hhgz/metrics.jsonl")"
 else
   skip "reward and score on hh-rlhf" "data: $SHARED/preference is absent"
 fi

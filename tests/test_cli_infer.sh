@@ -30,7 +30,7 @@ expect 1 "id outside the vocabulary" "--prompt-ids: token id 300 is outside the 
 expect 1 "prompt longer than the context" "--prompt: the prompt has 40 tokens, more than the context of 32" "$ALLOY" generate --model "$M" --prompt "$(printf 'x%.0s' $(seq 40))"
 expect 1 "prompt longer than --ctx" "more than the context of 8" "$ALLOY" generate --model "$M" --prompt "0123456789" --ctx 8
 printf '{"prompt": "ROMEO:"}\n{"prompt_ids": [65, 66\n' >"$T/bad1.jsonl"
-expect 1 "malformed JSONL line" "bad1.jsonl:2: invalid JSON" "$ALLOY" generate --model "$M" --prompts "$T/bad1.jsonl"
+expect 1 "malformed JSONL line" "bad1.jsonl:2: not valid JSON" "$ALLOY" generate --model "$M" --prompts "$T/bad1.jsonl"
 printf '{"prompt": "a"}\n\n{"text": "b"}\n' >"$T/bad2.jsonl"
 expect 1 "JSONL line without a prompt" "bad2.jsonl:3: needs exactly one of \"prompt\" and \"prompt_ids\"" "$ALLOY" generate --model "$M" --prompts "$T/bad2.jsonl"
 printf '{"prompt_ids": [1, -4]}\n' >"$T/bad3.jsonl"

@@ -419,9 +419,10 @@ alloy_status alloy_prompts_add_text(alloy_prompts *p, const alloy_tokenizer *tok
 /* "1 2 3" or "1,2,3" (ids >= 0; spaces, commas, tabs, newlines between them) into a new prompt;
  * USAGE for anything else or no ids. */
 alloy_status alloy_prompts_add_id_list(alloy_prompts *p, const char *list, const char *name);
-/* Every non-blank line of a JSONL file, {"prompt": TEXT} (encoded with tok) or {"prompt_ids":
- * [ids]}, as a prompt named FILE:LINE; FORMAT naming the line for a bad one, or for a file
- * without prompts. */
+/* Every record of a JSONL file (non-blank lines), a JSON array, either compressed, or a folder
+ * of them (alloy/records.h), {"prompt": TEXT} (encoded with tok) or {"prompt_ids": [ids]}, as
+ * a prompt named FILE:LINE (FILE: element N); FORMAT naming the line for a bad one, or for a
+ * path without prompts. */
 alloy_status alloy_prompts_read_jsonl(alloy_prompts *p, const char *path, const alloy_tokenizer *tok);
 /* RANGE naming the first prompt with an id outside [0, vocab_size) or more than ctx tokens. */
 alloy_status alloy_prompts_check(const alloy_prompts *p, int vocab_size, int ctx);

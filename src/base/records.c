@@ -135,7 +135,9 @@ static alloy_status parse_array(alloy_records *r) {
                           (size_t)(end - r->buf));
     if (!cJSON_IsArray(r->root)) return not_array(r);
     r->elem = r->root->child;
-    r->buf_n = r->pos = 0; // the text is no longer needed
+    alloy_free(r->buf); // the text is no longer needed
+    r->buf = NULL;
+    r->buf_n = r->buf_cap = r->pos = 0;
     return ALLOY_STATUS_OK;
 }
 

@@ -50,8 +50,8 @@ static bool input_left(const alloy_stream *s) { return s->in_pos < s->in_n; }
 
 alloy_status alloy_stream_open(alloy_stream **out, const char *path) {
     *out = NULL;
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    struct stat info;
+    if (stat(path, &info) == 0 && S_ISDIR(info.st_mode))
         return alloy_fail(ALLOY_STATUS_IO, "%s: is a folder, expected a file", path);
     FILE *fp = fopen(path, "rb");
     if (!fp) return alloy_fail(ALLOY_STATUS_IO, "%s: cannot open: %s", path, strerror(errno));
@@ -67,20 +67,20 @@ alloy_status alloy_stream_open(alloy_stream **out, const char *path) {
         alloy_stream_close(s);
         return ALLOY_STATUS_NOMEM;
     }
-    alloy_status st_ = refill(s);
+    alloy_status st = refill(s);
     static const uint8_t gz[2] = {0x1f, 0x8b}, zs[4] = {0x28, 0xb5, 0x2f, 0xfd};
-    if (!st_ && s->in_n >= 2 && !memcmp(s->in, gz, 2)) {
+    if (!st && s->in_n >= 2 && !memcmp(s->in, gz, 2)) {
         s->kind = ALLOY_COMPRESSION_GZIP;
-        if (inflateInit2(&s->z, 15 + 16) != Z_OK) st_ = alloy_fail(ALLOY_STATUS_NOMEM, "%s: cannot start zlib", path);
+        if (inflateInit2(&s->z, 15 + 16) != Z_OK) st = alloy_fail(ALLOY_STATUS_NOMEM, "%s: cannot start zlib", path);
         else s->z_init = true;
-    } else if (!st_ && s->in_n >= 4 && !memcmp(s->in, zs, 4)) {
+    } else if (!st && s->in_n >= 4 && !memcmp(s->in, zs, 4)) {
         s->kind = ALLOY_COMPRESSION_ZSTD;
         s->zd = ZSTD_createDStream();
-        if (!s->zd || ZSTD_isError(ZSTD_initDStream(s->zd))) st_ = alloy_fail(ALLOY_STATUS_NOMEM, "%s: cannot start zstd", path);
+        if (!s->zd || ZSTD_isError(ZSTD_initDStream(s->zd))) st = alloy_fail(ALLOY_STATUS_NOMEM, "%s: cannot start zstd", path);
     }
-    if (st_) {
+    if (st) {
         alloy_stream_close(s);
-        return st_;
+        return st;
     }
     *out = s;
     return ALLOY_STATUS_OK;
@@ -209,8 +209,8 @@ static alloy_status list_push(alloy_file_list *l, const char *path) {
     return ALLOY_STATUS_OK;
 }
 
-/* The entries of folder `path` other than hidden ones, joined to it and sorted, into a new
- * list (names, n); IO error only for the top folder. */
+/* The entries of folder `path` other than hidden ones, joined to it and sorted, into `names`;
+ * an unreadable folder is an IO error at the top of the walk and passed over below it. */
 static alloy_status folder_entries(const char *path, bool top, alloy_file_list *names) {
     DIR *d = opendir(path);
     if (!d) return top ? alloy_fail(ALLOY_STATUS_IO, "%s: cannot read folder: %s", path, strerror(errno)) : ALLOY_STATUS_OK;

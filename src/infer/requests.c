@@ -1,12 +1,14 @@
 /*
  * requests.c — generation requests as files and arguments carry them (alloy_prompts of
- * alloy/infer.h): prompts from text, from a list of ids, or from a JSONL file of {"prompt": TEXT}
- * or {"prompt_ids": [ids]} lines; their checks against a model; and the results of
+ * alloy/infer.h): prompts from text, from a list of ids, or from records {"prompt": TEXT} or
+ * {"prompt_ids": [ids]} (JSONL, a JSON array, compressed, a folder: alloy/records.h); their
+ * checks against a model; and the results of
  * alloy_generate written back as one JSONL record per prompt.
  *
  * Every prompt carries a name for errors: the one its caller gave ("--prompt"), or FILE:LINE.
  */
 #include "alloy/infer.h"
+#include "alloy/records.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -123,45 +125,28 @@ static alloy_status add_json_ids(alloy_prompts *p, const cJSON *ids, const char 
     return add_prompt(p, v, n, NULL, what);
 }
 
-/* One non-blank line of a prompts file (what: FILE:LINE). */
-static alloy_status add_json_line(alloy_prompts *p, const alloy_tokenizer *tok, const char *line, size_t len,
-                                  const char *what) {
-    cJSON *j = cJSON_ParseWithLength(line, len);
-    const cJSON *text = j ? cJSON_GetObjectItemCaseSensitive(j, "prompt") : NULL;
-    const cJSON *ids = j ? cJSON_GetObjectItemCaseSensitive(j, "prompt_ids") : NULL;
-    alloy_status s;
-    if (!j) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: invalid JSON", what);
-    else if (!cJSON_IsObject(j)) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: not a JSON object", what);
-    else if ((text != NULL) == (ids != NULL))
-        s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: needs exactly one of \"prompt\" and \"prompt_ids\"", what);
-    else if (text && !cJSON_IsString(text)) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: \"prompt\" is not a string", what);
-    else if (text) s = alloy_prompts_add_text(p, tok, text->valuestring, strlen(text->valuestring), what);
-    else s = add_json_ids(p, ids, what);
-    cJSON_Delete(j);
-    return s;
+/* One record of a prompts file, a JSON object (what: FILE:LINE). */
+static alloy_status add_json_record(alloy_prompts *p, const alloy_tokenizer *tok, const cJSON *j, const char *what) {
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(j, "prompt_ids");
+    if ((text != NULL) == (ids != NULL))
+        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: needs exactly one of \"prompt\" and \"prompt_ids\"", what);
+    if (text && !cJSON_IsString(text)) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: \"prompt\" is not a string", what);
+    if (text) return alloy_prompts_add_text(p, tok, text->valuestring, strlen(text->valuestring), what);
+    return add_json_ids(p, ids, what);
 }
 
 alloy_status alloy_prompts_read_jsonl(alloy_prompts *p, const char *path, const alloy_tokenizer *tok) {
-    char *data;
-    size_t size;
-    alloy_status s = alloy_file_read_all(path, &data, &size);
-    if (s) return s;
-    int line = 0, before = p->n;
-    char *q = data, *end = data + size;
-    while (!s && q < end) {
-        char *nl = memchr(q, '\n', (size_t)(end - q));
-        char *stop = nl ? nl : end;
-        line++;
-        char *c = q;
-        while (c < stop && (*c == ' ' || *c == '\t' || *c == '\r')) c++;
-        if (c < stop) {
-            char what[600];
-            snprintf(what, sizeof what, "%s:%d", path, line);
-            s = add_json_line(p, tok, q, (size_t)(stop - q), what);
-        }
-        q = stop + 1;
+    alloy_records *r;
+    alloy_records_options o = {.objects = true};
+    alloy_status s = alloy_records_open(&r, path, &o);
+    int before = p->n;
+    for (bool end = false; !s;) {
+        const cJSON *j;
+        if ((s = alloy_records_next(r, &j, &end)) || end) break;
+        s = add_json_record(p, tok, j, alloy_records_where(r));
     }
-    alloy_free(data);
+    alloy_records_close(r);
     if (!s && p->n == before) s = alloy_fail(ALLOY_STATUS_FORMAT, "%s: no prompts in the file", path);
     return s;
 }

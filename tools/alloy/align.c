@@ -11,8 +11,9 @@
 #define COMMON_RUN_HELP                                                                                      \
     "run and data:\n"                                                                                        \
     "  --model DIR           the model to start from (a checkpoint or run folder)\n"                         \
-    "  --data FILE.jsonl     training examples, one JSON object per line\n"                                  \
-    "  --val FILE.jsonl      held-out examples (default: hold out --val-fraction of --data)\n"               \
+    "  --data PATH           training examples: a JSONL file (one JSON object per line) or a JSON\n"        \
+    "                        array, either plain, gzip or zstd compressed, or a folder of such files\n"    \
+    "  --val PATH            held-out examples (default: hold out --val-fraction of --data)\n"               \
     "  --val-fraction X      share of --data held out, by a hash of each example (default 0.05)\n"           \
     "  --out DIR             run folder: metrics.jsonl, checkpoints/step-N/, latest\n"                       \
     CLI_DATA_FIELDS_HELP                                                                                     \
@@ -49,11 +50,12 @@
     "  --branch-from CKPT    continue from CKPT in a new run folder (--out), the source run untouched\n"
 
 static const char sft_help[] =
-    "usage: alloy sft --model DIR --data FILE.jsonl --out RUN [flags]\n"
+    "usage: alloy sft --model DIR --data DATA --out RUN [flags]\n"
     "       alloy sft --resume RUN [--steps N] [--threads N]\n"
     "\n"
     "Supervised fine-tuning: the language-model loss on the response (assistant) tokens only;\n"
-    "prompt tokens are context, never targets. Each line of FILE.jsonl is\n"
+    "prompt tokens are context, never targets. Each example of DATA (a line of JSONL, an element\n"
+    "of a JSON array) is\n"
     "  {\"prompt\": \"...\", \"response\": \"...\"}   (\"completion\" also; a prompt may be a list of messages)\n"
     "  {\"messages\": [{\"role\": \"user\", \"content\": \"...\"}, {\"role\": \"assistant\", ...}, ...]}\n"
     "(every assistant message is trained on), or a record in another layout (--layout): Alpaca's\n"
@@ -67,12 +69,12 @@ static const char sft_help[] =
     "\n" COMMON_RUN_HELP;
 
 static const char reward_help[] =
-    "usage: alloy reward --model DIR --data PREFS.jsonl --out RUN [flags]\n"
+    "usage: alloy reward --model DIR --data PREFS --out RUN [flags]\n"
     "       alloy reward --resume RUN [--steps N] [--threads N]\n"
     "\n"
     "Trains a reward model: a scalar head (score.weight, score.bias, as Hugging Face's\n"
     "*ForSequenceClassification) on the final hidden state of the last token of prompt +\n"
-    "response, with the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected). Each line is\n"
+    "response, with the Bradley-Terry loss -log sigmoid(r_chosen - r_rejected). Each example is\n"
     "  {\"prompt\": \"...\", \"chosen\": \"...\", \"rejected\": \"...\"}   (without \"prompt\": the common beginning)\n"
     "  {\"prompt\": \"...\", \"responses\": [\"best\", ..., \"worst\"]}  (all K(K-1)/2 pairs, in one batch,\n"
     "                                                        averaged per prompt as InstructGPT)\n"
@@ -84,15 +86,15 @@ static const char reward_help[] =
     "\n" COMMON_RUN_HELP;
 
 static const char dpo_help[] =
-    "usage: alloy dpo --model SFT --data PREFS.jsonl --out RUN [--beta 0.1] [--loss sigmoid|ipo]\n"
+    "usage: alloy dpo --model SFT --data PREFS --out RUN [--beta 0.1] [--loss sigmoid|ipo]\n"
     "                 [--label-smoothing 0] [--ref DIR] [flags]\n"
     "       alloy dpo --resume RUN [--steps N] [--threads N]\n"
     "\n"
     "Direct preference optimisation of a policy (initialised from --model) against a frozen\n"
-    "reference (the same weights, or --ref DIR), on {\"prompt\", \"chosen\", \"rejected\"} lines (without\n"
-    "\"prompt\": the common beginning), TRL's preference records or hh-rlhf's transcripts (--layout).\n"
-    "Log-probabilities are summed over the response's tokens; the reference's are computed once,\n"
-    "before training. With D = (log pi(c) - log ref(c)) - (log pi(r) - log ref(r)):\n"
+    "reference (the same weights, or --ref DIR), on {\"prompt\", \"chosen\", \"rejected\"} examples\n"
+    "(without \"prompt\": the common beginning), TRL's preference records or hh-rlhf's transcripts\n"
+    "(--layout). Log-probabilities are summed over the response's tokens; the reference's are\n"
+    "computed once, before training. With D = (log pi(c) - log ref(c)) - (log pi(r) - log ref(r)):\n"
     "  --loss sigmoid        -(1-e)·log sigmoid(beta·D) - e·log sigmoid(-beta·D)  (DPO; e = --label-smoothing:\n"
     "                        conservative DPO)\n"
     "  --loss ipo            (D' - 1/(2·beta))², D' from per-token average log-probabilities (IPO)\n"
@@ -104,10 +106,11 @@ static const char dpo_help[] =
     "\n" COMMON_RUN_HELP;
 
 static const char score_help[] =
-    "usage: alloy score --model RM --data FILE.jsonl [--batch B] [--seq T] [--template NAME] [--threads N]\n"
-    "       alloy score --model LM --logprobs --data FILE.jsonl [flags]\n"
+    "usage: alloy score --model RM --data DATA [--batch B] [--seq T] [--template NAME] [--threads N]\n"
+    "       alloy score --model LM --logprobs --data DATA [flags]\n"
     "\n"
-    "Prints a reward model's score of every response, one JSON line per input line:\n"
+    "Prints a reward model's score of every response, one JSON line per example (N: its line, or\n"
+    "its element in a JSON array, in its file):\n"
     "  {\"line\": N, \"scores\": [r1, ...]}\n"
     "in the line's order: \"response\", each of \"responses\", \"chosen\" then \"rejected\", or the whole\n"
     "\"messages\" conversation. The template defaults to the model's own (config.json).\n"
@@ -119,7 +122,8 @@ static const char score_help[] =
     "\n"
     "  --model DIR           a reward model (checkpoint or run folder of alloy reward)\n"
     "  --logprobs            score by log-probability under a language model instead\n"
-    "  --data FILE.jsonl     prompts and responses\n"
+    "  --data PATH           prompts and responses: JSONL or a JSON array, plain, .gz or .zst, or a\n"
+    "                        folder of such files\n"
     "  --batch B             lines per forward pass (default 8)\n"
     "  --seq T               tokens per sequence at most (default: the model's context, at most 1024);\n"
     "                        longer prompts lose their beginning\n"

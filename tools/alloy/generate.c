@@ -15,7 +15,7 @@
 
 
 static const char help[] =
-    "usage: alloy generate --model DIR [DIR ...] (--prompt TEXT | --prompts FILE.jsonl | --prompt-ids \"1 2 3\")\n"
+    "usage: alloy generate --model DIR [DIR ...] (--prompt TEXT | --prompts PATH | --prompt-ids \"1 2 3\")\n"
     "                      [flags]\n"
     "\n"
     "Continues prompts with a model (a checkpoint folder, or a run folder: its latest checkpoint),\n"
@@ -23,7 +23,8 @@ static const char help[] =
     "  --prompt TEXT        prints the prompt, then streams the continuation to the terminal;\n"
     "  --prompt-ids IDS     token ids (spaces or commas; for models without a tokenizer, e.g. a\n"
     "                       llama2.c import): prints the generated ids as they come;\n"
-    "  --prompts FILE       JSONL, one {\"prompt\": TEXT} or {\"prompt_ids\": [ids]} per line: writes\n"
+    "  --prompts PATH       {\"prompt\": TEXT} or {\"prompt_ids\": [ids]} records (JSONL, one per line, or\n"
+    "                       a JSON array; plain, .gz or .zst; or a folder of such files): writes\n"
     "                       one record per prompt, in order, to --out (or stdout): {\"prompt\" or\n"
     "                       \"prompt_ids\", \"text\", \"ids\", \"finish_reason\", \"tokens\",\n"
     "                       \"tokens_per_s\"}; prompts run --batch at a time.\n"

@@ -9,7 +9,7 @@
 #include <string.h>
 
 static const char ppo_help[] =
-    "usage: alloy ppo --model SFT --reward RM --prompts FILE.jsonl --out RUN [flags]\n"
+    "usage: alloy ppo --model SFT --reward RM --prompts PROMPTS --out RUN [flags]\n"
     "       alloy ppo --resume RUN [--steps N] [--threads N]\n"
     "\n"
     "RLHF with PPO (InstructGPT's third stage, as TRL's PPOTrainer). The policy starts from the SFT\n"
@@ -21,14 +21,15 @@ static const char ppo_help[] =
     "estimates advantages by GAE (gamma, lam) and whitens them, then runs --ppo-epochs passes of\n"
     "minibatches: the clipped surrogate plus vf_coef times the clipped value loss, one AdamW step\n"
     "each. beta follows the adaptive KL controller (Ziegler et al.) unless --adaptive-kl off.\n"
-    "Each line of FILE.jsonl is {\"prompt\": \"...\"} (or a list of messages), rendered with the\n"
+    "Each example of PROMPTS is {\"prompt\": \"...\"} (or a list of messages), rendered with the\n"
     "model's chat template and its generation prompt; longer prompts lose their beginning. Records\n"
     "of the other layouts give their prompt: Alpaca's instruction and input, a conversation's\n"
     "messages before its last reply, the dialogue of hh-rlhf's transcripts.\n"
     "\n"
     "  --model DIR           the SFT model (checkpoint or run folder): policy start and reference\n"
     "  --reward DIR          the reward model (checkpoint or run folder of alloy reward)\n"
-    "  --prompts FILE.jsonl  prompts, one JSON object per line\n"
+    "  --prompts PATH        prompts: JSONL (one JSON object per line) or a JSON array, plain, .gz\n"
+    "                        or .zst, or a folder of such files\n"
     "  --out DIR             run folder: metrics.jsonl, checkpoints/step-N/, latest\n"
     CLI_DATA_FIELDS_HELP
     "  --template NAME       chatml or raw (default: the model's own)\n"
