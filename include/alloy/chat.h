@@ -11,8 +11,9 @@
  * each checkpoint's config.json ("chat_template") and, for ChatML, as a Jinja template in
  * tokenizer_config.json, so that sampling, serving and transformers render the same text.
  *
- * Data: JSONL, one example per line (docs/alignment.md); a malformed line is an error naming
- * FILE:LINE. P below is a string (one user message) or a list of messages
+ * Data: records, one example each (JSONL lines, a JSON array's elements; plain, gzip or zstd; a
+ * folder of such files: alloy/records.h); a malformed one is an error naming FILE:LINE
+ * (docs/alignment.md). P below is a string (one user message) or a list of messages
  * [{"role": "system"|"user"|"assistant"|..., "content": "..."}], R a string (one assistant
  * message) or a list of messages:
  *   sft      {"prompt": P, "response": R} ("completion" also), or {"messages": [...]} where every
@@ -198,8 +199,9 @@ alloy_status alloy_data_layout_parse(const char *name, alloy_data_layout *out);
 /* The layout a record is in (never AUTO): the first that fits, in this order: sharegpt
  * ("conversations", or "messages" of {"from", "value"}), openai ("messages" and none of alloy's
  * other fields), hh-rlhf ("chosen" and "rejected" transcripts without "prompt"), alpaca
- * ("instruction", "input" or "output"), trl ("prompt", "chosen", "rejected"), else alloy. The
- * fields of f (may be NULL) replace the names they stand for. */
+ * ("instruction", "input" or "output", without "prompt" and "chosen"), trl ("prompt", "chosen",
+ * "rejected"), else alloy. The fields of f (may be NULL) replace the names they stand for
+ * (alpaca's are told by their own names). */
 alloy_data_layout alloy_data_layout_detect(const struct cJSON *record, const alloy_data_fields *f);
 
 /* Normalises a record of `layout` (AUTO: detected) into alloy's fields for examples of `kind`:
