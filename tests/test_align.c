@@ -602,8 +602,9 @@ static void test_layout_mismatch(void) {
         snprintf(path, sizeof path, "%s/%s", dir, name);
         snprintf(want, sizeof want, "%s%s: %s%s)", path, cases[i].where, cases[i].msg, cases[i].note);
         alloy_align_data d;
-        alloy_status s = read_text(&d, dir, name, cases[i].text, tok, cases[i].kind, ALLOY_CHAT_TEMPLATE_CHATML, 256);
-        if (cases[i].forced) s = alloy_align_data_read(&d, path, tok, cases[i].kind, ALLOY_CHAT_TEMPLATE_CHATML, 256, &alpaca);
+        REQUIRE(write_text(path, cases[i].text), "%s", path);
+        alloy_status s = alloy_align_data_read(&d, path, tok, cases[i].kind, ALLOY_CHAT_TEMPLATE_CHATML, 256,
+                                               cases[i].forced ? &alpaca : NULL);
         EXPECT(s == ALLOY_STATUS_FORMAT && !strcmp(alloy_last_error(), want), "case %zu: status %d,\n  got  \"%s\"\n  want \"%s\"", i,
                s, alloy_last_error(), want);
     }

@@ -327,10 +327,10 @@ static alloy_status normalize_sharegpt(const cJSON *rec, const names *n, alloy_a
     int i = 0;
     for (const cJSON *t = conv->child; t && !s; t = t->next, i++) s = sharegpt_turn(msgs, t, i, M);
     if (!s && (c || j) && kind != ALLOY_ALIGN_PROMPT) { // a preference pair after the conversation
-        if (!c || !j) s = nope("needs both \"%s\" and \"%s\"", C, J);
+        s = put_conversation(o, msgs, true, ALLOY_ALIGN_SFT, "prompt"); // o owns msgs from here
+        if (!s && (!c || !j)) s = nope("needs both \"%s\" and \"%s\"", C, J);
         if (!s) s = sharegpt_reply(o, "chosen", c, C);
         if (!s) s = sharegpt_reply(o, "rejected", j, J);
-        if (!s) s = put_conversation(o, msgs, true, ALLOY_ALIGN_SFT, "prompt");
     } else if (!s) {
         s = put_conversation(o, msgs, true, kind, "messages");
     } else {
