@@ -591,6 +591,8 @@ static void test_layout_mismatch(void) {
         {ALLOY_ALIGN_SFT, false, "{\"messages\": [" M("user", "a") "]}\n{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": "
          "\"image_url\"}]}]}\n", ":2",
          "message 1: every part of \"content\" must be {\"type\": \"text\", \"text\": \"...\"} (the file's layout is openai, ", auto_note},
+        {ALLOY_ALIGN_SFT, false, "{\"messages\": [{}, {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"}]}]}\n",
+         ":1", "message 1 needs a \"role\" string (the file's layout is openai, ", auto_note},
         {ALLOY_ALIGN_DPO, false, "{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n{\"prompt\": \"a\", \"response\": \"b\"}\n",
          ":2", "needs \"chosen\" and \"rejected\" (with or without \"prompt\") (the file's layout is trl, ", auto_note},
         {ALLOY_ALIGN_SFT, true, "{\"prompt\": \"a\", \"response\": \"b\"}\n", ":1", "needs \"instruction\" (the file's layout is alpaca, ",

@@ -213,8 +213,8 @@ static alloy_status openai_messages(const cJSON *msgs, const cJSON **out, bool *
         char *text = NULL;
         if (!cJSON_IsString(ro)) s = nope("message %d needs a \"role\" string", i + 1);
         if (!s) s = content_text(get(m, "content"), i, &text);
-        const char *c = text ? text : get(m, "content")->valuestring;
-        if (!s && !add_message(copy, ro->valuestring, c, strlen(c))) s = ALLOY_STATUS_NOMEM;
+        const char *c = s ? NULL : text ? text : get(m, "content")->valuestring;
+        if (c && !add_message(copy, ro->valuestring, c, strlen(c))) s = ALLOY_STATUS_NOMEM;
         alloy_free(text);
     }
     if (s) {
