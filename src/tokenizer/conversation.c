@@ -451,7 +451,7 @@ static alloy_status store_example(reader *r, int K, bool conv, int64_t Lp) {
 /* A record in alloy's fields: its parts, rendered, truncated and stored. */
 static alloy_status read_fields(reader *r, const cJSON *o) {
     own_fields f = {.prompt = field(o, "prompt"), .messages = field(o, "messages"), .chosen = field(o, "chosen"),
-                .rejected = field(o, "rejected"), .responses = field(o, "responses")};
+                    .rejected = field(o, "rejected"), .responses = field(o, "responses")};
     f.response = field(o, "response") ? field(o, "response") : field(o, "completion");
     f.resp_name = field(o, "response") ? "response" : "completion";
     if (r->kind == ALLOY_ALIGN_PROMPT) return read_prompt(r, f.prompt);
