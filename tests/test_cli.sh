@@ -49,7 +49,7 @@ expect 1 "inspect garbage" "garbage.safetensors: (too short|header length)" bash
 # ---- the data pipeline and tokenizers through the command ----
 printf '{"text": "one"}\nnot json\n{"body": "x"}\n{"text": "caf\xff\xfe two"}\n' >"$T/bad.jsonl"
 expect 0 "prepare counts malformed JSONL" "2 documents.*skipped 2 malformed records" "$ALLOY" prepare --input "$T/bad.jsonl" --out "$T/dj" --val-fraction 0
-grep -q '"first_skipped":[[:space:]]*".*bad.jsonl:2: not a JSON object"' "$T/dj/manifest.json" && ok "manifest names the first skipped line" \
+grep -q '"first_skipped":[[:space:]]*".*bad.jsonl:2: not valid JSON"' "$T/dj/manifest.json" && ok "manifest names the first skipped line" \
   || nok "manifest lacks first_skipped"
 grep -q '"invalid_utf8_replaced":[[:space:]]*2' "$T/dj/manifest.json" && ok "invalid UTF-8 counted (2 bytes, 2 U+FFFD)" || nok "invalid UTF-8 not counted"
 : >"$T/empty.txt"
