@@ -8,6 +8,9 @@
  *     last), and a model's vocabulary grows with new rows at the mean embedding;
  *   - the JSONL reader: every format, the implicit prompt of hh-rlhf style pairs, truncation,
  *     and malformed lines refused with FILE:LINE;
+ *   - the layouts (Alpaca, ShareGPT, OpenAI messages, TRL, hh-rlhf): each file's tokens equal
+ *     those of the same examples in alloy's fields; detection; field names given; a record that
+ *     does not fit its file's layout refused with the exact message; alloy_align_data_check;
  *   - each objective's loss and every parameter gradient against the PyTorch references of
  *     tests/reference/align_ref.py (twin.py's models): SFT, the pairwise and K-wise reward loss
  *     with its scalar head, DPO sigmoid, conservative DPO (label smoothing) and IPO, for the
@@ -23,6 +26,7 @@
 #include "harness.h"
 #include "model_util.h"
 
+#include <cJSON.h>
 #include <math.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -229,7 +233,7 @@ static alloy_status read_text(alloy_align_data *d, const char *dir, const char *
     char path[600];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     if (!write_text(path, text)) return ALLOY_STATUS_IO;
-    return alloy_align_data_read(d, path, tok, kind, tmpl, max_len);
+    return alloy_align_data_read(d, path, tok, kind, tmpl, max_len, NULL);
 }
 
 /* The masked-in text of sequence q. */
@@ -351,6 +355,295 @@ static void test_malformed_lines(void) {
     }
     alloy_tokenizer_destroy(tok);
 }
+
+/* ---- layouts of records ---- */
+
+/* Reads `text` (in some layout, with `f`) and `own` (alloy's fields, read as alloy's layout)
+ * for `kind`: the same examples, token for token and mask for mask, and the layout `want`. */
+static void same_tokens(const char *label, const char *text, const alloy_data_fields *f, const char *own, alloy_align_kind kind,
+                        alloy_chat_template tmpl, alloy_data_layout want) {
+    alloy_tokenizer *tok = chat_tokenizer();
+    REQUIRE(tok, "tokenizer");
+    const char *dir = harness_tmpdir();
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/layout.jsonl", dir);
+    snprintf(b, sizeof b, "%s/own.jsonl", dir);
+    alloy_data_fields alloy = {.layout = ALLOY_LAYOUT_ALLOY};
+    alloy_align_data x, y;
+    REQUIRE(write_text(a, text) && write_text(b, own), "files");
+    alloy_status s = alloy_align_data_read(&x, a, tok, kind, tmpl, 512, f);
+    EXPECT(s == ALLOY_STATUS_OK, "%s: %s", label, alloy_last_error());
+    alloy_status t = alloy_align_data_read(&y, b, tok, kind, tmpl, 512, &alloy);
+    EXPECT(t == ALLOY_STATUS_OK, "%s, alloy's record: %s", label, alloy_last_error());
+    if (!s && !t) {
+        EXPECT(x.layout == want && y.layout == ALLOY_LAYOUT_ALLOY, "%s: read as %s", label, alloy_data_layout_name(x.layout));
+        bool same = x.n_examples == y.n_examples && x.n_seqs == y.n_seqs && x.n_tokens == y.n_tokens &&
+                    !memcmp(x.tokens, y.tokens, sizeof(int32_t) * (size_t)x.n_tokens) && !memcmp(x.mask, y.mask, (size_t)x.n_tokens) &&
+                    !memcmp(x.seq_start, y.seq_start, sizeof(int64_t) * (size_t)(x.n_seqs + 1)) &&
+                    !memcmp(x.ex_start, y.ex_start, sizeof(int64_t) * (size_t)(x.n_examples + 1)) && x.fingerprint == y.fingerprint;
+        char bx[1024] = "", by[1024] = "";
+        if (!same && x.n_seqs > 0 && y.n_seqs > 0) {
+            seq_text(tok, &x, 0, false, bx, sizeof bx);
+            seq_text(tok, &y, 0, false, by, sizeof by);
+        }
+        EXPECT(same && x.n_examples > 0, "%s: %lld/%lld examples, %lld/%lld tokens differ; first: \"%s\" / \"%s\"", label,
+               (long long)x.n_examples, (long long)y.n_examples, (long long)x.n_tokens, (long long)y.n_tokens, bx, by);
+    }
+    if (!s) alloy_align_data_free(&x);
+    if (!t) alloy_align_data_free(&y);
+    alloy_tokenizer_destroy(tok);
+}
+
+#define M(role, text) "{\"role\": \"" role "\", \"content\": \"" text "\"}"
+#define T(from, text) "{\"from\": \"" from "\", \"value\": \"" text "\"}"
+#define HH(tail) "\"\\n\\nHuman: Hi there\\n\\nAssistant: Hello.\\n\\nHuman: A colour?\\n\\nAssistant:" tail "\""
+
+static void test_layout_alpaca(void) {
+    const char *alpaca = "{\"instruction\": \"Add 2 and 2.\", \"input\": \"\", \"output\": \"4\"}\n"
+                         "{\"instruction\": \"Translate to French.\", \"input\": \"cat\", \"output\": \"chat\"}\n"
+                         "{\"instruction\": \"Name a colour.\", \"response\": \"Blue.\"}\n" // GPTeacher's
+                         "{\"instruction\": \"Shout.\", \"input\": null, \"output\": \"HEY\", \"text\": \"ignored\"}\n";
+    const char *own = "{\"prompt\": \"Add 2 and 2.\", \"response\": \"4\"}\n"
+                      "{\"prompt\": \"Translate to French.\\n\\ncat\", \"response\": \"chat\"}\n"
+                      "{\"prompt\": \"Name a colour.\", \"response\": \"Blue.\"}\n"
+                      "{\"prompt\": \"Shout.\", \"response\": \"HEY\"}\n";
+    same_tokens("alpaca, chatml", alpaca, NULL, own, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_ALPACA);
+    same_tokens("alpaca, raw", alpaca, NULL, own, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_RAW, ALLOY_LAYOUT_ALPACA);
+    same_tokens("alpaca, PPO prompts", "{\"instruction\": \"Translate.\", \"input\": \"dog\"}\n", NULL,
+                "{\"prompt\": \"Translate.\\n\\ndog\"}\n", ALLOY_ALIGN_PROMPT, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_ALPACA);
+}
+
+static void test_layout_sharegpt(void) {
+    const char *sg = "{\"conversations\": [" T("system", "Be brief.") ", " T("human", "Hi") ", " T("gpt", "Hello") ", "
+                     T("human", "Bye") ", " T("gpt", "Bye now") "]}\n"
+                     "{\"messages\": [" T("user", "a") ", " T("assistant", "b") "]}\n";
+    const char *own = "{\"messages\": [" M("system", "Be brief.") ", " M("user", "Hi") ", " M("assistant", "Hello") ", "
+                      M("user", "Bye") ", " M("assistant", "Bye now") "]}\n"
+                      "{\"messages\": [" M("user", "a") ", " M("assistant", "b") "]}\n";
+    same_tokens("sharegpt", sg, NULL, own, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_SHAREGPT);
+    same_tokens("sharegpt, PPO prompts", sg, NULL,
+                "{\"prompt\": [" M("system", "Be brief.") ", " M("user", "Hi") ", " M("assistant", "Hello") ", " M("user", "Bye") "]}\n"
+                "{\"prompt\": [" M("user", "a") "]}\n",
+                ALLOY_ALIGN_PROMPT, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_SHAREGPT);
+    // preferences after a conversation (a turn or a string each)
+    same_tokens("sharegpt preferences",
+                "{\"conversations\": [" T("human", "Q") "], \"chosen\": " T("gpt", "good") ", \"rejected\": \"bad\"}\n", NULL,
+                "{\"prompt\": [" M("user", "Q") "], \"chosen\": \"good\", \"rejected\": \"bad\"}\n", ALLOY_ALIGN_DPO,
+                ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_SHAREGPT);
+}
+
+static void test_layout_openai(void) {
+    const char *oa = "{\"messages\": [" M("system", "S") ", " M("user", "Hi") ", {\"role\": \"assistant\", \"content\": "
+                     "[{\"type\": \"text\", \"text\": \"Hel\"}, {\"type\": \"text\", \"text\": \"lo\"}]}], \"weight\": 1}\n"
+                     "{\"messages\": [" M("user", "a") ", " M("assistant", "b") "]}\n";
+    const char *own = "{\"messages\": [" M("system", "S") ", " M("user", "Hi") ", " M("assistant", "Hello") "]}\n"
+                      "{\"messages\": [" M("user", "a") ", " M("assistant", "b") "]}\n";
+    same_tokens("openai", oa, NULL, own, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_OPENAI);
+    same_tokens("openai, PPO prompts", oa, NULL, "{\"prompt\": [" M("system", "S") ", " M("user", "Hi") "]}\n{\"prompt\": \"a\"}\n",
+                ALLOY_ALIGN_PROMPT, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_OPENAI);
+}
+
+static void test_layout_trl(void) {
+    // conversational: a list of messages and lists of assistant messages, as the strings are read
+    const char *trl = "{\"prompt\": [" M("user", "Is water wet?") "], \"chosen\": [" M("assistant", "Yes.") "], \"rejected\": ["
+                      M("assistant", "No.") "]}\n"
+                      "{\"prompt\": \"Say hi.\", \"chosen\": \"Hi!\", \"rejected\": \"No.\"}\n";
+    const char *own = "{\"prompt\": \"Is water wet?\", \"chosen\": \"Yes.\", \"rejected\": \"No.\"}\n"
+                      "{\"prompt\": \"Say hi.\", \"chosen\": \"Hi!\", \"rejected\": \"No.\"}\n";
+    same_tokens("trl", trl, NULL, own, ALLOY_ALIGN_DPO, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_TRL);
+    same_tokens("trl, reward", trl, NULL, own, ALLOY_ALIGN_REWARD, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_TRL);
+}
+
+static void test_layout_hh_rlhf(void) {
+    const char *hh = "{\"chosen\": " HH(" Blue, like the sky.") ", \"rejected\": " HH(" I won't say.") "}\n"
+                     // the replies part before the last turn: each goes on as messages
+                     "{\"chosen\": \"\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c\\n\\nAssistant: d\", "
+                     "\"rejected\": \"\\n\\nHuman: a\\n\\nAssistant: x\"}\n";
+    const char *own = "{\"prompt\": [" M("user", "Hi there") ", " M("assistant", "Hello.") ", " M("user", "A colour?") "], "
+                      "\"chosen\": \"Blue, like the sky.\", \"rejected\": \"I won't say.\"}\n"
+                      "{\"prompt\": [" M("user", "a") "], \"chosen\": [" M("assistant", "b") ", " M("user", "c") ", "
+                      M("assistant", "d") "], \"rejected\": \"x\"}\n";
+    same_tokens("hh-rlhf, chatml", hh, NULL, own, ALLOY_ALIGN_DPO, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_HH_RLHF);
+    same_tokens("hh-rlhf, PPO prompts", hh, NULL,
+                "{\"prompt\": [" M("user", "Hi there") ", " M("assistant", "Hello.") ", " M("user", "A colour?") "]}\n"
+                "{\"prompt\": [" M("user", "a") "]}\n",
+                ALLOY_ALIGN_PROMPT, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_HH_RLHF);
+    // raw: the text up to and including the last shared "\n\nAssistant:", then the replies' text
+    same_tokens("hh-rlhf, raw", hh, NULL,
+                "{\"prompt\": \"\\n\\nHuman: Hi there\\n\\nAssistant: Hello.\\n\\nHuman: A colour?\\n\\nAssistant:\", "
+                "\"chosen\": \" Blue, like the sky.\", \"rejected\": \" I won't say.\"}\n"
+                "{\"prompt\": \"\\n\\nHuman: a\\n\\nAssistant:\", \"chosen\": \" b\\n\\nHuman: c\\n\\nAssistant: d\", "
+                "\"rejected\": \" x\"}\n",
+                ALLOY_ALIGN_REWARD, ALLOY_CHAT_TEMPLATE_RAW, ALLOY_LAYOUT_HH_RLHF);
+    // read as alloy's own, the same lines keep their implicit prompt (the common beginning)
+    alloy_data_fields alloy = {.layout = ALLOY_LAYOUT_ALLOY};
+    same_tokens("hh-rlhf as alloy's own", hh, &alloy,
+                "{\"chosen\": " HH(" Blue, like the sky.") ", \"rejected\": " HH(" I won't say.") "}\n"
+                "{\"chosen\": \"\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c\\n\\nAssistant: d\", "
+                "\"rejected\": \"\\n\\nHuman: a\\n\\nAssistant: x\"}\n",
+                ALLOY_ALIGN_DPO, ALLOY_CHAT_TEMPLATE_RAW, ALLOY_LAYOUT_ALLOY);
+}
+
+static void test_layout_fields(void) {
+    alloy_data_fields qa = {.prompt = "question", .response = "answer"};
+    same_tokens("--prompt-field, --response-field", "{\"question\": \"Why?\", \"answer\": \"Because.\", \"prompt\": \"no\"}\n", &qa,
+                "{\"prompt\": \"Why?\", \"response\": \"Because.\"}\n", ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_ALLOY);
+    alloy_data_fields pn = {.prompt = "query", .chosen = "pos", .rejected = "neg"};
+    same_tokens("--chosen-field, --rejected-field", "{\"query\": \"Q\", \"pos\": \"good\", \"neg\": \"bad\"}\n", &pn,
+                "{\"prompt\": \"Q\", \"chosen\": \"good\", \"rejected\": \"bad\"}\n", ALLOY_ALIGN_REWARD, ALLOY_CHAT_TEMPLATE_CHATML,
+                ALLOY_LAYOUT_TRL);
+    alloy_data_fields dialog = {.messages = "dialog"};
+    same_tokens("--messages-field (sharegpt turns)", "{\"dialog\": [" T("human", "a") ", " T("gpt", "b") "]}\n", &dialog,
+                "{\"messages\": [" M("user", "a") ", " M("assistant", "b") "]}\n", ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML,
+                ALLOY_LAYOUT_SHAREGPT);
+    same_tokens("--messages-field (messages)", "{\"dialog\": [" M("user", "a") ", " M("assistant", "b") "]}\n", &dialog,
+                "{\"messages\": [" M("user", "a") ", " M("assistant", "b") "]}\n", ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML,
+                ALLOY_LAYOUT_OPENAI);
+    alloy_data_fields alp = {.layout = ALLOY_LAYOUT_ALPACA, .prompt = "task", .response = "answer"};
+    same_tokens("--layout alpaca with fields", "{\"task\": \"Do it.\", \"input\": \"now\", \"answer\": \"Done.\"}\n", &alp,
+                "{\"prompt\": \"Do it.\\n\\nnow\", \"response\": \"Done.\"}\n", ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML,
+                ALLOY_LAYOUT_ALPACA);
+    alloy_data_fields hc = {.chosen = "good", .rejected = "bad"};
+    same_tokens("hh-rlhf with fields", "{\"good\": " HH(" Blue.") ", \"bad\": " HH(" No.") "}\n", &hc,
+                "{\"prompt\": [" M("user", "Hi there") ", " M("assistant", "Hello.") ", " M("user", "A colour?") "], "
+                "\"chosen\": \"Blue.\", \"rejected\": \"No.\"}\n",
+                ALLOY_ALIGN_REWARD, ALLOY_CHAT_TEMPLATE_CHATML, ALLOY_LAYOUT_HH_RLHF);
+    // the options' schema: saved with a run, fixed on resume
+    const alloy_schema *sc = alloy_align_schema();
+    alloy_align_options o = alloy_align_defaults(ALLOY_ALIGN_SFT), back = alloy_align_defaults(ALLOY_ALIGN_SFT);
+    EXPECT(o.fields.layout == ALLOY_LAYOUT_AUTO && !o.fields.prompt[0], "defaults");
+    EXPECT(alloy_options_set(sc, &o, "layout", "sharegpt") == ALLOY_STATUS_OK && o.fields.layout == ALLOY_LAYOUT_SHAREGPT &&
+               alloy_options_set(sc, &o, "prompt-field", "q") == ALLOY_STATUS_OK && !strcmp(o.fields.prompt, "q"),
+           "%s", alloy_last_error());
+    EXPECT(alloy_options_set(sc, &o, "layout", "csv") == ALLOY_STATUS_USAGE && says("layout must be auto, alloy, alpaca"), "%s",
+           alloy_last_error());
+    cJSON *j = alloy_options_save(sc, &o);
+    EXPECT(j && alloy_options_load(sc, &back, j, "state") == ALLOY_STATUS_OK && !memcmp(&back.fields, &o.fields, sizeof o.fields),
+           "round trip: %s", alloy_last_error());
+    cJSON_Delete(j);
+    bool set[256] = {0};
+    set[alloy_schema_find(sc, "layout") - sc->rows] = true;
+    EXPECT(alloy_options_resume(sc, &back, &o, set) == ALLOY_STATUS_USAGE && says("layout cannot change when resuming"), "%s",
+           alloy_last_error());
+    EXPECT(alloy_schema_find(alloy_ppo_schema(), "messages-field") && alloy_schema_find(alloy_data_fields_schema(), "rejected_field"),
+           "the PPO and score schemas lack the fields");
+}
+
+static void test_layout_detect(void) {
+    static const struct {
+        const char *json;
+        alloy_data_fields f;
+        alloy_data_layout want;
+    } cases[] = {
+        {"{\"prompt\": \"a\", \"response\": \"b\"}", {0}, ALLOY_LAYOUT_ALLOY},
+        {"{\"prompt\": \"a\", \"responses\": [\"b\", \"c\"]}", {0}, ALLOY_LAYOUT_ALLOY},
+        {"{\"chosen\": \"a b\", \"rejected\": \"a c\"}", {0}, ALLOY_LAYOUT_ALLOY},
+        {"{\"prompt\": \"a\", \"response\": \"b\", \"input\": \"c\"}", {0}, ALLOY_LAYOUT_ALLOY},
+        {"{\"instruction\": \"a\", \"input\": \"\", \"output\": \"b\"}", {0}, ALLOY_LAYOUT_ALPACA},
+        {"{\"instruction\": \"a\"}", {0}, ALLOY_LAYOUT_ALPACA},
+        {"{\"conversations\": []}", {0}, ALLOY_LAYOUT_SHAREGPT},
+        {"{\"messages\": [{\"from\": \"human\", \"value\": \"a\"}]}", {0}, ALLOY_LAYOUT_SHAREGPT},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}", {0}, ALLOY_LAYOUT_OPENAI},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}], \"prompt\": \"p\"}", {0}, ALLOY_LAYOUT_ALLOY},
+        {"{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}", {0}, ALLOY_LAYOUT_TRL},
+        {"{\"chosen\": " HH(" x") ", \"rejected\": " HH(" y") "}", {0}, ALLOY_LAYOUT_HH_RLHF},
+        {"{\"chosen\": \"Human: a\\n\\nAssistant: b\", \"rejected\": \"Human: a\\n\\nAssistant: c\"}", {0}, ALLOY_LAYOUT_HH_RLHF},
+        {"{\"prompt\": \"p\", \"chosen\": " HH(" x") ", \"rejected\": " HH(" y") "}", {0}, ALLOY_LAYOUT_TRL},
+        {"{\"q\": \"a\", \"pos\": \"b\", \"neg\": \"c\"}", {.prompt = "q", .chosen = "pos", .rejected = "neg"}, ALLOY_LAYOUT_TRL},
+        {"{\"dialog\": [{\"from\": \"human\", \"value\": \"a\"}]}", {.messages = "dialog"}, ALLOY_LAYOUT_SHAREGPT},
+        {"{\"dialog\": [{\"role\": \"user\", \"content\": \"a\"}]}", {.messages = "dialog"}, ALLOY_LAYOUT_OPENAI},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cJSON *j = cJSON_Parse(cases[i].json);
+        alloy_data_layout got = alloy_data_layout_detect(j, &cases[i].f);
+        EXPECT(j && got == cases[i].want, "case %zu: %s, want %s", i, alloy_data_layout_name(got), alloy_data_layout_name(cases[i].want));
+        cJSON_Delete(j);
+    }
+    for (int l = ALLOY_LAYOUT_AUTO; l <= ALLOY_LAYOUT_HH_RLHF; l++) {
+        alloy_data_layout back = ALLOY_LAYOUT_AUTO;
+        EXPECT(alloy_data_layout_parse(alloy_data_layout_name((alloy_data_layout)l), &back) == ALLOY_STATUS_OK && (int)back == l,
+               "layout %d", l);
+    }
+    alloy_data_layout x;
+    EXPECT(alloy_data_layout_parse("csv", &x) == ALLOY_STATUS_USAGE && says("unknown layout \"csv\""), "%s", alloy_last_error());
+}
+
+/* A record that does not fit the file's layout: exactly this message. */
+static void test_layout_mismatch(void) {
+    alloy_tokenizer *tok = chat_tokenizer();
+    REQUIRE(tok, "tokenizer");
+    const char *dir = harness_tmpdir();
+    alloy_data_fields alpaca = {.layout = ALLOY_LAYOUT_ALPACA};
+    static const char auto_note[] = "from its first record; --layout names another";
+    static const struct {
+        alloy_align_kind kind;
+        bool forced;
+        const char *text, *where, *msg, *note;
+    } cases[] = {
+        {ALLOY_ALIGN_SFT, false, "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"c\"}\n", ":2",
+         "needs \"output\" (or \"response\") (the file's layout is alpaca, ", auto_note},
+        {ALLOY_ALIGN_SFT, false, "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"prompt\": \"a\", \"response\": \"b\"}\n", ":2",
+         "needs \"instruction\" (the file's layout is alpaca, ", auto_note},
+        {ALLOY_ALIGN_SFT, false, "{\"conversations\": [" T("human", "a") "]}\n{\"conversations\": [{\"from\": \"gpt\"}]}\n", ":2",
+         "turn 1 of \"conversations\" needs \"from\" and \"value\" strings (the file's layout is sharegpt, ", auto_note},
+        {ALLOY_ALIGN_DPO, false, "{\"chosen\": " HH(" x") ", \"rejected\": " HH(" y") "}\n{\"chosen\": \"a b\", \"rejected\": \"a c\"}\n",
+         ":2", "\"chosen\" and \"rejected\" share no dialogue up to an \"\\n\\nAssistant:\" (the file's layout is hh-rlhf, ", auto_note},
+        {ALLOY_ALIGN_SFT, false, "{\"messages\": [" M("user", "a") "]}\n{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": "
+         "\"image_url\"}]}]}\n", ":2",
+         "message 1: every part of \"content\" must be {\"type\": \"text\", \"text\": \"...\"} (the file's layout is openai, ", auto_note},
+        {ALLOY_ALIGN_SFT, false, "{\"messages\": [{}, {\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"a\"}]}]}\n",
+         ":1", "message 1 needs a \"role\" string (the file's layout is openai, ", auto_note},
+        {ALLOY_ALIGN_DPO, false, "{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n{\"prompt\": \"a\", \"response\": \"b\"}\n",
+         ":2", "needs \"chosen\" and \"rejected\" (with or without \"prompt\") (the file's layout is trl, ", auto_note},
+        {ALLOY_ALIGN_SFT, true, "{\"prompt\": \"a\", \"response\": \"b\"}\n", ":1", "needs \"instruction\" (the file's layout is alpaca, ",
+         "as --layout says"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32], path[400], want[1024];
+        snprintf(name, sizeof name, "mis%zu.jsonl", i);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        snprintf(want, sizeof want, "%s%s: %s%s)", path, cases[i].where, cases[i].msg, cases[i].note);
+        alloy_align_data d;
+        REQUIRE(write_text(path, cases[i].text), "%s", path);
+        alloy_status s = alloy_align_data_read(&d, path, tok, cases[i].kind, ALLOY_CHAT_TEMPLATE_CHATML, 256,
+                                               cases[i].forced ? &alpaca : NULL);
+        EXPECT(s == ALLOY_STATUS_FORMAT && !strcmp(alloy_last_error(), want), "case %zu: status %d,\n  got  \"%s\"\n  want \"%s\"", i,
+               s, alloy_last_error(), want);
+    }
+    alloy_tokenizer_destroy(tok);
+}
+
+/* alloy_align_data_check: the layout, the records, the kinds that read them all, the first problem. */
+static void test_layout_check(void) {
+    const char *dir = harness_tmpdir();
+    char a[400], h[400], want[1024];
+    snprintf(a, sizeof a, "%s/check-alpaca.jsonl", dir);
+    snprintf(h, sizeof h, "%s/check-hh.json", dir);
+    REQUIRE(write_text(a, "{\"instruction\": \"a\", \"output\": \"b\"}\n{\"instruction\": \"c\", \"output\": \"d\"}\n{\"instruction\": \"e\"}\n") &&
+                write_text(h, "[{\"chosen\": " HH(" x") ", \"rejected\": " HH(" y") "}]"),
+            "files");
+    alloy_data_report r;
+    REQUIRE(alloy_align_data_check(a, NULL, ALLOY_CHAT_TEMPLATE_CHATML, &r) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    snprintf(want, sizeof want, "%s:3: needs \"output\" (or \"response\") (the file's layout is alpaca, from its first record; "
+             "--layout names another)", a);
+    EXPECT(r.records == 3 && r.files == 1 && r.layout == ALLOY_LAYOUT_ALPACA && r.layouts == 1u << ALLOY_LAYOUT_ALPACA &&
+               r.kinds == 1u << ALLOY_ALIGN_PROMPT && !strcmp(r.problem, want),
+           "alpaca: %lld records, layout %d, kinds %x, problem \"%s\"", (long long)r.records, r.layout, r.kinds, r.problem);
+    REQUIRE(alloy_align_data_check(h, NULL, ALLOY_CHAT_TEMPLATE_RAW, &r) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    unsigned prefs = 1u << ALLOY_ALIGN_REWARD | 1u << ALLOY_ALIGN_DPO | 1u << ALLOY_ALIGN_SCORE | 1u << ALLOY_ALIGN_PROMPT;
+    EXPECT(r.records == 1 && r.layout == ALLOY_LAYOUT_HH_RLHF && r.kinds == prefs && !r.problem[0], "hh-rlhf: kinds %x, \"%s\"",
+           r.kinds, r.problem);
+    alloy_data_fields alpaca = {.layout = ALLOY_LAYOUT_ALPACA};
+    REQUIRE(alloy_align_data_check(h, &alpaca, ALLOY_CHAT_TEMPLATE_CHATML, &r) == ALLOY_STATUS_OK, "%s", alloy_last_error());
+    snprintf(want, sizeof want, "%s: element 1: needs \"instruction\" (the file's layout is alpaca, as --layout says)", h);
+    EXPECT(r.kinds == 0 && !strcmp(r.problem, want), "hh-rlhf as alpaca: kinds %x, \"%s\"", r.kinds, r.problem);
+    snprintf(a, sizeof a, "%s/nothing-here", dir);
+    EXPECT(alloy_align_data_check(a, NULL, ALLOY_CHAT_TEMPLATE_CHATML, &r) == ALLOY_STATUS_IO, "a missing file: %s", alloy_last_error());
+}
+
+#undef M
+#undef T
+#undef HH
 
 /* ---- the objectives against the PyTorch references ---- */
 
@@ -977,6 +1270,15 @@ int main(void) {
     RUN(test_resize_vocab);
     RUN(test_data_formats);
     RUN(test_malformed_lines);
+    RUN(test_layout_alpaca);
+    RUN(test_layout_sharegpt);
+    RUN(test_layout_openai);
+    RUN(test_layout_trl);
+    RUN(test_layout_hh_rlhf);
+    RUN(test_layout_fields);
+    RUN(test_layout_detect);
+    RUN(test_layout_mismatch);
+    RUN(test_layout_check);
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #endif

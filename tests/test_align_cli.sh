@@ -182,6 +182,82 @@ else
   skip "reward and score on hh-rlhf" "data: $SHARED/preference is absent"
 fi
 
+# ---- records in other layouts (Alpaca, hh-rlhf, ...), field mapping, --layout ----
+cat >"$T/alpaca.jsonl" <<'EOF'
+{"instruction": "What is 2+2?", "input": "", "output": "Four."}
+{"instruction": "Translate to French.", "input": "cat", "output": "chat"}
+{"instruction": "Say hello.", "input": "", "output": "Hello!"}
+{"instruction": "Opposite of hot?", "input": "", "output": "Cold."}
+EOF
+H='\n\nHuman: '; A='\n\nAssistant:'
+for i in 1 2 3 4 5 6; do
+  printf '{"chosen": "%sQuestion %s?%s Answer %s.%sThanks.%s Good.", "rejected": "%sQuestion %s?%s Answer %s.%sThanks.%s Go away."}\n' \
+    "$H" $i "$A" $i "$H" "$A" "$H" $i "$A" $i "$H" "$A"
+done >"$T/hh6.jsonl"
+printf '{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n' >"$T/alpaca_bad.jsonl"
+printf '{"q": "What is 2+2?", "a": "Four."}\n{"q": "Say hello.", "a": "Hello!"}\n' >"$T/qa.jsonl"
+expect 0 "sft on Alpaca records" "sft step 2/2" "$ALLOY" sft --model "$T/base" --data "$T/alpaca.jsonl" --out "$T/alp" --steps 2 --batch 2 --val-fraction 0
+grep -q '"type":"start".*"layout":"alpaca"' "$T/alp/metrics.jsonl" && ok "the sft run names the alpaca layout" \
+  || nok "alpaca start line: $(head -1 "$T/alp/metrics.jsonl")"
+expect 2 "resume cannot change --layout" "--layout cannot change when resuming" "$ALLOY" sft --resume "$T/alp" --steps 3 --layout alloy
+expect 2 "bad --layout" "--layout must be auto, alloy, alpaca, sharegpt, openai, trl or hh-rlhf, not \"csv\"" \
+  "$ALLOY" sft --model "$T/base" --data "$T/alpaca.jsonl" --out "$T/r" --layout csv
+expect 1 "a record that does not fit the file's layout" \
+  "alpaca_bad.jsonl:2: needs \"output\" \(or \"response\"\) \(the file's layout is alpaca, from its first record; --layout names another\)$" \
+  "$ALLOY" sft --model "$T/base" --data "$T/alpaca_bad.jsonl" --out "$T/r"
+expect 1 "--layout given" "sft.jsonl:1: needs \"instruction\" \(the file's layout is alpaca, as --layout says\)$" \
+  "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/r" --layout alpaca
+expect 0 "sft with --prompt-field and --response-field" "sft step 1/1" \
+  "$ALLOY" sft --model "$T/base" --data "$T/qa.jsonl" --out "$T/qa" --steps 1 --batch 2 --val-fraction 0 --prompt-field q --response-field a
+grep -qE '"prompt_field":[[:space:]]*"q"' "$T/qa/checkpoints/step-00000001/trainer_state.json" \
+  && ok "the field names are saved with the run" || nok "prompt_field not saved"
+expect 0 "reward on hh-rlhf transcripts" "reward step 2/2" "$ALLOY" reward --model "$T/sft" --data "$T/hh6.jsonl" --out "$T/hhrm" --steps 2 --batch 2 --val-fraction 0.3
+grep -q '"type":"start".*"layout":"hh-rlhf"' "$T/hhrm/metrics.jsonl" && ok "the reward run names the hh-rlhf layout" \
+  || nok "hh-rlhf start line: $(head -1 "$T/hhrm/metrics.jsonl")"
+expect 0 "dpo on hh-rlhf transcripts" "dpo step 2/2" "$ALLOY" dpo --model "$T/sft" --data "$T/hh6.jsonl" --out "$T/hhdpo" --steps 2 --batch 2 --val-fraction 0.3
+expect 0 "score hh-rlhf transcripts" '"line":6,"scores":\[[^,]+,[^,]+\]' "$ALLOY" score --model "$T/hhrm" --data "$T/hh6.jsonl"
+expect 1 "score --layout" "hh6.jsonl:1: needs \"instruction\"" "$ALLOY" score --model "$T/hhrm" --data "$T/hh6.jsonl" --layout alpaca
+# a run saved before layouts existed reads alloy's own fields when resumed (its saved options
+# lack them): made with --layout alloy, those keys removed, it resumes on the same tokens
+expect 0 "reward on hh-rlhf lines as alloy's own" "reward step 2/2" "$ALLOY" reward --model "$T/sft" --data "$T/hh6.jsonl" --out "$T/hhold" --steps 2 --batch 2 --layout alloy
+for f in "$T"/hhold/checkpoints/*/trainer_state.json; do
+  sed -i -E 's/"(layout|prompt_field|response_field|chosen_field|rejected_field|messages_field)":[[:space:]]*"[^"]*",?//g' "$f"
+done
+if ! grep -q '"layout"' "$T"/hhold/checkpoints/*/trainer_state.json && grep -q '"data"' "$T"/hhold/checkpoints/*/trainer_state.json; then
+  expect 0 "an older run resumes (alloy's fields)" "reward step 3/3" "$ALLOY" reward --resume "$T/hhold" --steps 3
+else
+  nok "an older run's saved state: $(head -c 300 "$T"/hhold/checkpoints/*/trainer_state.json)"
+fi
+expect 0 "ppo on Alpaca prompts" "ppo step 1/1" "$ALLOY" ppo --model "$T/sft" --reward "$T/rm" --out "$T/alppo" --prompts "$T/alpaca.jsonl" --batch 2 --max-new-tokens 4 --steps 1
+grep -q '"type":"start".*"layout":"alpaca"' "$T/alppo/metrics.jsonl" && ok "the ppo run names the alpaca layout" \
+  || nok "ppo start line: $(head -1 "$T/alppo/metrics.jsonl")"
+
+# Alpaca records in a JSON array (GPTeacher's files are), and alloy inspect on data
+printf '[{"instruction": "What is 2+2?", "input": "", "response": "Four."},\n {"instruction": "Say hello.", "input": "", "response": "Hello!"}]\n' >"$T/teacher.json"
+expect 0 "sft on a JSON array of Alpaca records" "sft step 1/1" "$ALLOY" sft --model "$T/base" --data "$T/teacher.json" --out "$T/teach" --steps 1 --batch 2 --val-fraction 0
+expect 0 "inspect Alpaca records" "alpaca.jsonl: alignment data, 4 records, alpaca layout$" "$ALLOY" inspect "$T/alpaca.jsonl"
+grep -q '^  verbs: sft, ppo --prompts, score$' "$T/out" && grep -q '^  first problem: none$' "$T/out" \
+  && ok "inspect: sft, ppo and score read Alpaca records" || nok "inspect alpaca: $(cat "$T/out")"
+expect 0 "inspect hh-rlhf transcripts" "hh6.jsonl: alignment data, 6 records, hh-rlhf layout$" "$ALLOY" inspect "$T/hh6.jsonl"
+grep -q '^  verbs: reward, dpo, ppo --prompts, score$' "$T/out" && ok "inspect: reward and dpo train on hh-rlhf transcripts" \
+  || nok "inspect hh-rlhf: $(cat "$T/out")"
+expect 0 "inspect a record that does not fit" "first problem: .*alpaca_bad.jsonl:2: needs \"output\" \(or \"response\"\) \(the file's layout is alpaca" \
+  "$ALLOY" inspect "$T/alpaca_bad.jsonl"
+grep -q '^  verbs: ppo --prompts$' "$T/out" && ok "inspect: only ppo reads instructions without outputs" || nok "inspect bad: $(cat "$T/out")"
+expect 0 "inspect with --layout" "sft.jsonl:1: needs \"instruction\" \(the file's layout is alpaca, as --layout says\)" "$ALLOY" inspect "$T/sft.jsonl" --layout alpaca
+mkdir -p "$T/mixed" && cp "$T/teacher.json" "$T/mixed/a.json" && cp "$T/sft.jsonl" "$T/mixed/b.jsonl"
+expect 0 "inspect a folder of data files" "mixed: alignment data, 8 records in 2 files, alpaca layout \(and alloy in some files\)$" "$ALLOY" inspect "$T/mixed"
+grep -q '^  verbs: sft, score$' "$T/out" && ok "inspect: a folder's verbs are those that read every file" || nok "inspect folder: $(cat "$T/out")"
+if [ -f "$SHARED/instruct/gpteacher_roleplay_instruct.json" ] && [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then
+  expect 0 "inspect GPTeacher's roleplay file" "gpteacher_roleplay_instruct.json: alignment data, 1923 records, alpaca layout$" \
+    "$ALLOY" inspect "$SHARED/instruct/gpteacher_roleplay_instruct.json"
+  expect 0 "inspect Anthropic's hh-rlhf" "jsonl.gz: alignment data, 2312 records, hh-rlhf layout$" \
+    "$ALLOY" inspect "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz"
+  grep -q '^  verbs: reward, dpo, ppo --prompts, score$' "$T/out" && ok "inspect: hh-rlhf trains reward and dpo" || nok "inspect hh: $(cat "$T/out")"
+else
+  skip "inspect GPTeacher and hh-rlhf files" "data: $SHARED/instruct or $SHARED/preference is absent"
+fi
+
 # ---- alloy chat on the SFT model: replies streamed, the conversation kept, commands ----
 printf 'hello there\nand again\n/reset\nonce more\n/quit\nnever read\n' >"$T/chat.in"
 "$ALLOY" chat --model "$T/sft" --max-tokens 8 --temperature 0 --system "be brief" <"$T/chat.in" >"$T/chat.out" 2>"$T/chat.err"; rc=$?

@@ -483,14 +483,14 @@ static void test_align_data_shapes(void) {
     pack_write(p3, sft_text(buf, sizeof buf, 4, N_SFT, false, true), 'z');
     pack_write_bytes(p4, "\0\1\2", 3);
     alloy_align_data want, got;
-    REQUIRE(alloy_align_data_read(&want, one, tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512) == ALLOY_STATUS_OK, "%s",
+    REQUIRE(alloy_align_data_read(&want, one, tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512, NULL) == ALLOY_STATUS_OK, "%s",
             alloy_last_error());
     EXPECT(want.n_examples == N_SFT && want.ex_line[0] == 2 && want.ex_line[4] == 6, "%lld examples",
            (long long)want.n_examples);
     const char *paths[] = {arr, gz, zs, folder};
     const int64_t lines[][N_SFT] = {{1, 2, 3, 4, 5}, {1, 2, 3, 4, 5}, {1, 2, 3, 4, 5}, {1, 2, 1, 2, 2}};
     for (int i = 0; i < 4; i++) {
-        alloy_status s = alloy_align_data_read(&got, paths[i], tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512);
+        alloy_status s = alloy_align_data_read(&got, paths[i], tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512, NULL);
         REQUIRE(s == ALLOY_STATUS_OK, "%s: %s", paths[i], alloy_last_error());
         EXPECT(same_data(&got, &want), "%s: %lld tokens, %lld wanted", paths[i], (long long)got.n_tokens, (long long)want.n_tokens);
         EXPECT(!memcmp(got.ex_line, lines[i], sizeof lines[i]), "%s: lines %lld %lld %lld %lld %lld", paths[i],
@@ -500,19 +500,19 @@ static void test_align_data_shapes(void) {
     }
     // errors name the element of an array and the file inside the folder
     write_text(p2, "[{\"prompt\": \"a\", \"response\": \"b\"}, {\"prompt\": \"a\"}]");
-    alloy_status s = alloy_align_data_read(&got, folder, tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512);
+    alloy_status s = alloy_align_data_read(&got, folder, tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512, NULL);
     EXPECT(s == ALLOY_STATUS_FORMAT && says("parts/2/x.json: element 2: needs \"prompt\" and \"response\"") &&
                got.n_examples == 0 && got.tokens == NULL,
            "%d %s", s, alloy_last_error());
     pack_write(gz, "{\"prompt\": \"a\", \"response\": \"b\"}\n{\"prompt\": oops}\n", 'g');
-    s = alloy_align_data_read(&got, gz, tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512);
+    s = alloy_align_data_read(&got, gz, tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512, NULL);
     EXPECT(s == ALLOY_STATUS_FORMAT && says("all.jsonl.gz:2: not valid JSON"), "%d %s", s, alloy_last_error());
     // a folder of binary files only has no examples, and says why
     char *bin_only = path_in(dir, "bin");
     alloy_mkdir_p(bin_only);
     char *b1 = path_in(bin_only, "x.bin");
     pack_write_bytes(b1, "\0", 1);
-    s = alloy_align_data_read(&got, bin_only, tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512);
+    s = alloy_align_data_read(&got, bin_only, tok, ALLOY_ALIGN_SFT, ALLOY_CHAT_TEMPLATE_CHATML, 512, NULL);
     EXPECT(s == ALLOY_STATUS_FORMAT && says("no examples (1 binary file(s) skipped)"), "%d %s", s, alloy_last_error());
     alloy_align_data_free(&want);
     alloy_tokenizer_destroy(tok);

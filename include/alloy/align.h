@@ -167,6 +167,7 @@ typedef struct alloy_align_options {
     char ref_dir[ALLOY_PATH_MAX];     /* DPO: the frozen reference ("" = model_dir) */
     char data_path[ALLOY_PATH_MAX];   /* JSONL of examples */
     char val_path[ALLOY_PATH_MAX];    /* held-out JSONL ("" = hold out val_fraction of data_path) */
+    alloy_data_fields fields;         /* the records' layout (default: detected) and field names, data and val */
     char out_dir[ALLOY_PATH_MAX];     /* run folder: checkpoints/, latest, metrics.jsonl */
     alloy_chat_template tmpl;         /* how examples are rendered */
     bool tmpl_set;                    /* tmpl was chosen; else the model's own (config.json), else ChatML */
@@ -332,6 +333,7 @@ typedef struct alloy_ppo_options {
     int objective;                    /* 0: "ppo" (what a saved run names itself) */
     char reward_dir[ALLOY_PATH_MAX];  /* the reward model (alloy reward) */
     char prompts_path[ALLOY_PATH_MAX];/* JSONL of {"prompt": ...} */
+    alloy_data_fields fields;         /* the prompts' layout (default: detected) and field names */
     char out_dir[ALLOY_PATH_MAX];     /* run folder */
     alloy_chat_template tmpl;         /* how prompts are rendered */
     bool tmpl_set;                    /* else the model's own (config.json), else ChatML */

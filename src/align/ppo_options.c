@@ -49,6 +49,7 @@ static const alloy_option ppo_rows[] = {
     NAMED(model_dir, "model", NULL, ALLOY_OPT_STRING, 0, NULL, "the SFT model: the policy's start and the reference"),
     NAMED(reward_dir, "reward", NULL, ALLOY_OPT_STRING, 0, NULL, "the reward model (alloy reward)"),
     NAMED(prompts_path, "prompts", NULL, ALLOY_OPT_STRING, 0, NULL, "JSONL of {\"prompt\": ...}"),
+    ALLOY_OPT_DATA_FIELDS_ROWS(alloy_ppo_options, fields),
     NAMED(out_dir, "out", NULL, ALLOY_OPT_STRING, 0, NULL, "the run folder"),
     NAMED(tmpl, "template", NULL, ALLOY_OPT_ENUM, 0, templates, "chatml or raw"),
     ROW(steps, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "PPO steps (0: one pass over the prompts)"),
@@ -88,6 +89,7 @@ const alloy_schema *alloy_ppo_schema(void) {
 
 alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, char **ckpt) {
     o->missing_eos_penalty = 0.0; // absent from runs saved before it existed
+    o->fields.layout = ALLOY_LAYOUT_ALLOY; // and so were layouts: such a run read alloy's fields alone
     alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_ppo_schema(), "objective", o, o->out_dir, sizeof o->out_dir);
     if (!s) o->tmpl_set = true; // the run's own
     return s;

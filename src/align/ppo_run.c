@@ -157,9 +157,9 @@ static void ppo_describe(void *ctx, char *buf, size_t size) {
     ppo_run *r = ctx;
     const alloy_ppo_options *o = &r->opt;
     snprintf(buf, size,
-             ",\"objective\":\"ppo\",\"template\":\"%s\",\"params\":%zu,\"prompts\":%lld,\"truncated\":%lld,"
+             ",\"objective\":\"ppo\",\"template\":\"%s\",\"layout\":\"%s\",\"params\":%zu,\"prompts\":%lld,\"truncated\":%lld,"
              "\"steps\":%lld,\"batch\":%d,\"mini_batch\":%d,\"ppo_epochs\":%d,\"max_new_tokens\":%d,\"kl_coef\":%.6g",
-             alloy_chat_template_name(o->tmpl), r->pv->model->num_params + 1 + (size_t)r->pv->model->config.d_model,
+             alloy_chat_template_name(o->tmpl), alloy_data_layout_name(r->data.layout), r->pv->model->num_params + 1 + (size_t)r->pv->model->config.d_model,
              (long long)r->data.n_examples, (long long)r->data.truncated, (long long)o->steps, o->batch, o->mini_batch,
              o->ppo_epochs, o->max_new_tokens, r->kl.value);
 }
@@ -170,10 +170,11 @@ static void ppo_intro(void *ctx, alloy_progress *prog) {
     const alloy_config *c = &r->pv->model->config;
     char np[32];
     alloy_format_count((double)r->pv->model->num_params, np, sizeof np);
-    alloy_progress_print(prog, "ppo: %s policy, %s parameters (L=%d C=%d V=%d); %lld prompts; %d rollouts a step, "
+    alloy_progress_print(prog, "ppo: %s policy, %s parameters (L=%d C=%d V=%d); %lld prompts (%s layout); %d rollouts a step, "
                                "%d epochs of minibatches of %d; template %s",
                          alloy_family_name(c->family), np, c->n_layer, c->d_model, c->vocab_size, (long long)r->data.n_examples,
-                         o->batch, o->ppo_epochs, o->mini_batch, alloy_chat_template_name(o->tmpl));
+                         alloy_data_layout_name(r->data.layout), o->batch, o->ppo_epochs, o->mini_batch,
+                         alloy_chat_template_name(o->tmpl));
 }
 
 alloy_status alloy_ppo_run(const alloy_ppo_options *given, const char *resume) {

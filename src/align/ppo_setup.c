@@ -189,7 +189,7 @@ alloy_status ppo_setup(ppo_run *r, const char *resume) {
     }
     // the prompts
     if ((s = alloy_align_data_read(&r->data, o->prompts_path, r->tok, ALLOY_ALIGN_PROMPT, o->tmpl,
-                                   o->seq - o->max_new_tokens)))
+                                   o->seq - o->max_new_tokens, &o->fields)))
         goto done;
     if (o->steps == 0) o->steps = (r->data.n_examples + o->batch - 1) / o->batch;
     if (o->seq + (int)r->suffix.n > rcfg.max_seq_len) {

@@ -2,8 +2,9 @@
  * conversation.c — conversation data (alloy/chat.h): each record of alignment examples (a JSONL
  * line or a JSON array's element, read through alloy/records.h: files, folders, gzip, zstd)
  * turned into one example of one or more sequences (prompt + response), rendered through the
- * chat template (chat.c), with a mask of the tokens the objective uses. alloy/data.h's readers
- * deal in plain text; these examples need the template to decide what a sequence is.
+ * chat template (chat.c), with a mask of the tokens the objective uses. A record in another
+ * layout is first normalised to alloy's fields (layouts.c). alloy/data.h's readers deal in plain
+ * text; these examples need the template to decide what a sequence is.
  */
 #include "alloy/chat.h"
 #include "alloy/records.h"
@@ -38,6 +39,11 @@ typedef struct reader {
     const char *path;          /* the file of the example being read */
     int64_t line;              /* its line (JSONL) or element (JSON array) */
     const char *where;         /* "FILE:LINE" or "FILE: element N" (alloy_records_where) */
+    const alloy_data_fields *fields; /* the layout and field names asked for (NULL: detected, own names) */
+    alloy_data_layout layout;  /* the file's layout (AUTO until its first record) */
+    const char *layout_file;   /* the file whose first record decided it */
+    bool detected;             /* the layout is the first record's (not fields->layout) */
+    bool in_record;            /* errors are about a record's fields: they name the layout */
     int32_t eot;               /* <|endoftext|> closes a raw response; -1 if the tokenizer lacks it */
     alloy_ids pids, pmask;     /* scratch: the rendered prompt */
     alloy_ids *sids, *smask;   /* scratch: (seqs_cap) each rendered sequence */
@@ -47,15 +53,18 @@ typedef struct reader {
     int msgs_cap;
 } reader;
 
-/* FORMAT "FILE:LINE: message" ("FILE: element N: message" in a JSON array). */
+/* FORMAT "FILE:LINE: message" ("FILE: element N: message" in a JSON array), and while a
+ * record's fields are read " (the file's layout is NAME, ...)" after it. */
 static alloy_status bad(const reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static alloy_status bad(const reader *r, const char *fmt, ...) {
-    char msg[256];
+    char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return alloy_fail(ALLOY_STATUS_FORMAT, "%s: %s", r->where, msg);
+    if (!r->in_record) return alloy_fail(ALLOY_STATUS_FORMAT, "%s: %s", r->where, msg);
+    return alloy_fail(ALLOY_STATUS_FORMAT, "%s: %s (the file's layout is %s, %s)", r->where, msg, alloy_data_layout_name(r->layout),
+                      r->detected ? "from its first record; --layout names another" : "as --layout says");
 }
 
 static part json_part(const cJSON *v) {
@@ -279,6 +288,21 @@ static void end_example(reader *r, int K) {
     if (K > d->max_seqs) d->max_seqs = K;
 }
 
+/* Checking only (a reader without a tokenizer: alloy_align_data_check): the parts of an example
+ * (the prompt pp, then r->parts[0 .. K-1]; a conversation's messages alone) as rendering would
+ * take them, and the example counted. */
+static alloy_status check_example(reader *r, const part *pp, int K, bool conv) {
+    alloy_status s = ALLOY_STATUS_OK;
+    for (int i = -1; i < (conv ? 0 : K) && !s; i++) {
+        const part *p = i < 0 ? pp : &r->parts[i];
+        int n = 0;
+        if (r->tmpl == ALLOY_CHAT_TEMPLATE_RAW) raw_text(r, p, i < 0 ? "prompt" : "response", &s);
+        else s = add_messages(r, p, i < 0 ? "user" : "assistant", &n);
+    }
+    if (!s) r->d->n_examples++;
+    return s;
+}
+
 /* A PPO prompt: the rendered prompt (ChatML: with the generation prompt), its end kept when
  * it is longer than max_len; mask 0 throughout (nothing in it is trained on). */
 static alloy_status read_prompt(reader *r, const cJSON *prompt) {
@@ -286,6 +310,7 @@ static alloy_status read_prompt(reader *r, const cJSON *prompt) {
     if (!cJSON_IsString(prompt) && !(cJSON_IsArray(prompt) && cJSON_GetArraySize(prompt) > 0))
         return bad(r, "\"prompt\" must be a string or a non-empty list of messages");
     part pp = json_part(prompt);
+    if (!r->tok) return check_example(r, &pp, 0, false);
     alloy_status s = render_prompt(r, &pp, true);
     if (!s && r->pids.n == 0) s = bad(r, "renders to no tokens");
     if (!s) s = new_example(r->d);
@@ -299,16 +324,16 @@ static alloy_status read_prompt(reader *r, const cJSON *prompt) {
 }
 
 /* The fields of a line that can make an example. */
-typedef struct fields {
+typedef struct own_fields {
     const cJSON *prompt, *messages, *chosen, *rejected, *responses;
     const cJSON *response; /* "response", or else "completion" */
     const char *resp_name; /* which of the two */
-} fields;
+} own_fields;
 
 /* Which fields make the example for r->kind: *K gets its number of sequences, *conv whether it
  * is one conversation ("messages", every assistant turn trained). FORMAT "FILE:LINE: ..." naming
  * what the kind needs otherwise. */
-static alloy_status example_shape(const reader *r, const fields *f, int *K, bool *conv) {
+static alloy_status example_shape(const reader *r, const own_fields *f, int *K, bool *conv) {
     alloy_align_kind k = r->kind;
     bool pair = f->chosen || f->rejected;
     *K = 0;
@@ -351,7 +376,7 @@ static alloy_status example_shape(const reader *r, const fields *f, int *K, bool
 /* The example's parts: the prompt (*pp; a conversation's messages) and its K responses
  * r->parts[0 .. K-1]. Text it allocates (an implicit prompt's) is owned by *pp and the parts,
  * even on failure. */
-static alloy_status example_parts(reader *r, const fields *f, int K, bool conv, part *pp) {
+static alloy_status example_parts(reader *r, const own_fields *f, int K, bool conv, part *pp) {
     if (conv) {
         *pp = json_part(f->messages);
     } else if (K == 2 && (f->chosen || f->rejected)) {
@@ -423,10 +448,10 @@ static alloy_status store_example(reader *r, int K, bool conv, int64_t Lp) {
     return s;
 }
 
-/* One line's example: its parts, rendered, truncated and stored. */
-static alloy_status read_example(reader *r, const cJSON *o) {
-    fields f = {.prompt = field(o, "prompt"), .messages = field(o, "messages"), .chosen = field(o, "chosen"),
-                .rejected = field(o, "rejected"), .responses = field(o, "responses")};
+/* A record in alloy's fields: its parts, rendered, truncated and stored. */
+static alloy_status read_fields(reader *r, const cJSON *o) {
+    own_fields f = {.prompt = field(o, "prompt"), .messages = field(o, "messages"), .chosen = field(o, "chosen"),
+                    .rejected = field(o, "rejected"), .responses = field(o, "responses")};
     f.response = field(o, "response") ? field(o, "response") : field(o, "completion");
     f.resp_name = field(o, "response") ? "response" : "completion";
     if (r->kind == ALLOY_ALIGN_PROMPT) return read_prompt(r, f.prompt);
@@ -438,8 +463,9 @@ static alloy_status read_example(reader *r, const cJSON *o) {
     part pp = {0};
     int64_t Lp = 0;
     s = example_parts(r, &f, K, conv, &pp);
-    if (!s) s = render_example(r, &pp, K, conv, &Lp);
-    if (!s) s = store_example(r, K, conv, Lp);
+    if (!s && !r->tok) s = check_example(r, &pp, K, conv);
+    else if (!s) s = render_example(r, &pp, K, conv, &Lp);
+    if (!s && r->tok) s = store_example(r, K, conv, Lp);
     alloy_free(pp.text);
     for (int i = 0; i < K; i++)
         if (!r->parts[i].json) {
@@ -447,6 +473,40 @@ static alloy_status read_example(reader *r, const cJSON *o) {
             r->parts[i].text = NULL; // a later example may leave this part unset (a conversation has none)
         }
     return s;
+}
+
+/* One record's example: the record normalised to alloy's fields in its file's layout (detected
+ * from the file's first record unless one was asked for), then read. */
+static alloy_status read_example(reader *r, const cJSON *rec) {
+    if (r->detected && r->path != r->layout_file) r->layout = ALLOY_LAYOUT_AUTO; // a folder's next file decides anew
+    if (r->layout == ALLOY_LAYOUT_AUTO) {
+        r->layout = alloy_data_layout_detect(rec, r->fields);
+        r->layout_file = r->path;
+        r->detected = true;
+        if (r->d->layout == ALLOY_LAYOUT_AUTO) r->d->layout = r->layout;
+    }
+    cJSON *own = NULL;
+    r->in_record = true;
+    alloy_status s = alloy_data_layout_normalize(r->layout, rec, r->fields, r->kind, r->tmpl, &own);
+    if (s == ALLOY_STATUS_FORMAT) s = bad(r, "%s", alloy_last_error());
+    if (!s) s = read_fields(r, own ? own : rec);
+    r->in_record = false;
+    cJSON_Delete(own);
+    return s;
+}
+
+/* Frees a reader's scratch. */
+static void reader_free(reader *r) {
+    alloy_ids_free(&r->pids);
+    alloy_ids_free(&r->pmask);
+    for (int i = 0; i < r->seqs_cap; i++) {
+        alloy_ids_free(&r->sids[i]);
+        alloy_ids_free(&r->smask[i]);
+    }
+    alloy_free(r->sids);
+    alloy_free(r->smask);
+    alloy_free(r->parts);
+    alloy_free(r->msgs);
 }
 
 void alloy_align_data_free(alloy_align_data *d) {
@@ -460,10 +520,12 @@ void alloy_align_data_free(alloy_align_data *d) {
 }
 
 alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const alloy_tokenizer *tok, alloy_align_kind kind,
-                                   alloy_chat_template tmpl, int max_len) {
+                                   alloy_chat_template tmpl, int max_len, const alloy_data_fields *fields) {
     memset(d, 0, sizeof *d);
     if (max_len < 2) return alloy_fail(ALLOY_STATUS_USAGE, "sequences must be allowed at least 2 tokens (got %d)", max_len);
     if (kind < ALLOY_ALIGN_SFT || kind > ALLOY_ALIGN_PROMPT) return alloy_fail(ALLOY_STATUS_USAGE, "unknown alignment data kind");
+    if (fields && (fields->layout < ALLOY_LAYOUT_AUTO || fields->layout > ALLOY_LAYOUT_HH_RLHF))
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "layout", "is not a known layout (%d)", (int)fields->layout);
     if (tmpl == ALLOY_CHAT_TEMPLATE_CHATML && (alloy_tokenizer_special_id(tok, ALLOY_CHAT_IM_START) < 0 || alloy_chat_end_id(tok) < 0))
         return alloy_fail(ALLOY_STATUS_MISMATCH, "the tokenizer has no %s and %s tokens (the ChatML template needs them)",
                           ALLOY_CHAT_IM_START, ALLOY_CHAT_IM_END);
@@ -471,8 +533,9 @@ alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const 
     alloy_records_options ro = {.objects = true}; // strict: a bad line stops the run
     alloy_status s = alloy_records_open(&rec, path, &ro);
     if (s) return s;
-    reader r = {.d = d, .tok = tok, .kind = kind, .tmpl = tmpl, .max_len = max_len, .path = path,
-                .eot = alloy_tokenizer_special_id(tok, "<|endoftext|>")};
+    reader r = {.d = d, .tok = tok, .kind = kind, .tmpl = tmpl, .max_len = max_len, .path = path, .fields = fields,
+                .layout = fields ? fields->layout : ALLOY_LAYOUT_AUTO, .eot = alloy_tokenizer_special_id(tok, "<|endoftext|>")};
+    d->layout = r.layout;
     d->path = alloy_strdup(path);
     d->seq_start = alloy_calloc(1024, sizeof(int64_t));
     d->ex_start = alloy_calloc(1024, sizeof(int64_t));
@@ -501,17 +564,91 @@ alloy_status alloy_align_data_read(alloy_align_data *d, const char *path, const 
         h = alloy_fnv64(h, d->ex_start, sizeof(int64_t) * (size_t)(d->n_examples + 1));
         d->fingerprint = h;
     }
-    alloy_ids_free(&r.pids);
-    alloy_ids_free(&r.pmask);
-    for (int i = 0; i < r.seqs_cap; i++) {
-        alloy_ids_free(&r.sids[i]);
-        alloy_ids_free(&r.smask[i]);
-    }
-    alloy_free(r.sids);
-    alloy_free(r.smask);
-    alloy_free(r.parts);
-    alloy_free(r.msgs);
+    reader_free(&r);
     alloy_records_close(rec);
     if (s) alloy_align_data_free(d);
+    return s;
+}
+
+/* ---- checking records without a tokenizer (alloy inspect) ---- */
+
+/* The kind whose needs describe a layout's records best (when no kind reads them). */
+static alloy_align_kind main_kind(alloy_data_layout l) {
+    if (l == ALLOY_LAYOUT_TRL || l == ALLOY_LAYOUT_HH_RLHF) return ALLOY_ALIGN_DPO;
+    return l == ALLOY_LAYOUT_ALLOY ? ALLOY_ALIGN_SCORE : ALLOY_ALIGN_SFT;
+}
+
+/* Gives one record to every kind's reader still reading (alive[k]): a kind that cannot read it
+ * stops, its message kept in why[k] when it is the kind's first record, else the report's problem
+ * when that is still empty. */
+static alloy_status check_record(reader *rs, bool *alive, int64_t *read, char (*why)[512], const cJSON *o, alloy_records *rec,
+                                 alloy_data_report *out) {
+    for (int k = 0; k <= ALLOY_ALIGN_PROMPT; k++) {
+        if (!alive[k]) continue;
+        rs[k].path = alloy_records_file(rec);
+        rs[k].line = alloy_records_line(rec);
+        rs[k].where = alloy_records_where(rec);
+        alloy_status s = read_example(&rs[k], o);
+        if (s && s != ALLOY_STATUS_FORMAT) return s;
+        if (!s) {
+            read[k]++;
+            continue;
+        }
+        alive[k] = false;
+        if (read[k] == 0) snprintf(why[k], sizeof why[k], "%s", alloy_last_error());
+        else if (!out->problem[0]) snprintf(out->problem, sizeof out->problem, "%s", alloy_last_error());
+    }
+    return ALLOY_STATUS_OK;
+}
+
+alloy_status alloy_align_data_check(const char *path, const alloy_data_fields *fields, alloy_chat_template tmpl,
+                                    alloy_data_report *out) {
+    memset(out, 0, sizeof *out);
+    alloy_data_layout given = fields ? fields->layout : ALLOY_LAYOUT_AUTO;
+    if (given < ALLOY_LAYOUT_AUTO || given > ALLOY_LAYOUT_HH_RLHF)
+        return alloy_fail_option(ALLOY_STATUS_USAGE, "layout", "is not a known layout (%d)", (int)given);
+    enum { NK = ALLOY_ALIGN_PROMPT + 1 };
+    reader rs[NK];
+    alloy_align_data ds[NK];
+    bool alive[NK];
+    int64_t read[NK] = {0};
+    char why[NK][512];
+    for (int k = 0; k < NK; k++) {
+        memset(&ds[k], 0, sizeof ds[k]);
+        rs[k] = (reader){.d = &ds[k], .kind = (alloy_align_kind)k, .tmpl = tmpl, .max_len = 2, .path = path, .fields = fields,
+                         .layout = given, .eot = -1};
+        alive[k] = true;
+        why[k][0] = '\0';
+    }
+    alloy_records *rec = NULL;
+    alloy_records_options ro = {.objects = true};
+    alloy_status s = alloy_records_open(&rec, path, &ro);
+    const char *file = NULL;
+    for (bool end = false; !s;) {
+        const cJSON *o;
+        if ((s = alloy_records_next(rec, &o, &end)) == ALLOY_STATUS_FORMAT) { // no verb reads past it
+            snprintf(out->problem, sizeof out->problem, "%s", alloy_last_error());
+            memset(alive, 0, sizeof alive);
+            s = ALLOY_STATUS_OK;
+            break;
+        }
+        if (s || end) break;
+        out->records++;
+        if (alloy_records_file(rec) != file) { // a file's first record: its layout
+            file = alloy_records_file(rec);
+            alloy_data_layout l = given ? given : alloy_data_layout_detect(o, fields);
+            if (!out->layouts) out->layout = l;
+            out->layouts |= 1u << l;
+        }
+        s = check_record(rs, alive, read, why, o, rec, out);
+    }
+    if (rec) out->files = alloy_records_get_stats(rec)->files;
+    for (int k = 0; k < NK; k++) {
+        if (alive[k] && read[k] > 0) out->kinds |= 1u << k;
+        reader_free(&rs[k]);
+    }
+    if (!s && out->records > 0 && !out->kinds && !out->problem[0])
+        snprintf(out->problem, sizeof out->problem, "%.511s", why[main_kind(out->layout)]);
+    alloy_records_close(rec);
     return s;
 }

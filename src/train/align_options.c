@@ -47,6 +47,7 @@ static const alloy_option align_rows[] = {
     NAMED(ref_dir, "ref", NULL, ALLOY_OPT_STRING, 0, NULL, "DPO: the frozen reference (default: the model)"),
     NAMED(data_path, "data", NULL, ALLOY_OPT_STRING, 0, NULL, "JSONL of examples"),
     NAMED(val_path, "val", NULL, ALLOY_OPT_STRING, 0, NULL, "held-out JSONL"),
+    ALLOY_OPT_DATA_FIELDS_ROWS(alloy_align_options, fields),
     NAMED(out_dir, "out", NULL, ALLOY_OPT_STRING, 0, NULL, "the run folder"),
     NAMED(tmpl, "template", NULL, ALLOY_OPT_ENUM, 0, templates, "chatml or raw"),
     ROW(steps, ALLOY_OPT_INT64, ALLOY_OPT_RESUME, "optimiser steps (0: epochs)"),
@@ -72,6 +73,7 @@ const alloy_schema *alloy_align_schema(void) {
 }
 
 alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o, char **ckpt) {
+    o->fields.layout = ALLOY_LAYOUT_ALLOY; // runs saved before layouts existed read alloy's fields alone
     alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_align_schema(), "objective", o, o->out_dir, sizeof o->out_dir);
     if (!s) o->tmpl_set = true; // the run's own
     return s;

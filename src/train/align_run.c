@@ -150,9 +150,9 @@ static void align_describe(void *ctx, char *buf, size_t size) {
     align_run *r = ctx;
     const alloy_align_options *o = &r->opt;
     snprintf(buf, size,
-             ",\"objective\":\"%s\",\"template\":\"%s\",\"params\":%zu,\"train_examples\":%lld,\"val_examples\":%lld,"
-             "\"sequences\":%lld,\"truncated\":%lld,\"max_len\":%d,\"vocab_added\":%d,\"steps\":%lld",
-             alloy_align_kind_name(o->kind), alloy_chat_template_name(o->tmpl),
+             ",\"objective\":\"%s\",\"template\":\"%s\",\"layout\":\"%s\",\"params\":%zu,\"train_examples\":%lld,"
+             "\"val_examples\":%lld,\"sequences\":%lld,\"truncated\":%lld,\"max_len\":%d,\"vocab_added\":%d,\"steps\":%lld",
+             alloy_align_kind_name(o->kind), alloy_chat_template_name(o->tmpl), alloy_data_layout_name(r->data.layout),
              r->model->num_params + (r->rm ? 1 + (size_t)r->model->config.d_model : 0), (long long)r->n_train, (long long)r->n_val,
              (long long)(r->data.n_seqs + (r->vd == &r->vdata ? r->vdata.n_seqs : 0)),
              (long long)(r->data.truncated + r->vdata.truncated), o->seq, r->added, (long long)o->steps);
@@ -165,9 +165,9 @@ static void align_intro(void *ctx, alloy_progress *prog) {
     char np[32];
     alloy_format_count((double)r->model->num_params, np, sizeof np);
     alloy_progress_print(prog, "%s: %s model, %s parameters (L=%d C=%d V=%d); %lld training / %lld held-out examples "
-                               "(%lld sequences cut to %d tokens); template %s%s",
+                               "(%s layout; %lld sequences cut to %d tokens); template %s%s",
                          alloy_align_kind_name(o->kind), alloy_family_name(c->family), np, c->n_layer, c->d_model,
-                         c->vocab_size, (long long)r->n_train, (long long)r->n_val,
+                         c->vocab_size, (long long)r->n_train, (long long)r->n_val, alloy_data_layout_name(r->data.layout),
                          (long long)(r->data.truncated + r->vdata.truncated), o->seq, alloy_chat_template_name(o->tmpl),
                          r->added ? " (its tokens added to the tokenizer and the embedding)" : "");
 }

@@ -232,10 +232,10 @@ alloy_status align_setup(align_run *r, const char *resume) {
     if ((s = setup_tokenizer(r, init, &cfg, &r->added))) goto done;
     // the data
     alloy_align_kind dk = o->kind;
-    if ((s = alloy_align_data_read(&r->data, o->data_path, r->tok, dk, o->tmpl, o->seq))) goto done;
+    if ((s = alloy_align_data_read(&r->data, o->data_path, r->tok, dk, o->tmpl, o->seq, &o->fields))) goto done;
     r->vd = &r->data;
     if (o->val_path[0]) {
-        if ((s = alloy_align_data_read(&r->vdata, o->val_path, r->tok, dk, o->tmpl, o->seq))) goto done;
+        if ((s = alloy_align_data_read(&r->vdata, o->val_path, r->tok, dk, o->tmpl, o->seq, &o->fields))) goto done;
         r->vd = &r->vdata;
     }
     if ((s = split(r))) goto done;

@@ -16,6 +16,7 @@
     "  --val PATH            held-out examples (default: hold out --val-fraction of --data)\n"               \
     "  --val-fraction X      share of --data held out, by a hash of each example (default 0.05)\n"           \
     "  --out DIR             run folder: metrics.jsonl, checkpoints/step-N/, latest\n"                       \
+    CLI_DATA_FIELDS_HELP                                                                                     \
     "  --template NAME       chatml (<|im_start|>role\\ncontent<|im_end|>\\n) or raw (prompt text,\n"        \
     "                        response text, <|endoftext|>); default: the model's own, else chatml.\n"        \
     "                        ChatML's two tokens are added to the tokenizer and the embedding (new\n"        \
@@ -57,8 +58,10 @@ static const char sft_help[] =
     "of a JSON array) is\n"
     "  {\"prompt\": \"...\", \"response\": \"...\"}   (\"completion\" also; a prompt may be a list of messages)\n"
     "  {\"messages\": [{\"role\": \"user\", \"content\": \"...\"}, {\"role\": \"assistant\", ...}, ...]}\n"
-    "(every assistant message is trained on). Examples are not packed: each is one row, padded to\n"
-    "the longest in its batch, so attention never crosses examples; longer ones lose their end.\n"
+    "(every assistant message is trained on), or a record in another layout (--layout): Alpaca's\n"
+    "{\"instruction\", \"input\", \"output\"} (GPTeacher's \"response\"), ShareGPT's \"conversations\",\n"
+    "OpenAI's \"messages\". Examples are not packed: each is one row, padded to the longest in its\n"
+    "batch, so attention never crosses examples; longer ones lose their end.\n"
     "Defaults follow TRL's SFTTrainer (lr 2e-5, 3 epochs, batch 8, at most 1024 tokens).\n"
     "Writes RUN as alloy train does; each checkpoint is a chat model (config.json names its\n"
     "chat_template; tokenizer.json has its tokens). metrics.jsonl: loss and perplexity of the\n"
@@ -75,6 +78,8 @@ static const char reward_help[] =
     "  {\"prompt\": \"...\", \"chosen\": \"...\", \"rejected\": \"...\"}   (without \"prompt\": the common beginning)\n"
     "  {\"prompt\": \"...\", \"responses\": [\"best\", ..., \"worst\"]}  (all K(K-1)/2 pairs, in one batch,\n"
     "                                                        averaged per prompt as InstructGPT)\n"
+    "or TRL's preference records (a prompt and chosen/rejected as lists of messages), hh-rlhf's\n"
+    "{\"chosen\", \"rejected\"} transcripts, ShareGPT's conversations with \"chosen\" and \"rejected\".\n"
     "A language model gets a new head (seeded); a reward model continues with its own.\n"
     "metrics.jsonl: loss, pair accuracy and margin, train and held out. Defaults: TRL's\n"
     "RewardTrainer (lr 1e-4, 3 epochs, batch 8).\n"
@@ -86,10 +91,10 @@ static const char dpo_help[] =
     "       alloy dpo --resume RUN [--steps N] [--threads N]\n"
     "\n"
     "Direct preference optimisation of a policy (initialised from --model) against a frozen\n"
-    "reference (the same weights, or --ref DIR), on {\"prompt\", \"chosen\", \"rejected\"} examples (without\n"
-    "\"prompt\": the common beginning). Log-probabilities are summed over the response's tokens;\n"
-    "the reference's are computed once, before training. With D = (log pi(c) - log ref(c)) -\n"
-    "(log pi(r) - log ref(r)):\n"
+    "reference (the same weights, or --ref DIR), on {\"prompt\", \"chosen\", \"rejected\"} examples\n"
+    "(without \"prompt\": the common beginning), TRL's preference records or hh-rlhf's transcripts\n"
+    "(--layout). Log-probabilities are summed over the response's tokens; the reference's are\n"
+    "computed once, before training. With D = (log pi(c) - log ref(c)) - (log pi(r) - log ref(r)):\n"
     "  --loss sigmoid        -(1-e)·log sigmoid(beta·D) - e·log sigmoid(-beta·D)  (DPO; e = --label-smoothing:\n"
     "                        conservative DPO)\n"
     "  --loss ipo            (D' - 1/(2·beta))², D' from per-token average log-probabilities (IPO)\n"
@@ -123,6 +128,7 @@ static const char score_help[] =
     "  --seq T               tokens per sequence at most (default: the model's context, at most 1024);\n"
     "                        longer prompts lose their beginning\n"
     "  --template NAME       chatml or raw\n"
+    CLI_DATA_FIELDS_HELP
     "  --threads N           OpenMP threads (default: all cores)\n";
 
 /* --resume, --rewind, --branch-from: the run's saved options with what the flags may change. */
@@ -209,12 +215,15 @@ int cmd_score(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *tmpl_name = NULL;
     int batch = 8, seq = 0, threads = 0;
     bool logprobs = false;
-    cli_flag flags[] = {
+    alloy_data_fields fields = {0};
+    cli_flag flags[16] = {
         {"model", CLI_STR, &model, false}, {"data", CLI_STR, &data, false},     {"template", CLI_STR, &tmpl_name, false},
         {"batch", CLI_INT, &batch, false}, {"seq", CLI_INT, &seq, false},       {"threads", CLI_INT, &threads, false},
         {"logprobs", CLI_BOOL, &logprobs, false},
     };
-    int r = cli_parse("score", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]), score_help, NULL);
+    int nf = 7;
+    cli_schema_flags(alloy_data_fields_schema(), &fields, flags, &nf, 16);
+    int r = cli_parse("score", argc, argv, flags, nf, score_help, NULL);
     if (r) return r == 1 ? 0 : r;
     if (!model || !data) return cli_usage("score", "--model and --data are required");
     if (batch < 1 || batch > 65536) return cli_usage("score", "--batch must lie in [1, 65536]");
@@ -246,7 +255,7 @@ int cmd_score(int argc, char **argv) {
     if (!s && seq > cfg.max_seq_len)
         s = alloy_fail(ALLOY_STATUS_USAGE, "--seq %d exceeds the model's maximum sequence length %d", seq, cfg.max_seq_len);
     if (!s) s = alloy_align_load_tokenizer(dir, &cfg, &tok);
-    if (!s) s = alloy_align_data_read(&d, data, tok, ALLOY_ALIGN_SCORE, tmpl, seq);
+    if (!s) s = alloy_align_data_read(&d, data, tok, ALLOY_ALIGN_SCORE, tmpl, seq, &fields);
     // a language model (--logprobs) is loaded the same way: its unused head is a new one
     if (!s) s = alloy_reward_model_load(&rm, dir, batch * d.max_seqs, seq, !logprobs, 0);
     bool lp = logprobs;

@@ -69,6 +69,20 @@ int cli_schema_resume(const char *verb, const alloy_schema *s, void *saved, cons
 /* The last error's message, an option's name shown as its flag ("--lr must ..."); buf holds it. */
 const char *cli_error_text(char *buf, size_t size);
 
+/* --help of the data-layout flags (alloy_data_fields: sft, reward, dpo, score, ppo). */
+#define CLI_DATA_FIELDS_HELP                                                                                 \
+    "  --layout NAME         the records' layout (default auto: each file's first record decides):\n"        \
+    "                        alloy (prompt/response, messages, chosen/rejected, responses), alpaca\n"     \
+    "                        (instruction, input, output or response), sharegpt (conversations of\n"      \
+    "                        from/value), openai (messages of role/content), trl (prompt, chosen,\n"      \
+    "                        rejected) or hh-rlhf (chosen and rejected \"\\n\\nHuman: ...\\n\\nAssistant: ...\"\n" \
+    "                        transcripts: their shared dialogue is the prompt)\n"                         \
+    "  --prompt-field NAME   the records' field that holds the prompt (alpaca: the instruction)\n"        \
+    "  --response-field NAME the response (alpaca: the output)\n"                                         \
+    "  --chosen-field NAME   the preferred response (hh-rlhf: its transcript)\n"                          \
+    "  --rejected-field NAME the other one\n"                                                             \
+    "  --messages-field NAME the conversation (sharegpt: its turns)\n"
+
 /* From now on SIGINT and SIGTERM set the flag returned (a run stops after its step, with a
  * checkpoint; the verb then exits 130). */
 volatile int *cli_catch_stop(void);

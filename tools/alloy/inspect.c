@@ -1,6 +1,7 @@
 /*
  * inspect.c — `alloy inspect`: what is in a safetensors file, a token shard, a checkpoint
- * folder, a run folder or a dataset folder, printed for a person.
+ * folder, a run folder, a dataset folder or a file or folder of alignment data, printed for a
+ * person.
  */
 #include "cli.h"
 #include "alloy/data.h"
@@ -11,14 +12,19 @@
 #include <string.h>
 
 static const char help[] =
-    "usage: alloy inspect PATH\n"
+    "usage: alloy inspect PATH [--layout NAME] [--prompt-field NAME ...]\n"
     "\n"
-    "Prints the header and tensor table of PATH, which may be:\n"
+    "Prints what PATH holds, which may be:\n"
     "  a .safetensors file       metadata, then name, dtype, shape, bytes of every tensor\n"
     "  a token shard (.bin)      header fields (validated: size, checksum, token range)\n"
     "  a checkpoint folder       config.json, the tensor table, the trainer state\n"
     "  a run folder              its latest checkpoint\n"
-    "  a dataset folder          its manifest and shards\n";
+    "  a dataset folder          its manifest and shards\n"
+    "  a data file or folder     JSONL or a JSON array of records (gzip, zstd; a folder of them): the\n"
+    "                            records' layout and number, the verbs that read every record (sft,\n"
+    "                            reward, dpo, ppo --prompts, score) and the first problem record.\n"
+    "                            The layout flags are those of sft (docs/alignment.md):\n"
+    CLI_DATA_FIELDS_HELP;
 
 static void print_shape(const int64_t *shape, int ndim) {
     char buf[128];
@@ -127,9 +133,66 @@ static alloy_status inspect_dataset(const char *dir) {
     return ALLOY_STATUS_OK;
 }
 
+/* Whether a file holds JSON records: named .jsonl or .json (perhaps .gz or .zst after it), or,
+ * after decompression, text whose first byte other than white space (after a byte-order mark)
+ * is '{' or '['. */
+static bool is_data_file(const char *path) {
+    static const char *const names[] = {".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst"};
+    size_t n = strlen(path);
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (n > strlen(names[k]) && !strcmp(path + n - strlen(names[k]), names[k])) return true;
+    alloy_stream *st = NULL;
+    char buf[ALLOY_SNIFF_BYTES];
+    size_t got = 0, i = 0;
+    bool data = !alloy_stream_open(&st, path) && !alloy_stream_read(st, buf, sizeof buf, &got) && !alloy_bytes_look_binary(buf, got);
+    alloy_stream_close(st);
+    if (got >= 3 && !memcmp(buf, "\xef\xbb\xbf", 3)) i = 3;
+    while (i < got && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' || buf[i] == '\n')) i++;
+    return data && i < got && (buf[i] == '{' || buf[i] == '[');
+}
+
+/* Whether a folder without a manifest holds data files. */
+static bool is_data_folder(const char *dir) {
+    char *mp = alloy_path_join(dir, "manifest.json");
+    bool manifest = !mp || alloy_path_exists(mp), data = false;
+    alloy_free(mp);
+    alloy_file_list l = {0};
+    if (!manifest && !alloy_file_list_add(&l, dir))
+        for (size_t i = 0; i < l.n && !data; i++) data = is_data_file(l.paths[i]);
+    alloy_file_list_free(&l);
+    return data;
+}
+
+/* Alignment data: its layout, records, the verbs that read it, its first problem. */
+static alloy_status inspect_data(const char *path, const alloy_data_fields *fields) {
+    alloy_data_report rep;
+    alloy_status s = alloy_align_data_check(path, fields, ALLOY_CHAT_TEMPLATE_CHATML, &rep);
+    if (s) return s;
+    printf("%s: alignment data, %lld record%s", path, (long long)rep.records, rep.records == 1 ? "" : "s");
+    if (rep.files > 1) printf(" in %llu files", (unsigned long long)rep.files);
+    if (rep.layouts) {
+        printf(", %s layout", alloy_data_layout_name(rep.layout));
+        for (int l = ALLOY_LAYOUT_ALLOY; l <= ALLOY_LAYOUT_HH_RLHF; l++)
+            if ((rep.layouts & (1u << l)) && l != (int)rep.layout) printf(" (and %s in some files)", alloy_data_layout_name(l));
+    }
+    static const char *const verbs[] = {"sft", "reward", "dpo", "score", "ppo --prompts"};
+    static const alloy_align_kind order[] = {ALLOY_ALIGN_SFT, ALLOY_ALIGN_REWARD, ALLOY_ALIGN_DPO, ALLOY_ALIGN_PROMPT,
+                                             ALLOY_ALIGN_SCORE};
+    printf("\n  verbs:");
+    int n = 0;
+    for (int i = 0; i < 5; i++)
+        if (rep.kinds & (1u << order[i])) printf("%s %s", n++ ? "," : "", verbs[order[i]]);
+    printf("%s\n  first problem: %s\n", n ? "" : " none", rep.problem[0] ? rep.problem : rep.records ? "none" : "no records");
+    return ALLOY_STATUS_OK;
+}
+
 int cmd_inspect(int argc, char **argv) {
     cli_list pos = {0};
-    int r = cli_parse("inspect", argc, argv, NULL, 0, help, &pos);
+    alloy_data_fields fields = {0};
+    cli_flag flags[8];
+    int nf = 0;
+    cli_schema_flags(alloy_data_fields_schema(), &fields, flags, &nf, 8);
+    int r = cli_parse("inspect", argc, argv, flags, nf, help, &pos);
     if (r) {
         free(pos.items);
         return r == 1 ? 0 : r;
@@ -154,6 +217,8 @@ int cmd_inspect(int argc, char **argv) {
                 s = inspect_checkpoint(ck);
                 alloy_free(ck);
             }
+        } else if (is_data_folder(path)) {
+            s = inspect_data(path, &fields);
         } else {
             s = inspect_dataset(path);
         }
@@ -169,7 +234,8 @@ int cmd_inspect(int argc, char **argv) {
             bool shard = !st_name && ((map.size >= 8 && !memcmp(map.data, ALLOY_SHARD_MAGIC, 8)) ||
                                       (n >= 4 && !strcmp(path + n - 4, ".bin")));
             alloy_file_map_close(&map);
-            s = shard ? inspect_shard(path) : inspect_safetensors(path);
+            if (!shard && !st_name && is_data_file(path)) s = inspect_data(path, &fields);
+            else s = shard ? inspect_shard(path) : inspect_safetensors(path);
         }
     }
     return s ? cli_fail("inspect", s) : 0;

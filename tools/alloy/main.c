@@ -33,7 +33,7 @@ static const char usage[] =
     "  sample    generate text from a trained model\n"
     "  generate  continue prompts with a KV cache: quantised weights, samplers, stop strings, batches\n"
     "  chat      talk with a chat model in the terminal (streams replies, keeps the KV cache)\n"
-    "  inspect   print the header and tensor table of a checkpoint, safetensors file or shard\n"
+    "  inspect   what a checkpoint, safetensors file, shard or data file holds (a data file: its layout, verbs)\n"
     "  tokenizer encode, decode, train or describe a tokenizer (byte-level BPE, GPT-2's)\n"
     "  eval      held-out loss and perplexity of a model on token shards\n"
     "  import    a Hugging Face folder, GGUF, llm.c or llama2.c file -> a checkpoint folder\n"
