@@ -10,6 +10,8 @@
 #   CONTENTION_BUSY=4 bash bench/contention.sh   more busy loops
 #   CONTENTION_QUIET=0 / CONTENTION_LOADED=0     skip a phase
 #   CONTENTION_REPEAT=N                      runs of each (default 3; the median is reported)
+#   ALLOY_BASELINE=OLD/alloy                 also time an earlier build's default on the quiet
+#                                            machine: the "no regression" ratio, new / old
 #
 # Exits non-zero when a command fails or a loaded ratio exceeds CONTENTION_LIMIT (default 1.5).
 set -euo pipefail
@@ -52,9 +54,10 @@ seconds() {
 }
 median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# job NAME THREADS_FLAGS...: the median seconds of REPEAT runs
+# job NAME THREADS_FLAGS...: the median seconds of REPEAT runs (of $BIN, default $ALLOY)
 job() {
   local name=$1; shift
+  local ALLOY=${BIN:-$ALLOY}
   local times=() r
   for ((r = 0; r < REPEAT; r++)); do
     case $name in
@@ -82,6 +85,12 @@ phase() {
     ratio=$(awk -v d="$d" -v a="$t1" -v b="$t2" 'BEGIN { m = a < b ? a : b; printf "%.2f", d / m }')
     printf '%-9s %9s %9s %9s %9s\n' "$j" "$d" "$t1" "$t2" "$ratio"
     echo "{\"phase\":\"$label\",\"job\":\"$j\",\"default_s\":$d,\"threads1_s\":$t1,\"threads2_s\":$t2,\"ratio\":$ratio}" >>"$work/results.jsonl"
+    if [ "$label" = quiet ] && [ -n "${ALLOY_BASELINE:-}" ]; then
+      local old
+      old=$(BIN=$ALLOY_BASELINE job "$j")
+      printf '%-9s %9s  (the baseline build at its default; new/old %s)\n' "" "$old" \
+        "$(awk -v d="$d" -v o="$old" 'BEGIN { printf "%.3f", d / o }')"
+    fi
     if [ "$label" = loaded ] && awk -v r="$ratio" -v l="$LIMIT" 'BEGIN { exit !(r > l) }'; then
       echo "   ^ over the target: default more than ${LIMIT}x the best fixed thread count" >&2
       failed=1

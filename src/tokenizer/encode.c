@@ -18,6 +18,7 @@
 
 #define CACHE_MAX_PIECE 128        /* longer pieces are not cached */
 #define CACHE_MAX_SLOTS (1u << 18) /* the cache is emptied when it holds this many pieces */
+#define CACHE_MIN_TABLE 1024u      /* slots of a new encoder's table; it doubles up to 2·MAX */
 #define SCAN_MAX 48                /* pieces up to this many bytes merge by scanning */
 
 typedef struct cache_slot {
@@ -36,7 +37,9 @@ struct alloy_encoder {
     bool jit;
     char *buf;              /* repaired text (and the prefix space) */
     size_t buf_cap;
-    cache_slot *slots;      /* (CACHE_MAX_SLOTS · 2) */
+    cache_slot *slots;      /* (n_table) open addressing, at most half full */
+    size_t n_table;         /* a power of two, CACHE_MIN_TABLE .. 2·CACHE_MAX_SLOTS: a short text
+                               (a chat message) need not clear megabytes */
     size_t n_slots;         /* used */
     char *pieces;           /* cached piece bytes */
     size_t pieces_n, pieces_cap;
@@ -67,7 +70,8 @@ alloy_status alloy_encoder_create(alloy_encoder **out, const alloy_tokenizer *to
         e->md = pcre2_match_data_create(1, NULL);
         e->mctx = pcre2_match_context_create(NULL);
         e->jstack = pcre2_jit_stack_create(32 * 1024, 16 * 1024 * 1024, NULL);
-        e->slots = alloy_calloc(2 * CACHE_MAX_SLOTS, sizeof *e->slots);
+        e->n_table = CACHE_MIN_TABLE;
+        e->slots = alloy_calloc(e->n_table, sizeof *e->slots);
         if (!e->md || !e->mctx || !e->jstack || !e->slots) {
             alloy_encoder_destroy(e);
             return alloy_fail(ALLOY_STATUS_NOMEM, "out of memory creating an encoder");
@@ -207,8 +211,36 @@ static alloy_status merge_piece(alloy_encoder *e, const uint8_t *p, size_t n, al
 }
 
 static void cache_clear(alloy_encoder *e) {
-    memset(e->slots, 0, 2 * CACHE_MAX_SLOTS * sizeof *e->slots);
+    memset(e->slots, 0, e->n_table * sizeof *e->slots);
     e->n_slots = e->pieces_n = e->cids_n = 0;
+}
+
+/* The free slot for hash h in the table. */
+static size_t cache_free_slot(const alloy_encoder *e, uint64_t h) {
+    size_t mask = e->n_table - 1, i = (size_t)(h >> 7) & mask;
+    while (e->slots[i].hash) i = (i + 1) & mask;
+    return i;
+}
+
+/* Room for one more piece: the table doubles while it may, then the cache empties (also when
+ * the offsets would overflow). False: no room to cache (the piece is simply not cached). */
+static bool cache_make_room(alloy_encoder *e, size_t n, size_t k) {
+    if (e->pieces_n + n > UINT32_MAX / 2 || e->cids_n + k > UINT32_MAX / 2) cache_clear(e);
+    if (2 * (e->n_slots + 1) <= e->n_table) return true;
+    if (e->n_table >= 2 * CACHE_MAX_SLOTS) {
+        cache_clear(e);
+        return true;
+    }
+    cache_slot *old = e->slots;
+    size_t n_old = e->n_table;
+    cache_slot *nt = alloy_calloc(2 * n_old, sizeof *nt);
+    if (!nt) return false;
+    e->slots = nt;
+    e->n_table = 2 * n_old;
+    for (size_t j = 0; j < n_old; j++)
+        if (old[j].hash) e->slots[cache_free_slot(e, old[j].hash)] = old[j];
+    alloy_free(old);
+    return true;
 }
 
 /* Encodes one piece (through the cache), appending to ids. */
@@ -217,7 +249,7 @@ static alloy_status encode_piece(alloy_encoder *e, const char *p, size_t n, allo
     if (n == 1) return alloy_ids_push(ids, t->byte_id[(uint8_t)p[0]]);
     if (n > CACHE_MAX_PIECE) return merge_piece(e, (const uint8_t *)p, n, ids);
     uint64_t h = alloy_fnv64(ALLOY_FNV64_INIT, p, n) | 1; // never 0: 0 marks empty slots
-    size_t mask = 2 * CACHE_MAX_SLOTS - 1, i = (size_t)(h >> 7) & mask;
+    size_t mask = e->n_table - 1, i = (size_t)(h >> 7) & mask;
     while (e->slots[i].hash) {
         cache_slot *c = &e->slots[i];
         if (c->hash == h && c->piece_len == n && !memcmp(e->pieces + c->piece_off, p, n)) {
@@ -233,10 +265,8 @@ static alloy_status encode_piece(alloy_encoder *e, const char *p, size_t n, allo
     alloy_status s = merge_piece(e, (const uint8_t *)p, n, ids);
     if (s) return s;
     size_t k = ids->n - before;
-    if (e->n_slots >= CACHE_MAX_SLOTS || e->pieces_n + n > UINT32_MAX / 2 || e->cids_n + k > UINT32_MAX / 2) {
-        cache_clear(e);
-        i = (size_t)(h >> 7) & mask;
-    }
+    if (!cache_make_room(e, n, k)) return ALLOY_STATUS_OK; // the result stands anyway
+    i = cache_free_slot(e, h);
     if (!grow_buf((void **)&e->pieces, &e->pieces_cap, e->pieces_n + n, 1) ||
         !grow_buf((void **)&e->cids, &e->cids_cap, e->cids_n + k, sizeof(int32_t)))
         return ALLOY_STATUS_OK; // no room to cache: the result stands anyway
