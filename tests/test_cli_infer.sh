@@ -5,6 +5,7 @@
 # stderr with exit status 1 (2 for usage) and no sanitizer report.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt
 
 # ---- a model to work with ----
 tiny_model "$T/run" 3 || { nok "could not train the model to test with"; exit 1; }

@@ -6,6 +6,7 @@
 # projection in its checkpoints and resumes.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt code/c_code_stb_lua.txt
 
 TRAIN=(--batch 4 --seq 32 --eval-every 0 --eval-batches 2 --threads 1)
 ck() { ls -d "$1"/checkpoints/step-* | tail -1; }

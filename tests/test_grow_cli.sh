@@ -6,6 +6,7 @@
 # accepts them and trains two steps.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt
 
 TRAIN=(--steps 2 --batch 2 --seq 32 --eval-every 2 --threads 1)
 

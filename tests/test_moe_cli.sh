@@ -9,6 +9,7 @@
 # layout, scored and generated from as well (its GGUF export refused).
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt code/c_code_stb_lua.txt
 
 TRAIN=(--batch 2 --seq 32 --eval-every 2 --eval-batches 2 --threads 1)
 ck() { ls -d "$1"/checkpoints/step-* | tail -1; } # a run's latest checkpoint folder
