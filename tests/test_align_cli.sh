@@ -150,6 +150,18 @@ awk -v a="$(reward_of "$T/eos0")" -v b="$(reward_of "$T/eos100")" 'BEGIN { d = (
   && ok "ppo --missing-eos-penalty: 100 off each cut-off response's score, saved with the run" \
   || nok "missing-eos-penalty: $(cat "$T/eos0/metrics.jsonl" "$T/eos100/metrics.jsonl" | tr "\n" " ")"
 
+# ---- a run resumed by the wrong verb: the message names the verb that made it ----
+expect 2 "train --resume of an sft run" "$T/sft is an alloy sft run; continue it with alloy sft --resume $T/sft\$" "$ALLOY" train --resume "$T/sft"
+expect 2 "distill --resume of a reward run" "is an alloy reward run; continue it with alloy reward --resume" "$ALLOY" distill --resume "$T/rm"
+expect 2 "sft --resume of a ppo run" "is an alloy ppo run; continue it with alloy ppo --resume" "$ALLOY" sft --resume "$T/ppo"
+expect 2 "ppo --resume of a dpo run" "is an alloy dpo run; continue it with alloy dpo --resume" "$ALLOY" ppo --resume "$T/dpo"
+expect 2 "reward --resume of a train run" "$T/base is an alloy train run; continue it with alloy train --resume" "$ALLOY" reward --resume "$T/base"
+expect 2 "ppo --resume of a train run" "$T/base is an alloy train run; continue it with alloy train --resume" "$ALLOY" ppo --resume "$T/base"
+"$ALLOY" export --model "$T/base" --format hf --out "$T/hfbase" >/dev/null 2>&1
+expect 2 "train --resume of a model folder" "$T/hfbase is a model folder, not a training run \(no trainer_state.json, no \`latest\`\): --resume continues a run; start a new one from these weights with --init $T/hfbase" \
+  "$ALLOY" train --resume "$T/hfbase"
+expect 2 "sft --resume of a model folder" "is a model folder, not a training run .*with --model $T/hfbase" "$ALLOY" sft --resume "$T/hfbase"
+
 # ---- real preference data (Anthropic hh-rlhf), raw template ----
 if [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then
   gzip -dc "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" | head -n 40 >"$T/hh.jsonl"

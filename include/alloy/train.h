@@ -265,9 +265,13 @@ typedef alloy_status (*alloy_options_parser)(void *opts, const struct cJSON *opt
 alloy_status alloy_run_resume_state(const char *dir, char **ckpt, alloy_options_parser parse, void *opts, char *out_dir,
                                     size_t out_dir_size);
 
-/* alloy_run_resume_state reading the options through their schema (alloy/options.h): FORMAT when
- * they lack the key `need` (may be NULL), which tells one kind of run from another. */
-alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *need,
+/* alloy_run_resume_state reading the options through their schema (alloy/options.h), for a run
+ * of one of `verbs` (space-separated: "train distill", "sft reward dpo", "ppo"). USAGE naming the
+ * verb to use when the saved options say another verb made the run (their "objective": none for
+ * train, distill's object, sft, reward, dpo, ppo, "combiner" for ensemble train), and when dir
+ * is a model folder rather than a run (weights, no trainer_state.json or latest: the message
+ * says to start a run from it with --init, or --model for verbs without train). */
+alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *verbs,
                                       void *opts, char *out_dir, size_t out_dir_size);
 
 /* For an objective's state_save and state_load: the members every objective's trainer_state.json

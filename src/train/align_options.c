@@ -72,7 +72,7 @@ const alloy_schema *alloy_align_schema(void) {
 }
 
 alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o, char **ckpt) {
-    alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_align_schema(), "objective", o, o->out_dir, sizeof o->out_dir);
+    alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_align_schema(), "sft reward dpo", o, o->out_dir, sizeof o->out_dir);
     if (!s) o->tmpl_set = true; // the run's own
     return s;
 }

@@ -280,22 +280,79 @@ alloy_status alloy_run_resume_state(const char *dir, char **ckpt, alloy_options_
     return s;
 }
 
-/* The schema load of a resume, with the key the options must hold. */
+/* The verb whose run saved these options, from their "objective": none or "" for alloy train,
+ * the distillation's own JSON object for distill, "combiner" for ensemble train, else its name
+ * (sft, reward, dpo, ppo). NULL when the options name none of them. */
+static const char *run_verb(const cJSON *options) {
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(options, "objective");
+    if (!k || (cJSON_IsString(k) && !k->valuestring[0])) return "train";
+    if (!cJSON_IsString(k)) return NULL;
+    if (k->valuestring[0] == '{') return "distill";
+    if (!strcmp(k->valuestring, "combiner")) return "ensemble train";
+    static const char *const named[] = {"sft", "reward", "dpo", "ppo"};
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+        if (!strcmp(k->valuestring, named[i])) return named[i];
+    return NULL;
+}
+
+/* Whether `word` is one of the space-separated words of `list`. */
+static bool has_word(const char *list, const char *word) {
+    size_t n = strlen(word);
+    for (const char *p = list; (p = strstr(p, word)) != NULL; p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || !p[n])) return true;
+    return false;
+}
+
+/* The schema load of a resume, with the verbs whose runs it continues. */
 typedef struct schema_parse {
     const alloy_schema *schema;
-    const char *need; /* a key the saved options must have (NULL: none) */
+    const char *verbs; /* "train distill", "sft reward dpo", "ppo" */
+    const char *dir;   /* the folder being resumed, for the messages */
 } schema_parse;
 
 static alloy_status parse_with_schema(void *ctx, const cJSON *j, const char *what) {
     const schema_parse *sp = ((void **)ctx)[0];
-    if (sp->need && !cJSON_GetObjectItemCaseSensitive(j, sp->need))
-        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of this kind of run (its options have no \"%s\")", what, sp->need);
+    const char *made = run_verb(j);
+    if (made && !has_word(sp->verbs, made) && !strcmp(made, "ensemble train"))
+        return alloy_fail(ALLOY_STATUS_USAGE, "%s is an alloy ensemble train run (a learned combiner), which does not resume: "
+                                              "train the combiner again with alloy ensemble train", sp->dir);
+    if (made && !has_word(sp->verbs, made))
+        return alloy_fail(ALLOY_STATUS_USAGE, "%s is an alloy %s run; continue it with alloy %s --resume %s", sp->dir, made, made,
+                          sp->dir);
     return alloy_options_load(sp->schema, ((void **)ctx)[1], j, what);
 }
 
-alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *need,
+/* USAGE when dir is a model folder (weights or config.json, but neither trainer_state.json nor
+ * `latest`): there is no run to continue; `flag` starts one from it. */
+static alloy_status refuse_model_folder(const char *dir, const char *flag) {
+    static const char *const run_files[] = {"trainer_state.json", "latest"};
+    static const char *const model_files[] = {"model.safetensors", "config.json"};
+    bool run = false, model = false;
+    for (int i = 0; i < 2; i++) {
+        char *a = alloy_path_join(dir, run_files[i]), *b = alloy_path_join(dir, model_files[i]);
+        if (!a || !b) {
+            alloy_free(a);
+            alloy_free(b);
+            return ALLOY_STATUS_NOMEM;
+        }
+        run |= alloy_path_exists(a);
+        model |= alloy_path_exists(b);
+        alloy_free(a);
+        alloy_free(b);
+    }
+    if (run || !model) return ALLOY_STATUS_OK;
+    return alloy_fail(ALLOY_STATUS_USAGE, "%s is a model folder, not a training run (no trainer_state.json, no `latest`): "
+                                          "--resume continues a run; start a new one from these weights with %s %s",
+                      dir, flag, dir);
+}
+
+alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *verbs,
                                       void *opts, char *out_dir, size_t out_dir_size) {
-    schema_parse sp = {schema, need};
+    *ckpt = NULL;
+    alloy_status s = alloy_is_dir(dir) ? refuse_model_folder(dir, has_word(verbs, "train") ? "--init" : "--model")
+                                       : ALLOY_STATUS_OK;
+    if (s) return s;
+    schema_parse sp = {schema, verbs, dir};
     void *ctx[2] = {&sp, opts};
     return alloy_run_resume_state(dir, ckpt, parse_with_schema, ctx, out_dir, out_dir_size);
 }

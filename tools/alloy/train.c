@@ -143,9 +143,9 @@ static int resume_flags(const char *verb, bool distill, const char *resume, allo
     alloy_train_options saved = alloy_train_defaults();
     alloy_status s = alloy_train_resume_options(resume, &saved, ckpt);
     if (!s && distill && !saved.objective_json[0])
-        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a plain training run: continue it with alloy train --resume", resume);
+        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is an alloy train run; continue it with alloy train --resume %s", resume, resume);
     if (!s && !distill && saved.objective_json[0])
-        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a distillation run: continue it with alloy distill --resume", resume);
+        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is an alloy distill run; continue it with alloy distill --resume %s", resume, resume);
     if (!s && distill) s = alloy_distill_from_json(dopt, saved.objective_json, resume);
     int r = s ? cli_fail(verb, s) : 0;
     if (!r) r = cli_schema_resume(verb, alloy_train_schema(), &saved, o, flags, nf, mode == ALLOY_RESUME_BRANCH ? "out" : NULL);
