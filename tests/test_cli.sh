@@ -70,6 +70,25 @@ expect 2 "tokenizer without a subcommand" "expects encode, decode, train or info
 
 # ---- a short run to have checkpoints ----
 expect 0 "train tiny" "held-out loss" "$ALLOY" train --data "$T/data" --out "$T/run" --preset tiny-gpt2 --steps 6 --batch 2 --seq 32 --eval-every 3 --ckpt-every 3 --threads 1
+# the held-out loss says what it covers; the summary line ends the run
+nwin=$(grep -o '"val_windows_total":[0-9]*' "$T/run/metrics.jsonl" | head -1 | cut -d: -f2)
+cp "$T/err" "$T/train.err"
+expect 0 "held-out loss labelled with its windows" "^step 6: held-out loss [0-9.]+ over the first 40 of $nwin windows \(perplexity" cat "$T/train.err"
+expect 0 "summary line: steps, time, checkpoint, held-out loss and what it covers" \
+  "^done: 6 steps in [0-9]+s; final checkpoint $T/run/checkpoints/step-00000006; held-out loss [0-9.]+ over the first 40 of $nwin windows \(the whole split, $nwin windows, is more than 10 evaluations' worth: alloy eval --seq 32 scores it\)$" cat "$T/train.err"
+grep -q '"type":"eval","step":6,"val_loss":[0-9.]*,"val_ppl":[0-9.]*,"val_windows":40,"val_windows_total":'"$nwin"',' "$T/run/metrics.jsonl" \
+  && grep -q '^{"type":"end","step":6,"elapsed_s":[0-9.]*,"checkpoint":"checkpoints/step-00000006","val_loss":[0-9.]*}$' "$T/run/metrics.jsonl" \
+  && ok "metrics: the windows an evaluation covered, the end line" || nok "metrics: $(tail -2 "$T/run/metrics.jsonl")"
+# evaluations of 100 x 2 windows: at the end the whole split too, as alloy eval scores it
+expect 0 "summary line with the whole split" "^done: 2 steps in [0-9]+s; final checkpoint $T/whole/checkpoints/step-00000002; held-out loss [0-9.]+ over the first 200 of $nwin windows, [0-9.]+ over all $nwin windows$" \
+  "$ALLOY" train --data "$T/data" --out "$T/whole" --preset tiny-gpt2 --steps 2 --batch 2 --seq 32 --eval-batches 100 --threads 1
+all=$(grep -o '"val_loss_all":[0-9.]*' "$T/whole/metrics.jsonl" | cut -d: -f2)
+ev=$("$ALLOY" eval --model "$T/whole" --data "$T/data" --seq 32 --quiet | grep -o '"loss":[0-9.]*' | cut -d: -f2)
+awk -v a="$all" -v b="$ev" 'BEGIN { d = a - b; exit !(a != "" && d < 1e-5 && d > -1e-5) }' \
+  && ok "the run's whole-split loss is alloy eval's ($all, $ev)" || nok "whole split: run $all, alloy eval $ev"
+expect 0 "alloy eval says what it covers" "over the first 7 of $nwin windows of 33 tokens \(224 tokens\)" \
+  "$ALLOY" eval --model "$T/whole" --data "$T/data" --seq 32 --max-windows 7
+grep -q '"windows":7,"windows_total":'"$nwin"',' "$T/out" && ok "alloy eval's JSON: windows and windows_total" || nok "eval JSON: $(cat "$T/out")"
 expect 2 "out holds a run" "already holds a run; continue it with --resume" "$ALLOY" train --data "$T/data" --out "$T/run" --preset tiny-gpt2
 expect 2 "resume cannot change lr" "--lr cannot change when resuming" "$ALLOY" train --resume "$T/run" --lr 0.1
 expect 2 "resume at the end" "already at step 6 of 6" "$ALLOY" train --resume "$T/run"
@@ -197,6 +216,12 @@ cp -r "$T/dist" "$T/dist2" && rm -rf "$T/dist2/checkpoints/step-00000006" && ech
 OMP_NUM_THREADS=1 "$ALLOY" distill --resume "$T/dist2" --quiet 2>/dev/null
 cmp -s "$T/dist/checkpoints/step-00000006/model.safetensors" "$T/dist2/checkpoints/step-00000006/model.safetensors" \
   && ok "distill resume: weights bitwise equal to an uninterrupted run" || nok "distill resume: weights differ"
+# distill's progress names its loss apart from the held-out cross-entropy
+OMP_NUM_THREADS=1 "$ALLOY" distill --teacher "$T/g2run" --student tiny-gpt2 --data "$T/data" --batch 2 --seq 32 --steps 2 \
+  --out "$T/dlab" 2>"$T/dlab.err" >/dev/null
+grep -qE '^step 2/2 \| distill-loss [0-9.]+ \| lr ' "$T/dlab.err" && grep -qE '^step 2: held-out CE [0-9.]+ over the first 40 of' "$T/dlab.err" \
+  && grep -qE '^done: 2 steps in .*; held-out CE [0-9.]+ over the first 40 of' "$T/dlab.err" \
+  && ok "distill labels distill-loss and held-out CE" || nok "distill labels: $(head -c 600 "$T/dlab.err")"
 expect 2 "distill needs a teacher" "give 1 to 8 --teacher" "$ALLOY" distill --student tiny-gpt2 --data "$T/data" --out "$T/d3"
 expect 2 "distill --divergence checked" "--divergence must be" "$ALLOY" distill --teacher "$T/g2run" --student tiny-gpt2 --data "$T/data" --out "$T/d3" --divergence tv
 expect 1 "distill: a missing teacher" "teacher $T/nope: .*no such folder" "$ALLOY" distill --teacher "$T/nope" --student tiny-gpt2 --data "$T/data" --out "$T/d3"
