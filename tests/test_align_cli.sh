@@ -49,6 +49,8 @@ expect 2 "dpo label smoothing out of range" "--label-smoothing must lie in \[0, 
 expect 2 "sft seq beyond the model" "--seq 4096 exceeds the model's maximum sequence length 96" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/r" --seq 4096
 expect 2 "score without data" "--model and --data are required" "$ALLOY" score --model "$T/base"
 for v in sft reward score dpo; do expect 0 "$v --help" "usage: alloy $v" "$ALLOY" $v --help; done
+expect 0 "dpo --help: --seed names no reward head of its own" "^  --seed S +data order and held-out choice; reward: a new score head \(default 1337\)$" "$ALLOY" dpo --help
+grep -q "a new reward head" "$T/out" && nok "dpo --help speaks of a new reward head" || ok "dpo --help: no new reward head"
 "$ALLOY" sft --help | grep -q "not packed" && ok "sft --help says examples are not packed" || nok "sft --help is silent on packing"
 
 # ---- bad files: exit 1 ----

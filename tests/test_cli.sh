@@ -16,6 +16,20 @@ expect 0 "prepare writes shards" "prepared .*2 files \(1 binary skipped\)" "$ALL
 [ -f "$T/data/train-00000.bin" ] && [ -f "$T/data/val-00000.bin" ] && [ -f "$T/data/manifest.json" ] \
   && ok "prepare layout" || nok "prepare layout"
 
+# ---- prepare: a progress line when stderr is not a terminal; Ctrl-C leaves nothing behind ----
+mkdir -p "$T/big"
+awk 'BEGIN { for (i = 0; i < 900000; i++) printf "line %d of a generated text, with words enough to tokenize %d\n", i, i * 7 }' >"$T/big/a.txt"
+"$ALLOY" prepare --input "$T/big" --out "$T/bigout" --progress-every 0.001 2>"$T/big.err" &
+pid=$!
+for i in $(seq 1 1000); do [ -s "$T/bigout/.prepare-tmp/0.train.tokens" ] && break; sleep 0.01; done
+kill -INT $pid; wait $pid; rc=$?
+grep -qE '^prepare: source 1/1 big: [0-9]+ docs, [0-9.]+ MB \([0-9.]+ MB/s\)' "$T/big.err" \
+  && ok "prepare prints progress lines when not on a terminal" || nok "prepare progress: $(head -c 300 "$T/big.err")"
+[ $rc -eq 130 ] && [ "$(tail -1 "$T/big.err")" = "alloy prepare: interrupted; nothing written" ] && [ ! -e "$T/bigout" ] \
+  && ok "prepare stopped by Ctrl-C: exit 130, says so, nothing left (no .prepare-tmp)" \
+  || nok "prepare Ctrl-C: rc=$rc, $(tail -1 "$T/big.err"), left: $(ls -a "$T/bigout" 2>&1 | tr '\n' ' ')"
+rm -rf "$T/big"
+
 # ---- usage errors: exit 2 ----
 expect 2 "no verb" "usage: alloy <verb>" "$ALLOY"
 expect 2 "unknown verb" "unknown verb 'frobnicate'" "$ALLOY" frobnicate
@@ -33,12 +47,21 @@ expect 2 "prepare into shards" "already holds token shards" "$ALLOY" prepare --i
 expect 2 "inspect two paths" "expects one PATH" "$ALLOY" inspect a b
 expect 2 "sample bad temperature" "--temperature expects a number" "$ALLOY" sample --model x --temperature hot
 for v in prepare train sample inspect; do expect 0 "$v --help" "usage: alloy $v" "$ALLOY" $v --help; done
+expect 2 "unknown flag: the nearest known one" "^alloy train: unknown flag --step \(did you mean --steps\?\)" "$ALLOY" train --step 3
+expect 2 "unknown flag: a unique prefix" "unknown flag --eval-b \(did you mean --eval-batches\?\)" "$ALLOY" train --eval-b 3
+expect 2 "unknown flag: letters swapped" "unknown flag --temprature \(did you mean --temperature\?\)" "$ALLOY" sample --temprature 1
+expect 2 "unknown flag: two as near" "unknown flag --beta \(did you mean --beta1 or --beta2\?\)" "$ALLOY" train --beta 3
+expect 2 "unknown flag: nothing near" "unknown flag --bogus \(see: alloy train --help\)" "$ALLOY" train --bogus 3
+expect 0 "alloy --help: prepare takes a tokenizer" "^  prepare   text, JSONL or JSON files or folders -> token shards \(bytes, or a BPE tokenizer\)$" "$ALLOY" --help
+expect 0 "tokenizer --help: what info prints" "^info     prints the kind, vocabulary size, fingerprint, pre-tokenizer regex and special tokens$" "$ALLOY" tokenizer --help
 
 # ---- missing and bad files: exit 1 ----
 expect 1 "missing input" "$T/nope.txt: No such file" "$ALLOY" prepare --input "$T/nope.txt" --out "$T/d2"
 expect 1 "missing data folder" "$T/nodata: no such folder" "$ALLOY" train --data "$T/nodata" --out "$T/r" --preset tiny-gpt2
 mkdir -p "$T/empty"
 expect 1 "data folder without shards" "no token shards" "$ALLOY" train --data "$T/empty" --out "$T/r" --preset tiny-gpt2
+expect 1 "train --data of a text file" "$T/src/a.txt: not a folder of token shards; make them with alloy prepare \(--input $T/src/a.txt --out DIR\)$" \
+  "$ALLOY" train --data "$T/src/a.txt" --out "$T/r" --preset tiny-gpt2
 cp -r "$T/data" "$T/trunc"; truncate -s -1000 "$T/trunc/train-00000.bin"
 expect 1 "truncated shard" "train-00000.bin: header says .* \(truncated\?\)" "$ALLOY" train --data "$T/trunc" --out "$T/r" --preset tiny-gpt2
 cp -r "$T/data" "$T/flip"; printf '\x41' | dd of="$T/flip/train-00000.bin" bs=1 seek=5000 conv=notrunc 2>/dev/null
@@ -59,6 +82,7 @@ echo '{"model": {"type": "WordPiece", "vocab": {}}}' >"$T/wp.json"
 expect 1 "tokenizer of the wrong kind" "wp.json: a WordPiece model, not byte-level BPE" "$ALLOY" prepare --input "$T/src" --out "$T/dw" --tokenizer "$T/wp.json"
 expect 2 "mix names an unknown source" "--mix names zz" "$ALLOY" prepare --input a="$T/src" --mix zz:1 --out "$T/dm"
 expect 0 "tokenizer train" "vocabulary 300 \(256 bytes, 43 merges, 1 special\)" "$ALLOY" tokenizer train --input "$T/src" --vocab-size 300 --out "$T/tok.json" --quiet
+expect 0 "tokenizer info prints what its help says" "^pre-tokenizer regex: " "$ALLOY" tokenizer info --tokenizer "$T/tok.json"
 printf 'Hello, world! <|endoftext|> again' >"$T/hello.txt"
 "$ALLOY" tokenizer encode --tokenizer "$T/tok.json" --input "$T/hello.txt" --allow-special >"$T/ids.json" 2>"$T/err" &&
   "$ALLOY" tokenizer decode --tokenizer "$T/tok.json" --input "$T/ids.json" >"$T/back.txt" 2>>"$T/err" &&

@@ -56,7 +56,7 @@ static const alloy_option align_rows[] = {
     ALLOY_OPT_SCHEDULE_ROWS(alloy_align_options),
     ALLOY_OPT_ADAMW_ROWS(alloy_align_options),
     ALLOY_OPT_EVAL_ROWS(alloy_align_options),
-    ROW(seed, ALLOY_OPT_UINT64, 0, "data order, held-out choice, a new reward head"),
+    ROW(seed, ALLOY_OPT_UINT64, 0, "data order, held-out choice; reward: a new score head"),
     ROW(val_fraction, ALLOY_OPT_DOUBLE, 0, "held out when --val is not given"),
     NAMED(dpo.beta, "dpo_beta", "beta", ALLOY_OPT_DOUBLE, 0, NULL, "DPO: beta"),
     NAMED(dpo.loss, "dpo_loss", "loss", ALLOY_OPT_ENUM, 0, dpo_losses, "DPO: sigmoid or ipo"),
