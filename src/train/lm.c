@@ -180,12 +180,12 @@ static void lm_intro(void *ctx, alloy_progress *prog) {
     if (cfg->n_experts > 0)
         alloy_progress_print(prog, "mixture of %d experts, %d per token, aux loss coefficient %g; training %s", cfg->n_experts,
                              cfg->top_k, cfg->router_aux_loss_coef, training);
+    else if (o->train_only != ALLOY_TRAIN_ONLY_ALL)
+        alloy_progress_print(prog, "training %s", training);
     if (cfg->n_experts > 0 && cfg->top_k == 1 && o->train_only == ALLOY_TRAIN_ONLY_ROUTER) // top-1: the gate is always 1
         alloy_progress_print(prog, "warning: with 1 expert per token each gate is 1, so the LM loss gives the routers no "
                                    "gradient: they learn from the load-balancing loss alone (coefficient %g)%s",
                              cfg->router_aux_loss_coef, cfg->router_aux_loss_coef > 0.0 ? "" : ", which is off: nothing trains");
-    else if (o->train_only != ALLOY_TRAIN_ONLY_ALL)
-        alloy_progress_print(prog, "training %s", training);
     alloy_progress_print(prog, "unigram entropy of the data: %.4f nats/token (a model that learns nothing beyond token "
                                "frequencies scores this)", alloy_dataset_unigram_entropy(c->ds, 100000000ULL));
 }
