@@ -42,9 +42,11 @@ done
 
 echo "== result"
 val=$(awk -F'"val_loss":' '/"type":"eval"/ { split($2, a, ","); v = a[1] } END { print v }' "$OUT/run/metrics.jsonl")
+covers=$(awk -F'"val_windows":' '/"type":"eval"/ { split($2, a, ","); w = a[1]; split($0, b, "\"val_windows_total\":"); split(b[2], c, ","); n = c[1] }
+  END { print (w + 0 < n + 0 ? "the first " w " of " n : "all " n) " held-out windows" }' "$OUT/run/metrics.jsonl")
 first=$(awk -F'"loss":' '/"type":"train"/ { split($2, a, ","); print a[1]; exit }' "$OUT/run/metrics.jsonl")
 uni=$(awk -F'"unigram_entropy":' '/"type":"start"/ { split($2, a, ","); print a[1]; exit }' "$OUT/run/metrics.jsonl")
-awk -v v="$val" -v f="$first" -v u="$uni" 'BEGIN {
-  printf "held-out loss %.3f nats/token, from %.3f at the first step;\n", v, f
+awk -v v="$val" -v f="$first" -v u="$uni" -v c="$covers" 'BEGIN {
+  printf "held-out loss %.3f nats/token over %s, from %.3f at the first step;\n", v, c, f
   printf "the unigram entropy of the data is %.3f nats/token: the model is %.2f nats below what token frequencies alone give.\n", u, u - v }'
 echo "Metrics: $OUT/run/metrics.jsonl; model: $OUT/run (alloy inspect $OUT/run; alloy sample --model $OUT/run --prompt ...)"

@@ -7,7 +7,8 @@
  *
  * A case that cannot check what it is for says so and stops: SKIP("oracle: ...") when an
  * outside reference (the PyTorch/NumPy interpreter, node) is missing, SKIP("cpu: ...") when the
- * CPU lacks the feature under test. It prints "ok - case # SKIP reason", which tests/run.sh
+ * CPU lacks the feature under test, SKIP("data: ...") when a shared corpus is absent (NEED_DATA).
+ * It prints "ok - case # SKIP reason", which tests/run.sh
  * counts as skipped, not passed (and, with ALLOY_REQUIRE_ORACLES=1, an oracle skip as failed).
  *
  *     static void test_roundtrip(void) { EXPECT(x == 1, "x is %d", x); }
@@ -169,6 +170,30 @@ static inline const char *harness_root(void) {
     const char *r = getenv("ALLOY_ROOT");
     return r && *r ? r : ".";
 }
+
+/* The shared corpora: $ALLOY_SHARED_DATA, by default ROOT/../shared/data. Point it at a folder
+ * that does not exist (ALLOY_SHARED_DATA=/nonexistent) to see every case that needs it skip. */
+static inline const char *harness_data_root(void) {
+    static char dir[400];
+    const char *d = getenv("ALLOY_SHARED_DATA");
+    if (d && *d) return d;
+    snprintf(dir, sizeof dir, "%s/../shared/data", harness_root());
+    return dir;
+}
+
+/* Writes the path of `rel` under the shared corpora into out[size] ("" when it does not fit). */
+static inline void harness_data_path(char *out, size_t size, const char *rel) {
+    int n = snprintf(out, size, "%s/%s", harness_data_root(), rel);
+    if (n < 0 || (size_t)n >= size) out[0] = '\0';
+}
+
+/* Puts the path of `rel` (a file or folder under the shared corpora) into `out` (a char array)
+ * and skips the current case, "data: PATH is absent", when it is not there. */
+#define NEED_DATA(out, rel)                                                                  \
+    do {                                                                                     \
+        harness_data_path((out), sizeof(out), (rel));                                        \
+        if (access((out), F_OK) != 0) SKIP("data: %s is absent", (out));                     \
+    } while (0)
 
 /* ---- the oracle interpreter and the reference scripts ---------------------------------- */
 

@@ -11,7 +11,8 @@
 #           PyYAML: Debian's python3-torch, python3-numpy, python3-yaml), or node and the npm
 #           packages of tests/js (scripts/install-deps.sh --test installs them all)
 #   cpu:    a CPU feature the code under test needs (avx512_bf16, AVX2, ...)
-#   data:   files under ../shared/data
+#   data:   files of the shared corpora (ALLOY_SHARED_DATA, default ../shared/data beside the
+#           clone): a clone elsewhere skips the cases that read them
 # Environment:
 #   ALLOY_REQUIRE_ORACLES=1   an "oracle:" skip counts as failed (CI sets it, .ci/run: there a
 #                             missing oracle is an install bug); cpu and data skips stay skips.
@@ -19,6 +20,8 @@
 #   ALLOY_TEST_PYTHON=PATH    the oracle interpreter (default /usr/bin/python3); ALLOY_TEST_NODE
 #                             the node (default node on PATH). Pointing them at /bin/false shows
 #                             every case that needs them skip.
+#   ALLOY_SHARED_DATA=DIR     the shared corpora (default ../shared/data); =/nonexistent shows
+#                             every case that needs them skip with a "data:" reason
 #   BUILD                     the build folder (default build)
 set -u
 cd "$(dirname "$0")/.."

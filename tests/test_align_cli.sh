@@ -49,6 +49,8 @@ expect 2 "dpo label smoothing out of range" "--label-smoothing must lie in \[0, 
 expect 2 "sft seq beyond the model" "--seq 4096 exceeds the model's maximum sequence length 96" "$ALLOY" sft --model "$T/base" --data "$T/sft.jsonl" --out "$T/r" --seq 4096
 expect 2 "score without data" "--model and --data are required" "$ALLOY" score --model "$T/base"
 for v in sft reward score dpo; do expect 0 "$v --help" "usage: alloy $v" "$ALLOY" $v --help; done
+expect 0 "dpo --help: --seed names no reward head of its own" "^  --seed S +data order and held-out choice; reward: a new score head \(default 1337\)$" "$ALLOY" dpo --help
+grep -q "a new reward head" "$T/out" && nok "dpo --help speaks of a new reward head" || ok "dpo --help: no new reward head"
 "$ALLOY" sft --help | grep -q "not packed" && ok "sft --help says examples are not packed" || nok "sft --help is silent on packing"
 
 # ---- bad files: exit 1 ----
@@ -168,6 +170,18 @@ awk -v a="$(reward_of "$T/eos0")" -v b="$(reward_of "$T/eos100")" 'BEGIN { d = (
   && grep -rqE '"missing_eos_penalty":[[:space:]]*100' "$T/eos100/checkpoints" \
   && ok "ppo --missing-eos-penalty: 100 off each cut-off response's score, saved with the run" \
   || nok "missing-eos-penalty: $(cat "$T/eos0/metrics.jsonl" "$T/eos100/metrics.jsonl" | tr "\n" " ")"
+
+# ---- a run resumed by the wrong verb: the message names the verb that made it ----
+expect 2 "train --resume of an sft run" "$T/sft is an alloy sft run; continue it with alloy sft --resume $T/sft\$" "$ALLOY" train --resume "$T/sft"
+expect 2 "distill --resume of a reward run" "is an alloy reward run; continue it with alloy reward --resume" "$ALLOY" distill --resume "$T/rm"
+expect 2 "sft --resume of a ppo run" "is an alloy ppo run; continue it with alloy ppo --resume" "$ALLOY" sft --resume "$T/ppo"
+expect 2 "ppo --resume of a dpo run" "is an alloy dpo run; continue it with alloy dpo --resume" "$ALLOY" ppo --resume "$T/dpo"
+expect 2 "reward --resume of a train run" "$T/base is an alloy train run; continue it with alloy train --resume" "$ALLOY" reward --resume "$T/base"
+expect 2 "ppo --resume of a train run" "$T/base is an alloy train run; continue it with alloy train --resume" "$ALLOY" ppo --resume "$T/base"
+"$ALLOY" export --model "$T/base" --format hf --out "$T/hfbase" >/dev/null 2>&1
+expect 2 "train --resume of a model folder" "$T/hfbase is a model folder, not a training run \(no trainer_state.json, no \`latest\`\): --resume continues a run; start a new one from these weights with --init $T/hfbase" \
+  "$ALLOY" train --resume "$T/hfbase"
+expect 2 "sft --resume of a model folder" "is a model folder, not a training run .*with --model $T/hfbase" "$ALLOY" sft --resume "$T/hfbase"
 
 # ---- real preference data (Anthropic hh-rlhf), raw template ----
 if [ -f "$SHARED/preference/hh-rlhf-harmless-base-test.jsonl.gz" ]; then

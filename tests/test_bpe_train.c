@@ -92,9 +92,15 @@ static char *read_file(const char *path, size_t max, size_t *n) {
     return text;
 }
 
+/* The first `max` bytes of Shakespeare (the shared corpora); NULL with the case skipped when
+ * the file is absent, NULL with a failed check when it cannot be read. */
 static char *shakespeare(size_t max, size_t *n) {
     char path[512];
-    snprintf(path, sizeof path, "%s/../shared/data/prose/tinyshakespeare.txt", harness_root());
+    harness_data_path(path, sizeof path, "prose/tinyshakespeare.txt");
+    if (access(path, F_OK) != 0) {
+        harness_skip("data: %s is absent", path);
+        return NULL;
+    }
     char *t = read_file(path, max, n);
     EXPECT(t != NULL, "cannot read %s: %s", path, alloy_last_error());
     return t;
@@ -316,7 +322,7 @@ static void test_within_pieces(void) {
     // on real text: a token is all whitespace, or at most one leading space and no other
     size_t n;
     char *sh = shakespeare(200000, &n);
-    REQUIRE(sh, "no text");
+    if (!sh) return;
     t = train_text(sh, n, (train_args){3000, 2, NULL, 0});
     REQUIRE(t, "training failed");
     int bad = 0;
@@ -389,7 +395,7 @@ static void test_specials(void) {
     const char *sp[] = {"<|endoftext|>", "<|pad|>"};
     size_t n;
     char *sh = shakespeare(100000, &n);
-    REQUIRE(sh, "no text");
+    if (!sh) return;
     // the special's text in the training text is a boundary, not something to learn
     size_t m = 0, cap = n + n / 100 * 20;
     char *text = malloc(cap);
@@ -429,7 +435,7 @@ static void test_specials(void) {
 static void test_real_text(void) {
     size_t n;
     char *sh = shakespeare(200000, &n);
-    REQUIRE(sh, "no text");
+    if (!sh) return;
     const char *sp[] = {"<|endoftext|>"};
     alloy_tokenizer *t = train_text(sh, n, (train_args){2000, 2, sp, 1});
     REQUIRE(t, "training failed");
@@ -473,7 +479,7 @@ static char *slurp(const char *path, size_t *n) {
 static void test_determinism(void) {
     size_t n;
     char *sh = shakespeare(150000, &n);
-    REQUIRE(sh, "no text");
+    if (!sh) return;
     // three documents, cut after blank lines
     const char *doc[3];
     size_t len[3], cut[4] = {0, 0, 0, n};

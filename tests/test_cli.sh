@@ -4,6 +4,7 @@
 # usage), no sanitizer report, and nothing already on disk changed.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt stories/tinystories_valid.txt
 n=0
 
 # ---- data to work with ----
@@ -14,6 +15,20 @@ printf 'bin\0ary' >"$T/src/c.bin"
 expect 0 "prepare writes shards" "prepared .*2 files \(1 binary skipped\)" "$ALLOY" prepare --input "$T/src" --out "$T/data"
 [ -f "$T/data/train-00000.bin" ] && [ -f "$T/data/val-00000.bin" ] && [ -f "$T/data/manifest.json" ] \
   && ok "prepare layout" || nok "prepare layout"
+
+# ---- prepare: a progress line when stderr is not a terminal; Ctrl-C leaves nothing behind ----
+mkdir -p "$T/big"
+awk 'BEGIN { for (i = 0; i < 900000; i++) printf "line %d of a generated text, with words enough to tokenize %d\n", i, i * 7 }' >"$T/big/a.txt"
+"$ALLOY" prepare --input "$T/big" --out "$T/bigout" --progress-every 0.001 2>"$T/big.err" &
+pid=$!
+for i in $(seq 1 1000); do [ -s "$T/bigout/.prepare-tmp/0.train.tokens" ] && break; sleep 0.01; done
+kill -INT $pid; wait $pid; rc=$?
+grep -qE '^prepare: source 1/1 big: [0-9]+ docs, [0-9.]+ MB \([0-9.]+ MB/s\)' "$T/big.err" \
+  && ok "prepare prints progress lines when not on a terminal" || nok "prepare progress: $(head -c 300 "$T/big.err")"
+[ $rc -eq 130 ] && [ "$(tail -1 "$T/big.err")" = "alloy prepare: interrupted; nothing written" ] && [ ! -e "$T/bigout" ] \
+  && ok "prepare stopped by Ctrl-C: exit 130, says so, nothing left (no .prepare-tmp)" \
+  || nok "prepare Ctrl-C: rc=$rc, $(tail -1 "$T/big.err"), left: $(ls -a "$T/bigout" 2>&1 | tr '\n' ' ')"
+rm -rf "$T/big"
 
 # ---- usage errors: exit 2 ----
 expect 2 "no verb" "usage: alloy <verb>" "$ALLOY"
@@ -32,12 +47,21 @@ expect 2 "prepare into shards" "already holds token shards" "$ALLOY" prepare --i
 expect 2 "inspect two paths" "expects one PATH" "$ALLOY" inspect a b
 expect 2 "sample bad temperature" "--temperature expects a number" "$ALLOY" sample --model x --temperature hot
 for v in prepare train sample inspect; do expect 0 "$v --help" "usage: alloy $v" "$ALLOY" $v --help; done
+expect 2 "unknown flag: the nearest known one" "^alloy train: unknown flag --step \(did you mean --steps\?\)" "$ALLOY" train --step 3
+expect 2 "unknown flag: a unique prefix" "unknown flag --eval-b \(did you mean --eval-batches\?\)" "$ALLOY" train --eval-b 3
+expect 2 "unknown flag: letters swapped" "unknown flag --temprature \(did you mean --temperature\?\)" "$ALLOY" sample --temprature 1
+expect 2 "unknown flag: two as near" "unknown flag --beta \(did you mean --beta1 or --beta2\?\)" "$ALLOY" train --beta 3
+expect 2 "unknown flag: nothing near" "unknown flag --bogus \(see: alloy train --help\)" "$ALLOY" train --bogus 3
+expect 0 "alloy --help: prepare takes a tokenizer" "^  prepare   text, JSONL or JSON files or folders -> token shards \(bytes, or a BPE tokenizer\)$" "$ALLOY" --help
+expect 0 "tokenizer --help: what info prints" "^info     prints the kind, vocabulary size, fingerprint, pre-tokenizer regex and special tokens$" "$ALLOY" tokenizer --help
 
 # ---- missing and bad files: exit 1 ----
 expect 1 "missing input" "$T/nope.txt: No such file" "$ALLOY" prepare --input "$T/nope.txt" --out "$T/d2"
 expect 1 "missing data folder" "$T/nodata: no such folder" "$ALLOY" train --data "$T/nodata" --out "$T/r" --preset tiny-gpt2
 mkdir -p "$T/empty"
 expect 1 "data folder without shards" "no token shards" "$ALLOY" train --data "$T/empty" --out "$T/r" --preset tiny-gpt2
+expect 1 "train --data of a text file" "$T/src/a.txt: not a folder of token shards; make them with alloy prepare \(--input $T/src/a.txt --out DIR\)$" \
+  "$ALLOY" train --data "$T/src/a.txt" --out "$T/r" --preset tiny-gpt2
 cp -r "$T/data" "$T/trunc"; truncate -s -1000 "$T/trunc/train-00000.bin"
 expect 1 "truncated shard" "train-00000.bin: header says .* \(truncated\?\)" "$ALLOY" train --data "$T/trunc" --out "$T/r" --preset tiny-gpt2
 cp -r "$T/data" "$T/flip"; printf '\x41' | dd of="$T/flip/train-00000.bin" bs=1 seek=5000 conv=notrunc 2>/dev/null
@@ -58,6 +82,7 @@ echo '{"model": {"type": "WordPiece", "vocab": {}}}' >"$T/wp.json"
 expect 1 "tokenizer of the wrong kind" "wp.json: a WordPiece model, not byte-level BPE" "$ALLOY" prepare --input "$T/src" --out "$T/dw" --tokenizer "$T/wp.json"
 expect 2 "mix names an unknown source" "--mix names zz" "$ALLOY" prepare --input a="$T/src" --mix zz:1 --out "$T/dm"
 expect 0 "tokenizer train" "vocabulary 300 \(256 bytes, 43 merges, 1 special\)" "$ALLOY" tokenizer train --input "$T/src" --vocab-size 300 --out "$T/tok.json" --quiet
+expect 0 "tokenizer info prints what its help says" "^pre-tokenizer regex: " "$ALLOY" tokenizer info --tokenizer "$T/tok.json"
 printf 'Hello, world! <|endoftext|> again' >"$T/hello.txt"
 "$ALLOY" tokenizer encode --tokenizer "$T/tok.json" --input "$T/hello.txt" --allow-special >"$T/ids.json" 2>"$T/err" &&
   "$ALLOY" tokenizer decode --tokenizer "$T/tok.json" --input "$T/ids.json" >"$T/back.txt" 2>>"$T/err" &&
@@ -69,6 +94,25 @@ expect 2 "tokenizer without a subcommand" "expects encode, decode, train or info
 
 # ---- a short run to have checkpoints ----
 expect 0 "train tiny" "held-out loss" "$ALLOY" train --data "$T/data" --out "$T/run" --preset tiny-gpt2 --steps 6 --batch 2 --seq 32 --eval-every 3 --ckpt-every 3 --threads 1
+# the held-out loss says what it covers; the summary line ends the run
+nwin=$(grep -o '"val_windows_total":[0-9]*' "$T/run/metrics.jsonl" | head -1 | cut -d: -f2)
+cp "$T/err" "$T/train.err"
+expect 0 "held-out loss labelled with its windows" "^step 6: held-out loss [0-9.]+ over the first 40 of $nwin windows \(perplexity" cat "$T/train.err"
+expect 0 "summary line: steps, time, checkpoint, held-out loss and what it covers" \
+  "^done: 6 steps in [0-9]+s; final checkpoint $T/run/checkpoints/step-00000006; held-out loss [0-9.]+ over the first 40 of $nwin windows \(the whole split, $nwin windows, is more than 10 evaluations' worth: alloy eval --seq 32 scores it\)$" cat "$T/train.err"
+grep -q '"type":"eval","step":6,"val_loss":[0-9.]*,"val_ppl":[0-9.]*,"val_windows":40,"val_windows_total":'"$nwin"',' "$T/run/metrics.jsonl" \
+  && grep -q '^{"type":"end","step":6,"elapsed_s":[0-9.]*,"checkpoint":"checkpoints/step-00000006","val_loss":[0-9.]*}$' "$T/run/metrics.jsonl" \
+  && ok "metrics: the windows an evaluation covered, the end line" || nok "metrics: $(tail -2 "$T/run/metrics.jsonl")"
+# evaluations of 100 x 2 windows: at the end the whole split too, as alloy eval scores it
+expect 0 "summary line with the whole split" "^done: 2 steps in [0-9]+s; final checkpoint $T/whole/checkpoints/step-00000002; held-out loss [0-9.]+ over the first 200 of $nwin windows, [0-9.]+ over all $nwin windows$" \
+  "$ALLOY" train --data "$T/data" --out "$T/whole" --preset tiny-gpt2 --steps 2 --batch 2 --seq 32 --eval-batches 100 --threads 1
+all=$(grep -o '"val_loss_all":[0-9.]*' "$T/whole/metrics.jsonl" | cut -d: -f2)
+ev=$("$ALLOY" eval --model "$T/whole" --data "$T/data" --seq 32 --quiet | grep -o '"loss":[0-9.]*' | cut -d: -f2)
+awk -v a="$all" -v b="$ev" 'BEGIN { d = a - b; exit !(a != "" && d < 1e-5 && d > -1e-5) }' \
+  && ok "the run's whole-split loss is alloy eval's ($all, $ev)" || nok "whole split: run $all, alloy eval $ev"
+expect 0 "alloy eval says what it covers" "over the first 7 of $nwin windows of 33 tokens \(224 tokens\)" \
+  "$ALLOY" eval --model "$T/whole" --data "$T/data" --seq 32 --max-windows 7
+grep -q '"windows":7,"windows_total":'"$nwin"',' "$T/out" && ok "alloy eval's JSON: windows and windows_total" || nok "eval JSON: $(cat "$T/out")"
 expect 2 "out holds a run" "already holds a run; continue it with --resume" "$ALLOY" train --data "$T/data" --out "$T/run" --preset tiny-gpt2
 expect 2 "resume cannot change lr" "--lr cannot change when resuming" "$ALLOY" train --resume "$T/run" --lr 0.1
 expect 2 "resume at the end" "already at step 6 of 6" "$ALLOY" train --resume "$T/run"
@@ -162,6 +206,8 @@ if [ -f "$SHARED/models/stories260K.bin" ]; then
   cmp -s "$T/st/model.safetensors" "$T/st3/model.safetensors" \
     && ok "llama2.c -> alloy -> GGUF f32 -> alloy: weights bitwise equal" || nok "GGUF f32 round trip changed the weights"
   expect 2 "llm.c export refuses a Llama" "llm.c checkpoints hold GPT-2 models" "$ALLOY" export --model "$T/st" --format llmc --out "$T/st.bin"
+else
+  skip "import and export of llama2.c stories260K" "data: $SHARED/models/stories260K.bin is absent"
 fi
 OMP_NUM_THREADS=1 "$ALLOY" train --data "$T/data" --preset tiny-gpt2 --steps 2 --batch 2 --seq 32 --out "$T/g2run" --quiet 2>/dev/null \
   && ok "train a tiny GPT-2 to export" || nok "train a tiny GPT-2 to export"
@@ -194,6 +240,12 @@ cp -r "$T/dist" "$T/dist2" && rm -rf "$T/dist2/checkpoints/step-00000006" && ech
 OMP_NUM_THREADS=1 "$ALLOY" distill --resume "$T/dist2" --quiet 2>/dev/null
 cmp -s "$T/dist/checkpoints/step-00000006/model.safetensors" "$T/dist2/checkpoints/step-00000006/model.safetensors" \
   && ok "distill resume: weights bitwise equal to an uninterrupted run" || nok "distill resume: weights differ"
+# distill's progress names its loss apart from the held-out cross-entropy
+OMP_NUM_THREADS=1 "$ALLOY" distill --teacher "$T/g2run" --student tiny-gpt2 --data "$T/data" --batch 2 --seq 32 --steps 2 \
+  --out "$T/dlab" 2>"$T/dlab.err" >/dev/null
+grep -qE '^step 2/2 \| distill-loss [0-9.]+ \| lr ' "$T/dlab.err" && grep -qE '^step 2: held-out CE [0-9.]+ over the first 40 of' "$T/dlab.err" \
+  && grep -qE '^done: 2 steps in .*; held-out CE [0-9.]+ over the first 40 of' "$T/dlab.err" \
+  && ok "distill labels distill-loss and held-out CE" || nok "distill labels: $(head -c 600 "$T/dlab.err")"
 expect 2 "distill needs a teacher" "give 1 to 8 --teacher" "$ALLOY" distill --student tiny-gpt2 --data "$T/data" --out "$T/d3"
 expect 2 "distill --divergence checked" "--divergence must be" "$ALLOY" distill --teacher "$T/g2run" --student tiny-gpt2 --data "$T/data" --out "$T/d3" --divergence tv
 expect 1 "distill: a missing teacher" "teacher $T/nope: .*no such folder" "$ALLOY" distill --teacher "$T/nope" --student tiny-gpt2 --data "$T/data" --out "$T/d3"

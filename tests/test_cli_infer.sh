@@ -5,6 +5,7 @@
 # stderr with exit status 1 (2 for usage) and no sanitizer report.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt
 
 # ---- a model to work with ----
 tiny_model "$T/run" 3 || { nok "could not train the model to test with"; exit 1; }
@@ -44,7 +45,9 @@ expect 1 "missing prompts file" "nofile.jsonl" "$ALLOY" generate --model "$M" --
 # ---- generation ----
 expect 0 "sample still works" "ROMEO" "$ALLOY" sample --model "$M" --prompt "ROMEO" --tokens 5
 expect 0 "text prompt streams" "^ROMEO" "$ALLOY" generate --model "$M" --prompt "ROMEO" --tokens 5
-expect 0 "context full" "stopped: context full after 26 tokens \(prompt 6\)" "$ALLOY" generate --model "$M" --prompt "ROMEO:" --tokens 100
+expect 0 "context full" "stopped: context full after 26 tokens generated from a 6-token prompt \(together they fill the model's context of 32 tokens\) in" "$ALLOY" generate --model "$M" --prompt "ROMEO:" --tokens 100
+expect 0 "token limit: the prompt's length" "stopped: token limit after 7 tokens generated from a 3-token prompt in" "$ALLOY" generate --model "$M" --prompt-ids "1 2 3" --tokens 7
+expect 0 "sample says it stopped at the context" "^alloy sample: stopped after 26 of 500 tokens: with the 6-token prompt they fill the model's context of 32 tokens$" "$ALLOY" sample --model "$M" --prompt "ROMEO:" --tokens 500
 expect 0 "token limit" "stopped: token limit after 7 tokens" "$ALLOY" generate --model "$M" --prompt-ids "1 2 3" --tokens 7
 [ "$(wc -w <"$T/out")" -eq 7 ] && ok "prompt ids: 7 ids printed" || nok "prompt ids: $(cat "$T/out")"
 expect 0 "logit bias forces a token" "stopped" "$ALLOY" generate --model "$M" --prompt-ids 1 --tokens 5 --temperature 0 --logit-bias 65=100

@@ -6,6 +6,7 @@
 # projection in its checkpoints and resumes.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt code/c_code_stb_lua.txt
 
 TRAIN=(--batch 4 --seq 32 --eval-every 0 --eval-batches 2 --threads 1)
 ck() { ls -d "$1"/checkpoints/step-* | tail -1; }
@@ -64,10 +65,10 @@ expect 1 "not a combiner" "not a combiner folder" "$ALLOY" eval --model "$T/a" "
 
 # ---- distillation from the learned ensemble, with hidden-state matching ----
 D=(--data "$T/dmix" --student tiny-gpt2 --batch 2 --seq 32 --eval-every 0 --eval-batches 1 --ckpt-every 2 --threads 1)
-expect 0 "distill from the learned ensemble" "held-out loss" "$ALLOY" distill --teacher "$T/a" --teacher "$T/b" \
+expect 0 "distill from the learned ensemble" "held-out CE" "$ALLOY" distill --teacher "$T/a" --teacher "$T/b" \
   --combiner "$T/c" --hidden-weight 0.05 --out "$T/d" --steps 2 "${D[@]}"
 [ -s "$(ck "$T/d")/distill_projection.safetensors" ] && ok "checkpoint holds the projection" || nok "checkpoint holds the projection"
-expect 0 "distill resumes" "held-out loss" "$ALLOY" distill --resume "$T/d" --steps 4 --threads 1
+expect 0 "distill resumes" "held-out CE" "$ALLOY" distill --resume "$T/d" --steps 4 --threads 1
 grep -q 'hidden_weight' "$(ck "$T/d")/trainer_state.json" && ok "the run records hidden_weight" || nok "the run records hidden_weight"
 expect 1 "distill with the wrong teachers" "is not the combiner's member|other weights" "$ALLOY" distill --teacher "$T/b" \
   --teacher "$T/a" --combiner "$T/c" --out "$T/e" --steps 1 "${D[@]}"

@@ -9,6 +9,7 @@
 # scores as A, A and B as the training forward's ensemble, q8_0 within 1% of f32.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt
 
 # ---- two models to work with ----
 tiny_model "$T/a" 20 && tiny_model "$T/b" 20 tiny-llama --seed 5 || { nok "could not train the models to test with"; exit 1; }

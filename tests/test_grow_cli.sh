@@ -6,6 +6,7 @@
 # accepts them and trains two steps.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt
 
 TRAIN=(--steps 2 --batch 2 --seq 32 --eval-every 2 --threads 1)
 
@@ -39,6 +40,9 @@ expect 2 "plan syntax" "--layers \"0-1;1\": expected ',' or the end at \";1\"" "
 expect 2 "narrower MLP" "--ffn-width 96: must exceed the model's MLP width 96" "$ALLOY" grow --model "$T/llama" --ffn-width 96 --out "$T/g"
 expect 2 "negative noise" "--noise -0.5: must be a finite number >= 0" "$ALLOY" grow --model "$T/llama" --ffn-width 128 --noise -0.5 --out "$T/g"
 expect 2 "out is the source" "is the source checkpoint" "$ALLOY" grow --model "$CK" --depth-upscale 0 --out "$CK"
+expect 0 "grow warns when it deepens nothing" "^alloy grow: warning: the grown model has 2 layers, the source 2: --depth-upscale M gives 2·\(n − M\) layers, more than n only for M < n/2$" \
+  "$ALLOY" grow --model "$T/gpt2" --depth-upscale 1 --out "$T/same"
+rm -rf "$T/same"
 # ---- bad sources: exit 1 ----
 expect 1 "missing model" "$T/nomodel: no such folder" "$ALLOY" grow --model "$T/nomodel" --depth-upscale 1 --out "$T/g"
 cp -r "$CK" "$T/trunc"; truncate -s 5000 "$T/trunc/model.safetensors"

@@ -1190,8 +1190,7 @@ static const char *alloy_command(void) {
 
 static void test_stories260k(void) {
     char path[512];
-    snprintf(path, sizeof path, "%s/../shared/data/models/stories260K.bin", harness_root());
-    if (!alloy_path_exists(path)) SKIP("data: %s is absent", path);
+    NEED_DATA(path, "models/stories260K.bin");
     alloy_model *m;
     REQUIRE(!alloy_llama2c_import(&m, path), "%s", alloy_last_error());
     char dir[300];

@@ -216,8 +216,7 @@ static void test_reference_available(void) { NEED_PYTHON(REF_MODULES); }
 
 static void test_llama2c_stories260k(void) {
     char path[512];
-    snprintf(path, sizeof path, "%s/../shared/data/models/stories260K.bin", harness_root());
-    if (!alloy_path_exists(path)) SKIP("data: %s is absent (../shared/data is not on this machine)", path);
+    NEED_DATA(path, "models/stories260K.bin");
     alloy_model *m;
     REQUIRE(alloy_llama2c_import(&m, path) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     const alloy_config *c = &m->config;

@@ -9,6 +9,7 @@
 # layout, scored and generated from as well (its GGUF export refused).
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt code/c_code_stb_lua.txt
 
 TRAIN=(--batch 2 --seq 32 --eval-every 2 --eval-batches 2 --threads 1)
 ck() { ls -d "$1"/checkpoints/step-* | tail -1; } # a run's latest checkpoint folder
@@ -55,6 +56,8 @@ expect 1 "missing prompts file" "$T/nofile.txt" "$ALLOY" moe --experts "$T/ea" "
 # ---- a Mixtral from the two experts ----
 expect 0 "moe random router" "built a mixture of 2 experts \(llama, 2 layers, d_ff 48, top-1, random router, shared layers averaged\) -> $T/moe" \
   "$ALLOY" moe --experts "$T/ea" "$T/eb" --top-k 1 --out "$T/moe"
+grep -q "^alloy moe: warning: with --top-k 1 each token's one gate is 1, so the LM loss gives the routers no gradient" "$T/err" \
+  && ok "moe --top-k 1 warns that the routers get no gradient from the LM loss" || nok "moe top-1 warning: $(cat "$T/err")"
 grep -q '"model_type":[[:space:]]*"mixtral"' "$T/moe/config.json" && grep -q 'MixtralForCausalLM' "$T/moe/config.json" \
   && grep -q '"num_local_experts":[[:space:]]*2' "$T/moe/config.json" && grep -q '"num_experts_per_tok":[[:space:]]*1' "$T/moe/config.json" \
   && ok "config.json is Mixtral's" || nok "config: $(tr -d '\n' <"$T/moe/config.json")"
@@ -94,6 +97,8 @@ EOF
 
 # ---- router-only training: the routers change, nothing else; the routing is logged ----
 expect 0 "train --train-only router" "training the routers only" "$ALLOY" train --data "$T/dprose" --out "$T/rt" --init "$T/moe" --train-only router --steps 3 --aux-loss-coef 0.01 "${TRAIN[@]}"
+grep -q "^warning: with 1 expert per token each gate is 1, so the LM loss gives the routers no gradient: they learn from the load-balancing loss alone (coefficient 0.01)$" "$T/err" \
+  && ok "train --train-only router of a top-1 mixture warns" || nok "top-1 router training warning: $(head -c 600 "$T/err")"
 $PY - "$T/moe" "$(ck "$T/rt")" <<'EOF' && ok "only the routers changed" || nok "router-only training changed other tensors (or not the routers)"
 import json, struct, sys
 import numpy as np

@@ -351,7 +351,7 @@ static void test_mix(void) {
 static void test_bpe_shards(void) {
     const char *base = harness_tmpdir();
     char gpt2[512];
-    snprintf(gpt2, sizeof gpt2, "%s/../shared/data/gpt2_tokenizer", harness_root());
+    NEED_DATA(gpt2, "gpt2_tokenizer");
     alloy_tokenizer *tok;
     REQUIRE(alloy_tokenizer_load(&tok, gpt2) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     char *in = join(base, "s.txt"), *out = join(base, "bpe");

@@ -6,6 +6,7 @@
 # deletes what it did not write; a new run refuses a folder that holds one. For train and sft.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 ck() { echo "$1/checkpoints/step-$(printf %08d "$2")"; }
 lines() { grep -c '"type":"train"' "$1/metrics.jsonl"; }

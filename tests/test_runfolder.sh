@@ -6,6 +6,7 @@
 # folder whose `latest` names nothing, a missing folder, a file that is no checkpoint's.
 set -u
 . "$(dirname "$0")/cli_lib.sh"
+need_data prose/tinyshakespeare.txt
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 # ---- the models: tiny runs (byte tokenizer), a chat model (sft) and a reward model ----

@@ -205,13 +205,14 @@ static void test_out_of_memory(void) {
     EXPECT(failures >= 5 && failures == n - 1, "%d allocation failures reported cleanly of %d", failures, n - 1);
 }
 
-/* A dataset from the first 200 kB of Shakespeare (../shared/data) for the loop tests. */
+/* A dataset from the first 200 kB of Shakespeare (the shared corpora) for the loop tests; the
+ * callers skip first when the file is absent (NEED_DATA). */
 static const char *shakespeare_data(void) {
     static char dir[300];
     if (dir[0]) return dir;
     const char *base = harness_tmpdir();
     char src[512];
-    snprintf(src, sizeof src, "%s/../shared/data/prose/tinyshakespeare.txt", harness_root());
+    harness_data_path(src, sizeof src, "prose/tinyshakespeare.txt");
     alloy_file_map map;
     if (alloy_file_map_open(&map, src) != ALLOY_STATUS_OK) return NULL;
     char txt[400];
@@ -274,8 +275,10 @@ static bool copy_file(const char *from, const char *to) {
 /* 12 steps straight; then a second run folder that holds only the first run's checkpoint of
  * step 8 is resumed to 12: bitwise equal, for 1 and 2 threads. */
 static void test_resume_exact(void) {
+    char src[512];
+    NEED_DATA(src, "prose/tinyshakespeare.txt");
     const char *data = shakespeare_data();
-    REQUIRE(data, "cannot prepare ../shared/data/prose/tinyshakespeare.txt: %s", alloy_last_error());
+    REQUIRE(data, "cannot prepare %s: %s", src, alloy_last_error());
     static const char *files[] = {"model.safetensors", "config.json", "optimizer.safetensors", "trainer_state.json"};
     for (int threads = 1; threads <= 2; threads++) {
 #ifdef _OPENMP
@@ -319,8 +322,10 @@ static void test_resume_exact(void) {
 
 /* A small model on real text gets well below the unigram entropy within a few hundred steps. */
 static void test_learns(void) {
+    char src[512];
+    NEED_DATA(src, "prose/tinyshakespeare.txt");
     const char *data = shakespeare_data();
-    REQUIRE(data, "no data");
+    REQUIRE(data, "cannot prepare %s: %s", src, alloy_last_error());
     alloy_dataset *ds;
     REQUIRE(alloy_dataset_open(&ds, data, 0.05) == ALLOY_STATUS_OK, "%s", alloy_last_error());
     double h = alloy_dataset_unigram_entropy(ds, 1u << 30);

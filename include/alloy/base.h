@@ -237,7 +237,8 @@ typedef struct alloy_eval_result {
     double loss;       /* mean cross-entropy per target token (nats) */
     double perplexity; /* exp(loss) */
     int64_t tokens;    /* target tokens scored */
-    int64_t windows;   /* windows of T + 1 tokens scored */
+    int64_t windows;   /* windows of T + 1 tokens scored: the first ones of the split */
+    int64_t split_windows; /* windows of T + 1 tokens in the split (alloy_eval_source; 0: not said) */
 } alloy_eval_result;
 
 /* ---- threads ---------------------------------------------------------------------------- */

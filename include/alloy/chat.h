@@ -27,8 +27,8 @@
  * Records in other layouts (Alpaca, ShareGPT, OpenAI messages, TRL, hh-rlhf) are normalised to
  * these fields first (below).
  *
- *     alloy_tokenizer *tok;
- *     alloy_align_load_tokenizer("runs/sft", &model->config, &tok);
+ *     alloy_tokenizer *tok;       // dir: a checkpoint folder, e.g. alloy_checkpoint_resolve("runs/sft", &dir)
+ *     alloy_align_load_tokenizer(dir, &model->config, &tok);
  *     alloy_chat_message msgs[] = {{"system", "Be brief."}, {"user", "Hello"}};
  *     alloy_ids ids = {0}, mask = {0};
  *     alloy_chat_render(tok, msgs, 2, true, &ids, &mask);  // ends with "<|im_start|>assistant\n"

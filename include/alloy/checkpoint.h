@@ -13,7 +13,7 @@
  * so a run folder is taken wherever a checkpoint folder is.
  *
  *     alloy_checkpoint *a, *b;
- *     if (alloy_checkpoint_open(&a, "runs/demo") || alloy_checkpoint_open(&b, "runs/other")) ...
+ *     if (alloy_checkpoint_open(&a, "runs/demo/run") || alloy_checkpoint_open(&b, "runs/other")) ...
  *     char why[512];
  *     if (!alloy_checkpoint_compatible(a, b, why, sizeof why)) fprintf(stderr, "%s\n", why);
  *     alloy_model *m;

@@ -212,6 +212,10 @@ typedef struct alloy_prepare_options {
     uint64_t shard_tokens;       /* tokens per shard at most */
     bool eot;                    /* put the tokenizer's <|endoftext|> after every document */
     bool quiet;                  /* no progress on stderr */
+    double progress_seconds;     /* when stderr is not a terminal: a progress line every this many
+                                    seconds (0: 5); on a terminal the line is redrawn in place */
+    volatile int *stop;          /* NULL, or set (by a signal handler) to stop: nothing is written,
+                                    the temporary files are removed, the report says stopped */
 } alloy_prepare_options;
 
 alloy_prepare_options alloy_prepare_defaults(void);
@@ -247,13 +251,16 @@ typedef struct alloy_prepare_report {
     uint64_t train_tokens, val_tokens; /* written */
     int train_shards, val_shards;
     double seconds;
+    bool stopped;            /* the stop flag ended it: no shards, no manifest */
 } alloy_prepare_report;
 
 /* Reads every source, normalises, deduplicates, splits, tokenizes with `tok` and writes
  * out_dir/train-NNNNN.bin, val-NNNNN.bin, manifest.json (every source's counts, what was dropped
  * and why, the tokenizer's fingerprint) and, for a BPE tokenizer, tokenizer.json. Memory is
  * bounded by the number of documents (dedup signatures, offsets), not their size: tokens wait
- * in temporary files until they are mixed. */
+ * in temporary files (out_dir/.prepare-tmp) until they are mixed. On failure or a stop, the
+ * temporary files and any shard written are removed (and out_dir, when it made it and it is
+ * empty): a stop returns OK with report->stopped. */
 alloy_status alloy_prepare(const alloy_prepare_options *opt, const alloy_tokenizer *tok, alloy_prepare_report *report);
 
 ALLOY_END_DECLS

@@ -18,7 +18,7 @@
  *
  *     alloy_train_options o = alloy_train_defaults();   // data, out, student (preset/init), ...
  *     alloy_distill_options d = alloy_distill_defaults();
- *     strcpy(d.teachers[0], "runs/big/final"); d.n_teachers = 1;
+ *     strcpy(d.teachers[0], "runs/demo/run"); d.n_teachers = 1;   // a run folder: its latest checkpoint
  *     alloy_distill_run(&o, &d, NULL, &val);
  */
 #ifndef ALLOY_DISTILL_H

@@ -5,7 +5,7 @@
  * mixture of probabilities, p(y) = Σ wᵢ·pᵢ(y), or as a weighted sum of logits before one
  * softmax (a product of experts), p(y) ∝ exp(Σ wᵢ·zᵢ(y)). Weights are normalised to sum to 1.
  *
- *     alloy_model *a, *b;                       // alloy_model_load(&a, "runs/a", 1, 256) ...
+ *     alloy_model *a, *b;  // alloy_model_load(&a, "runs/a/checkpoints/step-00001000", 1, 256) ...
  *     alloy_model *ms[] = {a, b};
  *     float w[] = {0.5f, 0.5f};
  *     alloy_ensemble *e;

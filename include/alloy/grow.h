@@ -22,8 +22,8 @@
  * bit. The result is an ordinary model: save it with alloy_model_save and train it.
  *
  *     alloy_model *src, *deep, *wide;
- *     alloy_model_load(&src, "runs/base/final", 1, 0);
- *     alloy_grow_depth_upscale(&deep, src, 8);              // 32 layers -> 48
+ *     alloy_model_load(&src, "runs/demo/run/checkpoints/step-00000450", 1, 0); // make demo's
+ *     alloy_grow_depth_upscale(&deep, src, 1);              // its 4 layers -> 2·(4 − 1) = 6
  *     alloy_grow_ffn(&wide, deep, 2 * deep->config.d_ff, 1337, 0.0f);
  *     alloy_model_save(wide, "runs/grown");                 // then: alloy train --init runs/grown
  *     alloy_model_destroy(wide); alloy_model_destroy(deep); alloy_model_destroy(src);

@@ -13,8 +13,8 @@
  * A model checkpoint is a folder holding model.safetensors (tensors named and shaped as in the
  * Hugging Face layout of the family) and config.json (Hugging Face keys).
  *
- *     alloy_model *m;
- *     if (alloy_model_load(&m, "runs/demo/final", 1, 0)) { puts(alloy_last_error()); ... }
+ *     alloy_model *m;   // make demo's last checkpoint (a run folder: alloy_checkpoint_resolve first)
+ *     if (alloy_model_load(&m, "runs/demo/run/checkpoints/step-00000450", 1, 0)) { puts(alloy_last_error()); ... }
  */
 #ifndef ALLOY_IO_H
 #define ALLOY_IO_H

@@ -111,15 +111,21 @@ alloy_status alloy_optimizer_load(alloy_optimizer *opt, const alloy_model *model
 
 /* What a run reports of a step or of an evaluation, filled by its objective's report hook. */
 typedef struct alloy_run_report {
-    double loss;        /* the mean loss (the progress line, the final result) */
+    double loss;        /* the mean loss (the progress line, the final result); for ALLOY_RUN_FINAL
+                           < 0 when the objective did not compute it (brief then says why) */
     double tokens;      /* tokens this step processed (tokens/s, the tokens count) */
+    char name[48];      /* what `loss` is on the progress line and in the summary ("" for the
+                           default: "loss" of a step, "held-out loss" of an evaluation) */
+    char covers[96];    /* of an evaluation: what the held-out figure covers ("the first 160 of 590
+                           windows", "all 590 windows"; "" when not said) */
     char brief[160];    /* beside the loss on the progress line ("" for nothing); for an objective
                            with its own update, the whole figure part of the line */
     char fields[2048];  /* the figures as JSON members after "step": ,"loss":2.31,"ppl":10.1 */
     char tail[16384];   /* JSON members after the run's own at the end of the line ("" for none) */
 } alloy_run_report;
 
-typedef enum alloy_run_phase { ALLOY_RUN_TRAIN = 0, ALLOY_RUN_EVAL } alloy_run_phase;
+/* A step, an evaluation, or the figures over the whole held-out split at the end (evaluate_all). */
+typedef enum alloy_run_phase { ALLOY_RUN_TRAIN = 0, ALLOY_RUN_EVAL, ALLOY_RUN_FINAL } alloy_run_phase;
 
 /* Trainable parameters with an optimiser state file of their own. The run clips every group of an
  * objective by one global norm, then steps each with AdamW. */
@@ -155,7 +161,12 @@ typedef struct alloy_objective {
     alloy_status (*after_step)(void *ctx, float lr);
     /* Optional: the held-out figures, which report(ALLOY_RUN_EVAL) then gives. */
     alloy_status (*evaluate)(void *ctx);
-    /* The figures of the step (ALLOY_RUN_TRAIN; gnorm and lr are the run's) or the evaluation just done. */
+    /* Optional: once, when the run has done all its steps (not when stopped early), held-out
+       figures over the whole held-out split where that is cheap, which report(ALLOY_RUN_FINAL)
+       then gives: they join the run's summary line and metrics.jsonl's "end" line. */
+    alloy_status (*evaluate_all)(void *ctx);
+    /* The figures of the step (ALLOY_RUN_TRAIN; gnorm and lr are the run's), the evaluation just
+       done (ALLOY_RUN_EVAL) or evaluate_all's (ALLOY_RUN_FINAL). */
     void (*report)(void *ctx, alloy_run_phase phase, alloy_run_report *out);
     /* Writes the model's files and its own (tokenizer, template, heads) into a checkpoint folder. */
     alloy_status (*save)(void *ctx, const char *dir);
@@ -265,9 +276,13 @@ typedef alloy_status (*alloy_options_parser)(void *opts, const struct cJSON *opt
 alloy_status alloy_run_resume_state(const char *dir, char **ckpt, alloy_options_parser parse, void *opts, char *out_dir,
                                     size_t out_dir_size);
 
-/* alloy_run_resume_state reading the options through their schema (alloy/options.h): FORMAT when
- * they lack the key `need` (may be NULL), which tells one kind of run from another. */
-alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *need,
+/* alloy_run_resume_state reading the options through their schema (alloy/options.h), for a run
+ * of one of `verbs` (space-separated: "train distill", "sft reward dpo", "ppo"). USAGE naming the
+ * verb to use when the saved options say another verb made the run (their "objective": none for
+ * train, distill's object, sft, reward, dpo, ppo, "combiner" for ensemble train), and when dir
+ * is a model folder rather than a run (weights, no trainer_state.json or latest: the message
+ * says to start a run from it with --init, or --model for verbs without train). */
+alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *verbs,
                                       void *opts, char *out_dir, size_t out_dir_size);
 
 /* For an objective's state_save and state_load: the members every objective's trainer_state.json
@@ -301,6 +316,8 @@ typedef struct alloy_train_loss {
                                                            into a checkpoint folder being written */
     alloy_status (*load)(void *ctx, const char *dir);   /* read it back from the checkpoint a run
                                                            resumes from */
+    const char *name; /* optional: what its loss is called on the progress line ("distill-loss");
+                         the held-out loss, plain cross-entropy, is then "held-out CE" */
 } alloy_train_loss;
 
 typedef struct alloy_train_options {

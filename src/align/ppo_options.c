@@ -90,7 +90,7 @@ const alloy_schema *alloy_ppo_schema(void) {
 alloy_status alloy_ppo_resume_options(const char *dir, alloy_ppo_options *o, char **ckpt) {
     o->missing_eos_penalty = 0.0; // absent from runs saved before it existed
     o->fields.layout = ALLOY_LAYOUT_ALLOY; // and so were layouts: such a run read alloy's fields alone
-    alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_ppo_schema(), "objective", o, o->out_dir, sizeof o->out_dir);
+    alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_ppo_schema(), "ppo", o, o->out_dir, sizeof o->out_dir);
     if (!s) o->tmpl_set = true; // the run's own
     return s;
 }

@@ -8,6 +8,7 @@
 #include "alloy/data.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,11 @@ static alloy_status open_shards(const char *dir, const char *prefix, alloy_shard
     *out = NULL;
     *n_out = 0;
     DIR *d = opendir(dir);
-    if (!d) return alloy_fail(ALLOY_STATUS_IO, "%s: %s", dir, alloy_path_exists(dir) ? "cannot read folder" : "no such folder");
+    if (!d && !alloy_path_exists(dir)) return alloy_fail(ALLOY_STATUS_IO, "%s: no such folder", dir);
+    if (!d && !alloy_is_dir(dir)) // text, most likely: the shards are made from it
+        return alloy_fail(ALLOY_STATUS_IO, "%s: not a folder of token shards; make them with alloy prepare (--input %s --out DIR)",
+                          dir, dir);
+    if (!d) return alloy_fail(ALLOY_STATUS_IO, "%s: cannot read folder: %s", dir, strerror(errno));
     char **names = NULL;
     int n = 0, cap = 0;
     alloy_status s = ALLOY_STATUS_OK;

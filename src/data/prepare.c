@@ -142,12 +142,17 @@ static void log_drop(pass1 *p, const source_state *ss, const char *where, const 
     cJSON_Delete(j);
 }
 
-static void draw(pass1 *p, const source_state *ss, int k, int n_sources) {
-    double now = alloy_time_now();
-    if (p->opt->quiet || !p->prog.tty || now - p->last_draw < 0.2) return;
+/* Whether the caller asked to stop. */
+static bool stopped(const alloy_prepare_options *o) { return o->stop && *o->stop; }
+
+/* The progress line: redrawn on a terminal (5 times a second), else a line every
+ * progress_seconds (default 5). */
+static void draw(pass1 *p, const source_state *ss, const alloy_reader *r, int k, int n_sources) {
+    double now = alloy_time_now(), every = p->prog.tty ? 0.2 : p->opt->progress_seconds > 0 ? p->opt->progress_seconds : 5.0;
+    if (p->opt->quiet || now - p->last_draw < every) return;
     p->last_draw = now;
     alloy_progress_update(&p->prog, "prepare: source %d/%d %s: %llu docs, %.1f MB (%.1f MB/s) | dropped %llu exact, %llu near",
-                          k + 1, n_sources, ss->src->name, (unsigned long long)ss->rs.docs, p->bytes_done / 1e6,
+                          k + 1, n_sources, ss->src->name, (unsigned long long)alloy_reader_get_stats(r)->docs, p->bytes_done / 1e6,
                           p->bytes_done / 1e6 / (now - p->t0 + 1e-9), (unsigned long long)ss->dropped_exact,
                           (unsigned long long)ss->dropped_near);
 }
@@ -165,7 +170,7 @@ static alloy_status read_source(pass1 *p, source_state *ss, int k, int n_sources
         const char *raw;
         size_t raw_n;
         bool end;
-        if ((s = alloy_reader_next(r, &raw, &raw_n, &end)) || end) break;
+        if (stopped(o) || (s = alloy_reader_next(r, &raw, &raw_n, &end)) || end) break;
         p->bytes_done += raw_n;
         char *text;
         size_t n;
@@ -201,7 +206,7 @@ static alloy_status read_source(pass1 *p, source_state *ss, int k, int n_sources
                 else ss->dropped_near++;
                 if (p->log) log_drop(p, ss, alloy_reader_where(r), &v);
                 alloy_free(text);
-                draw(p, ss, k, n_sources);
+                draw(p, ss, r, k, n_sources);
                 continue;
             }
             if (p->log && (s = remember_where(p, id, alloy_reader_where(r)))) {
@@ -219,7 +224,7 @@ static alloy_status read_source(pass1 *p, source_state *ss, int k, int n_sources
         }
         alloy_free(text);
         if (s) break;
-        draw(p, ss, k, n_sources);
+        draw(p, ss, r, k, n_sources);
     }
     if (s && s != ALLOY_STATUS_NOMEM) alloy_error_prefix("source %s (%s)", ss->src->name, alloy_reader_where(r));
     ss->rs = *alloy_reader_get_stats(r);
@@ -352,6 +357,32 @@ static alloy_status check_options(const alloy_prepare_options *o) {
     return ALLOY_STATUS_OK;
 }
 
+/* Removes the shards of one split written so far (after a failure or a stop). */
+static void remove_shards(const split_out *so) {
+    char name[64];
+    for (int i = 0; i < so->n_shards; i++) {
+        snprintf(name, sizeof name, "%s-%05d.bin", so->prefix, i);
+        char *f = alloy_path_join(so->dir, name);
+        if (f) unlink(f);
+        alloy_free(f);
+    }
+}
+
+/* Pass 2 and what ends it: the mix into shards, tokenizer.json, the manifest; nothing when the
+ * caller stops (*halted then says so). */
+static alloy_status write_outputs(const alloy_prepare_options *o, const alloy_tokenizer *tok, int32_t eot, source_state *ss,
+                                  split_out *tr, split_out *va, mix_plan *plan, bool *halted) {
+    alloy_status s = ALLOY_STATUS_OK;
+    if (!(*halted = stopped(o))) s = prep_mix(o, ss, tr, va, plan);
+    if (!s && !(*halted = stopped(o)) && !strcmp(alloy_tokenizer_name(tok), "bpe")) {
+        char *tj = alloy_path_join(o->out_dir, "tokenizer.json");
+        s = tj ? alloy_tokenizer_save(tok, tj) : ALLOY_STATUS_NOMEM;
+        alloy_free(tj);
+    }
+    if (!s && !(*halted = stopped(o))) s = write_manifest(o, tok, eot, ss, tr, va, plan);
+    return s;
+}
+
 alloy_status alloy_prepare(const alloy_prepare_options *o, const alloy_tokenizer *tok, alloy_prepare_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t_start = alloy_time_now();
@@ -359,6 +390,7 @@ alloy_status alloy_prepare(const alloy_prepare_options *o, const alloy_tokenizer
     if (s) return s;
     char *tmp = alloy_path_join(o->out_dir, ".prepare-tmp");
     if (!tmp) return ALLOY_STATUS_NOMEM;
+    bool made_out = !alloy_is_dir(o->out_dir);
     if ((s = check_out_dir(o->out_dir, tmp)) || (s = alloy_mkdir_p(tmp))) {
         alloy_free(tmp);
         return s;
@@ -367,8 +399,8 @@ alloy_status alloy_prepare(const alloy_prepare_options *o, const alloy_tokenizer
     memset(&p, 0, sizeof p);
     p.opt = o;
     p.eot = o->eot ? alloy_tokenizer_special_id(tok, "<|endoftext|>") : -1;
-    alloy_progress_init(&p.prog, stderr, 1000000);
-    p.t0 = alloy_time_now();
+    alloy_progress_init(&p.prog, stderr, 1);
+    p.t0 = p.last_draw = alloy_time_now();
     source_state *ss = alloy_calloc((size_t)o->n_sources, sizeof *ss);
     split_out tr = {o->out_dir, "train", (uint32_t)alloy_tokenizer_vocab_size(tok), o->shard_tokens, .shards = cJSON_CreateArray()};
     split_out va = {o->out_dir, "val", (uint32_t)alloy_tokenizer_vocab_size(tok), o->shard_tokens, .shards = cJSON_CreateArray()};
@@ -397,14 +429,9 @@ alloy_status alloy_prepare(const alloy_prepare_options *o, const alloy_tokenizer
     if (p.log) fclose(p.log);
     uint64_t total = 0;
     for (int k = 0; k < o->n_sources && !s; k++) total += ss[k].split[SPLIT_TRAIN].tokens;
-    if (!s && total == 0) s = alloy_fail(ALLOY_STATUS_USAGE, "no text left to train on (inputs empty, binary, or all dropped)");
-    if (!s) s = prep_mix(o, ss, &tr, &va, &plan);
-    if (!s && !strcmp(alloy_tokenizer_name(tok), "bpe")) {
-        char *tj = alloy_path_join(o->out_dir, "tokenizer.json");
-        s = tj ? alloy_tokenizer_save(tok, tj) : ALLOY_STATUS_NOMEM;
-        alloy_free(tj);
-    }
-    if (!s) s = write_manifest(o, tok, p.eot, ss, &tr, &va, &plan);
+    if (!s && total == 0 && !stopped(o))
+        s = alloy_fail(ALLOY_STATUS_USAGE, "no text left to train on (inputs empty, binary, or all dropped)");
+    if (!s) s = write_outputs(o, tok, p.eot, ss, &tr, &va, &plan, &rep->stopped);
     for (int k = 0; ss && k < o->n_sources; k++) {
         rep->files += ss[k].rs.files;
         rep->skipped_files += ss[k].rs.skipped_binary;
@@ -418,6 +445,13 @@ alloy_status alloy_prepare(const alloy_prepare_options *o, const alloy_tokenizer
         prep_tokfile_close(&ss[k].split[1]);
     }
     rmdir(tmp);
+    if (s || rep->stopped) { // nothing of a failed or stopped prepare stays
+        if (tr.open) alloy_shard_writer_abort(&tr.w);
+        if (va.open) alloy_shard_writer_abort(&va.w);
+        remove_shards(&tr);
+        remove_shards(&va);
+        if (made_out) rmdir(o->out_dir);
+    }
     rep->train_tokens = tr.tokens;
     rep->val_tokens = va.tokens;
     rep->train_shards = tr.n_shards;

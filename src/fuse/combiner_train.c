@@ -64,6 +64,7 @@ static void comb_report(void *ctx, alloy_run_phase phase, alloy_run_report *r) {
             snprintf(r->fields + k, sizeof r->fields - k, "],\"val_uniform_loss\":%.6f,\"val_learned_loss\":%.6f",
                      x->rep.uniform_loss, x->rep.learned_loss);
         snprintf(r->brief, sizeof r->brief, "uniform mixture %.4f", x->rep.uniform_loss);
+        snprintf(r->covers, sizeof r->covers, "%lld held-out tokens", (long long)x->rep.tokens);
         return;
     }
     int64_t N = (int64_t)x->o->batch * x->o->seq;

@@ -151,7 +151,7 @@ alloy_status alloy_distill_run(const alloy_train_options *o, const alloy_distill
     if (!s && (!(c.tlogp = alloy_malloc(sizeof(float) * N * V)) || !(c.losses = alloy_malloc(sizeof(float) * N)) ||
                !(c.row_scale = alloy_malloc(sizeof(float) * N))))
         s = alloy_fail(ALLOY_STATUS_NOMEM, "out of memory for the teachers' distributions (%zu x %zu)", N, V);
-    alloy_train_loss obj = {distill_loss, &c, NULL, NULL, NULL};
+    alloy_train_loss obj = {distill_loss, &c, NULL, NULL, NULL, "distill-loss"};
     if (d->hidden_weight > 0.0f) {
         obj.step = distill_proj_step;
         obj.save = distill_proj_save;

@@ -57,7 +57,7 @@ static const alloy_option align_rows[] = {
     ALLOY_OPT_SCHEDULE_ROWS(alloy_align_options),
     ALLOY_OPT_ADAMW_ROWS(alloy_align_options),
     ALLOY_OPT_EVAL_ROWS(alloy_align_options),
-    ROW(seed, ALLOY_OPT_UINT64, 0, "data order, held-out choice, a new reward head"),
+    ROW(seed, ALLOY_OPT_UINT64, 0, "data order, held-out choice; reward: a new score head"),
     ROW(val_fraction, ALLOY_OPT_DOUBLE, 0, "held out when --val is not given"),
     NAMED(dpo.beta, "dpo_beta", "beta", ALLOY_OPT_DOUBLE, 0, NULL, "DPO: beta"),
     NAMED(dpo.loss, "dpo_loss", "loss", ALLOY_OPT_ENUM, 0, dpo_losses, "DPO: sigmoid or ipo"),
@@ -74,7 +74,7 @@ const alloy_schema *alloy_align_schema(void) {
 
 alloy_status alloy_align_resume_options(const char *dir, alloy_align_options *o, char **ckpt) {
     o->fields.layout = ALLOY_LAYOUT_ALLOY; // runs saved before layouts existed read alloy's fields alone
-    alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_align_schema(), "objective", o, o->out_dir, sizeof o->out_dir);
+    alloy_status s = alloy_run_resume_options(dir, ckpt, alloy_align_schema(), "sft reward dpo", o, o->out_dir, sizeof o->out_dir);
     if (!s) o->tmpl_set = true; // the run's own
     return s;
 }

@@ -113,6 +113,12 @@ static void align_report(void *ctx, alloy_run_phase phase, alloy_run_report *out
     if (phase == ALLOY_RUN_EVAL) {
         size_t k = strlen(out->fields);
         snprintf(out->fields + k, sizeof out->fields - k, ",\"val_examples\":%lld", (long long)r->n_val);
+        int64_t most = (int64_t)r->opt.eval_batches * r->opt.batch; // evaluate's cut (0: none)
+        if (r->opt.eval_batches > 0 && most < r->n_val)
+            snprintf(out->covers, sizeof out->covers, "the first %lld of %lld held-out examples", (long long)most,
+                     (long long)r->n_val);
+        else
+            snprintf(out->covers, sizeof out->covers, "all %lld held-out examples", (long long)r->n_val);
     }
 }
 

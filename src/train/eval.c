@@ -64,7 +64,10 @@ alloy_status alloy_eval_source(const alloy_logprob_source *src, const alloy_data
         for (int k = 0; k < K && !s; k++)
             for (int64_t r = 0; r < rows * T; r++) sum[k] -= logp[k * N + r];
     }
-    for (int k = 0; k < K && !s; k++) alloy_eval_result_set(&out[k], sum[k], n, T);
+    for (int k = 0; k < K && !s; k++) {
+        alloy_eval_result_set(&out[k], sum[k], n, T);
+        out[k].split_windows = l->n_windows;
+    }
     alloy_free(logp);
     alloy_free(sum);
     alloy_loader_destroy(l);

@@ -57,6 +57,8 @@ typedef struct lm_obj {
     size_t tokenizer_len;
     double loss;          /* this step's mean loss */
     float val_loss;       /* the last evaluation's */
+    int64_t val_windows;  /* the windows it covered: the first ones of the held-out split */
+    double all_loss;      /* the whole held-out split's (alloy_eval_lm), at the end; < 0: not scored */
     moe_step ms;          /* this step's routing (MoE models) */
 } lm_obj;
 

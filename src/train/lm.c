@@ -4,9 +4,11 @@
  * alloy_train_loss in place of cross-entropy (distillation, alloy/distill.h).
  *
  * The data order is a function of (seed, epoch) and the loader's saved position; the held-out
- * loss is the mean over the first eval_batches batches of the val split (always the same).
+ * loss is the mean over the first eval_batches batches of the val split (always the same), and
+ * at the end of a run the whole split's loss as alloy eval scores it (where that is cheap).
  */
 #include "alloy/data.h"
+#include "alloy/eval.h"
 #include "alloy/io.h"
 #include "alloy/options.h"
 #include "alloy/train.h"
@@ -66,6 +68,7 @@ static alloy_status lm_evaluate(void *ctx) {
     alloy_loader *l = c->val;
     int64_t max_batches = (l->n_windows + l->B - 1) / l->B;
     int64_t nb = c->opt->eval_batches < max_batches ? c->opt->eval_batches : max_batches;
+    c->val_windows = nb * l->B < l->n_windows ? nb * l->B : l->n_windows;
     alloy_loader_seek(l, 0, 0);
     double sum = 0.0;
     for (int64_t b = 0; b < nb; b++) {
@@ -80,14 +83,61 @@ static alloy_status lm_evaluate(void *ctx) {
     return ALLOY_STATUS_OK;
 }
 
+/* An evaluation covers at most this many evaluations' worth of windows (eval_batches x batch)
+ * that the whole held-out split is scored at the end of a run: more, and the summary says to run
+ * alloy eval instead. */
+#define LM_WHOLE_SPLIT_EVALS 10
+
+/* At the end: the held-out loss over every window of the split, as alloy eval scores it (the
+ * mean over every target token), when the evaluations covered only part of it and the whole
+ * is at most LM_WHOLE_SPLIT_EVALS evaluations' worth. */
+static alloy_status lm_evaluate_all(void *ctx) {
+    lm_obj *c = ctx;
+    int64_t n = c->val->n_windows, per_eval = (int64_t)c->opt->eval_batches * c->val->B;
+    c->all_loss = -1.0;
+    if (per_eval >= n || n > LM_WHOLE_SPLIT_EVALS * per_eval) return ALLOY_STATUS_OK;
+    alloy_eval_result res;
+    alloy_status s = alloy_eval_lm(c->model, c->ds, ALLOY_SPLIT_VAL, c->opt->batch, c->opt->seq, 0, &res);
+    if (!s) c->all_loss = res.loss;
+    return s;
+}
+
+/* What the held-out loss covers: "all N windows" or "the first K of N windows". */
+static void lm_covers(char *buf, size_t size, int64_t k, int64_t n) {
+    if (k >= n) snprintf(buf, size, "all %lld windows", (long long)n);
+    else snprintf(buf, size, "the first %lld of %lld windows", (long long)k, (long long)n);
+}
+
+/* The figures at the end: the whole split's loss, or why it was not scored. */
+static void lm_report_final(lm_obj *c, alloy_run_report *r) {
+    int64_t n = c->val->n_windows;
+    r->loss = c->all_loss;
+    if (c->opt->objective) snprintf(r->name, sizeof r->name, "held-out CE");
+    if (c->all_loss >= 0.0) {
+        lm_covers(r->covers, sizeof r->covers, n, n);
+        snprintf(r->fields, sizeof r->fields, ",\"val_loss_all\":%.6f,\"val_windows_all\":%lld", c->all_loss, (long long)n);
+    } else if (c->val_windows < n) {
+        snprintf(r->brief, sizeof r->brief, "the whole split, %lld windows, is more than %d evaluations' worth: alloy eval --seq %d "
+                 "scores it", (long long)n, LM_WHOLE_SPLIT_EVALS, c->opt->seq);
+    }
+}
+
 static void lm_report(void *ctx, alloy_run_phase phase, alloy_run_report *r) {
     lm_obj *c = ctx;
+    if (phase == ALLOY_RUN_FINAL) {
+        lm_report_final(c, r);
+        return;
+    }
     if (phase == ALLOY_RUN_EVAL) {
         r->loss = c->val_loss;
-        snprintf(r->fields, sizeof r->fields, ",\"val_loss\":%.6f,\"val_ppl\":%.4f", (double)c->val_loss, exp((double)c->val_loss));
+        if (c->opt->objective) snprintf(r->name, sizeof r->name, "held-out CE");
+        lm_covers(r->covers, sizeof r->covers, c->val_windows, c->val->n_windows);
+        snprintf(r->fields, sizeof r->fields, ",\"val_loss\":%.6f,\"val_ppl\":%.4f,\"val_windows\":%lld,\"val_windows_total\":%lld",
+                 (double)c->val_loss, exp((double)c->val_loss), (long long)c->val_windows, (long long)c->val->n_windows);
         snprintf(r->brief, sizeof r->brief, "perplexity %.2f", exp((double)c->val_loss));
         return;
     }
+    if (c->opt->objective && c->opt->objective->name) snprintf(r->name, sizeof r->name, "%s", c->opt->objective->name);
     r->loss = c->loss;
     r->tokens = (double)c->opt->batch * c->opt->seq * c->opt->grad_accum;
     snprintf(r->fields, sizeof r->fields, ",\"loss\":%.6f", c->loss);
@@ -132,6 +182,10 @@ static void lm_intro(void *ctx, alloy_progress *prog) {
                              cfg->top_k, cfg->router_aux_loss_coef, training);
     else if (o->train_only != ALLOY_TRAIN_ONLY_ALL)
         alloy_progress_print(prog, "training %s", training);
+    if (cfg->n_experts > 0 && cfg->top_k == 1 && o->train_only == ALLOY_TRAIN_ONLY_ROUTER) // top-1: the gate is always 1
+        alloy_progress_print(prog, "warning: with 1 expert per token each gate is 1, so the LM loss gives the routers no "
+                                   "gradient: they learn from the load-balancing loss alone (coefficient %g)%s",
+                             cfg->router_aux_loss_coef, cfg->router_aux_loss_coef > 0.0 ? "" : ", which is off: nothing trains");
     alloy_progress_print(prog, "unigram entropy of the data: %.4f nats/token (a model that learns nothing beyond token "
                                "frequencies scores this)", alloy_dataset_unigram_entropy(c->ds, 100000000ULL));
 }
@@ -176,7 +230,8 @@ alloy_status alloy_train_run(const alloy_train_options *given, const char *resum
     s = lm_setup(&c, resume);
     alloy_objective obj = {
         .label = "", .ctx = &c, .groups = {{c.model, "optimizer.safetensors"}}, .n_groups = 1, .rng = &c.rng,
-        .micro_batch = lm_micro_batch, .after_step = lm_after_step, .evaluate = lm_evaluate, .report = lm_report,
+        .micro_batch = lm_micro_batch, .after_step = lm_after_step, .evaluate = lm_evaluate,
+        .evaluate_all = lm_evaluate_all, .report = lm_report,
         .save = lm_save, .load = lm_load, .state_save = lm_state_save, .state_load = lm_state_load,
         .describe = lm_describe, .intro = lm_intro,
     };

@@ -71,7 +71,7 @@ const alloy_schema *alloy_train_schema(void) {
 }
 
 alloy_status alloy_train_resume_options(const char *dir, alloy_train_options *opt, char **ckpt) {
-    return alloy_run_resume_options(dir, ckpt, alloy_train_schema(), NULL, opt, opt->out_dir, sizeof opt->out_dir);
+    return alloy_run_resume_options(dir, ckpt, alloy_train_schema(), "train distill", opt, opt->out_dir, sizeof opt->out_dir);
 }
 
 

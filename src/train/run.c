@@ -48,6 +48,8 @@ struct alloy_run {
     double elapsed0, tokens0; /* both when this process started its loop */
     double t_start;       /* when it did */
     double last_val;
+    char val_name[48];    /* the last evaluation's name and what it covered (alloy_run_report) */
+    char val_covers[96];
     bool evaluated;
     FILE *metrics;
     char *metrics_path;
@@ -280,22 +282,79 @@ alloy_status alloy_run_resume_state(const char *dir, char **ckpt, alloy_options_
     return s;
 }
 
-/* The schema load of a resume, with the key the options must hold. */
+/* The verb whose run saved these options, from their "objective": none or "" for alloy train,
+ * the distillation's own JSON object for distill, "combiner" for ensemble train, else its name
+ * (sft, reward, dpo, ppo). NULL when the options name none of them. */
+static const char *run_verb(const cJSON *options) {
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(options, "objective");
+    if (!k || (cJSON_IsString(k) && !k->valuestring[0])) return "train";
+    if (!cJSON_IsString(k)) return NULL;
+    if (k->valuestring[0] == '{') return "distill";
+    if (!strcmp(k->valuestring, "combiner")) return "ensemble train";
+    static const char *const named[] = {"sft", "reward", "dpo", "ppo"};
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+        if (!strcmp(k->valuestring, named[i])) return named[i];
+    return NULL;
+}
+
+/* Whether `word` is one of the space-separated words of `list`. */
+static bool has_word(const char *list, const char *word) {
+    size_t n = strlen(word);
+    for (const char *p = list; (p = strstr(p, word)) != NULL; p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || !p[n])) return true;
+    return false;
+}
+
+/* The schema load of a resume, with the verbs whose runs it continues. */
 typedef struct schema_parse {
     const alloy_schema *schema;
-    const char *need; /* a key the saved options must have (NULL: none) */
+    const char *verbs; /* "train distill", "sft reward dpo", "ppo" */
+    const char *dir;   /* the folder being resumed, for the messages */
 } schema_parse;
 
 static alloy_status parse_with_schema(void *ctx, const cJSON *j, const char *what) {
     const schema_parse *sp = ((void **)ctx)[0];
-    if (sp->need && !cJSON_GetObjectItemCaseSensitive(j, sp->need))
-        return alloy_fail(ALLOY_STATUS_FORMAT, "%s: not the state of this kind of run (its options have no \"%s\")", what, sp->need);
+    const char *made = run_verb(j);
+    if (made && !has_word(sp->verbs, made) && !strcmp(made, "ensemble train"))
+        return alloy_fail(ALLOY_STATUS_USAGE, "%s is an alloy ensemble train run (a learned combiner), which does not resume: "
+                                              "train the combiner again with alloy ensemble train", sp->dir);
+    if (made && !has_word(sp->verbs, made))
+        return alloy_fail(ALLOY_STATUS_USAGE, "%s is an alloy %s run; continue it with alloy %s --resume %s", sp->dir, made, made,
+                          sp->dir);
     return alloy_options_load(sp->schema, ((void **)ctx)[1], j, what);
 }
 
-alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *need,
+/* USAGE when dir is a model folder (weights or config.json, but neither trainer_state.json nor
+ * `latest`): there is no run to continue; `flag` starts one from it. */
+static alloy_status refuse_model_folder(const char *dir, const char *flag) {
+    static const char *const run_files[] = {"trainer_state.json", "latest"};
+    static const char *const model_files[] = {"model.safetensors", "config.json"};
+    bool run = false, model = false;
+    for (int i = 0; i < 2; i++) {
+        char *a = alloy_path_join(dir, run_files[i]), *b = alloy_path_join(dir, model_files[i]);
+        if (!a || !b) {
+            alloy_free(a);
+            alloy_free(b);
+            return ALLOY_STATUS_NOMEM;
+        }
+        run |= alloy_path_exists(a);
+        model |= alloy_path_exists(b);
+        alloy_free(a);
+        alloy_free(b);
+    }
+    if (run || !model) return ALLOY_STATUS_OK;
+    return alloy_fail(ALLOY_STATUS_USAGE, "%s is a model folder, not a training run (no trainer_state.json, no `latest`): "
+                                          "--resume continues a run; start a new one from these weights with %s %s",
+                      dir, flag, dir);
+}
+
+alloy_status alloy_run_resume_options(const char *dir, char **ckpt, const alloy_schema *schema, const char *verbs,
                                       void *opts, char *out_dir, size_t out_dir_size) {
-    schema_parse sp = {schema, need};
+    *ckpt = NULL;
+    alloy_status s = alloy_is_dir(dir) ? refuse_model_folder(dir, has_word(verbs, "train") ? "--init" : "--model")
+                                       : ALLOY_STATUS_OK;
+    if (s) return s;
+    schema_parse sp = {schema, verbs, dir};
     void *ctx[2] = {&sp, opts};
     return alloy_run_resume_state(dir, ckpt, parse_with_schema, ctx, out_dir, out_dir_size);
 }
@@ -497,12 +556,18 @@ static alloy_status open_metrics(alloy_run *r, const char *resume, const char *b
     return s;
 }
 
+/* The objective's report of `phase` into r->rep, cleared first. */
+static void take_report(alloy_run *r, alloy_run_phase phase) {
+    alloy_run_report *rep = &r->rep;
+    rep->name[0] = rep->covers[0] = rep->brief[0] = rep->fields[0] = rep->tail[0] = '\0';
+    rep->loss = rep->tokens = 0.0;
+    r->obj->report(r->obj->ctx, phase, rep);
+}
+
 static alloy_status log_step(alloy_run *r, double t0, float lr, float gnorm) {
     const alloy_run_options *o = r->ro;
     alloy_run_report *rep = &r->rep;
-    rep->brief[0] = rep->fields[0] = rep->tail[0] = '\0';
-    rep->loss = rep->tokens = 0.0;
-    r->obj->report(r->obj->ctx, ALLOY_RUN_TRAIN, rep);
+    take_report(r, ALLOY_RUN_TRAIN);
     r->tokens_seen += rep->tokens;
     double now = alloy_time_now(), step_time = now - t0;
     r->elapsed = r->elapsed0 + (now - r->t_start);
@@ -520,8 +585,8 @@ static alloy_status log_step(alloy_run *r, double t0, float lr, float gnorm) {
     alloy_format_count((r->tokens_seen - r->tokens0) / (now - r->t_start), rate, sizeof rate);
     if (r->obj->update) snprintf(figures, sizeof figures, "%s", rep->brief);
     else
-        snprintf(figures, sizeof figures, "loss %.4f%s%s | lr %.2e | norm %.2f", rep->loss, rep->brief[0] ? " | " : "",
-                 rep->brief, (double)lr, (double)gnorm);
+        snprintf(figures, sizeof figures, "%s %.4f%s%s | lr %.2e | norm %.2f", rep->name[0] ? rep->name : "loss", rep->loss,
+                 rep->brief[0] ? " | " : "", rep->brief, (double)lr, (double)gnorm);
     alloy_progress_update(&r->prog, "%sstep %lld/%lld | %s | %s tok/s | ETA %s", r->obj->label, (long long)r->step,
                           (long long)o->steps, figures, rate, eta);
     return s;
@@ -531,16 +596,58 @@ static alloy_status evaluate(alloy_run *r) {
     alloy_status s = r->obj->evaluate(r->obj->ctx);
     if (s) return s;
     alloy_run_report *rep = &r->rep;
-    rep->brief[0] = rep->fields[0] = rep->tail[0] = '\0';
-    rep->loss = rep->tokens = 0.0;
-    r->obj->report(r->obj->ctx, ALLOY_RUN_EVAL, rep);
+    take_report(r, ALLOY_RUN_EVAL);
     r->last_val = rep->loss;
     r->evaluated = true;
+    snprintf(r->val_name, sizeof r->val_name, "%s", rep->name[0] ? rep->name : "held-out loss");
+    snprintf(r->val_covers, sizeof r->val_covers, "%s", rep->covers);
     s = metrics_line(r, "{\"type\":\"eval\",\"step\":%lld%s,\"tokens\":%.0f}\n", (long long)r->step, rep->fields,
                      r->tokens_seen);
     if (!s && !r->ro->quiet)
-        alloy_progress_print(&r->prog, "step %lld: held-out loss %.4f (%s)", (long long)r->step, rep->loss, rep->brief);
+        alloy_progress_print(&r->prog, "step %lld: %s %.4f%s%s%s%s%s", (long long)r->step, r->val_name, rep->loss,
+                             rep->covers[0] ? " over " : "", rep->covers, rep->brief[0] ? " (" : "", rep->brief,
+                             rep->brief[0] ? ")" : "");
     return s;
+}
+
+/* The held-out part of the summary line into buf: the last evaluation's loss and what it
+ * covered, then the whole split's (final, ALLOY_RUN_FINAL's report) or why it was not scored. */
+static void summary_held_out(const alloy_run *r, const alloy_run_report *final, char *buf, size_t size) {
+    buf[0] = '\0';
+    if (!r->evaluated) return;
+    size_t k = (size_t)snprintf(buf, size, "; %s %.4f%s%s", r->val_name, r->last_val, r->val_covers[0] ? " over " : "",
+                                r->val_covers);
+    if (k >= size || !final) return;
+    if (final->loss >= 0.0)
+        snprintf(buf + k, size - k, ", %.4f over %s", final->loss, final->covers[0] ? final->covers : "the whole split");
+    else if (final->brief[0])
+        snprintf(buf + k, size - k, " (%s)", final->brief);
+}
+
+/* The end of a run that did all its steps: the objective's figures over the whole held-out split
+ * (evaluate_all), metrics.jsonl's "end" line, and the summary line (unless quiet): steps, time,
+ * the final checkpoint, the held-out loss with what it covers. */
+static alloy_status finish(alloy_run *r) {
+    const alloy_run_options *o = r->ro;
+    alloy_run_report *final = NULL;
+    if (r->obj->evaluate_all) {
+        alloy_status s = r->obj->evaluate_all(r->obj->ctx);
+        if (s) return s;
+        take_report(r, ALLOY_RUN_FINAL);
+        final = &r->rep;
+    }
+    double elapsed = r->elapsed0 + (alloy_time_now() - r->t_start);
+    char ckpt[48], val[64] = "", held[512], took[32];
+    snprintf(ckpt, sizeof ckpt, "checkpoints/step-%08lld", (long long)r->step);
+    if (r->evaluated) snprintf(val, sizeof val, ",\"val_loss\":%.6f", r->last_val);
+    alloy_status s = metrics_line(r, "{\"type\":\"end\",\"step\":%lld,\"elapsed_s\":%.3f,\"checkpoint\":\"%s\"%s%s}\n",
+                                  (long long)r->step, elapsed, ckpt, val, final ? final->fields : "");
+    if (s || o->quiet) return s;
+    summary_held_out(r, final, held, sizeof held);
+    alloy_format_duration(elapsed, took, sizeof took);
+    alloy_progress_print(&r->prog, "%sdone: %lld steps in %s; final checkpoint %s/%s%s", r->obj->label, (long long)r->step,
+                         took, o->out_dir, ckpt, held);
+    return ALLOY_STATUS_OK;
 }
 
 /* ---- the loop ---- */
@@ -585,6 +692,7 @@ static alloy_status loop(alloy_run *r, alloy_run_result *res) {
     }
     if (s) return s;
     if (!o->quiet) alloy_progress_done(&r->prog);
+    if (!stopped && (s = finish(r))) return s;
     res->step = r->step;
     res->last_val_loss = r->last_val;
     res->evaluated = r->evaluated;

@@ -26,7 +26,7 @@
     "  --batch B             examples per micro-batch (default 8)\n"                                          \
     "  --seq T               tokens per sequence at most (default: the model's context, at most 1024)\n"     \
     "  --grad-accum K        micro-batches per step (default 1)\n"                                            \
-    "  --seed S              data order, held-out choice, a new reward head (default 1337)\n"                \
+    "  --seed S              data order and held-out choice; reward: a new score head (default 1337)\n"  \
     "optimiser (AdamW, linear warm-up then cosine decay):\n"                                                 \
     "  --lr X --min-lr X     peak and final learning rate (min-lr default lr/10)\n"                          \
     "  --warmup N            warm-up steps (default 0)\n"                                                     \

@@ -109,6 +109,46 @@ static int list_add(cli_list *l, const char *v) {
     return 0;
 }
 
+/* Edit distance (insertions, deletions, substitutions, swaps of neighbours) between a[0..na) and
+ * b[0..nb), both at most 63 characters (else a large number). */
+static int edit_distance(const char *a, size_t na, const char *b, size_t nb) {
+    enum { MAXN = 64 };
+    if (na >= MAXN || nb >= MAXN) return 1000;
+    int d[MAXN][MAXN];
+    for (size_t i = 0; i <= na; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= nb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= na; i++)
+        for (size_t j = 1; j <= nb; j++) {
+            int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[na][nb];
+}
+
+/* The usage error of an unknown flag name[0..len), with the nearest known flags: those it
+ * begins, or within 2 edits (and fewer edits than its length), at most 3 of the closest. */
+static int unknown_flag(const char *verb, const cli_flag *flags, int n, const char *name, size_t len) {
+    int best = 2, picked = 0;
+    const char *near[3];
+    for (int k = 0; k < n; k++) {
+        size_t fl = strlen(flags[k].name);
+        int d = fl > len && !strncmp(flags[k].name, name, len) ? 1 : edit_distance(name, len, flags[k].name, fl);
+        if (d > best || d >= (int)len) continue;
+        if (d < best) best = d, picked = 0;
+        if (picked < 3) near[picked++] = flags[k].name;
+    }
+    if (!picked) return cli_usage(verb, "unknown flag --%.*s", (int)len, name);
+    char hint[256];
+    size_t h = 0;
+    for (int i = 0; i < picked && h < sizeof hint; i++)
+        h += (size_t)snprintf(hint + h, sizeof hint - h, "%s--%s", i == 0 ? "" : i == picked - 1 ? " or " : ", ", near[i]);
+    return cli_usage(verb, "unknown flag --%.*s (did you mean %s?)", (int)len, name, hint);
+}
+
 int cli_parse(const char *verb, int argc, char **argv, cli_flag *flags, int n, const char *help, cli_list *positional) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -126,7 +166,7 @@ int cli_parse(const char *verb, int argc, char **argv, cli_flag *flags, int n, c
         cli_flag *f = NULL;
         for (int k = 0; k < n; k++)
             if (strlen(flags[k].name) == len && !strncmp(flags[k].name, name, len)) f = &flags[k];
-        if (!f) return cli_usage(verb, "unknown flag --%.*s", (int)len, name);
+        if (!f) return unknown_flag(verb, flags, n, name, len);
         if (f->seen && f->kind != CLI_LIST) return cli_usage(verb, "--%s given twice", f->name);
         f->seen = true;
         const cli_option_ref *ref = f->kind == CLI_OPTION ? f->dst : NULL;

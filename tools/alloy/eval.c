@@ -12,8 +12,10 @@ static const char help[] =
     "usage: alloy eval --model DIR [DIR ...] --data SHARDS [flags]\n"
     "\n"
     "Scores a model on token shards (alloy prepare): every window of T + 1 tokens of the split,\n"
-    "in order, once; prints the mean loss per target token (nats), the perplexity exp(loss) and\n"
-    "the tokens scored, as one JSON line on stdout (with --quiet only that) and a summary on stderr.\n"
+    "in order, once; prints the mean loss per target token (nats), the perplexity exp(loss), the\n"
+    "windows scored of the split's (\"windows\", \"windows_total\") and the tokens, as one JSON line\n"
+    "on stdout (with --quiet only that) and a summary on stderr. (alloy train's periodic held-out\n"
+    "loss covers the first --eval-batches x --batch windows; this scores them all.)\n"
     "The result does not depend on --batch. Several models are scored as one ensemble (they must\n"
     "share the vocabulary and tokenizer): a mixture of their probabilities, or one softmax of\n"
     "their weighted logits, or with per-token weights from a learned combiner (alloy ensemble train).\n"
@@ -135,13 +137,19 @@ static void print_result(const eval_how *how, const char *const *dirs, int n, co
         }
         printf("],");
     }
-    printf("\"data\":\"%s\",\"split\":\"%s\",\"seq\":%d,\"windows\":%lld,\"tokens\":%lld,"
+    printf("\"data\":\"%s\",\"split\":\"%s\",\"seq\":%d,\"windows\":%lld,\"windows_total\":%lld,\"tokens\":%lld,"
            "\"loss\":%.6f,\"perplexity\":%.4f}\n",
-           data, split_name, T, (long long)res->windows, (long long)res->tokens, res->loss, res->perplexity);
-    if (!quiet)
-        fprintf(stderr, "alloy eval: %s%s on %s (%s): loss %.4f, perplexity %.3f over %lld tokens\n", dirs[0],
-                n > 1 ? " and the other members" : "", data, split_name, res->loss, res->perplexity,
-                (long long)res->tokens);
+           data, split_name, T, (long long)res->windows, (long long)res->split_windows, (long long)res->tokens, res->loss,
+           res->perplexity);
+    if (quiet) return;
+    char covers[96];
+    if (res->windows < res->split_windows)
+        snprintf(covers, sizeof covers, "the first %lld of %lld windows", (long long)res->windows, (long long)res->split_windows);
+    else
+        snprintf(covers, sizeof covers, "all %lld windows", (long long)res->windows);
+    fprintf(stderr, "alloy eval: %s%s on %s (%s): loss %.4f, perplexity %.3f over %s of %d tokens (%lld tokens)\n", dirs[0],
+            n > 1 ? " and the other members" : "", data, split_name, res->loss, res->perplexity, covers, T + 1,
+            (long long)res->tokens);
 }
 
 /* cmd_eval's body; cli_parse fills the caller's lists, which the caller frees. */

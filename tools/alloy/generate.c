@@ -218,9 +218,12 @@ static void report(const gen *g, const gen_args *a, double dt) {
     else snprintf(what, sizeof what, "%s weights", q);
     size_t total = 0;
     for (int i = 0; i < g->p.n; i++) total += g->results[i].ids.n;
+    char full[96] = "";
+    if (g->p.n == 1 && g->results[0].finish == ALLOY_FINISH_CONTEXT)
+        snprintf(full, sizeof full, " (together they fill the model's context of %d tokens)", g->eo.max_ctx);
     if (g->p.n == 1)
-        fprintf(stderr, "alloy generate: stopped: %s after %zu tokens (prompt %d) in %.2f s, %.1f tokens/s, %s\n",
-                finish_words[g->results[0].finish], total, g->p.lens[0], dt, dt > 0 ? total / dt : 0.0, what);
+        fprintf(stderr, "alloy generate: stopped: %s after %zu tokens generated from a %d-token prompt%s in %.2f s, %.1f tokens/s, %s\n",
+                finish_words[g->results[0].finish], total, g->p.lens[0], full, dt, dt > 0 ? total / dt : 0.0, what);
     else
         fprintf(stderr, "alloy generate: %d prompts, %zu tokens in %.2f s, %.1f tokens/s (batch %d, %s)\n", g->p.n, total,
                 dt, dt > 0 ? total / dt : 0.0, g->eo.max_batch, what);

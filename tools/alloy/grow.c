@@ -24,8 +24,9 @@ static const char help[] =
     "                       not the source folder)\n"
     "  --depth-upscale M    depth up-scaling as in SOLAR 10.7B (Kim et al. 2023): two copies of\n"
     "                       the n layers, the first without its last M, the second without its\n"
-    "                       first M, stacked: 2·(n − M) layers (n = 32, M = 8 -> 48); 0 <= M < n.\n"
-    "                       The grown model must be trained again (continued pretraining).\n"
+    "                       first M, stacked: 2·(n − M) layers (n = 32, M = 8 -> 48; n = 4, M = 1\n"
+    "                       -> 6); 0 <= M < n, deeper than the source only for M < n/2 (else a\n"
+    "                       warning). The grown model must be trained again (continued pretraining).\n"
     "  --layers PLAN        any stacking: source layers by index and inclusive range, in order,\n"
     "                       e.g. 0-5,3-8 (layers 0..5, then 3..8: 12 layers)\n"
     "  --ffn-width F2       every layer's MLP widened from F to F2 > F hidden units, computing the\n"
@@ -98,6 +99,11 @@ int cmd_grow(int argc, char **argv) {
         tpath = alloy_path_join(out, "tokenizer.json");
         s = tpath ? alloy_write_file_atomic(tpath, tok, tok_size) : ALLOY_STATUS_NOMEM;
     }
+    if (!s && deep && deep->config.n_layer <= src->config.n_layer) // a deepening that deepens nothing
+        fprintf(stderr, "alloy grow: warning: the grown model has %d layers, the source %d: %s\n", deep->config.n_layer,
+                src->config.n_layer,
+                by_upscale ? "--depth-upscale M gives 2·(n − M) layers, more than n only for M < n/2"
+                           : "the --layers plan adds no layer");
     if (!s) {
         const alloy_config *a = &src->config, *b = &grown->config;
         char how[160] = "";

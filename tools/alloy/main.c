@@ -22,7 +22,7 @@
 static const char usage[] =
     "usage: alloy <verb> [flags]    (alloy <verb> --help for each)\n"
     "\n"
-    "  prepare   text files or folders -> token shards (byte-level tokenizer)\n"
+    "  prepare   text, JSONL or JSON files or folders -> token shards (bytes, or a BPE tokenizer)\n"
     "  train     train a GPT-2 or Llama-family model on token shards (resumable)\n"
     "  distill   train a student to match a teacher or an ensemble (KL, reverse KL, JSD)\n"
     "  sft       supervised fine-tuning on prompt/response or chat JSONL (loss on responses only)\n"

@@ -197,6 +197,10 @@ static alloy_status save(const moe_job *j, const moe_args *a, const alloy_moe_op
            from_prompts ? (a->prompts ? " from --prompts" : " from sampled prompts") : "",
            a->base ? ", shared layers from --base" : ", shared layers averaged", a->out, j->moe->num_params,
            tsrc->tok_json ? ", tokenizer.json copied" : "");
+    if (c->top_k == 1)
+        fprintf(stderr, "alloy moe: warning: with --top-k 1 each token's one gate is 1, so the LM loss gives the routers no "
+                        "gradient: alloy train --train-only router would learn from the load-balancing loss alone "
+                        "(--top-k 2 lets the LM loss tune them)\n");
     return ALLOY_STATUS_OK;
 }
 

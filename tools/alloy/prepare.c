@@ -49,7 +49,10 @@ static const char help[] =
     "                        of 64 KiB or more give the tail X of their text\n"
     "  --seed S              held-out choice, document order and mix (default 1337)\n"
     "  --shard-tokens N      tokens per shard at most (default 100000000)\n"
-    "  --quiet               no progress\n";
+    "  --progress-every S    when stderr is not a terminal, a progress line every S seconds\n"
+    "                        (default 5; on a terminal the line is redrawn in place)\n"
+    "  --quiet               no progress\n"
+    "Ctrl-C stops it: the temporary files (OUT/.prepare-tmp) and any shard written are removed.\n";
 
 /* Copies s with \n, \t and \\ turned into their characters. */
 static char *unescape(const char *s) {
@@ -107,14 +110,18 @@ static int fill_options(alloy_prepare_options *o, const prep_args *a, cli_flag *
     return 0;
 }
 
-/* Tokenizes and writes the shards; prints the report. */
-static alloy_status run_prepare(const alloy_prepare_options *o, const char *tokname) {
+/* Tokenizes and writes the shards; prints the report (*halted: a stop ended it, nothing written). */
+static alloy_status run_prepare(const alloy_prepare_options *o, const char *tokname, bool *halted) {
     alloy_tokenizer *tok = NULL;
     alloy_prepare_report rep;
     alloy_status s = alloy_tokenizer_load(&tok, tokname);
     if (!s) s = alloy_prepare(o, tok, &rep);
     alloy_tokenizer_destroy(tok);
     if (s) return s;
+    if ((*halted = rep.stopped)) {
+        fprintf(stderr, "alloy prepare: interrupted; nothing written\n");
+        return ALLOY_STATUS_OK;
+    }
     fprintf(stderr,
             "prepared %s: %llu files (%llu binary skipped), %llu documents, %.2f MB; dropped %llu empty, %llu exact and "
             "%llu near duplicates, skipped %llu malformed records; %llu training tokens in %d shard(s), %llu held-out "
@@ -141,15 +148,20 @@ int cmd_prepare(int argc, char **argv) {
         {"mix", CLI_STR, &a.mix, false},           {"mix-tokens", CLI_U64, &o.mix_tokens, false},
         {"val-fraction", CLI_DBL, &o.val_fraction, false}, {"seed", CLI_U64, &o.seed, false},
         {"shard-tokens", CLI_U64, &o.shard_tokens, false}, {"quiet", CLI_BOOL, &o.quiet, false},
+        {"progress-every", CLI_DBL, &o.progress_seconds, false},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]);
     alloy_prepare_sources S = {0};
     char *sep = NULL;
     int r = cli_parse("prepare", argc, argv, flags, nf, help, NULL);
     int rc = r ? (r == 1 ? 0 : r) : fill_options(&o, &a, flags, nf, &S, &sep);
+    if (!r && !rc && !(o.progress_seconds >= 0.0)) rc = cli_usage("prepare", "--progress-every must be >= 0");
     if (!r && !rc) {
-        alloy_status s = run_prepare(&o, a.tokname);
+        o.stop = cli_catch_stop();
+        bool halted = false;
+        alloy_status s = run_prepare(&o, a.tokname, &halted);
         if (s) rc = cli_fail("prepare", s);
+        else if (halted) rc = 130;
     }
     alloy_prepare_sources_free(&S);
     free(sep);

@@ -112,6 +112,9 @@ static int sample_main(int argc, char **argv, cli_list *model_dirs, cli_list *we
         alloy_generation g = {0};
         s = alloy_generate(e, &g, &ids, &n_ids, 1, &o, print_text, NULL);
         putchar('\n');
+        if (!s && g.finish == ALLOY_FINISH_CONTEXT)
+            fprintf(stderr, "alloy sample: stopped after %zu of %d tokens: with the %d-token prompt they fill the %s context of %d tokens\n",
+                    g.ids.n, n_tokens, n_ids, n > 1 ? "models' least" : "model's", least_ctx);
         alloy_generation_free(&g);
     }
     alloy_engine_destroy(e);

@@ -30,7 +30,8 @@ static const char help[] =
     "  --special TEXT...     special tokens to add (default: <|endoftext|>; --special \"\" for none)\n"
     "  --min-frequency N     merge only pairs seen this often (default 2)\n"
     "  --quiet               no progress\n"
-    "info     prints the kind, vocabulary size, merges, special tokens, regex and fingerprint\n";
+    "info     prints the kind, vocabulary size, fingerprint, pre-tokenizer regex and special tokens\n"
+    "         (the merges are in the tokenizer's file)\n";
 
 /* The whole of FILE, or of standard input when path is NULL or "-". */
 static alloy_status read_input(const char *path, char **text, size_t *n) {

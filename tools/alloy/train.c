@@ -58,7 +58,10 @@ static const char help[] =
     "  --grad-clip X         global gradient norm limit, 0 = off (default 1.0)\n"
     "evaluation, checkpoints, output:\n"
     "  --eval-every N        steps between held-out evaluations (default 100; 0 = at the end)\n"
-    "  --eval-batches N      batches per evaluation (default 20)\n"
+    "  --eval-batches N      batches per evaluation (default 20): the held-out loss covers the\n"
+    "                        first N x B windows of the held-out split (the progress line says how\n"
+    "                        many of how many); at the end the whole split is scored too, as alloy\n"
+    "                        eval does, when it is at most 10 evaluations' worth\n"
     "  --ckpt-every N        steps between checkpoints (default 500; 0 = at the end)\n"
     "  --keep N              checkpoints kept (default 3)\n"
     "  --log-every N         progress line every N steps when not on a terminal (default 10)\n"
@@ -81,8 +84,9 @@ static const char distill_help[] =
     "on distributions softened by the temperature T, with D the forward KL (Hinton et al.), the\n"
     "reverse KL, or the generalised Jensen-Shannon divergence of GKD. The teachers stay frozen\n"
     "and must share the student's vocabulary and tokenizer. Everything else — run folder,\n"
-    "checkpoints, metrics, held-out evaluation (the student's plain loss), exact resume — is as in\n"
-    "alloy train, whose flags all apply (alloy train --help).\n"
+    "checkpoints, metrics, held-out evaluation, exact resume — is as in alloy train, whose flags\n"
+    "all apply (alloy train --help). The progress line's \"distill-loss\" is the loss above; the\n"
+    "evaluations' \"held-out CE\" is the student's plain cross-entropy on the held-out split.\n"
     "\n"
     "  --teacher DIR ...      teacher checkpoint or run folders (up to 8)\n"
     "  --student S            a preset name (a new student, e.g. small-gpt2) or a checkpoint folder\n"
@@ -143,9 +147,9 @@ static int resume_flags(const char *verb, bool distill, const char *resume, allo
     alloy_train_options saved = alloy_train_defaults();
     alloy_status s = alloy_train_resume_options(resume, &saved, ckpt);
     if (!s && distill && !saved.objective_json[0])
-        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a plain training run: continue it with alloy train --resume", resume);
+        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is an alloy train run; continue it with alloy train --resume %s", resume, resume);
     if (!s && !distill && saved.objective_json[0])
-        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is a distillation run: continue it with alloy distill --resume", resume);
+        s = alloy_fail(ALLOY_STATUS_USAGE, "%s is an alloy distill run; continue it with alloy distill --resume %s", resume, resume);
     if (!s && distill) s = alloy_distill_from_json(dopt, saved.objective_json, resume);
     int r = s ? cli_fail(verb, s) : 0;
     if (!r) r = cli_schema_resume(verb, alloy_train_schema(), &saved, o, flags, nf, mode == ALLOY_RESUME_BRANCH ? "out" : NULL);
