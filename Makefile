@@ -4,6 +4,7 @@
 #                   alloy.1 (from the verbs' --help), in build/
 #   make demo       installs dependencies, then trains a small model on local text and samples
 #   make test       installs dependencies (test oracles too), builds, runs every test
+#   make check      builds, runs a fast subset (CHECK_TESTS): the edit-compile-test loop
 #   make asan       the same tests, built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (bench/*_bench.sh; C programs bench/*.c are built in build/bench/)
 #   make install    PREFIX=/usr/local (and DESTDIR): the command, the library, its headers,
@@ -34,7 +35,7 @@ CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib test asan demo bench install uninstall clean deps test-deps check-deps
+.PHONY: all lib test check asan demo bench install uninstall clean deps test-deps check-deps
 
 all: $(BUILD)/liballoy.a $(BUILD)/liballoy.so $(BUILD)/alloy.pc $(BUILD)/alloy $(BUILD)/alloy.1
 
@@ -107,6 +108,13 @@ test: test-deps
 
 .PHONY: all-tests
 all-tests: all $(TESTS)
+
+# the edit-compile-test loop: the unit tests of the lower layers (base, kernels, the model
+# against its PyTorch twin, tokenizer, data) and a smoke test of the command
+CHECK_TESTS ?= test_base test_kernels test_model test_tokenizer test_data test_smoke.sh
+check: test-deps
+	@$(MAKE) --no-print-directory all $(patsubst %,$(BUILD)/tests/%,$(filter-out %.sh,$(CHECK_TESTS)))
+	@BUILD=$(BUILD) TESTS="$(CHECK_TESTS)" bash tests/run.sh
 
 asan: test-deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -march=native" \
