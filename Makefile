@@ -1,11 +1,14 @@
 # alloy — build, test, demo.
 #
-#   make            liballoy.a, liballoy.so, alloy.pc and the alloy command, in build/
+#   make            liballoy.a, liballoy.so, alloy.pc, the alloy command and its man page
+#                   alloy.1 (from the verbs' --help), in build/
 #   make demo       installs dependencies, then trains a small model on local text and samples
 #   make test       installs dependencies (test oracles too), builds, runs every test
+#   make check      builds, runs a fast subset (CHECK_TESTS): the edit-compile-test loop
 #   make asan       the same tests, built with AddressSanitizer + UndefinedBehaviorSanitizer
 #   make bench      benchmarks (bench/*_bench.sh; C programs bench/*.c are built in build/bench/)
-#   make install    PREFIX=/usr/local
+#   make install    PREFIX=/usr/local (and DESTDIR): the command, the library, its headers,
+#                   alloy.pc, the man page and the bash completion; make uninstall removes them
 
 BUILD    ?= build
 PREFIX   ?= /usr/local
@@ -32,9 +35,9 @@ CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib test asan demo bench install clean deps test-deps check-deps
+.PHONY: all lib test check asan demo bench install uninstall clean deps test-deps check-deps
 
-all: $(BUILD)/liballoy.a $(BUILD)/liballoy.so $(BUILD)/alloy.pc $(BUILD)/alloy
+all: $(BUILD)/liballoy.a $(BUILD)/liballoy.so $(BUILD)/alloy.pc $(BUILD)/alloy $(BUILD)/alloy.1
 
 lib: $(BUILD)/liballoy.a $(BUILD)/liballoy.so
 
@@ -65,14 +68,23 @@ $(BUILD)/liballoy.so: $(LIB_OBJ)
 	@echo "  LD    $@"
 	@$(CC) -shared -Wl,-soname,liballoy.so.0 -o $@ $^ $(LDLIBS)
 
+# pkg-config's description of the library as installed under PREFIX; make install writes it
+# again for the PREFIX it installs to
+ALLOY_PC = printf 'prefix=%s\nincludedir=$${prefix}/include\nlibdir=$${prefix}/lib\n\nName: alloy\nDescription: train, align, fuse and serve transformer language models on the CPU\nVersion: %s\nRequires.private: %s\nCflags: -I$${includedir} -fopenmp\nLibs: -L$${libdir} -lalloy\nLibs.private: -fopenmp -lm\n' \
+	'$(PREFIX)' '$(VERSION)' '$(PKGS)'
+
 $(BUILD)/alloy.pc: Makefile
 	@mkdir -p $(BUILD)
-	@printf 'prefix=%s\nincludedir=$${prefix}/include\nlibdir=$${prefix}/lib\n\nName: alloy\nDescription: train, align, fuse and serve transformer language models on the CPU\nVersion: %s\nRequires.private: %s\nCflags: -I$${includedir} -fopenmp\nLibs: -L$${libdir} -lalloy\nLibs.private: -fopenmp -lm\n' \
-		'$(PREFIX)' '$(VERSION)' '$(PKGS)' > $@
+	@$(ALLOY_PC) > $@
 
 $(BUILD)/alloy: $(CMD_OBJ) $(BUILD)/liballoy.a
 	@echo "  LD    $@"
 	@$(CC) $(ALL_CFLAGS) -o $@ $(CMD_OBJ) $(BUILD)/liballoy.a $(LDLIBS)
+
+# the man page: the command's own --help texts, in roff
+$(BUILD)/alloy.1: $(BUILD)/alloy scripts/manpage.sh
+	@echo "  MAN   $@"
+	@bash scripts/manpage.sh $(BUILD)/alloy $@
 
 $(BUILD)/tests/%: tests/%.c tests/harness.h $(BUILD)/liballoy.a $(HDRS)
 	@mkdir -p $(dir $@)
@@ -97,6 +109,13 @@ test: test-deps
 .PHONY: all-tests
 all-tests: all $(TESTS)
 
+# the edit-compile-test loop: the unit tests of the lower layers (base, kernels, the model
+# against its PyTorch twin, tokenizer, data) and a smoke test of the command
+CHECK_TESTS ?= test_base test_kernels test_model test_tokenizer test_data test_smoke.sh
+check: test-deps
+	@$(MAKE) --no-print-directory all $(patsubst %,$(BUILD)/tests/%,$(filter-out %.sh,$(CHECK_TESTS)))
+	@BUILD=$(BUILD) TESTS="$(CHECK_TESTS)" bash tests/run.sh
+
 asan: test-deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -march=native" \
 		EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
@@ -111,14 +130,28 @@ bench: test-deps
 	@$(MAKE) --no-print-directory all $(BENCHES)
 	@bash bench/run.sh
 
+MAN1DIR  := $(PREFIX)/share/man/man1
+COMPDIR  := $(PREFIX)/share/bash-completion/completions
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/alloy
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/alloy \
+		$(DESTDIR)$(MAN1DIR) $(DESTDIR)$(COMPDIR)
 	install -m 755 $(BUILD)/alloy $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(BUILD)/liballoy.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/liballoy.so $(DESTDIR)$(PREFIX)/lib/liballoy.so.0
 	ln -sf liballoy.so.0 $(DESTDIR)$(PREFIX)/lib/liballoy.so
 	install -m 644 include/alloy/*.h $(DESTDIR)$(PREFIX)/include/alloy/
-	install -m 644 $(BUILD)/alloy.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	$(ALLOY_PC) > $(DESTDIR)$(PREFIX)/lib/pkgconfig/alloy.pc
+	install -m 644 $(BUILD)/alloy.1 $(DESTDIR)$(MAN1DIR)/alloy.1
+	install -m 644 scripts/alloy.bash-completion $(DESTDIR)$(COMPDIR)/alloy
+	@[ -n "$(DESTDIR)" ] || [ "$$(id -u)" != 0 ] || ! command -v ldconfig >/dev/null || ldconfig
+
+# removes exactly what install put there (the folders only when they are left empty)
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/alloy $(DESTDIR)$(PREFIX)/lib/liballoy.a $(DESTDIR)$(PREFIX)/lib/liballoy.so \
+		$(DESTDIR)$(PREFIX)/lib/liballoy.so.0 $(DESTDIR)$(PREFIX)/lib/pkgconfig/alloy.pc \
+		$(DESTDIR)$(MAN1DIR)/alloy.1 $(DESTDIR)$(COMPDIR)/alloy
+	rm -f $(patsubst include/alloy/%,$(DESTDIR)$(PREFIX)/include/alloy/%,$(wildcard include/alloy/*.h))
+	rmdir $(DESTDIR)$(PREFIX)/include/alloy 2>/dev/null || true
 
 clean:
 	rm -rf build

