@@ -42,7 +42,9 @@ echo "load before: $(cut -d' ' -f1-4 /proc/loadavg)"
 "$ALLOY" prepare --input "$work/text.txt" --tokenizer "$work/tok.json" --out "$work/data" >/dev/null 2>&1
 "$ALLOY" train --data "$work/data" --preset small-gpt2 --out "$work/run" --steps 10 --batch 8 --seq 128 \
   --eval-every 0 >/dev/null 2>&1
-printf '{"prompt": "The hacker"}\n{"prompt": "In the beginning"}\n' >"$work/prompts.jsonl"
+for p in "The hacker" "In the beginning" "A program" "The system" "When the" "It is" "Unix" "#include"; do
+  printf '{"prompt": "%s"}\n' "$p"
+done >"$work/prompts.jsonl" # each continued until the context (128) is full
 
 # the seconds one command takes (wall clock)
 seconds() {
@@ -62,7 +64,7 @@ job() {
   for ((r = 0; r < REPEAT; r++)); do
     case $name in
       generate) times+=("$(seconds "$ALLOY" generate --model "$work/run" --prompts "$work/prompts.jsonl" --weights q8_0 \
-                  --tokens 400 --temperature 0 "$@")") ;;
+                  --tokens -1 --batch 1 --temperature 0 "$@")") ;;
       eval)     times+=("$(seconds "$ALLOY" eval --model "$work/run" --data "$work/data" --seq 128 --batch 8 "$@")") ;;
       train)    rm -rf "$work/t"
                 times+=("$(seconds "$ALLOY" train --data "$work/data" --preset small-gpt2 --out "$work/t" --steps 20 \

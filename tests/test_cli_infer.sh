@@ -32,6 +32,9 @@ expect 1 "prompt longer than the context" "--prompt: the prompt has 40 tokens, m
 expect 1 "prompt longer than --ctx" "more than the context of 8" "$ALLOY" generate --model "$M" --prompt "0123456789" --ctx 8
 printf '{"prompt": "ROMEO:"}\n{"prompt_ids": [65, 66\n' >"$T/bad1.jsonl"
 expect 1 "malformed JSONL line" "bad1.jsonl:2: not valid JSON" "$ALLOY" generate --model "$M" --prompts "$T/bad1.jsonl"
+# a pipe is read as it flows (a named pipe, gzip through it too)
+n=$(printf '{"prompt": "a"}\n{"prompt": "b"}\n' | gzip -c | "$ALLOY" generate --model "$M" --prompts /dev/stdin --tokens 2 --quiet | wc -l)
+[ "$n" = 2 ] && ok "prompts from a pipe" || nok "prompts from a pipe: $n records"
 printf '{"prompt": "a"}\n\n{"text": "b"}\n' >"$T/bad2.jsonl"
 expect 1 "JSONL line without a prompt" "bad2.jsonl:3: needs exactly one of \"prompt\" and \"prompt_ids\"" "$ALLOY" generate --model "$M" --prompts "$T/bad2.jsonl"
 printf '{"prompt_ids": [1, -4]}\n' >"$T/bad3.jsonl"

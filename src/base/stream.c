@@ -232,7 +232,7 @@ static alloy_status walk(alloy_file_list *l, const char *path, bool top) {
     if ((top ? stat(path, &st) : lstat(path, &st)) != 0)
         return top ? alloy_fail(ALLOY_STATUS_IO, "%s: %s", path, strerror(errno)) : ALLOY_STATUS_OK;
     if (S_ISLNK(st.st_mode) && (stat(path, &st) != 0 || !S_ISREG(st.st_mode))) return ALLOY_STATUS_OK;
-    if (S_ISREG(st.st_mode)) return list_push(l, path);
+    if (S_ISREG(st.st_mode) || (top && !S_ISDIR(st.st_mode))) return list_push(l, path); // a pipe named: read as it flows
     if (!S_ISDIR(st.st_mode)) return ALLOY_STATUS_OK;
     alloy_file_list names = {0};
     alloy_status s = folder_entries(path, top, &names);
